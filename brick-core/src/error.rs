@@ -1,0 +1,182 @@
+//! The one error type of brick-core. Every request carries `Option<Error>` back to its initiator.
+
+use std::fmt;
+
+/// Result alias used throughout brick-core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a request or a control operation failed. Cloneable: the same error travels through every
+/// completion hook of a chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The input has no output connected (never wired, or disconnected for rewiring).
+    #[error("input `{input}` is not connected: wire it to an output before submitting IO")]
+    NotConnected {
+        /// Name of the input.
+        input: String,
+    },
+    /// The input is already connected; disconnect it first (or use `rewire`).
+    #[error("input `{input}` is already connected: disconnect it or use rewire")]
+    AlreadyConnected {
+        /// Name of the input.
+        input: String,
+    },
+    /// The brick is switched off (or switching off) and accepts no new IO.
+    #[error("brick `{brick}` is switched off: switch it on before submitting IO")]
+    Off {
+        /// Name of the brick.
+        brick: String,
+    },
+    /// The brick refused to switch because of the power ordering rules.
+    #[error("brick `{brick}` cannot switch {}: {reason}", if *.on { "on" } else { "off" })]
+    PowerOrder {
+        /// Name of the brick.
+        brick: String,
+        /// Direction that was refused.
+        on: bool,
+        /// What blocks it.
+        reason: String,
+    },
+    /// The request addresses bytes outside the device.
+    #[error("request out of range: pos {pos} len {len} exceeds the device size {size}")]
+    OutOfRange {
+        /// Byte offset of the request.
+        pos: u64,
+        /// Length of the request.
+        len: u64,
+        /// Size of the device.
+        size: u64,
+    },
+    /// The request is malformed (zero length where not allowed, data length mismatch, ...).
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    /// The operation is not supported by this brick or backend.
+    #[error("operation {op} is not supported by `{brick}`")]
+    Unsupported {
+        /// The operation name.
+        op: &'static str,
+        /// Which brick refused it.
+        brick: String,
+    },
+    /// A read returned fewer bytes than requested inside the device (truncated file, media error).
+    #[error("short read at pos {pos}: got {got} of {want} bytes")]
+    ShortRead {
+        /// Where the read started.
+        pos: u64,
+        /// Bytes delivered.
+        got: usize,
+        /// Bytes wanted.
+        want: usize,
+    },
+    /// The device or file system is full.
+    #[error("no space left on device while {context}: free space or grow the device")]
+    NoSpace {
+        /// What was being done.
+        context: &'static str,
+    },
+    /// A system call failed.
+    #[error("I/O error while {context}: {} (errno {errno})", errno_text(*.errno))]
+    Os {
+        /// The raw errno value.
+        errno: i32,
+        /// What was being done.
+        context: &'static str,
+    },
+    /// Back-pressure: the queue is full. Retry later.
+    #[error("`{brick}` is busy ({inflight} requests in flight): retry later")]
+    Busy {
+        /// Which brick.
+        brick: String,
+        /// How many requests are in flight.
+        inflight: usize,
+    },
+    /// Something did not finish in time.
+    #[error("timed out after {millis} ms while {context}")]
+    Timeout {
+        /// What was being waited for.
+        context: &'static str,
+        /// How long we waited.
+        millis: u64,
+    },
+    /// A brick-specific failure with a message (kept structured by the brick's own error type,
+    /// flattened here so that it can travel through a generic chain).
+    #[error("{brick}: {message}")]
+    Brick {
+        /// Which brick failed.
+        brick: String,
+        /// What happened and what to do.
+        message: String,
+    },
+}
+
+fn errno_text(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
+}
+
+impl Error {
+    /// Whether retrying the same request later can succeed (back-pressure, rewiring, timeouts).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::NotConnected { .. } | Error::Busy { .. } | Error::Timeout { .. }
+        ) || matches!(self, Error::Os { errno, .. } if *errno == EAGAIN || *errno == EINTR)
+    }
+
+    /// Build an error from an `std::io::Error`, mapping ENOSPC to [`Error::NoSpace`].
+    pub fn from_io(err: &std::io::Error, context: &'static str) -> Error {
+        match err.raw_os_error() {
+            Some(ENOSPC) => Error::NoSpace { context },
+            Some(errno) => Error::Os { errno, context },
+            None => Error::Os { errno: EIO, context },
+        }
+    }
+
+    /// The closest errno for protocols that speak errno (NBD replies).
+    pub fn errno(&self) -> i32 {
+        match self {
+            Error::OutOfRange { .. } | Error::Invalid(_) => EINVAL,
+            Error::NoSpace { .. } => ENOSPC,
+            Error::Unsupported { .. } => EOPNOTSUPP,
+            Error::Os { errno, .. } => *errno,
+            Error::Busy { .. } => EAGAIN,
+            Error::Timeout { .. } => ETIMEDOUT,
+            Error::Off { .. } | Error::NotConnected { .. } => ESHUTDOWN,
+            _ => EIO,
+        }
+    }
+}
+
+/// A request handed back by `submit` together with the reason (nothing is lost on an error path).
+pub struct Rejected {
+    /// The request, unchanged except for its error field, which is left untouched.
+    pub req: Box<crate::Aio>,
+    /// Why it was refused.
+    pub error: Error,
+}
+
+impl Rejected {
+    /// Pair a request with the reason it was refused.
+    pub fn new(req: Box<crate::Aio>, error: Error) -> Self {
+        Rejected { req, error }
+    }
+}
+
+impl fmt::Debug for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejected")
+            .field("error", &self.error)
+            .field("op", &self.req.op)
+            .field("pos", &self.req.pos)
+            .field("len", &self.req.len)
+            .finish()
+    }
+}
+
+const EIO: i32 = 5;
+const EAGAIN: i32 = 11;
+const EINTR: i32 = 4;
+const EINVAL: i32 = 22;
+const ENOSPC: i32 = 28;
+const EOPNOTSUPP: i32 = 95;
+const ESHUTDOWN: i32 = 108;
+const ETIMEDOUT: i32 = 110;
