@@ -127,7 +127,10 @@ impl Error {
         match err.raw_os_error() {
             Some(ENOSPC) => Error::NoSpace { context },
             Some(errno) => Error::Os { errno, context },
-            None => Error::Os { errno: EIO, context },
+            None => Error::Os {
+                errno: EIO,
+                context,
+            },
         }
     }
 

@@ -99,9 +99,7 @@ impl Input {
     /// Atomically replace the output (make-before-break). Requests submitted after this returns
     /// go to `output`; the returned [`Drain`] covers those still in flight on the old one.
     pub fn rewire(&self, output: Arc<dyn Output>) -> Option<Drain> {
-        self.conn
-            .swap(Some(Arc::new(new_conn(output))))
-            .map(close)
+        self.conn.swap(Some(Arc::new(new_conn(output)))).map(close)
     }
 
     /// Geometry of the connected output.

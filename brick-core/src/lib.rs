@@ -35,8 +35,8 @@
 
 mod aspect;
 mod brick;
-mod budget;
 pub mod bricks;
+mod budget;
 mod completion;
 mod elevator;
 mod error;

@@ -2,14 +2,18 @@
 //! per second; a limiter may have a parent (e.g. per-resource under a global sync limit), and an
 //! amount must pass every level.
 //!
-//! The algorithm is virtual scheduling (GCRA): each level keeps a "theoretical arrival time";
-//! an amount is admitted at `max(now, tat)` and pushes `tat` by `amount / rate`. So over any
-//! window `W`, what passes is at most `rate * W + burst + one request`, an upper bound that holds
-//! however loaded the machine is (late callers only make it smaller).
+//! Each level is a token bucket per dimension whose capacity is [`BURST`] worth of its rate.
+//! An amount is **admitted at the moment it is charged**, under the levels' locks, only when
+//! every level has tokens; a bucket may go into debt by at most one amount. Hence over any
+//! window `W`, a level admits at most `rate * (W + BURST) + one amount`: an upper bound that
+//! holds however loaded the machine is, because a late caller is charged late, never in the past.
 
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Burst allowance of every bucket, as a duration of its rate.
+pub const BURST: Duration = Duration::from_millis(20);
 
 /// Rates of one level; 0 means unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -20,11 +24,71 @@ pub struct Rates {
     pub bytes_per_sec: u64,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant, rate: u64) {
+        let cap = capacity(rate);
+        let dt = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + dt * rate as f64).min(cap);
+        self.refilled = now;
+    }
+
+    /// Time until the bucket can admit `amount` (zero if now).
+    fn wait_for(&self, amount: u64, rate: u64) -> Duration {
+        let need = (amount as f64).min(capacity(rate));
+        if self.tokens >= need {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((need - self.tokens) / rate as f64)
+        }
+    }
+}
+
+fn capacity(rate: u64) -> f64 {
+    (rate as f64 * BURST.as_secs_f64()).max(1.0)
+}
+
 #[derive(Debug)]
 struct Level {
     rates: Rates,
-    tat_ops: Option<Instant>,
-    tat_bytes: Option<Instant>,
+    ops: Bucket,
+    bytes: Bucket,
+}
+
+impl Level {
+    fn refill(&mut self, now: Instant) {
+        if self.rates.ops_per_sec > 0 {
+            self.ops.refill(now, self.rates.ops_per_sec);
+        }
+        if self.rates.bytes_per_sec > 0 {
+            self.bytes.refill(now, self.rates.bytes_per_sec);
+        }
+    }
+
+    fn wait_for(&self, ops: u64, bytes: u64) -> Duration {
+        let mut d = Duration::ZERO;
+        if self.rates.ops_per_sec > 0 {
+            d = d.max(self.ops.wait_for(ops, self.rates.ops_per_sec));
+        }
+        if self.rates.bytes_per_sec > 0 {
+            d = d.max(self.bytes.wait_for(bytes, self.rates.bytes_per_sec));
+        }
+        d
+    }
+
+    fn charge(&mut self, ops: u64, bytes: u64) {
+        if self.rates.ops_per_sec > 0 {
+            self.ops.tokens -= ops as f64;
+        }
+        if self.rates.bytes_per_sec > 0 {
+            self.bytes.tokens -= bytes as f64;
+        }
+    }
 }
 
 /// One node of a limiter hierarchy.
@@ -32,7 +96,6 @@ struct Level {
 pub struct Limiter {
     level: Mutex<Level>,
     parent: Option<Arc<Limiter>>,
-    burst: Duration,
 }
 
 impl Limiter {
@@ -47,20 +110,26 @@ impl Limiter {
     }
 
     fn build(rates: Rates, parent: Option<Arc<Limiter>>) -> Self {
+        let now = Instant::now();
+        let full = |rate: u64| Bucket {
+            tokens: capacity(rate),
+            refilled: now,
+        };
         Limiter {
             level: Mutex::new(Level {
                 rates,
-                tat_ops: None,
-                tat_bytes: None,
+                ops: full(rates.ops_per_sec),
+                bytes: full(rates.bytes_per_sec),
             }),
             parent,
-            burst: Duration::from_millis(20),
         }
     }
 
     /// Change this level's rates (takes effect for the next admission).
     pub fn set_rates(&self, rates: Rates) {
-        self.level.lock().rates = rates;
+        let mut l = self.level.lock();
+        l.refill(Instant::now());
+        l.rates = rates;
     }
 
     /// This level's rates.
@@ -68,9 +137,9 @@ impl Limiter {
         self.level.lock().rates
     }
 
-    /// Reserve `ops` operations and `bytes` bytes at every level and return how long the caller
-    /// must wait before doing the work (zero if it may go now).
-    pub fn reserve(&self, ops: u64, bytes: u64) -> Duration {
+    /// Admit `ops` operations and `bytes` bytes at every level now, or say how long to wait
+    /// before trying again (nothing is charged then).
+    pub fn try_admit(&self, ops: u64, bytes: u64) -> Result<(), Duration> {
         let now = Instant::now();
         let mut chain: Vec<&Limiter> = Vec::with_capacity(4);
         let mut node = Some(self);
@@ -78,52 +147,28 @@ impl Limiter {
             chain.push(l);
             node = l.parent.as_deref();
         }
-        // Lock child to root (a consistent order), find the latest admission time over all
-        // levels, then charge every level from that time.
+        // Lock child to root: a consistent order, so concurrent callers cannot deadlock.
         let mut guards: Vec<_> = chain.iter().map(|l| l.level.lock()).collect();
-        let start = guards
-            .iter()
-            .map(|g| g.earliest(now, self.burst))
-            .max()
-            .unwrap_or(now);
+        let mut wait = Duration::ZERO;
         for g in guards.iter_mut() {
-            g.charge(start, ops, bytes);
+            g.refill(now);
+            wait = wait.max(g.wait_for(ops, bytes));
         }
-        start.saturating_duration_since(now)
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        for g in guards.iter_mut() {
+            g.charge(ops, bytes);
+        }
+        Ok(())
     }
 
-    /// Reserve and sleep until admitted.
-    pub fn wait(&self, ops: u64, bytes: u64) {
-        let d = self.reserve(ops, bytes);
-        if !d.is_zero() {
-            std::thread::sleep(d);
+    /// Block until admitted, and return how long that took.
+    pub fn wait(&self, ops: u64, bytes: u64) -> Duration {
+        let started = Instant::now();
+        while let Err(d) = self.try_admit(ops, bytes) {
+            std::thread::sleep(d.max(Duration::from_micros(50)));
         }
-    }
-}
-
-impl Level {
-    fn earliest(&self, now: Instant, burst: Duration) -> Instant {
-        let slack = |tat: Option<Instant>| tat.map_or(now, |t| t.checked_sub(burst).unwrap_or(t));
-        let mut at = now;
-        if self.rates.ops_per_sec > 0 {
-            at = at.max(slack(self.tat_ops));
-        }
-        if self.rates.bytes_per_sec > 0 {
-            at = at.max(slack(self.tat_bytes));
-        }
-        at
-    }
-
-    fn charge(&mut self, start: Instant, ops: u64, bytes: u64) {
-        let push = |tat: &mut Option<Instant>, amount: u64, rate: u64| {
-            let base = tat.map_or(start, |t| t.max(start));
-            *tat = Some(base + Duration::from_nanos(amount.saturating_mul(1_000_000_000) / rate));
-        };
-        if self.rates.ops_per_sec > 0 {
-            push(&mut self.tat_ops, ops, self.rates.ops_per_sec);
-        }
-        if self.rates.bytes_per_sec > 0 {
-            push(&mut self.tat_bytes, bytes, self.rates.bytes_per_sec);
-        }
+        started.elapsed()
     }
 }

@@ -16,7 +16,11 @@ pub struct Throttle {
 
 impl Throttle {
     /// A throttle in front of `below`.
-    pub fn new(name: impl Into<String>, limiter: Arc<Limiter>, below: Arc<dyn Output>) -> Arc<Self> {
+    pub fn new(
+        name: impl Into<String>,
+        limiter: Arc<Limiter>,
+        below: Arc<dyn Output>,
+    ) -> Arc<Self> {
         Arc::new(Throttle {
             name: name.into(),
             limiter,
@@ -39,7 +43,11 @@ impl Output for Throttle {
         self.input.prepare(req)
     }
     fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
-        let bytes = if req.op == crate::Op::Flush { 0 } else { req.len as u64 };
+        let bytes = if req.op == crate::Op::Flush {
+            0
+        } else {
+            req.len as u64
+        };
         self.limiter.wait(1, bytes);
         self.stats.on_submit();
         self.input.submit(req)
