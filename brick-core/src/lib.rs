@@ -24,6 +24,8 @@
 //! - [`Input::rewire`] swaps an input's output while IO is in flight; the [`Drain`] it returns
 //!   says when the old side is idle. Nothing is lost, duplicated or moved between outputs.
 //! - [`Power`] implements switch on/off with LEDs; switching off drains in-flight IO.
+//! - [`Graph`] reconciles bricks by path and enforces the power ordering (predecessors on
+//!   first, successors off first).
 //!
 //! Helper libraries: [`LamportClock`], [`Limiter`] (hierarchical ops/s and bytes/s),
 //! [`Stats`] (counters and latency histogram), [`MemBudget`] (memory with back-pressure),
@@ -40,6 +42,7 @@ mod budget;
 mod completion;
 mod elevator;
 mod error;
+mod graph;
 mod input;
 mod lamport;
 mod limiter;
@@ -53,6 +56,7 @@ pub use budget::{MemBudget, Reservation};
 pub use completion::{read_all, run, submit_wait, write_all, CompletionQueue};
 pub use elevator::Elevator;
 pub use error::{Error, Rejected, Result};
+pub use graph::Graph;
 pub use input::{Drain, Input};
 pub use lamport::{LamportClock, Observed, Stamp, SystemTimeSource, TimeSource};
 pub use limiter::{Limiter, Rates};
