@@ -18,7 +18,7 @@ fn budget_holds_under_concurrent_writers_and_nothing_is_dropped() {
                     let size = 4096 * (1 + (t * 7 + i) % 64);
                     let r = b.acquire(size);
                     assert!(b.used() <= b.limit(), "over budget: {}", b.used());
-                    if i % 50 == 0 {
+                    if i.is_multiple_of(50) {
                         std::thread::sleep(Duration::from_micros(100));
                     }
                     drop(r);

@@ -22,7 +22,7 @@ impl Recorder {
         let (tx, rx) = crossbeam_channel::unbounded::<Box<Aio>>();
         std::thread::spawn(move || {
             for (i, req) in rx.into_iter().enumerate() {
-                if i % 64 == 0 {
+                if i.is_multiple_of(64) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
                 req.finish(Ok(()));
@@ -61,7 +61,7 @@ fn run_campaign(seconds: f64, threads: u64, per_thread: u64) {
             let mut drains = 0;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let drain = if i % 5 == 0 {
+                let drain = if i.is_multiple_of(5) {
                     let d = input.disconnect();
                     std::thread::sleep(Duration::from_micros(300));
                     input.connect(outs[i % 3].clone()).unwrap();
