@@ -10,6 +10,7 @@
 
 pub mod aio;
 pub mod copy;
+pub mod file;
 pub mod log;
 pub mod logger;
 pub mod nbd;

@@ -1,1 +1,22 @@
-//! Placeholder: filled in by its issue.
+//! `aio`: the io_uring file backend.
+//!
+//! - **Submission** is batched: submitters push entries into the ring's submission queue, and
+//!   one `io_uring_enter` hands them to the kernel. Requests submitted from a completion hook
+//!   (on the completion thread) or inside [`UringFile::batch`] are collected and entered
+//!   together; a plain `submit` from another thread enters at once (the completion thread may
+//!   be asleep in the kernel).
+//! - **One completion thread** per brick (`xio-aio-<n>`) reaps completions, advances each
+//!   request's state machine (partial reads/writes are continued, FUA adds an `fdatasync`,
+//!   unsupported `fallocate` falls back to writing zeroes) and runs the completion hooks.
+//! - **Bounded queue depth**: see [`crate::file`] (wait up to `busy_wait`, then `Busy`).
+//!
+//! Same interface and semantics as [`crate::sio`]; [`crate::file`] documents both.
+//!
+//! Registered (fixed) buffers are not used: requests bring their own `Vec<u8>`, and copying
+//! into a registered buffer costs more than the page pinning it saves for buffered IO.
+
+mod brick;
+mod ring;
+mod state;
+
+pub use brick::UringFile;

@@ -1,0 +1,320 @@
+//! [`UringFile`]: the io_uring brick, its submit path and its completion thread.
+#![allow(unsafe_code)]
+
+use super::ring::Ring;
+use super::state::{self, Stage, Step, UringAspect};
+use crate::file::core::{Admit, FileCore};
+use crate::file::{from_io, FileKind, FileOptions};
+use brick_core::{
+    Aio, Brick, Error, Info, Op, Output, PowerState, Rejected, Result, Slot, StatsSnapshot,
+};
+use std::cell::Cell;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// User data of the shutdown marker (never a valid request pointer: not aligned).
+const SHUTDOWN: u64 = u64::MAX;
+/// The completion thread wakes at least this often (to notice submissions whose enter failed).
+const IDLE_WAKE: Duration = Duration::from_millis(100);
+
+thread_local! {
+    /// The brick (address of its `Shared`) whose completion thread this is, or 0.
+    static COMPLETION_OF: Cell<usize> = const { Cell::new(0) };
+    /// The brick whose submissions this thread currently defers (batch scope or completion
+    /// thread), or 0.
+    static DEFER: Cell<usize> = const { Cell::new(0) };
+}
+
+static INSTANCE: AtomicUsize = AtomicUsize::new(0);
+
+struct Shared {
+    core: FileCore,
+    ring: Ring,
+    fd: i32,
+    slot: Slot<UringAspect>,
+    stopping: AtomicBool,
+}
+
+/// A file or block device served by io_uring.
+///
+/// The completion thread is named `xio-aio-<n>` (`n` unique per instance); dropping the brick
+/// waits for in-flight requests and joins it.
+pub struct UringFile {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UringFile {
+    /// Open `path` (see [`crate::file`] for the options and semantics).
+    pub fn open(path: impl AsRef<Path>, opts: &FileOptions) -> Result<UringFile> {
+        let core = FileCore::open(path.as_ref(), opts)?;
+        let ring = Ring::new(core.admission.depth()).map_err(|e| Error::Brick {
+            brick: core.name.clone(),
+            message: format!(
+                "cannot set up io_uring: {e}; is io_uring disabled (sysctl kernel.io_uring_disabled)? \
+                 use the sio backend instead"
+            ),
+        })?;
+        let fd = core.file.as_raw_fd();
+        let shared = Arc::new(Shared {
+            core,
+            ring,
+            fd,
+            slot: Slot::new(),
+            stopping: AtomicBool::new(false),
+        });
+        let id = INSTANCE.fetch_add(1, Relaxed);
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("xio-aio-{id}"))
+            .spawn(move || completion_loop(s))
+            .map_err(|e| Error::Brick {
+                brick: shared.core.name.clone(),
+                message: format!("cannot start the completion thread: {e}"),
+            })?;
+        Ok(UringFile {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn me(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
+    /// Run `f`; requests this thread submits to this brick inside `f` are handed to the kernel
+    /// with one system call when `f` returns. Nested batches enter once, at the outermost end.
+    pub fn batch<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a> {
+            prev: usize,
+            me: usize,
+            ring: &'a Ring,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                DEFER.with(|d| d.set(self.prev));
+                if self.prev != self.me {
+                    if let Err(e) = self.ring.enter() {
+                        // The completion thread enters again within IDLE_WAKE.
+                        tracing::warn!("io_uring enter after a batch failed: {e}");
+                    }
+                }
+            }
+        }
+        let me = self.me();
+        let _restore = Restore {
+            prev: DEFER.with(|d| d.replace(me)),
+            me,
+            ring: &self.shared.ring,
+        };
+        f()
+    }
+
+    /// Regular file, block device or other.
+    pub fn kind(&self) -> FileKind {
+        self.shared.core.kind
+    }
+    /// Re-read the size after outside changes.
+    pub fn refresh_size(&self) -> Result<u64> {
+        self.shared.core.refresh_size()
+    }
+    /// Resize a regular file.
+    pub fn set_size(&self, size: u64) -> Result<()> {
+        self.shared.core.set_size(size)
+    }
+    /// Requests in flight.
+    pub fn inflight(&self) -> usize {
+        self.shared.core.admission.inflight()
+    }
+    /// Switch off, waiting up to `timeout` for in-flight IO to drain.
+    pub fn switch_off_wait(&self, timeout: Duration) -> Result<()> {
+        let core = &self.shared.core;
+        core.power.switch_off_wait(&core.name, timeout, || Ok(()))
+    }
+}
+
+impl Shared {
+    /// Start (or continue) `req` in `stage`: build its submission and queue it.
+    fn start(&self, mut req: Box<Aio>, stage: Stage, done: usize, deferred: bool) {
+        {
+            let a = req.aspect(&self.slot);
+            a.stage = stage;
+            a.done = done;
+        }
+        let entry = state::entry(self.fd, &mut req, stage, done);
+        let ptr = Box::into_raw(req);
+        let entry = entry.user_data(ptr as u64);
+        // SAFETY: the entry points into the request's `data` heap buffer (or the static
+        // ZEROES); the request is leaked into the ring (`ptr`) and nobody touches it until the
+        // completion thread takes it back with `Box::from_raw` after this entry's completion.
+        let pushed = unsafe { self.ring.push(&entry) };
+        if let Err(e) = pushed {
+            // SAFETY: the push failed, so the kernel never saw `ptr`; we own it again.
+            let req = unsafe { Box::from_raw(ptr) };
+            self.finish(req, Err(from_io(&e, "queueing an io_uring submission")));
+            return;
+        }
+        if !deferred {
+            if let Err(e) = self.ring.enter() {
+                // The entry stays queued; the completion thread enters within IDLE_WAKE.
+                tracing::warn!(brick = %self.core.name, "io_uring enter failed: {e}");
+            }
+        }
+    }
+
+    fn finish(&self, mut req: Box<Aio>, result: Result<()>) {
+        let (started, done) = {
+            let a = req.aspect(&self.slot);
+            (a.started.unwrap_or_else(Instant::now), a.done)
+        };
+        if req.op == Op::Read {
+            let got = match &result {
+                Ok(()) => req.len,
+                Err(Error::ShortRead { got, .. }) => *got,
+                Err(_) => done,
+            };
+            state::finish_read_buffer(&mut req, got);
+        }
+        self.core.complete(req, started, result);
+    }
+
+    /// Handle one completion (on the completion thread).
+    fn on_completion(&self, mut req: Box<Aio>, res: i32) {
+        let (stage, done) = {
+            let a = req.aspect(&self.slot);
+            (a.stage, a.done)
+        };
+        match state::step(&self.core, &req, stage, done, res) {
+            Step::Next(stage, done) => {
+                if let Stage::Rw = stage {
+                    let a = req.aspect(&self.slot);
+                    a.done = done;
+                }
+                self.start(req, stage, done, true);
+            }
+            Step::Finish(result) => {
+                if req.op == Op::Read {
+                    // `done` counts bytes read before this completion; add this one's.
+                    let a = req.aspect(&self.slot);
+                    if res > 0 && a.stage == Stage::Rw {
+                        a.done = done + res as usize;
+                    }
+                }
+                self.finish(req, result);
+            }
+        }
+    }
+}
+
+fn completion_loop(shared: Arc<Shared>) {
+    let me = Arc::as_ptr(&shared) as usize;
+    COMPLETION_OF.with(|c| c.set(me));
+    DEFER.with(|d| d.set(me));
+    let mut batch = [(0u64, 0i32); 64];
+    loop {
+        // Also submits everything the hooks queued during the last round: one enter.
+        if let Err(e) = shared.ring.wait(IDLE_WAKE) {
+            tracing::warn!(brick = %shared.core.name, "io_uring wait failed: {e}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        loop {
+            let n = shared.ring.reap(&mut batch);
+            for &(user_data, res) in &batch[..n] {
+                if user_data == SHUTDOWN {
+                    continue;
+                }
+                // SAFETY: every other user data is a request leaked by `Shared::start` for
+                // exactly this submission, whose completion this is; it is taken back once.
+                let req = unsafe { Box::from_raw(user_data as *mut Aio) };
+                shared.on_completion(req, res);
+            }
+            if n < batch.len() {
+                break;
+            }
+        }
+        if shared.stopping.load(SeqCst) && shared.core.admission.inflight() == 0 {
+            break;
+        }
+    }
+}
+
+impl Output for UringFile {
+    fn info(&self) -> Result<Info> {
+        Ok(self.shared.core.info())
+    }
+    fn prepare(&self, req: &mut Aio) -> Result<()> {
+        self.shared.core.prepare(req);
+        Ok(())
+    }
+    fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
+        let s = &self.shared;
+        let me = self.me();
+        let on_completion_thread = COMPLETION_OF.with(|c| c.get()) == me;
+        let deferred = DEFER.with(|d| d.get()) == me;
+        if deferred
+            && !on_completion_thread
+            && s.core.admission.inflight() >= s.core.admission.depth()
+        {
+            // About to wait for a slot: first let the kernel see what this batch queued.
+            let _ = s.ring.enter();
+        }
+        match s.core.admit(req, !on_completion_thread)? {
+            Admit::Done(req, result) => s.core.complete_now(req, result),
+            Admit::Go(mut req) => {
+                let stage = state::first_stage(req.op);
+                {
+                    let a = req.aspect(&s.slot);
+                    a.started = Some(Instant::now());
+                }
+                if req.op == Op::Read {
+                    state::prepare_read_buffer(&mut req);
+                }
+                s.start(req, stage, 0, deferred);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Brick for UringFile {
+    fn name(&self) -> &str {
+        &self.shared.core.name
+    }
+    fn switch(&self, on: bool) -> Result<()> {
+        let core = &self.shared.core;
+        if on {
+            core.power.switch_on(|| Ok(()))
+        } else {
+            core.power.switch_off(&core.name, || Ok(()))
+        }
+    }
+    fn power(&self) -> PowerState {
+        self.shared.core.power.state()
+    }
+    fn stats(&self) -> StatsSnapshot {
+        self.shared.core.stats.snapshot()
+    }
+}
+
+impl Drop for UringFile {
+    fn drop(&mut self) {
+        let s = &self.shared;
+        s.stopping.store(true, SeqCst);
+        let nop = io_uring::opcode::Nop::new().build().user_data(SHUTDOWN);
+        // SAFETY: a NOP points to no memory.
+        if unsafe { s.ring.push(&nop) }.is_ok() {
+            let _ = s.ring.enter();
+        }
+        // A hook on our own completion thread may drop the last handle: that thread cannot
+        // join itself; it exits by itself once nothing is in flight.
+        if COMPLETION_OF.with(|c| c.get()) != self.me() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

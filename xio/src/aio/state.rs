@@ -1,0 +1,160 @@
+//! The per-request state machine of `aio`, kept in the request's own aspect: which stage the
+//! request is in (read/write progress, `fallocate`, the zero-write fallback, the trailing
+//! `fdatasync` of FUA), how to build its next submission, and what a completion means.
+#![allow(unsafe_code)]
+
+use crate::file::core::{FileCore, ZEROES};
+use crate::file::from_errno;
+use brick_core::{Aio, Aspect, Error, Flags, Op};
+use io_uring::{opcode, squeue, types};
+use std::time::Instant;
+
+/// Largest single read/write submission (the kernel caps one `rw` at a bit under 2 GiB).
+const MAX_CHUNK: usize = 1 << 30;
+
+/// Where a request is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Reading or writing `data`, `done` bytes so far.
+    #[default]
+    Rw,
+    /// `fdatasync` (a flush, or the tail of a FUA mutation).
+    Sync,
+    /// `fallocate` for discard / write-zeroes.
+    Falloc,
+    /// Writing zeroes because `fallocate` is unsupported, `done` bytes so far.
+    ZeroFill,
+}
+
+/// `aio`'s aspect of a request.
+#[derive(Debug, Default)]
+pub(crate) struct UringAspect {
+    pub(crate) started: Option<Instant>,
+    pub(crate) stage: Stage,
+    pub(crate) done: usize,
+}
+
+impl Aspect for UringAspect {}
+
+/// What to do after a completion.
+pub(crate) enum Step {
+    /// Submit the next part in this stage with this progress.
+    Next(Stage, usize),
+    /// The request is done.
+    Finish(brick_core::Result<()>),
+}
+
+/// The first stage of a fresh request.
+pub(crate) fn first_stage(op: Op) -> Stage {
+    match op {
+        Op::Read | Op::Write => Stage::Rw,
+        Op::Flush => Stage::Sync,
+        Op::Discard | Op::WriteZeroes => Stage::Falloc,
+    }
+}
+
+/// Prepare a fresh read's buffer: empty, with room for `len` bytes that the kernel fills.
+pub(crate) fn prepare_read_buffer(req: &mut Aio) {
+    req.data.clear();
+    req.data.reserve(req.len);
+}
+
+/// After a read ends, expose the `done` bytes the kernel wrote.
+pub(crate) fn finish_read_buffer(req: &mut Aio, done: usize) {
+    debug_assert!(done <= req.data.capacity());
+    // SAFETY: `prepare_read_buffer` reserved at least `len` bytes and every read submission
+    // targeted `data[done..]` below `len`; the kernel initialised exactly the first `done`
+    // bytes (completions are processed in order of progress) and `done <= len <= capacity`.
+    unsafe { req.data.set_len(done.min(req.len)) };
+}
+
+/// The submission for the request's current stage. `user_data` is set by the caller.
+pub(crate) fn entry(fd: i32, req: &mut Aio, stage: Stage, done: usize) -> squeue::Entry {
+    let fd = types::Fd(fd);
+    let pos = req.pos + done as u64;
+    let n = (req.len - done.min(req.len)).min(MAX_CHUNK) as u32;
+    match stage {
+        Stage::Rw if req.op == Op::Read => {
+            // SAFETY (pointer arithmetic): `done < len <= capacity` (reserved up front).
+            let buf = unsafe { req.data.as_mut_ptr().add(done) };
+            opcode::Read::new(fd, buf, n).offset(pos).build()
+        }
+        Stage::Rw => {
+            // SAFETY (pointer arithmetic): `done < len == data.len()` (checked at admission).
+            let buf = unsafe { req.data.as_ptr().add(done) };
+            opcode::Write::new(fd, buf, n).offset(pos).build()
+        }
+        Stage::ZeroFill => {
+            let n = (req.len - done).min(ZEROES.len()) as u32;
+            opcode::Write::new(fd, ZEROES.as_ptr(), n)
+                .offset(pos)
+                .build()
+        }
+        Stage::Sync => opcode::Fsync::new(fd)
+            .flags(types::FsyncFlags::DATASYNC)
+            .build(),
+        Stage::Falloc => opcode::Fallocate::new(fd, req.len as u64)
+            .offset(req.pos)
+            .mode(FileCore::falloc_mode(req.op, req.flags))
+            .build(),
+    }
+}
+
+fn context(op: Op, stage: Stage) -> &'static str {
+    match (stage, op) {
+        (Stage::Sync, _) => "flushing (fdatasync)",
+        (Stage::Rw, Op::Read) => "reading",
+        (Stage::Rw, _) => "writing",
+        (Stage::Falloc, Op::Discard) => "discarding (punching a hole)",
+        (Stage::Falloc, _) | (Stage::ZeroFill, _) => "writing zeroes",
+    }
+}
+
+/// Interpret completion `res` of the request's current submission.
+pub(crate) fn step(core: &FileCore, req: &Aio, stage: Stage, done: usize, res: i32) -> Step {
+    if res < 0 && crate::file::error::is_transient(-res) {
+        return Step::Next(stage, done);
+    }
+    let fua_tail = |req: &Aio| {
+        if req.flags.contains(Flags::FUA) {
+            Step::Next(Stage::Sync, 0)
+        } else {
+            Step::Finish(Ok(()))
+        }
+    };
+    if res < 0 {
+        let errno = -res;
+        if stage == Stage::Falloc && core.falloc_falls_back(errno) {
+            return Step::Next(Stage::ZeroFill, 0);
+        }
+        return Step::Finish(Err(from_errno(errno, context(req.op, stage))));
+    }
+    let n = res as usize;
+    match stage {
+        Stage::Sync => Step::Finish(Ok(())),
+        Stage::Falloc => fua_tail(req),
+        Stage::Rw if req.op == Op::Read => {
+            if n == 0 {
+                Step::Finish(Err(Error::ShortRead {
+                    pos: req.pos,
+                    got: done,
+                    want: req.len,
+                }))
+            } else if done + n < req.len {
+                Step::Next(Stage::Rw, done + n)
+            } else {
+                Step::Finish(Ok(()))
+            }
+        }
+        Stage::Rw | Stage::ZeroFill => {
+            if n == 0 {
+                // A write that makes no progress would loop forever.
+                Step::Finish(Err(from_errno(libc::EIO, context(req.op, stage))))
+            } else if done + n < req.len {
+                Step::Next(stage, done + n)
+            } else {
+                fua_tail(req)
+            }
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! `FileCore`: what both backends share about one open file or block device: the descriptor,
+//! its geometry, admission (power gate, queue depth, range checks), statistics and the
+//! synchronous forms of the operations (used by `sio` and by `aio`'s fallbacks).
+
+use super::admission::Admission;
+use super::error::{errno, from_errno, from_io, is_transient};
+use super::sys;
+use super::FileOptions;
+use brick_core::{Aio, Error, Flags, Info, Op, Power, Rejected, Result, Stats};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+/// What kind of object the backend talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A regular file (size from `fstat`, discard by punching holes).
+    Regular,
+    /// A block device (size from the device, discard by `fallocate` on the device).
+    BlockDevice,
+    /// Anything else that supports positioned IO (a character device such as `/dev/full`).
+    Other,
+}
+
+/// Zeroes for the write-zeroes fallback (in `.bss`: costs no memory until touched).
+pub(crate) static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
+
+/// The outcome of admitting a request.
+pub(crate) enum Admit {
+    /// Start the IO.
+    Go(Box<Aio>),
+    /// Complete at once with this result (range error, empty request) without touching the file.
+    Done(Box<Aio>, Result<()>),
+}
+
+pub(crate) struct FileCore {
+    pub(crate) name: String,
+    pub(crate) file: File,
+    pub(crate) kind: FileKind,
+    size: AtomicU64,
+    pub(crate) block_size: u32,
+    pub(crate) opts: FileOptions,
+    pub(crate) power: Power,
+    pub(crate) stats: Stats,
+    pub(crate) admission: Admission,
+}
+
+impl FileCore {
+    pub(crate) fn open(path: &Path, opts: &FileOptions) -> Result<FileCore> {
+        let name = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| path.display().to_string());
+        let fail = |what: &str, e: std::io::Error| Error::Brick {
+            brick: name.clone(),
+            message: format!(
+                "cannot {what} {}: {e}; check that the path exists and is accessible",
+                path.display()
+            ),
+        };
+        let mut oo = OpenOptions::new();
+        oo.read(true).write(!opts.read_only);
+        if opts.create_size.is_some() {
+            oo.create(true);
+        }
+        oo.custom_flags(libc::O_CLOEXEC);
+        let mut file = oo.open(path).map_err(|e| fail("open", e))?;
+        let meta = file.metadata().map_err(|e| fail("stat", e))?;
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            FileKind::Regular
+        } else if ft.is_block_device() {
+            FileKind::BlockDevice
+        } else {
+            FileKind::Other
+        };
+        if let (Some(want), FileKind::Regular) = (opts.create_size, kind) {
+            if meta.len() < want {
+                file.set_len(want).map_err(|e| fail("set the size of", e))?;
+            }
+        }
+        let size = match kind {
+            FileKind::Regular => file.metadata().map_err(|e| fail("stat", e))?.len(),
+            // fstat reports 0 for devices; seeking to the end asks the driver (BLKGETSIZE64).
+            _ => file
+                .seek(SeekFrom::End(0))
+                .map_err(|e| fail("measure", e))?,
+        };
+        let block_size = match kind {
+            FileKind::BlockDevice => sys::logical_block_size(&file).unwrap_or(512),
+            _ => (meta.blksize() as u32).clamp(512, 65536),
+        };
+        Ok(FileCore {
+            name,
+            file,
+            kind,
+            size: AtomicU64::new(size),
+            block_size,
+            opts: opts.clone(),
+            power: Power::on(),
+            stats: Stats::new(),
+            admission: Admission::new(opts.queue_depth),
+        })
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size.load(SeqCst)
+    }
+
+    /// Re-read the size from the file system (after someone else grew or truncated it).
+    pub(crate) fn refresh_size(&self) -> Result<u64> {
+        let size = match self.kind {
+            FileKind::Regular => self
+                .file
+                .metadata()
+                .map_err(|e| from_io(&e, "reading the file size"))?
+                .len(),
+            _ => (&self.file)
+                .seek(SeekFrom::End(0))
+                .map_err(|e| from_io(&e, "reading the device size"))?,
+        };
+        self.size.store(size, SeqCst);
+        Ok(size)
+    }
+
+    /// Change the size of a regular file (`ftruncate`).
+    pub(crate) fn set_size(&self, size: u64) -> Result<()> {
+        if self.kind != FileKind::Regular {
+            return Err(Error::Unsupported {
+                op: "resize",
+                brick: self.name.clone(),
+            });
+        }
+        self.file
+            .set_len(size)
+            .map_err(|e| from_io(&e, "resizing the file"))?;
+        self.size.store(size, SeqCst);
+        Ok(())
+    }
+
+    pub(crate) fn info(&self) -> Info {
+        Info {
+            size: self.size(),
+            block_size: self.block_size,
+            max_len: self.opts.max_len,
+            read_only: self.opts.read_only,
+            can_discard: true,
+            can_write_zeroes: true,
+        }
+    }
+
+    /// Shorten reads and writes to `max_len`.
+    pub(crate) fn prepare(&self, req: &mut Aio) {
+        if matches!(req.op, Op::Read | Op::Write) && req.len > self.opts.max_len {
+            req.shorten(self.opts.max_len);
+        }
+    }
+
+    /// Power gate, validity and range checks, queue depth. `may_wait` says whether the caller
+    /// may block for a queue slot (never on a thread that completes this brick's IO).
+    pub(crate) fn admit(&self, req: Box<Aio>, may_wait: bool) -> Result<Admit, Rejected> {
+        if let Err(e) = self.power.enter(&self.name) {
+            return Err(Rejected::new(req, e));
+        }
+        self.stats.on_submit();
+        if let Err(e) = self.check(&req) {
+            return Ok(Admit::Done(req, Err(e)));
+        }
+        if req.len == 0 && req.op != Op::Flush {
+            return Ok(Admit::Done(req, Ok(())));
+        }
+        let wait = if may_wait {
+            self.opts.busy_wait
+        } else {
+            Duration::ZERO
+        };
+        if let Err(inflight) = self.admission.acquire(wait) {
+            self.power.leave();
+            return Err(Rejected::new(
+                req,
+                Error::Busy {
+                    brick: self.name.clone(),
+                    inflight,
+                },
+            ));
+        }
+        Ok(Admit::Go(req))
+    }
+
+    fn check(&self, req: &Aio) -> Result<()> {
+        if self.opts.read_only && req.op.is_mutation() {
+            return Err(from_errno(
+                errno::EROFS,
+                "writing to a read-only file brick",
+            ));
+        }
+        if req.op == Op::Write && self.opts.growable {
+            req.end().ok_or(Error::Invalid("pos + len overflows"))?;
+            if req.data.len() != req.len {
+                return Err(Error::Invalid("write data length differs from len"));
+            }
+            return Ok(());
+        }
+        req.check_range(self.size())
+    }
+
+    /// Finish a request that never reached the file (admitted with [`Admit::Done`]).
+    pub(crate) fn complete_now(&self, req: Box<Aio>, result: Result<()>) {
+        self.stats
+            .on_complete(req.len as u64, Duration::ZERO, result.is_err());
+        self.power.leave();
+        req.finish(result);
+    }
+
+    /// Account the end of an admitted request and pass it up.
+    pub(crate) fn complete(&self, req: Box<Aio>, started: Instant, result: Result<()>) {
+        if result.is_ok() && req.op == Op::Write && self.opts.growable {
+            if let Some(end) = req.end() {
+                self.size.fetch_max(end, SeqCst);
+            }
+        }
+        self.stats
+            .on_complete(req.len as u64, started.elapsed(), result.is_err());
+        self.admission.release();
+        self.power.leave();
+        req.finish(result);
+    }
+
+    /// The `fallocate` mode for a discard or write-zeroes request.
+    pub(crate) fn falloc_mode(op: Op, flags: Flags) -> i32 {
+        if op == Op::WriteZeroes && flags.contains(Flags::NO_HOLE) {
+            sys::ZERO_RANGE
+        } else {
+            sys::PUNCH_HOLE
+        }
+    }
+
+    /// Whether a failed `fallocate` should be replaced by writing zeroes: the file system or
+    /// device does not support the mode, or (block devices) the range is not sector-aligned.
+    pub(crate) fn falloc_falls_back(&self, errno: i32) -> bool {
+        errno == errno::EOPNOTSUPP
+            || errno == errno::ENOTTY
+            || (errno == errno::EINVAL && self.kind != FileKind::Regular)
+    }
+
+    // ----- synchronous operations (sio's workers) -----
+
+    /// Execute `req` synchronously on the calling thread.
+    pub(crate) fn execute_sync(&self, req: &mut Aio) -> Result<()> {
+        match req.op {
+            Op::Read => self.read_sync(req),
+            Op::Write => {
+                self.write_sync(req.pos, &req.data[..req.len], "writing")?;
+                self.fua_sync(req.flags)
+            }
+            Op::Flush => self.fdatasync(),
+            Op::Discard | Op::WriteZeroes => {
+                let mode = Self::falloc_mode(req.op, req.flags);
+                let context = if req.op == Op::Discard {
+                    "discarding (punching a hole)"
+                } else {
+                    "writing zeroes"
+                };
+                match retry(|| sys::fallocate(&self.file, mode, req.pos, req.len as u64)) {
+                    Ok(()) => {}
+                    Err(e) if self.falloc_falls_back(e.raw_os_error().unwrap_or(0)) => {
+                        self.zero_fill_sync(req.pos, req.len)?;
+                    }
+                    Err(e) => return Err(from_io(&e, context)),
+                }
+                self.fua_sync(req.flags)
+            }
+        }
+    }
+
+    fn read_sync(&self, req: &mut Aio) -> Result<()> {
+        req.data.clear();
+        req.data.resize(req.len, 0);
+        let mut done = 0;
+        while done < req.len {
+            match self
+                .file
+                .read_at(&mut req.data[done..req.len], req.pos + done as u64)
+            {
+                Ok(0) => {
+                    req.data.truncate(done);
+                    return Err(Error::ShortRead {
+                        pos: req.pos,
+                        got: done,
+                        want: req.len,
+                    });
+                }
+                Ok(n) => done += n,
+                Err(e) if e.raw_os_error().is_some_and(is_transient) => {}
+                Err(e) => {
+                    req.data.truncate(done);
+                    return Err(from_io(&e, "reading"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_sync(&self, pos: u64, data: &[u8], context: &'static str) -> Result<()> {
+        let mut done = 0;
+        while done < data.len() {
+            match self.file.write_at(&data[done..], pos + done as u64) {
+                // A write that makes no progress would loop forever.
+                Ok(0) => return Err(from_errno(errno::EIO, context)),
+                Ok(n) => done += n,
+                Err(e) if e.raw_os_error().is_some_and(is_transient) => {}
+                Err(e) => return Err(from_io(&e, context)),
+            }
+        }
+        Ok(())
+    }
+
+    fn zero_fill_sync(&self, pos: u64, len: usize) -> Result<()> {
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZEROES.len());
+            self.write_sync(pos + done as u64, &ZEROES[..n], "writing zeroes")?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn fua_sync(&self, flags: Flags) -> Result<()> {
+        if flags.contains(Flags::FUA) {
+            self.fdatasync()
+        } else {
+            Ok(())
+        }
+    }
+
+    fn fdatasync(&self) -> Result<()> {
+        retry(|| self.file.sync_data()).map_err(|e| from_io(&e, "flushing (fdatasync)"))
+    }
+}
+
+fn retry(mut f: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
+    loop {
+        match f() {
+            Err(e) if e.raw_os_error().is_some_and(is_transient) => continue,
+            r => return r,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The few system calls std does not wrap (`fallocate`, the block-device sector-size ioctl).
+//! The only `unsafe` of the `file` module lives here, one call per function.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// `fallocate(2)` mode: deallocate the range, keep the file size.
+pub(crate) const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+/// `fallocate(2)` mode: zero the range, keep it allocated, keep the file size.
+pub(crate) const ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+
+/// `fallocate(fd, mode, offset, len)`.
+pub(crate) fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: plain syscall on a file descriptor we own for the duration of the call; it reads
+    // no memory of ours.
+    let rc = unsafe { libc::fallocate64(file.as_raw_fd(), mode, offset, len) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Logical sector size of a block device (`BLKSSZGET`).
+pub(crate) fn logical_block_size(file: &File) -> io::Result<u32> {
+    const BLKSSZGET: libc::c_ulong = 0x1268;
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one `int` through the pointer, which points to a live local.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut size as *mut libc::c_int) };
+    if rc == 0 && size > 0 {
+        Ok(size as u32)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
