@@ -1,0 +1,183 @@
+//! In-process tests of the server over `MemDisk` with the bundled client: both socket kinds,
+//! named exports, pipelined requests answered out of order, structured replies, requests split
+//! at device boundaries, read-only exports, refusals and violations.
+
+use super::client::{Client, Payload};
+use super::proto::{cmd, cflag, errno, tflag};
+use super::{Export, NbdServer, ServerConfig};
+use brick_core::bricks::{MemDisk, MemDiskMode};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Rig {
+    server: NbdServer,
+    sock: std::path::PathBuf,
+    disk: Arc<MemDisk>,
+    _dir: tempfile::TempDir,
+}
+
+fn rig(max_inflight: usize) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("nbd.sock");
+    let disk = MemDisk::new("disk", 8 << 20, MemDiskMode::Threaded(4));
+    let split = MemDisk::with_boundary("split", 1 << 20, MemDiskMode::Threaded(3), 8192);
+    let server = NbdServer::new(ServerConfig { max_inflight });
+    server
+        .add_export(Export::new("disk", disk.clone()).unwrap().multi_conn(true).description("test disk"))
+        .unwrap();
+    server.add_export(Export::new("split", split).unwrap()).unwrap();
+    server
+        .add_export(Export::new("ro", disk.clone()).unwrap().read_only(true))
+        .unwrap();
+    server.listen_unix(&sock).unwrap();
+    Rig {
+        server,
+        sock,
+        disk,
+        _dir: dir,
+    }
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) >> 2) as u8)
+        .collect()
+}
+
+#[test]
+fn list_and_geometry() {
+    let r = rig(16);
+    assert_eq!(Client::list_unix(&r.sock).unwrap(), ["disk", "split", "ro"]);
+    let c = Client::unix(&r.sock, "disk", false).unwrap();
+    assert_eq!(c.size, 8 << 20);
+    assert_eq!(c.block_size, Some((512, 4096, 32 << 20)));
+    for f in [tflag::HAS_FLAGS, tflag::SEND_FLUSH, tflag::SEND_FUA, tflag::SEND_TRIM, tflag::SEND_WRITE_ZEROES, tflag::CAN_MULTI_CONN] {
+        assert!(c.flags & f != 0, "flag {f:#x} missing");
+    }
+    assert_eq!(c.flags & tflag::READ_ONLY, 0);
+    let ro = Client::unix(&r.sock, "ro", false).unwrap();
+    assert!(ro.flags & tflag::READ_ONLY != 0);
+    assert_eq!(ro.flags & tflag::CAN_MULTI_CONN, 0);
+    // The default export is the first one.
+    assert_eq!(Client::unix(&r.sock, "", false).unwrap().size, 8 << 20);
+    assert!(Client::unix(&r.sock, "nope", false).is_err());
+}
+
+#[test]
+fn pipelined_requests_complete_out_of_order_with_both_reply_kinds() {
+    let r = rig(64);
+    for structured in [false, true] {
+        let mut c = Client::unix(&r.sock, "disk", structured).unwrap();
+        assert_eq!(c.structured, structured);
+        let n = 200u64;
+        let mut cookies = Vec::new();
+        for i in 0..n {
+            let d = pattern(i, 4096);
+            cookies.push(c.send(cmd::WRITE, 0, i * 4096, Payload::Data(&d)).unwrap());
+        }
+        let mut order = Vec::new();
+        for _ in 0..n {
+            let rep = c.recv().unwrap();
+            assert_eq!(rep.error, 0);
+            order.push(rep.cookie);
+        }
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, cookies);
+        assert_eq!(c.flush().unwrap(), 0);
+        for i in 0..n {
+            c.send(cmd::READ, 0, i * 4096, Payload::Len(4096)).unwrap();
+        }
+        for _ in 0..n {
+            let rep = c.recv().unwrap();
+            assert_eq!(rep.error, 0);
+            let i = cookies.iter().position(|&k| k + n + 1 == rep.cookie).unwrap() as u64;
+            assert_eq!(rep.data, pattern(i, 4096), "read {i}");
+        }
+        c.disconnect().unwrap();
+    }
+    assert_eq!(&r.disk.contents()[..4096], &pattern(0, 4096)[..]);
+}
+
+#[test]
+fn requests_are_split_at_device_boundaries() {
+    let r = rig(8);
+    for structured in [false, true] {
+        let mut c = Client::unix(&r.sock, "split", structured).unwrap();
+        let d = pattern(9, 100 * 1024);
+        assert_eq!(c.write(4096, &d).unwrap(), 0);
+        assert_eq!(c.read(4096, d.len() as u32).unwrap().unwrap(), d);
+        let z = c.call(cmd::WRITE_ZEROES, cflag::FUA, 8192, Payload::Len(32768)).unwrap();
+        assert_eq!(z.error, 0);
+        let back = c.read(4096, d.len() as u32).unwrap().unwrap();
+        assert!(back[4096..4096 + 32768].iter().all(|&b| b == 0));
+        assert_eq!(&back[..4096], &d[..4096]);
+    }
+}
+
+#[test]
+fn bad_requests_get_error_replies_and_the_connection_keeps_working() {
+    let r = rig(8);
+    for structured in [false, true] {
+        let mut c = Client::unix(&r.sock, "disk", structured).unwrap();
+        let size = c.size;
+        let e = |c: &mut Client, kind, flags, off, p| c.call(kind, flags, off, p).unwrap().error;
+        assert_eq!(e(&mut c, cmd::READ, 0, size, Payload::Len(512)), errno::EINVAL);
+        assert_eq!(e(&mut c, cmd::WRITE, 0, size - 512, Payload::Data(&[1; 1024])), errno::ENOSPC);
+        assert_eq!(e(&mut c, cmd::WRITE_ZEROES, 0, u64::MAX - 511, Payload::Len(1024)), errno::ENOSPC);
+        assert_eq!(e(&mut c, cmd::TRIM, 0, u64::MAX, Payload::Len(512)), errno::EINVAL);
+        assert_eq!(e(&mut c, cmd::READ, 0, 1, Payload::Len(512)), errno::EINVAL);
+        assert_eq!(e(&mut c, 42, 0, 0, Payload::Len(0)), errno::EINVAL);
+        assert_eq!(e(&mut c, cmd::BLOCK_STATUS, 0, 0, Payload::Len(512)), errno::EINVAL);
+        assert_eq!(e(&mut c, cmd::READ, 0x8000, 0, Payload::Len(512)), errno::EINVAL);
+        assert_eq!(e(&mut c, cmd::WRITE, cflag::NO_HOLE, 0, Payload::Data(&[7; 512])), errno::EINVAL);
+        let big = e(&mut c, cmd::READ, 0, 0, Payload::Len(u32::MAX));
+        assert_eq!(big, if structured { errno::EOVERFLOW } else { errno::EINVAL });
+        assert_eq!(e(&mut c, cmd::READ, 0, 0, Payload::Len(0)), 0);
+        // Still fine afterwards, and nothing was written by the refused requests.
+        assert_eq!(c.write(0, &[3; 512]).unwrap(), 0);
+        assert_eq!(c.read(0, 512).unwrap().unwrap(), vec![3; 512]);
+    }
+    let mut ro = Client::unix(&r.sock, "ro", true).unwrap();
+    assert_eq!(ro.write(0, &[9; 512]).unwrap(), errno::EPERM);
+    assert_eq!(ro.call(cmd::TRIM, 0, 0, Payload::Len(512)).unwrap().error, errno::EPERM);
+    assert_eq!(ro.read(0, 512).unwrap().unwrap(), vec![3; 512]);
+    assert!(r.server.stats().refused >= 20);
+}
+
+#[test]
+fn violations_close_only_that_connection() {
+    use std::io::{Read, Write};
+    let r = rig(8);
+    let mut good = Client::unix(&r.sock, "disk", false).unwrap();
+    let mut bad = Client::unix(&r.sock, "disk", false).unwrap();
+    bad.raw().write_all(&[0xde; 28]).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(bad.raw().read(&mut b).unwrap(), 0, "server must close the bad connection");
+    let mut huge = Client::unix(&r.sock, "disk", false).unwrap();
+    let hdr = super::proto::Request { flags: 0, kind: cmd::WRITE, cookie: 1, offset: 0, length: (32 << 20) + 1 };
+    huge.raw().write_all(&hdr.encode()).unwrap();
+    assert_eq!(huge.raw().read(&mut b).unwrap(), 0);
+    assert_eq!(good.write(512, &[5; 512]).unwrap(), 0);
+    assert_eq!(good.read(512, 512).unwrap().unwrap(), vec![5; 512]);
+    assert!(r.server.stats().violations >= 2);
+}
+
+#[test]
+fn tcp_and_shutdown_finish_in_flight_requests() {
+    let r = rig(4);
+    let addr = r.server.listen_tcp("127.0.0.1:0").unwrap();
+    let mut c = Client::tcp(addr, "disk", true).unwrap();
+    // More requests than slots: the server stops reading until replies drain (back-pressure).
+    let n = 64;
+    for i in 0..n {
+        c.send(cmd::WRITE, cflag::FUA, i * 512, Payload::Data(&[i as u8; 512])).unwrap();
+    }
+    for _ in 0..n {
+        assert_eq!(c.recv().unwrap().error, 0);
+    }
+    assert!(r.server.shutdown(Duration::from_secs(10)));
+    assert!(Client::tcp(addr, "disk", false).is_err());
+    assert!(!r.sock.exists());
+    assert_eq!(r.disk.contents()[63 * 512], 63);
+}
