@@ -1,0 +1,425 @@
+//! The copy engine: copies `[start, end)` from a [`CopySource`] (input A) to an
+//! [`Output`] (input B).
+//!
+//! **Invariants** (tested in `xio/tests/copy_*.rs`):
+//! - Strict write order: chunk *k*'s write is submitted only after chunk *k−1*'s write was
+//!   submitted (or *k−1* needed none), so an appending target never sees a hole.
+//! - The restart position only covers chunks whose writes completed **and were flushed** on B
+//!   before it was persisted; resuming from it never skips data.
+//! - Fast full sync transfers only chunks whose checksums differ; the result is byte-identical.
+//! - At most `window` chunks are in flight; the limiter bounds transferred bytes per second.
+
+use super::error::{CopyError, Result};
+use super::restart::{self, RestartPoint};
+use super::source::CopySource;
+use crate::remote::chunk_sum;
+use brick_core::{Aio, CompletionQueue, Limiter, Op, Output};
+use parking_lot::{Condvar, Mutex};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of one copy.
+#[derive(Clone)]
+pub struct CopyConfig {
+    /// First byte to copy (a stored restart position further on wins).
+    pub start: u64,
+    /// End of the range (`None`: the source's size).
+    pub end: Option<u64>,
+    /// Chunk size (64 KiB .. 8 MiB is sensible).
+    pub chunk: usize,
+    /// Chunks in flight.
+    pub window: usize,
+    /// Fast full sync: compare checksums, transfer only differing chunks.
+    pub fast: bool,
+    /// Bytes/s limit on transferred data (shared hierarchy).
+    pub limiter: Option<Arc<Limiter>>,
+    /// Where the restart position is persisted (`None`: not persisted).
+    pub restart_file: Option<PathBuf>,
+    /// How often the restart position is persisted (each time after a flush of B).
+    pub persist_every: Duration,
+    /// How long one chunk retries transient source errors before the copy fails.
+    pub retry_for: Duration,
+}
+
+impl CopyConfig {
+    /// Defaults: whole source, 1 MiB chunks, window 8, fast sync, persist every second.
+    pub fn new() -> CopyConfig {
+        CopyConfig {
+            start: 0,
+            end: None,
+            chunk: 1 << 20,
+            window: 8,
+            fast: true,
+            limiter: None,
+            restart_file: None,
+            persist_every: Duration::from_secs(1),
+            retry_for: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        CopyConfig::new()
+    }
+}
+
+/// Where a copy stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyProgress {
+    /// Where this run started (the stored restart position or `start`).
+    pub resumed_from: u64,
+    /// Everything below is copied (and, once persisted, durable).
+    pub restart_pos: u64,
+    /// End of the range.
+    pub end: u64,
+    /// Bytes transferred from A and written to B in this run.
+    pub transferred: u64,
+    /// Bytes found identical by checksum in this run (not transferred).
+    pub skipped: u64,
+    /// Whether the whole range is done.
+    pub complete: bool,
+}
+
+struct Sched {
+    next: u64,
+    turn: u64,
+    contiguous: u64,
+    done: BTreeSet<u64>,
+    error: Option<CopyError>,
+}
+
+/// A copy from A to B.
+pub struct Copy {
+    name: String,
+    a: Arc<dyn CopySource>,
+    b: Arc<dyn Output>,
+    cfg: CopyConfig,
+    sched: Mutex<Sched>,
+    cv: Condvar,
+    stop: AtomicBool,
+    transferred: AtomicU64,
+    skipped: AtomicU64,
+    progress: Mutex<CopyProgress>,
+}
+
+impl Copy {
+    /// Prepare a copy (nothing happens until [`Copy::run`]).
+    pub fn new(
+        name: impl Into<String>,
+        a: Arc<dyn CopySource>,
+        b: Arc<dyn Output>,
+        cfg: CopyConfig,
+    ) -> Arc<Copy> {
+        Arc::new(Copy {
+            name: name.into(),
+            a,
+            b,
+            cfg,
+            sched: Mutex::new(Sched {
+                next: 0,
+                turn: 0,
+                contiguous: 0,
+                done: BTreeSet::new(),
+                error: None,
+            }),
+            cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+            transferred: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            progress: Mutex::new(CopyProgress::default()),
+        })
+    }
+
+    /// Progress (updated as chunks complete).
+    pub fn progress(&self) -> CopyProgress {
+        let mut p = *self.progress.lock();
+        p.transferred = self.transferred.load(Ordering::Relaxed);
+        p.skipped = self.skipped.load(Ordering::Relaxed);
+        p
+    }
+
+    /// Ask a running copy to stop soon (its restart position is persisted).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    /// Run the copy to the end (or until [`Copy::stop`] or an error). Blocking; uses `window`
+    /// worker threads.
+    pub fn run(&self) -> Result<CopyProgress> {
+        let end = match self.cfg.end {
+            Some(e) => e,
+            None => self
+                .a
+                .size()
+                .map_err(|source| CopyError::Source { pos: 0, source })?,
+        };
+        let tsize = self
+            .b
+            .info()
+            .map_err(|source| CopyError::Target { pos: 0, source })?
+            .size;
+        if tsize < end {
+            return Err(CopyError::TargetTooSmall {
+                target: tsize,
+                needed: end,
+            });
+        }
+        let chunk = self.cfg.chunk.max(4096);
+        let mut start = self.cfg.start.min(end);
+        if let Some(path) = &self.cfg.restart_file {
+            let stored = restart::load(path).map_err(|source| CopyError::Restart {
+                path: path.display().to_string(),
+                source,
+            })?;
+            match stored {
+                Some(rp) if rp.end == end && rp.pos >= start && rp.pos <= end => {
+                    tracing::info!(copy = %self.name, pos = rp.pos, "resuming copy from the restart position");
+                    start = rp.pos;
+                }
+                Some(rp) => {
+                    tracing::warn!(copy = %self.name, ?rp, "ignoring a restart position of another range")
+                }
+                None => {}
+            }
+        }
+        let chunks = (end - start).div_ceil(chunk as u64);
+        *self.progress.lock() = CopyProgress {
+            resumed_from: start,
+            restart_pos: start,
+            end,
+            ..CopyProgress::default()
+        };
+        let geo = Geo {
+            start,
+            end,
+            chunk,
+            chunks,
+        };
+        std::thread::scope(|s| {
+            for _ in 0..self.cfg.window.max(1).min(chunks.max(1) as usize) {
+                s.spawn(|| self.worker(&geo));
+            }
+            self.persister(&geo);
+        });
+        let mut sched = self.sched.lock();
+        if let Some(e) = sched.error.take() {
+            return Err(e);
+        }
+        drop(sched);
+        Ok(self.progress())
+    }
+
+    fn persister(&self, g: &Geo) {
+        let mut persisted = g.start;
+        loop {
+            let (pos, finished) = {
+                let mut sched = self.sched.lock();
+                let stopped = |s: &Sched| {
+                    s.contiguous == g.chunks
+                        || s.error.is_some()
+                        || self.stop.load(Ordering::Acquire)
+                };
+                if !stopped(&sched) {
+                    self.cv.wait_for(&mut sched, self.cfg.persist_every);
+                }
+                // Workers of a stopped copy finish the chunk they hold; wait for them.
+                let all_taken_done =
+                    sched.contiguous + sched.done.len() as u64 == sched.next.min(g.chunks);
+                let finished = stopped(&sched) && (all_taken_done || sched.error.is_some());
+                (g.pos_of(sched.contiguous), finished)
+            };
+            let complete = pos == g.end;
+            if pos > persisted || (finished && complete) {
+                // Flush B first: the position may only cover durable data.
+                match brick_core::run(&*self.b, Aio::new(Op::Flush, 0, 0)) {
+                    Ok(_) => {
+                        if let Some(path) = &self.cfg.restart_file {
+                            let rp = RestartPoint {
+                                pos,
+                                end: g.end,
+                                chunk: g.chunk as u32,
+                            };
+                            if let Err(source) = restart::store(path, rp) {
+                                self.fail(CopyError::Restart {
+                                    path: path.display().to_string(),
+                                    source,
+                                });
+                            }
+                        }
+                        persisted = pos;
+                        let mut p = self.progress.lock();
+                        p.restart_pos = pos;
+                        p.complete = complete;
+                    }
+                    Err(source) => self.fail(CopyError::Target { pos, source }),
+                }
+            }
+            if finished {
+                return;
+            }
+        }
+    }
+
+    fn fail(&self, e: CopyError) {
+        let mut s = self.sched.lock();
+        if s.error.is_none() {
+            tracing::warn!(copy = %self.name, "copy fails: {e}");
+            s.error = Some(e);
+        }
+        drop(s);
+        self.cv.notify_all();
+    }
+
+    fn halted(&self) -> bool {
+        self.stop.load(Ordering::Acquire) || self.sched.lock().error.is_some()
+    }
+
+    fn worker(&self, g: &Geo) {
+        let cq = CompletionQueue::new();
+        loop {
+            let k = {
+                let mut s = self.sched.lock();
+                if s.next >= g.chunks || s.error.is_some() || self.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                s.next += 1;
+                s.next - 1
+            };
+            let pos = g.pos_of(k);
+            let len = (g.end - pos).min(g.chunk as u64) as usize;
+            let data = match self.fetch(pos, len) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.fail(e);
+                    return;
+                }
+            };
+            // Strict write order: wait for our turn to submit.
+            {
+                let mut s = self.sched.lock();
+                while s.turn != k && s.error.is_none() {
+                    self.cv.wait(&mut s);
+                }
+                if s.error.is_some() {
+                    return;
+                }
+            }
+            let submitted = match &data {
+                Some(d) => self.submit_writes(&cq, pos, d),
+                None => Ok(0),
+            };
+            {
+                let mut s = self.sched.lock();
+                s.turn += 1;
+            }
+            self.cv.notify_all();
+            let result = submitted.and_then(|n| {
+                (0..n).try_for_each(|_| match cq.recv().error.take() {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                })
+            });
+            if let Err(source) = result {
+                self.fail(CopyError::Target { pos, source });
+                return;
+            }
+            match &data {
+                Some(_) => self.transferred.fetch_add(len as u64, Ordering::Relaxed),
+                None => self.skipped.fetch_add(len as u64, Ordering::Relaxed),
+            };
+            let mut s = self.sched.lock();
+            s.done.insert(k);
+            loop {
+                let c = s.contiguous;
+                if !s.done.remove(&c) {
+                    break;
+                }
+                s.contiguous += 1;
+            }
+            drop(s);
+            self.cv.notify_all();
+        }
+    }
+
+    /// Submit the writes of one chunk (looping over `prepare` shortening); returns how many.
+    fn submit_writes(&self, cq: &CompletionQueue, pos: u64, d: &[u8]) -> brick_core::Result<usize> {
+        let mut off = 0;
+        let mut n = 0;
+        while off < d.len() {
+            let mut req = Aio::new(Op::Write, pos + off as u64, d.len() - off);
+            self.b.prepare(&mut req)?;
+            req.data = d[off..off + req.len].to_vec();
+            off += req.len;
+            let mut pending = Some(req);
+            loop {
+                match cq.submit(&*self.b, pending.take().expect("set")) {
+                    Ok(()) => break,
+                    Err(rej) if rej.error.is_retryable() => {
+                        pending = Some(rej.req);
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(rej) => {
+                        // Writes already submitted still complete; collect them first.
+                        for _ in 0..n {
+                            cq.recv();
+                        }
+                        return Err(rej.error);
+                    }
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The chunk's data if it must be written (`None`: identical on both sides).
+    fn fetch(&self, pos: u64, len: usize) -> Result<Option<Vec<u8>>> {
+        let begin = Instant::now();
+        loop {
+            let r = if self.cfg.fast {
+                let local = brick_core::read_all(&*self.b, pos, len)
+                    .map_err(|source| CopyError::Target { pos, source })?;
+                let r = self.a.read_if_differs(pos, len, chunk_sum(&local));
+                if let (Ok(Some(_)), Some(l)) = (&r, &self.cfg.limiter) {
+                    l.wait(1, len as u64);
+                }
+                r
+            } else {
+                if let Some(l) = &self.cfg.limiter {
+                    l.wait(1, len as u64);
+                }
+                self.a.read(pos, len).map(Some)
+            };
+            match r {
+                Ok(d) => return Ok(d),
+                Err(e)
+                    if e.is_retryable()
+                        && begin.elapsed() < self.cfg.retry_for
+                        && !self.halted() =>
+                {
+                    tracing::debug!(copy = %self.name, pos, "retrying chunk after {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(source) => return Err(CopyError::Source { pos, source }),
+            }
+        }
+    }
+}
+
+struct Geo {
+    start: u64,
+    end: u64,
+    chunk: usize,
+    chunks: u64,
+}
+
+impl Geo {
+    fn pos_of(&self, k: u64) -> u64 {
+        (self.start + k * self.chunk as u64).min(self.end)
+    }
+}

@@ -1,0 +1,89 @@
+//! Errors of the remote bricks.
+
+/// What went wrong talking to (or serving) a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The transport failed (and the request could not be resubmitted in time).
+    #[error("network: {0}")]
+    Net(#[from] mars_net::NetError),
+    /// The server answered with an error.
+    #[error("the server failed the request: {message} (errno {errno})")]
+    Server {
+        /// Its message.
+        message: String,
+        /// The errno.
+        errno: i32,
+    },
+    /// No reply for the configured time.
+    #[error("no progress from peer {peer} for {millis} ms: the peer or the link is down (requests were failed; retry when it is back)")]
+    Timeout {
+        /// Peer address.
+        peer: String,
+        /// Configured timeout.
+        millis: u64,
+    },
+    /// The reply does not fit the request.
+    #[error("unexpected reply from {peer}: {what}")]
+    Protocol {
+        /// Peer address.
+        peer: String,
+        /// What was wrong.
+        what: String,
+    },
+    /// The client was switched off.
+    #[error("remote client {0} is switched off")]
+    Off(String),
+    /// A local file operation failed.
+    #[error("local I/O on {path}: {source}")]
+    Local {
+        /// Which file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A fetched log does not verify.
+    #[error("fetched log {name} does not verify at offset {pos}: {reason}")]
+    Verify {
+        /// Log name.
+        name: String,
+        /// Where.
+        pos: u64,
+        /// What the scanner said.
+        reason: String,
+    },
+}
+
+impl RemoteError {
+    /// Whether trying again later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RemoteError::Net(e) => e.is_retryable(),
+            RemoteError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Flatten into the brick-core error that travels on requests.
+    pub fn to_brick(&self, brick: &str) -> brick_core::Error {
+        match self {
+            RemoteError::Timeout { millis, .. } => brick_core::Error::Timeout {
+                context: "waiting for the remote peer (no progress)",
+                millis: *millis,
+            },
+            RemoteError::Server { errno, .. } if *errno == 22 => {
+                brick_core::Error::Invalid("the server rejected the request range")
+            }
+            RemoteError::Off(_) => brick_core::Error::Off {
+                brick: brick.into(),
+            },
+            other => brick_core::Error::Brick {
+                brick: brick.into(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Result alias of the remote bricks.
+pub type Result<T, E = RemoteError> = std::result::Result<T, E>;

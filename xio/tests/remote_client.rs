@@ -1,0 +1,190 @@
+//! Client/server bricks: reads of devices and logs, checksum-reads, growth following, bundled
+//! connections, resubmission after cuts, timeouts.
+
+mod remote_common;
+use brick_core::bricks::{MemDisk, MemDiskMode};
+use brick_core::Output;
+use mars_net::fault::{FaultPlan, FaultProxy};
+use remote_common::*;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use xio::remote::*;
+
+fn device_node(size: usize) -> (Arc<MemDisk>, mars_net::Node) {
+    let disk = MemDisk::new("src", size, MemDiskMode::Threaded(2));
+    brick_core::write_all(&*disk, 0, &pattern(1, size)).unwrap();
+    let ex = Exports::new(None);
+    ex.add_device("data", disk.clone());
+    let node = ex.listen("127.0.0.1:0", net("server")).unwrap();
+    (disk, node)
+}
+
+#[test]
+fn reads_checksums_and_compare_reads_of_a_device() {
+    let (disk, node) = device_node(4 << 20);
+    let c = RemoteClient::start(
+        "data@server",
+        client_cfg(node.local_addr(), Target::Device("data".into())),
+    );
+    assert_eq!(c.info().unwrap().size, 4 << 20);
+    let all = brick_core::read_all(&*c, 0, 4 << 20).unwrap();
+    assert_eq!(all, disk.contents());
+    let sums = c.checksums(0, 4 << 20, 1 << 20).unwrap();
+    assert_eq!(sums.len(), 4);
+    for (i, s) in sums.iter().enumerate() {
+        assert_eq!(*s, chunk_sum(&all[i << 20..(i + 1) << 20]));
+    }
+    // Compare-read: same sum → no data; other sum → the data.
+    assert_eq!(c.read_if_differs(1 << 20, 1 << 20, sums[1]).unwrap(), None);
+    assert_eq!(
+        c.read_if_differs(1 << 20, 1 << 20, [0; 16])
+            .unwrap()
+            .unwrap(),
+        &all[1 << 20..2 << 20]
+    );
+    // Errors are clear and not fatal.
+    let e = c.checksums(0, 8 << 20, 1 << 20).unwrap_err();
+    assert!(e.to_string().contains("beyond the size"), "{e}");
+    let mut r = brick_core::Aio::write(0, vec![1; 10]);
+    r.len = 10;
+    assert!(c.submit(r).is_err());
+    assert_eq!(brick_core::read_all(&*c, 100, 10).unwrap(), &all[100..110]);
+}
+
+#[test]
+fn unknown_export_and_bad_log_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ex = Exports::new(Some(dir.path().into()));
+    let node = ex.listen("127.0.0.1:0", net("server")).unwrap();
+    let c = RemoteClient::start(
+        "x",
+        client_cfg(node.local_addr(), Target::Device("nope".into())),
+    );
+    assert!(c
+        .stat()
+        .unwrap_err()
+        .to_string()
+        .contains("no device exported"));
+    let c = RemoteClient::start(
+        "y",
+        client_cfg(node.local_addr(), Target::Log("../etc/passwd".into())),
+    );
+    assert!(c
+        .stat()
+        .unwrap_err()
+        .to_string()
+        .contains("invalid log name"));
+}
+
+#[test]
+fn log_reads_follow_growth_and_report_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log-000000001");
+    std::fs::write(&path, b"first").unwrap();
+    let ex = Exports::new(Some(dir.path().into()));
+    let node = ex.listen("127.0.0.1:0", net("server")).unwrap();
+    let c = RemoteClient::start(
+        "log",
+        client_cfg(node.local_addr(), Target::Log("log-000000001".into())),
+    );
+    assert_eq!(c.stat().unwrap(), (5, false));
+    let (d, size, fin) = c.read_at(0, 100, 0).unwrap();
+    assert_eq!((d.as_slice(), size, fin), (&b"first"[..], 5, false));
+    // A read at the end waits for growth.
+    let p2 = path.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut f = std::fs::OpenOptions::new().append(true).open(p2).unwrap();
+        f.write_all(b"second").unwrap();
+    });
+    let t = Instant::now();
+    let (d, size, _) = c.read_at(5, 100, 1500).unwrap();
+    writer.join().unwrap();
+    assert_eq!(d, b"second");
+    assert_eq!(size, 11);
+    assert!(t.elapsed() < Duration::from_millis(1400));
+    // The next log appears: this one is finished, and a read at its end returns at once.
+    std::fs::write(dir.path().join("log-000000002"), b"").unwrap();
+    let t = Instant::now();
+    assert_eq!(c.read_at(11, 100, 1500).unwrap(), (vec![], 11, true));
+    assert!(t.elapsed() < Duration::from_millis(1000));
+}
+
+#[test]
+fn bundled_connections_resubmit_after_cuts() {
+    let (disk, node) = device_node(8 << 20);
+    let proxy = FaultProxy::start(node.local_addr(), FaultPlan::default()).unwrap();
+    let c = RemoteClient::start(
+        "data",
+        client_cfg(proxy.addr(), Target::Device("data".into())),
+    );
+    let want = disk.contents();
+    let t = Instant::now();
+    while c.connected_links() < 3 && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(c.connected_links(), 3);
+    // Many reads in flight while the links are cut again and again.
+    let cq = brick_core::CompletionQueue::new();
+    let n = 256;
+    for i in 0..n {
+        let pos = (i * 32768) as u64 % (8 << 20);
+        let mut r = brick_core::Aio::read(pos, 32768);
+        r.tag = pos;
+        cq.submit(&*c, r).unwrap();
+        if i % 40 == 20 {
+            proxy.cut_all();
+        }
+    }
+    for _ in 0..n {
+        let mut r = cq
+            .recv_timeout(Duration::from_secs(20))
+            .expect("completion");
+        assert!(r.error.take().is_none(), "{:?}", r.error);
+        let pos = r.tag as usize;
+        assert_eq!(&r.data[..], &want[pos..pos + 32768]);
+    }
+    assert!(c.reconnects() >= 1);
+    assert!(proxy.accepted() > 3);
+}
+
+#[test]
+fn no_progress_gives_a_clear_timeout_and_recovery_afterwards() {
+    let (_disk, node) = device_node(1 << 20);
+    let proxy = FaultProxy::start(node.local_addr(), FaultPlan::default()).unwrap();
+    let mut cfg = client_cfg(proxy.addr(), Target::Device("data".into()));
+    cfg.timeout = Duration::from_millis(500);
+    let c = RemoteClient::start("data", cfg);
+    assert!(c.stat().is_ok());
+    proxy.set_down(true);
+    let t = Instant::now();
+    let e = brick_core::read_all(&*c, 0, 4096).unwrap_err();
+    assert!(matches!(e, brick_core::Error::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("no progress"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    proxy.set_down(false);
+    let t = Instant::now();
+    loop {
+        match brick_core::read_all(&*c, 0, 4096) {
+            Ok(d) => {
+                assert_eq!(d.len(), 4096);
+                break;
+            }
+            Err(e) => assert!(t.elapsed() < Duration::from_secs(10), "{e}"),
+        }
+    }
+}
+
+#[test]
+fn wrong_secret_client_never_connects_and_times_out() {
+    let (_disk, node) = device_node(1 << 20);
+    let mut cfg = client_cfg(node.local_addr(), Target::Device("data".into()));
+    cfg.net.secret = mars_net::Secret::new("not the cluster secret, sorry").unwrap();
+    cfg.timeout = Duration::from_millis(300);
+    let c = RemoteClient::start("data", cfg);
+    let e = c.stat().unwrap_err();
+    assert!(matches!(e, RemoteError::Timeout { .. }), "{e}");
+    assert_eq!(c.connected_links(), 0);
+    assert!(node.stats().refused >= 1);
+}

@@ -1,0 +1,45 @@
+//! Shared helpers of the remote/copy tests (included with `mod remote_common;`).
+#![allow(dead_code)]
+
+use mars_net::{ChannelKind, ClusterId, NetConfig, Secret};
+use std::net::SocketAddr;
+use std::time::Duration;
+use xio::remote::{ClientConfig, Target};
+
+pub fn net(name: &str) -> NetConfig {
+    let mut c = NetConfig::new(
+        ClusterId([3; 16]),
+        name,
+        Secret::new("remote test secret 0123456789").unwrap(),
+    );
+    c.keepalive = Duration::from_millis(200);
+    c.dead_after = Duration::from_secs(2);
+    c.io_timeout = Duration::from_secs(2);
+    c
+}
+
+pub fn client_cfg(peer: SocketAddr, target: Target) -> ClientConfig {
+    let kind = match target {
+        Target::Device(_) => ChannelKind::Sync,
+        Target::Log(_) => ChannelKind::Fetch,
+    };
+    let mut c = ClientConfig::new(net("client"), peer, kind, target);
+    c.connections = 3;
+    c.timeout = Duration::from_secs(10);
+    c.backoff_initial = Duration::from_millis(5);
+    c.backoff_max = Duration::from_millis(100);
+    c
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}
