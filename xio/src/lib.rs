@@ -10,6 +10,7 @@
 
 pub mod aio;
 pub mod copy;
+pub mod fault;
 pub mod file;
 pub mod log;
 pub mod logger;

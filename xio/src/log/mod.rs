@@ -1,1 +1,32 @@
-//! Placeholder: filled in by its issue.
+//! # Transaction-log format v1
+//!
+//! The byte format is specified in `FORMAT.md` next to this file (file header, records with
+//! header/payload/trailer and CRC32C, batches and the torn-tail rule). This module owns:
+//! - [`header`]: the 512-byte file header;
+//! - [`record`]: record encoding/decoding (optional lz4 per record);
+//! - [`writer`]: [`LogWriter`], group commit of one file (one write + one flush per batch);
+//! - [`scan`]: [`Scanner`], which walks a file and tells a clean end from a torn tail, and both
+//!   from corruption, unknown versions and foreign files;
+//! - [`LogPos`], positions across a sequence of files.
+//!
+//! Log files are reached through [`brick_core::Output`]s, so the same code runs on real files
+//! and on the in-memory, fault-injecting disks of the tests.
+
+pub mod error;
+pub mod header;
+mod pos;
+pub mod record;
+pub mod scan;
+pub mod writer;
+
+pub use error::{LogError, Result};
+pub use header::{FileHeader, HEADER_LEN};
+pub use pos::LogPos;
+pub use record::{RecordHeader, RecordIn, RecordOp};
+pub use scan::{Expect, Record, ScanEnd, Scanner};
+pub use writer::{BatchSpans, LogWriter};
+
+/// The canonical file name of log file `seq`.
+pub fn file_name(seq: u64) -> String {
+    format!("log-{seq:09}")
+}

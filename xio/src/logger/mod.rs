@@ -1,1 +1,311 @@
-//! Placeholder: filled in by its issue.
+//! # trans_logger: the durable, crash-safe write path
+//!
+//! [`TransLogger`] is a brick with inputs **data** (the data device), **log** (the current log
+//! file) and **next-log** (the following file, connected ahead of a rotation). Writes are
+//! appended to the log by a group-commit thread (many records → one sequential write + one
+//! flush), kept in an in-memory extent index so that reads see them at once, and written back
+//! to the data device later: sorted, de-duplicated, in rounds that end with a flush of the data
+//! device, after which the **min_pos watermark** advances (and is persisted and reported).
+//!
+//! ## Completion semantics
+//! - A write (or discard, or write-zeroes) **without FUA** completes once it is in the index
+//!   and queued for the log: readable at once, durable within `batch_delay` plus one batch.
+//! - A **FUA** write and a **FLUSH** complete only when every mutation accepted before them is
+//!   durable in the log (a FLUSH with nothing pending completes at once: nothing to wait for).
+//! - Discard and write-zeroes are logged records too, so they replicate.
+//! - A write's `data` buffer is consumed: the request completes with an empty `data`.
+//!
+//! ## Opening a log directory (what the NBD export calls)
+//! ```no_run
+//! use std::sync::Arc;
+//! use xio::logger::{LoggerConfig, SyncFile, TransLogger};
+//! let data = SyncFile::open_data("/tmp/disk.img".as_ref(), 1 << 30).unwrap();
+//! let logger = TransLogger::open(data, "/tmp/logs".as_ref(), LoggerConfig::default()).unwrap();
+//! brick_core::write_all(&*logger, 0, b"hello").unwrap();
+//! logger.close().unwrap();
+//! ```
+//! [`TransLogger::open`] (1) scans the log directory, (2) replays every record from the
+//! persisted min_pos (state file, FORMAT.md) to the end of the newest file onto the data
+//! device and flushes it, (3) seals a torn tail and starts a fresh log file, (4) persists the
+//! new watermark and returns the running brick. [`TransLogger::close`] (also run on drop)
+//! logs what is queued, writes everything back, persists the watermark and stops the threads;
+//! [`TransLogger::kill`] stops at once like a crash (for tests).
+//!
+//! ## Other modes
+//! - **Rotation** at `rotate_size` or on demand ([`TransLogger::rotate`]), without pausing IO.
+//! - **Replay** of a log range onto a data device: [`replay_store`].
+//! - **Emergency bypass**: when a log write fails (or on [`TransLogger::enter_emergency`]) the
+//!   index is drained to the data device, then writes go there directly; [`TransLogger::log_hole`]
+//!   reports where the log stops being complete (replicas need a full sync).
+//! - **Memory budget**: written-but-not-written-back bytes are bounded by `mem_budget`; writers
+//!   wait (inside `submit`) for writeback, nothing is dropped.
+
+mod apply;
+mod config;
+mod core;
+mod error;
+mod fs;
+mod index;
+mod log_thread;
+mod open;
+mod replay;
+mod state;
+mod store;
+mod writeback;
+
+pub use self::config::{LoggerConfig, WatermarkFn};
+pub use self::error::{LoggerError, Result};
+pub use self::fs::{FsLogStore, SyncFile};
+pub use self::replay::{replay_store, ReplayOptions, ReplayReport};
+pub use self::state::LogState;
+pub use self::store::LogStore;
+
+use self::core::{Core, Mode};
+use crate::log::{LogPos, LogWriter};
+use brick_core::{Aio, Brick, Error, Info, MemBudget, Output, PowerState, Rejected, StatsSnapshot};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The trans_logger brick. See the module docs.
+pub struct TransLogger {
+    core: Arc<Core>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    recovered_hole: Option<LogPos>,
+}
+
+/// A snapshot of the logger's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggerStatus {
+    /// `"logging"`, `"draining"`, `"bypass"` or `"failed"`.
+    pub mode: &'static str,
+    /// Watermark: everything before it is written back.
+    pub min_pos: LogPos,
+    /// End of the durable log.
+    pub durable_end: LogPos,
+    /// Records queued for the log.
+    pub pending: usize,
+    /// Versions in the index (not yet written back).
+    pub versions: usize,
+    /// Budget bytes in use and the peak.
+    pub mem_used: u64,
+    /// Highest budget use seen.
+    pub mem_peak: u64,
+    /// Batches written (group commits).
+    pub batches: u64,
+    /// Writeback rounds done.
+    pub writeback_rounds: u64,
+    /// Log rotations done.
+    pub rotations: u64,
+}
+
+impl TransLogger {
+    fn start(core: Core, writer: LogWriter, recovered_hole: Option<LogPos>) -> Arc<TransLogger> {
+        let core = Arc::new(core);
+        let (c1, c2) = (core.clone(), core.clone());
+        let log = std::thread::Builder::new()
+            .name("logger-log".into())
+            .spawn(move || log_thread::run(c1, writer))
+            .expect("spawning the log thread");
+        let wb = std::thread::Builder::new()
+            .name("logger-writeback".into())
+            .spawn(move || writeback::run(c2))
+            .expect("spawning the writeback thread");
+        Arc::new(TransLogger {
+            core,
+            threads: Mutex::new(vec![log, wb]),
+            recovered_hole,
+        })
+    }
+
+    /// The current watermark.
+    pub fn min_pos(&self) -> LogPos {
+        self.core.shared.lock().min_pos
+    }
+
+    /// Where the log stopped being complete (emergency mode now, or recorded in the state file
+    /// by an earlier run).
+    pub fn log_hole(&self) -> Option<LogPos> {
+        match &self.core.shared.lock().mode {
+            Mode::Draining { hole } | Mode::Bypass { hole } => Some(*hole),
+            _ => self.recovered_hole,
+        }
+    }
+
+    /// The memory budget (to observe back-pressure).
+    pub fn budget(&self) -> Arc<MemBudget> {
+        self.core.budget.clone()
+    }
+
+    /// A snapshot of counters and positions.
+    pub fn status(&self) -> LoggerStatus {
+        let g = self.core.shared.lock();
+        LoggerStatus {
+            mode: match g.mode {
+                Mode::Logging => "logging",
+                Mode::Draining { .. } => "draining",
+                Mode::Bypass { .. } => "bypass",
+                Mode::Failed(_) => "failed",
+            },
+            min_pos: g.min_pos,
+            durable_end: g.durable_end,
+            pending: g.pending.len(),
+            versions: g.index.versions.len(),
+            mem_used: self.core.budget.used(),
+            mem_peak: self.core.budget.peak(),
+            batches: g.batches,
+            writeback_rounds: g.wb_rounds,
+            rotations: g.rotations,
+        }
+    }
+
+    /// Rotate to the next log file after the current batch (on demand).
+    pub fn rotate(&self) {
+        self.core.shared.lock().rotate_req = true;
+        self.core.log_cv.notify_all();
+    }
+
+    /// Connect the next log file (hand-wired loggers): it becomes log `seq` at the next rotation.
+    pub fn connect_next_log(&self, log: Arc<dyn Output>, seq: u64) -> brick_core::Result<()> {
+        self.core.next_log.connect(log)?;
+        *self.core.next_log_seq.lock() = Some(seq);
+        Ok(())
+    }
+
+    /// Stop logging now (log space is running out): drain the index to the data device, then
+    /// write directly. The log has a hole from here on.
+    pub fn enter_emergency(&self) {
+        let mut g = self.core.shared.lock();
+        let hole = g.durable_end;
+        let err = crate::log::LogError::Encode("emergency mode requested".into());
+        log_thread::emergency(&self.core, &mut g, hole, &err);
+    }
+
+    /// Write everything durable back now and wait until that is done (or `timeout` passes).
+    pub fn writeback_all(&self, timeout: Duration) -> brick_core::Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.core.shared.lock();
+        loop {
+            if let Mode::Failed(e) = &g.mode {
+                return Err(e.clone());
+            }
+            let durable_left = g.index.oldest().is_some_and(|(s, _)| s <= g.durable_seq);
+            if !durable_left && !g.wb_busy && g.pending.is_empty() && g.waiters.is_empty() {
+                if g.index.is_empty() || g.mode == Mode::Logging {
+                    return Ok(());
+                }
+            }
+            g.wb_force = true;
+            self.core.wb_cv.notify_all();
+            self.core.log_cv.notify_all();
+            if self.core.wb_cv.wait_until(&mut g, deadline).timed_out() {
+                return Err(Error::Timeout {
+                    context: "writing back the logger's index",
+                    millis: timeout.as_millis() as u64,
+                });
+            }
+        }
+    }
+
+    /// Log what is queued, write everything back, persist the watermark, stop the threads.
+    /// Idempotent. Returns the error that failed the logger, if any.
+    pub fn close(&self) -> brick_core::Result<()> {
+        {
+            let mut g = self.core.shared.lock();
+            g.stop = true;
+            g.wb_force = true;
+        }
+        self.join();
+        let mut g = self.core.shared.lock();
+        self.core.release_waiters(
+            &mut g,
+            Some(Err(Error::Off {
+                brick: self.core.name.clone(),
+            })),
+        );
+        match &g.mode {
+            Mode::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stop at once, as a crash would: nothing more is written; waiting requests fail.
+    pub fn kill(&self) {
+        self.core.shared.lock().kill = true;
+        self.join();
+        let mut g = self.core.shared.lock();
+        self.core.release_waiters(
+            &mut g,
+            Some(Err(Error::Off {
+                brick: self.core.name.clone(),
+            })),
+        );
+        g.mode = Mode::Failed(Error::Off {
+            brick: self.core.name.clone(),
+        });
+        self.core.mode_cv.notify_all();
+    }
+
+    fn join(&self) {
+        self.core.log_cv.notify_all();
+        self.core.wb_cv.notify_all();
+        self.core.mode_cv.notify_all();
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TransLogger {
+    fn drop(&mut self) {
+        if !self.threads.lock().is_empty() {
+            let _ = self.close();
+        }
+    }
+}
+
+impl Output for TransLogger {
+    fn info(&self) -> brick_core::Result<Info> {
+        Ok(self.core.info)
+    }
+
+    fn prepare(&self, req: &mut Aio) -> brick_core::Result<()> {
+        let max = match req.op {
+            brick_core::Op::Write => self.core.info.max_len,
+            brick_core::Op::Discard | brick_core::Op::WriteZeroes => core::MAX_RANGE_OP,
+            _ => return Ok(()),
+        };
+        if req.len > max {
+            req.shorten(max);
+        }
+        Ok(())
+    }
+
+    fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
+        self.core.submit(req)
+    }
+}
+
+impl Brick for TransLogger {
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    fn switch(&self, on: bool) -> brick_core::Result<()> {
+        if on {
+            self.core.power.switch_on(|| Ok(()))
+        } else {
+            self.core.power.switch_off(&self.core.name, || Ok(()))
+        }
+    }
+
+    fn power(&self) -> PowerState {
+        self.core.power.state()
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.core.stats.snapshot()
+    }
+}

@@ -1,0 +1,178 @@
+//! [`MemLogStore`]: an in-memory [`LogStore`] whose files are [`FaultDisk`]s, so that a test can
+//! crash the whole log directory (files torn per sector, state file atomic) and reboot it.
+
+use super::{CrashMode, CrashReport, FaultDisk};
+use crate::logger::LogStore;
+use brick_core::bricks::{MemDisk, MemDiskMode};
+use brick_core::{Aio, Error, Op, Output, Result};
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+
+struct Medium {
+    files: Mutex<BTreeMap<u64, Arc<MemDisk>>>,
+    state: Mutex<Option<Vec<u8>>>,
+    capacity: usize,
+    write_limit: AtomicU64,
+}
+
+/// A crashable in-memory log directory. Files have a fixed capacity (their "length" is the
+/// capacity: the scanner sees zeroes after the last write, as after a clean end).
+#[derive(Clone)]
+pub struct MemLogStore {
+    medium: Arc<Medium>,
+    frozen: Arc<AtomicBool>,
+    disks: Arc<Mutex<BTreeMap<u64, Arc<FaultDisk>>>>,
+}
+
+impl MemLogStore {
+    /// An empty store whose files hold `capacity` bytes each.
+    pub fn new(capacity: usize) -> MemLogStore {
+        MemLogStore {
+            medium: Arc::new(Medium {
+                files: Mutex::new(BTreeMap::new()),
+                state: Mutex::new(None),
+                capacity,
+                write_limit: AtomicU64::new(u64::MAX),
+            }),
+            frozen: Arc::new(AtomicBool::new(false)),
+            disks: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Make writes beyond `limit` bytes of any log file fail with ENOSPC.
+    pub fn fail_writes_beyond(&self, limit: u64) {
+        self.medium.write_limit.store(limit, SeqCst);
+        for d in self.disks.lock().values() {
+            d.fail_writes_beyond(limit);
+        }
+    }
+
+    /// Crash every file (see [`FaultDisk::crash`]) and freeze this view of the store.
+    pub fn crash(&self, seed: u64, mode: CrashMode) -> CrashReport {
+        let _state = self.medium.state.lock();
+        self.frozen.store(true, SeqCst);
+        let mut total = CrashReport::default();
+        for (seq, d) in self.disks.lock().iter() {
+            let r = d.crash(seed ^ seq.wrapping_mul(0x1000_0001), mode);
+            total.sectors += r.sectors;
+            total.reverted += r.reverted;
+        }
+        total
+    }
+
+    /// A working view of the same medium after a crash.
+    pub fn reboot(&self) -> MemLogStore {
+        MemLogStore {
+            medium: self.medium.clone(),
+            frozen: Arc::new(AtomicBool::new(false)),
+            disks: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Raw bytes of log file `seq` (for corruption tests).
+    pub fn raw(&self, seq: u64) -> Option<Arc<MemDisk>> {
+        self.medium.files.lock().get(&seq).cloned()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.frozen.load(SeqCst) {
+            return Err(Error::Os {
+                errno: 5,
+                context: "using a crashed log store",
+            });
+        }
+        Ok(())
+    }
+
+    fn disk(&self, seq: u64) -> Result<Arc<FaultDisk>> {
+        let mem = self
+            .medium
+            .files
+            .lock()
+            .get(&seq)
+            .cloned()
+            .ok_or(Error::Os {
+                errno: 2,
+                context: "opening a log file that does not exist",
+            })?;
+        let mut disks = self.disks.lock();
+        let d = disks
+            .entry(seq)
+            .or_insert_with(|| {
+                let d = FaultDisk::new(self.describe(seq), mem);
+                d.fail_writes_beyond(self.medium.write_limit.load(SeqCst));
+                d
+            })
+            .clone();
+        Ok(d)
+    }
+}
+
+impl LogStore for MemLogStore {
+    fn list(&self) -> Result<Vec<u64>> {
+        self.check()?;
+        Ok(self.medium.files.lock().keys().copied().collect())
+    }
+
+    fn create(&self, seq: u64) -> Result<Arc<dyn Output>> {
+        self.check()?;
+        {
+            let mut files = self.medium.files.lock();
+            if files.contains_key(&seq) {
+                return Err(Error::Os {
+                    errno: 17,
+                    context: "creating a log file that exists",
+                });
+            }
+            files.insert(
+                seq,
+                MemDisk::new(
+                    self.describe(seq),
+                    self.medium.capacity,
+                    MemDiskMode::Inline,
+                ),
+            );
+        }
+        Ok(self.disk(seq)?)
+    }
+
+    fn open(&self, seq: u64) -> Result<(Arc<dyn Output>, u64)> {
+        self.check()?;
+        Ok((self.disk(seq)?, self.medium.capacity as u64))
+    }
+
+    fn truncate(&self, seq: u64, len: u64) -> Result<()> {
+        self.check()?;
+        let d = self.disk(seq)?;
+        let cap = self.medium.capacity as u64;
+        if len < cap {
+            brick_core::write_all(&*d, len, &vec![0u8; (cap - len) as usize])?;
+        }
+        brick_core::run(&*d, Aio::new(Op::Flush, 0, 0)).map(|_| ())
+    }
+
+    fn remove(&self, seq: u64) -> Result<()> {
+        self.check()?;
+        self.medium.files.lock().remove(&seq);
+        self.disks.lock().remove(&seq);
+        Ok(())
+    }
+
+    fn load_state(&self) -> Result<Option<Vec<u8>>> {
+        self.check()?;
+        Ok(self.medium.state.lock().clone())
+    }
+
+    fn store_state(&self, bytes: &[u8]) -> Result<()> {
+        let mut st = self.medium.state.lock();
+        self.check()?;
+        *st = Some(bytes.to_vec());
+        Ok(())
+    }
+
+    fn describe(&self, seq: u64) -> String {
+        format!("mem:{}", crate::log::file_name(seq))
+    }
+}

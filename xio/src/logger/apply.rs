@@ -1,0 +1,136 @@
+//! Turning a log record (or a piece of one) into a request on the data device, and applying
+//! many of them with a bounded window: parallel when they do not overlap, in order when they do.
+
+use crate::log::record::FLAG_NO_HOLE;
+use crate::log::RecordOp;
+use brick_core::{Aio, CompletionQueue, Error, Flags, Info, Op, Output, Result};
+
+/// The data-device request for `op` on `[pos, pos+len)`. Discard and write-zeroes fall back to
+/// writing zeroes when the device lacks them (both read back as zeroes).
+pub(crate) fn device_request(
+    info: &Info,
+    op: RecordOp,
+    pos: u64,
+    len: usize,
+    data: Vec<u8>,
+    flags: u8,
+) -> Box<Aio> {
+    let zeros = |pos, len| Aio::write(pos, vec![0u8; len]);
+    match op {
+        RecordOp::Write => Aio::write(pos, data),
+        RecordOp::Discard if info.can_discard => Aio::new(Op::Discard, pos, len),
+        RecordOp::Discard | RecordOp::WriteZeroes if info.can_write_zeroes => {
+            let mut r = Aio::new(Op::WriteZeroes, pos, len);
+            if flags & FLAG_NO_HOLE != 0 || op == RecordOp::Discard {
+                r.flags = Flags::NO_HOLE;
+            }
+            r
+        }
+        _ => zeros(pos, len),
+    }
+}
+
+/// Applies requests to a data device with at most `depth` in flight; a request waits while it
+/// overlaps one in flight (so overlapping ones keep their order).
+pub(crate) struct Applier<'a> {
+    out: &'a dyn Output,
+    pub info: Info,
+    cq: CompletionQueue,
+    inflight: Vec<(u64, u64, u64)>,
+    depth: usize,
+    next_tag: u64,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(out: &'a dyn Output, depth: usize) -> Result<Applier<'a>> {
+        Ok(Applier {
+            info: out.info()?,
+            out,
+            cq: CompletionQueue::new(),
+            inflight: Vec::new(),
+            depth: depth.max(1),
+            next_tag: 1,
+        })
+    }
+
+    /// Apply `op` with `data` (for writes) at `pos`, split at the device's `max_len`.
+    pub fn apply(
+        &mut self,
+        op: RecordOp,
+        pos: u64,
+        len: usize,
+        data: Vec<u8>,
+        flags: u8,
+    ) -> Result<()> {
+        let max = self.info.max_len.max(512);
+        if len <= max {
+            return self.one(device_request(&self.info, op, pos, len, data, flags));
+        }
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(max);
+            let piece = if op == RecordOp::Write {
+                data[done..done + n].to_vec()
+            } else {
+                Vec::new()
+            };
+            self.one(device_request(
+                &self.info,
+                op,
+                pos + done as u64,
+                n,
+                piece,
+                flags,
+            ))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn one(&mut self, mut req: Box<Aio>) -> Result<()> {
+        let (s, e) = (req.pos, req.pos + req.len as u64);
+        while self.inflight.len() >= self.depth
+            || self.inflight.iter().any(|&(_, a, b)| a < e && s < b)
+        {
+            self.reap()?;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        req.tag = tag;
+        self.cq.submit(self.out, req).map_err(|rej| rej.error)?;
+        self.inflight.push((tag, s, e));
+        Ok(())
+    }
+
+    fn reap(&mut self) -> Result<()> {
+        let done = self.cq.recv();
+        self.inflight.retain(|&(t, _, _)| t != done.tag);
+        match &done.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Wait for everything in flight, then flush the device.
+    pub fn finish(mut self) -> Result<()> {
+        let mut first: Option<Error> = None;
+        while !self.inflight.is_empty() {
+            if let Err(e) = self.reap() {
+                first.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
+        brick_core::run(self.out, Aio::new(Op::Flush, 0, 0)).map(|_| ())
+    }
+}
+
+impl Drop for Applier<'_> {
+    fn drop(&mut self) {
+        // Never leave requests behind on an error path.
+        while !self.inflight.is_empty() {
+            let _ = self.reap();
+        }
+    }
+}

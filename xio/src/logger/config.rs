@@ -1,0 +1,88 @@
+//! [`LoggerConfig`]: the knobs of the trans_logger, with sensible defaults.
+
+use crate::log::LogPos;
+use brick_core::LamportClock;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Called with the new min_pos watermark whenever it advances.
+pub type WatermarkFn = Arc<dyn Fn(LogPos) + Send + Sync>;
+
+/// Configuration of a [`super::TransLogger`].
+#[derive(Clone)]
+pub struct LoggerConfig {
+    /// Resource name written into (and expected in) every log file header.
+    pub resource: String,
+    /// This node's name, written into log file headers.
+    pub node: String,
+    /// Memory for written-but-not-written-back data; writers wait beyond it (default 256 MiB).
+    pub mem_budget: u64,
+    /// Soft upper bound of one group-commit batch (default 1 MiB; a batch holds at least one record).
+    pub chunk_size: usize,
+    /// How long a record nobody waits for may sit before its batch is written (default 2 ms).
+    /// FUA writes and flushes never wait for this.
+    pub batch_delay: Duration,
+    /// Rotate to a new log file once the current one reaches this size (default 1 GiB).
+    pub rotate_size: u64,
+    /// Write back data at the latest this long after it became durable in the log (default
+    /// 500 ms); earlier when half the memory budget is used.
+    pub writeback_delay: Duration,
+    /// Writeback requests in flight on the data device (default 64).
+    pub writeback_depth: usize,
+    /// Bytes per writeback round; each round ends with one flush of the data device (default 32 MiB).
+    pub writeback_round: usize,
+    /// Compress record payloads with lz4 when that makes them smaller (default off).
+    pub compress: bool,
+    /// Keep log files that are fully written back (default false: delete them; a replicating
+    /// caller that ships logs to secondaries sets this and deletes them itself).
+    pub keep_logs: bool,
+    /// Longest write accepted in one request; `prepare` shortens longer ones (default 1 MiB).
+    pub max_write: usize,
+    /// Lamport clock for record stamps (default: a private clock).
+    pub clock: Option<Arc<LamportClock>>,
+    /// Watermark callback (default none); see [`WatermarkFn`].
+    pub on_min_pos: Option<WatermarkFn>,
+}
+
+impl Default for LoggerConfig {
+    fn default() -> Self {
+        LoggerConfig {
+            resource: "default".into(),
+            node: std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty() && h.len() <= 200)
+                .unwrap_or_else(|| "local".into()),
+            mem_budget: 256 << 20,
+            chunk_size: 1 << 20,
+            batch_delay: Duration::from_millis(2),
+            rotate_size: 1 << 30,
+            writeback_delay: Duration::from_millis(500),
+            writeback_depth: 64,
+            writeback_round: 32 << 20,
+            compress: false,
+            keep_logs: false,
+            max_write: 1 << 20,
+            clock: None,
+            on_min_pos: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LoggerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoggerConfig")
+            .field("resource", &self.resource)
+            .field("node", &self.node)
+            .field("mem_budget", &self.mem_budget)
+            .field("chunk_size", &self.chunk_size)
+            .field("batch_delay", &self.batch_delay)
+            .field("rotate_size", &self.rotate_size)
+            .field("writeback_delay", &self.writeback_delay)
+            .field("writeback_depth", &self.writeback_depth)
+            .field("writeback_round", &self.writeback_round)
+            .field("compress", &self.compress)
+            .field("keep_logs", &self.keep_logs)
+            .field("max_write", &self.max_write)
+            .finish_non_exhaustive()
+    }
+}

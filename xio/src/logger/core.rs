@@ -1,0 +1,441 @@
+//! The shared state of one trans_logger and its request paths (read, write, flush); the two
+//! worker threads live in `log_thread` and `writeback`.
+//!
+//! Completion semantics (the rule, unlike upstream): a write without FUA completes as
+//! soon as it is in the index (readable) and queued for the log; a FUA write and a FLUSH
+//! complete only when every write accepted before them is durable in the log.
+
+use super::config::LoggerConfig;
+use super::index::{Index, Version};
+use super::store::LogStore;
+use crate::log::{LogPos, RecordOp};
+use brick_core::{
+    Aio, Aspect, Completer, Error, Flags, Info, Input, LamportClock, MemBudget, Op, Output, Power,
+    Rejected, Reservation, Result, Slot, Stats,
+};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the logger does with new writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Normal: log, acknowledge, write back later.
+    Logging,
+    /// Logging failed at `hole`: the index is being drained to the data device; writers wait.
+    Draining { hole: LogPos },
+    /// Emergency bypass: writes go straight to the data device; the log lacks them.
+    Bypass { hole: LogPos },
+    /// A fatal error (data device failed): every request fails with it.
+    Failed(Error),
+}
+
+/// A record waiting for the log thread.
+pub(crate) struct Pending {
+    pub seq: u64,
+    pub op: RecordOp,
+    pub pos: u64,
+    pub len: u32,
+    pub data: Arc<Vec<u8>>,
+    pub stamp: u64,
+    pub flags: u8,
+    pub since: Instant,
+    pub _mem: Arc<Reservation>,
+}
+
+pub(crate) struct Shared {
+    pub index: Index,
+    pub next_seq: u64,
+    pub pending: VecDeque<Pending>,
+    pub pending_bytes: usize,
+    /// Every version with `seq <= durable_seq` is durable in the log.
+    pub durable_seq: u64,
+    /// End of the last durable batch.
+    pub durable_end: LogPos,
+    /// FUA writes and flushes: complete once `durable_seq >= target`.
+    pub waiters: Vec<(u64, Box<Aio>)>,
+    pub mode: Mode,
+    pub stop: bool,
+    pub kill: bool,
+    pub rotate_req: bool,
+    /// Write back everything durable now (close, `writeback_all`).
+    pub wb_force: bool,
+    pub wb_busy: bool,
+    pub min_pos: LogPos,
+    /// Oldest log file not yet deleted.
+    pub oldest_file: u64,
+    pub rotations: u64,
+    pub batches: u64,
+    pub wb_rounds: u64,
+    pub log_threads_done: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct ReqAspect {
+    started: Option<Instant>,
+}
+impl Aspect for ReqAspect {}
+
+pub(crate) struct Core {
+    pub name: String,
+    pub cfg: LoggerConfig,
+    pub data: Input,
+    pub log: Input,
+    pub next_log: Input,
+    pub next_log_seq: Mutex<Option<u64>>,
+    pub store: Option<Arc<dyn LogStore>>,
+    pub shared: Mutex<Shared>,
+    pub log_cv: Condvar,
+    pub wb_cv: Condvar,
+    pub mode_cv: Condvar,
+    pub budget: Arc<MemBudget>,
+    pub clock: Arc<LamportClock>,
+    pub power: Power,
+    pub stats: Stats,
+    pub info: Info,
+    slot: Slot<ReqAspect>,
+    empty: Arc<Vec<u8>>,
+}
+
+/// Adapts an [`Input`] to the [`Output`] helpers of brick-core.
+pub(crate) struct Via<'a>(pub &'a Input);
+
+impl Output for Via<'_> {
+    fn info(&self) -> Result<Info> {
+        self.0.info()
+    }
+    fn prepare(&self, req: &mut Aio) -> Result<()> {
+        self.0.prepare(req)
+    }
+    fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
+        self.0.submit(req)
+    }
+}
+
+/// Longest discard / write-zeroes in one record.
+pub(crate) const MAX_RANGE_OP: usize = crate::log::record::MAX_RECORD_DATA as usize;
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        cfg: LoggerConfig,
+        data: Arc<dyn Output>,
+        log: Arc<dyn Output>,
+        store: Option<Arc<dyn LogStore>>,
+        durable_end: LogPos,
+        min_pos: LogPos,
+        oldest_file: u64,
+    ) -> Result<Core> {
+        let dinfo = data.info()?;
+        let info = Info {
+            max_len: cfg.max_write.min(dinfo.max_len).max(512),
+            can_discard: true,
+            can_write_zeroes: true,
+            ..dinfo
+        };
+        let clock = cfg
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(LamportClock::new(std::time::Duration::from_secs(10))));
+        Ok(Core {
+            name,
+            budget: MemBudget::new(cfg.mem_budget),
+            data: Input::connected("data", data),
+            log: Input::connected("log", log),
+            next_log: Input::new("next-log"),
+            next_log_seq: Mutex::new(None),
+            store,
+            shared: Mutex::new(Shared {
+                index: Index::default(),
+                next_seq: 1,
+                pending: VecDeque::new(),
+                pending_bytes: 0,
+                durable_seq: 0,
+                durable_end,
+                waiters: Vec::new(),
+                mode: Mode::Logging,
+                stop: false,
+                kill: false,
+                rotate_req: false,
+                wb_force: false,
+                wb_busy: false,
+                min_pos,
+                oldest_file,
+                rotations: 0,
+                batches: 0,
+                wb_rounds: 0,
+                log_threads_done: false,
+            }),
+            log_cv: Condvar::new(),
+            wb_cv: Condvar::new(),
+            mode_cv: Condvar::new(),
+            clock,
+            power: Power::on(),
+            stats: Stats::new(),
+            info,
+            slot: Slot::new(),
+            empty: Arc::new(Vec::new()),
+            cfg,
+        })
+    }
+
+    /// Complete a request this brick admitted.
+    pub fn done(&self, mut req: Box<Aio>, result: Result<()>) {
+        self.account(&mut req, result.is_err());
+        req.finish(result);
+    }
+
+    fn account(&self, req: &mut Aio, failed: bool) {
+        let started = req.aspect(&self.slot).started.take();
+        let lat = started.map_or(std::time::Duration::ZERO, |s| s.elapsed());
+        self.stats.on_complete(req.len as u64, lat, failed);
+        self.power.leave();
+    }
+
+    /// Admit a request (power gate, statistics, range checks) and route it.
+    pub fn submit(self: &Arc<Self>, mut req: Box<Aio>) -> Result<(), Rejected> {
+        if let Err(e) = self.power.enter(&self.name) {
+            return Err(Rejected::new(req, e));
+        }
+        self.stats.on_submit();
+        req.aspect(&self.slot).started = Some(Instant::now());
+        if let Err(e) = self.check(&req) {
+            self.done(req, Err(e));
+            return Ok(());
+        }
+        match req.op {
+            Op::Read => self.read(req),
+            Op::Flush => self.flush(req),
+            Op::Write | Op::Discard | Op::WriteZeroes => self.mutate(req),
+        }
+        Ok(())
+    }
+
+    fn check(&self, req: &Aio) -> Result<()> {
+        req.check_range(self.info.size)?;
+        let max = match req.op {
+            Op::Write => self.info.max_len,
+            Op::Discard | Op::WriteZeroes => MAX_RANGE_OP,
+            _ => usize::MAX,
+        };
+        if req.len > max {
+            return Err(Error::Invalid(
+                "request longer than the logger's max_len: call prepare and loop",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Forward to the data device; completion comes back through `Core::complete`.
+    fn forward(self: &Arc<Self>, mut req: Box<Aio>) {
+        req.push_hook(self.clone());
+        if let Err(mut rej) = self.data.submit(req) {
+            rej.req.pop_hook();
+            self.done(rej.req, Err(rej.error));
+        }
+    }
+
+    /// Wait while the index drains; returns the guard in a mode other than `Draining`.
+    fn settled(&self) -> MutexGuard<'_, Shared> {
+        let mut g = self.shared.lock();
+        while matches!(g.mode, Mode::Draining { .. }) && !g.kill {
+            self.mode_cv.wait(&mut g);
+        }
+        g
+    }
+
+    fn mutate(self: &Arc<Self>, mut req: Box<Aio>) {
+        if req.len == 0 {
+            return self.done(req, Ok(()));
+        }
+        let write = req.op == Op::Write;
+        let mem = Arc::new(self.budget.acquire(if write { req.len as u64 } else { 64 }));
+        let data = if write {
+            Arc::new(std::mem::take(&mut req.data))
+        } else {
+            self.empty.clone()
+        };
+        let op = match req.op {
+            Op::Write => RecordOp::Write,
+            Op::Discard => RecordOp::Discard,
+            _ => RecordOp::WriteZeroes,
+        };
+        let flags = record_flags(req.flags);
+        let stamp = self.clock.now().0;
+        let mut g = self.settled();
+        match &g.mode {
+            Mode::Logging => {}
+            Mode::Failed(e) => {
+                let e = e.clone();
+                drop(g);
+                restore(&mut req, &data);
+                return self.done(req, Err(e));
+            }
+            Mode::Bypass { .. } | Mode::Draining { .. } => {
+                drop(g);
+                restore(&mut req, &data);
+                return self.forward(req);
+            }
+        }
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        let version = Version {
+            op,
+            pos: req.pos,
+            len: req.len as u64,
+            data: data.clone(),
+            flags,
+            log: None,
+            born: Instant::now(),
+            refs: 0,
+            _mem: mem.clone(),
+        };
+        g.index.insert(seq, version);
+        g.pending_bytes += data.len() + crate::log::record::REC_OVERHEAD;
+        g.pending.push_back(Pending {
+            seq,
+            op,
+            pos: req.pos,
+            len: req.len as u32,
+            data,
+            stamp,
+            flags,
+            since: Instant::now(),
+            _mem: mem,
+        });
+        if req.flags.contains(Flags::FUA) {
+            g.waiters.push((seq, req));
+            drop(g);
+            self.log_cv.notify_one();
+        } else {
+            drop(g);
+            self.log_cv.notify_one();
+            self.done(req, Ok(()));
+        }
+    }
+
+    fn flush(self: &Arc<Self>, req: Box<Aio>) {
+        let mut g = self.settled();
+        match &g.mode {
+            Mode::Logging => {
+                let target = g.next_seq - 1;
+                if target <= g.durable_seq {
+                    drop(g);
+                    return self.done(req, Ok(()));
+                }
+                g.waiters.push((target, req));
+                drop(g);
+                self.log_cv.notify_one();
+            }
+            Mode::Failed(e) => {
+                let e = e.clone();
+                drop(g);
+                self.done(req, Err(e));
+            }
+            Mode::Bypass { .. } | Mode::Draining { .. } => {
+                drop(g);
+                self.forward(req);
+            }
+        }
+    }
+
+    fn read(self: &Arc<Self>, mut req: Box<Aio>) {
+        let g = self.shared.lock();
+        if let Mode::Failed(e) = &g.mode {
+            let e = e.clone();
+            drop(g);
+            return self.done(req, Err(e));
+        }
+        let pieces = g.index.lookup(req.pos, req.len as u64);
+        drop(g);
+        if pieces.is_empty() {
+            return self.forward(req);
+        }
+        let (pos, len) = (req.pos, req.len);
+        let mut buf = std::mem::take(&mut req.data);
+        buf.clear();
+        buf.resize(len, 0);
+        let mut at = pos;
+        let mut gaps = Vec::new();
+        for p in &pieces {
+            if p.start > at {
+                gaps.push((at, p.start));
+            }
+            let dst = &mut buf[(p.start - pos) as usize..(p.end - pos) as usize];
+            if let Some((d, off)) = &p.src {
+                dst.copy_from_slice(&d[*off..*off + dst.len()]);
+            }
+            at = p.end;
+        }
+        if at < pos + len as u64 {
+            gaps.push((at, pos + len as u64));
+        }
+        for (s, e) in gaps {
+            match brick_core::read_all(&Via(&self.data), s, (e - s) as usize) {
+                Ok(d) => buf[(s - pos) as usize..(e - pos) as usize].copy_from_slice(&d),
+                Err(err) => {
+                    req.data = buf;
+                    return self.done(req, Err(err));
+                }
+            }
+        }
+        req.data = buf;
+        self.done(req, Ok(()))
+    }
+
+    /// Finish waiters whose target is durable (or all of them with `all`), outside the lock.
+    pub fn release_waiters(&self, g: &mut MutexGuard<'_, Shared>, all: Option<Result<()>>) {
+        let durable = g.durable_seq;
+        let (ready, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut g.waiters)
+            .into_iter()
+            .partition(|(t, _)| all.is_some() || *t <= durable);
+        g.waiters = keep;
+        if ready.is_empty() {
+            return;
+        }
+        MutexGuard::unlocked(g, || {
+            for (_, req) in ready {
+                self.done(req, all.clone().unwrap_or(Ok(())));
+            }
+        });
+    }
+
+    /// Enter a terminal failure: fail waiters, wake everyone.
+    pub fn fail(&self, g: &mut MutexGuard<'_, Shared>, e: Error) {
+        tracing::error!(brick = %self.name, error = %e, "trans_logger failed");
+        g.mode = Mode::Failed(e.clone());
+        g.pending.clear();
+        self.release_waiters(g, Some(Err(e)));
+        self.mode_cv.notify_all();
+        self.log_cv.notify_all();
+        self.wb_cv.notify_all();
+    }
+}
+
+fn record_flags(flags: Flags) -> u8 {
+    let mut f = 0;
+    if flags.contains(Flags::FUA) {
+        f |= crate::log::record::FLAG_FUA;
+    }
+    if flags.contains(Flags::NO_HOLE) {
+        f |= crate::log::record::FLAG_NO_HOLE;
+    }
+    f
+}
+
+/// Give a write its data back before forwarding it.
+fn restore(req: &mut Aio, data: &Arc<Vec<u8>>) {
+    if req.op == Op::Write {
+        req.data = (**data).clone();
+    }
+}
+
+impl Completer for Core {
+    fn complete(&self, mut req: Box<Aio>) {
+        let failed = req.error.is_some();
+        self.account(&mut req, failed);
+        req.complete();
+    }
+}

@@ -1,0 +1,49 @@
+//! Errors of the trans_logger's control paths (open, replay, close).
+
+use crate::log::LogError;
+
+/// Result alias of the logger.
+pub type Result<T, E = LoggerError> = std::result::Result<T, E>;
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoggerError {
+    /// A log file is damaged, foreign or of an unknown version.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// An IO request failed.
+    #[error(transparent)]
+    Io(#[from] brick_core::Error),
+    /// The state file is unreadable.
+    #[error("log state file in {dir} is unusable: {reason}; restore it or re-create the log directory after a full sync")]
+    State {
+        /// The log directory.
+        dir: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Log files are missing between the replay start and the newest file.
+    #[error(
+        "log file {missing} is missing ({context}): the log has a gap, replay cannot continue"
+    )]
+    Gap {
+        /// The missing file's name.
+        missing: String,
+        /// Where the gap was found.
+        context: String,
+    },
+}
+
+impl LoggerError {
+    /// Flatten into a brick-core error.
+    pub fn to_brick(&self, brick: &str) -> brick_core::Error {
+        match self {
+            LoggerError::Io(e) => e.clone(),
+            LoggerError::Log(e) => e.to_brick(brick),
+            other => brick_core::Error::Brick {
+                brick: brick.to_string(),
+                message: other.to_string(),
+            },
+        }
+    }
+}

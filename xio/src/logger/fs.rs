@@ -1,0 +1,255 @@
+//! Real files: [`SyncFile`], a minimal synchronous file output (pread/pwrite/fdatasync, run on
+//! the submitting thread: the logger's own threads are the only submitters of log IO), and
+//! [`FsLogStore`], a log directory on a file system.
+
+use super::store::LogStore;
+use brick_core::{
+    Aio, Brick, Error, Info, Op, Output, Power, PowerState, Rejected, Result, Stats, StatsSnapshot,
+};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A file as a terminal brick. Completes every request before `submit` returns.
+/// Log files grow (`fixed_size: None`); a data file has a fixed size and checks ranges.
+pub struct SyncFile {
+    name: String,
+    file: File,
+    fixed_size: Option<u64>,
+    power: Power,
+    stats: Stats,
+}
+
+impl SyncFile {
+    /// Wrap an open file. `fixed_size`: the device size for range checks (`None`: grows).
+    pub fn new(name: impl Into<String>, file: File, fixed_size: Option<u64>) -> Arc<SyncFile> {
+        Arc::new(SyncFile {
+            name: name.into(),
+            file,
+            fixed_size,
+            power: Power::on(),
+            stats: Stats::new(),
+        })
+    }
+
+    /// Open (or create) a data file of exactly `size` bytes at `path`.
+    pub fn open_data(path: &Path, size: u64) -> std::io::Result<Arc<SyncFile>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        if file.metadata()?.len() < size {
+            file.set_len(size)?;
+        }
+        Ok(SyncFile::new(path.display().to_string(), file, Some(size)))
+    }
+
+    fn execute(&self, req: &mut Aio) -> Result<()> {
+        if let Some(size) = self.fixed_size {
+            req.check_range(size)?;
+        } else if req.op == Op::Write && req.data.len() != req.len {
+            return Err(Error::Invalid("write data length differs from len"));
+        }
+        let io = |e: std::io::Error, ctx| Error::from_io(&e, ctx);
+        match req.op {
+            Op::Read => {
+                req.data.clear();
+                req.data.resize(req.len, 0);
+                let mut done = 0;
+                while done < req.len {
+                    let n = self
+                        .file
+                        .read_at(&mut req.data[done..], req.pos + done as u64)
+                        .map_err(|e| io(e, "reading a file"))?;
+                    if n == 0 {
+                        return Err(Error::ShortRead {
+                            pos: req.pos,
+                            got: done,
+                            want: req.len,
+                        });
+                    }
+                    done += n;
+                }
+            }
+            Op::Write => self
+                .file
+                .write_all_at(&req.data[..req.len], req.pos)
+                .map_err(|e| io(e, "writing a file"))?,
+            Op::Flush => self.file.sync_data().map_err(|e| io(e, "syncing a file"))?,
+            Op::Discard | Op::WriteZeroes => {
+                let zeros = vec![0u8; req.len.min(1 << 20)];
+                let mut done = 0u64;
+                while done < req.len as u64 {
+                    let n = (req.len as u64 - done).min(zeros.len() as u64) as usize;
+                    self.file
+                        .write_all_at(&zeros[..n], req.pos + done)
+                        .map_err(|e| io(e, "zeroing a file range"))?;
+                    done += n as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Output for SyncFile {
+    fn info(&self) -> Result<Info> {
+        let size = match self.fixed_size {
+            Some(s) => s,
+            None => self
+                .file
+                .metadata()
+                .map_err(|e| Error::from_io(&e, "reading file metadata"))?
+                .len(),
+        };
+        Ok(Info::new(size))
+    }
+
+    fn submit(&self, mut req: Box<Aio>) -> Result<(), Rejected> {
+        if let Err(e) = self.power.enter(&self.name) {
+            return Err(Rejected::new(req, e));
+        }
+        self.stats.on_submit();
+        let started = Instant::now();
+        let result = self.execute(&mut req);
+        self.stats
+            .on_complete(req.len as u64, started.elapsed(), result.is_err());
+        self.power.leave();
+        req.finish(result);
+        Ok(())
+    }
+}
+
+impl Brick for SyncFile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn switch(&self, on: bool) -> Result<()> {
+        if on {
+            self.power.switch_on(|| Ok(()))
+        } else {
+            self.power.switch_off(&self.name, || Ok(()))
+        }
+    }
+    fn power(&self) -> PowerState {
+        self.power.state()
+    }
+    fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+}
+
+/// A log directory: `log-<seq>` files and the `state` file.
+#[derive(Debug, Clone)]
+pub struct FsLogStore {
+    dir: PathBuf,
+}
+
+impl FsLogStore {
+    /// Use (and create if needed) the directory `dir`.
+    pub fn new(dir: &Path) -> Result<FsLogStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::from_io(&e, "creating the log directory"))?;
+        Ok(FsLogStore {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, seq: u64) -> PathBuf {
+        self.dir.join(crate::log::file_name(seq))
+    }
+
+    fn sync_dir(&self) -> Result<()> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::from_io(&e, "syncing the log directory"))
+    }
+}
+
+impl LogStore for FsLogStore {
+    fn list(&self) -> Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        let rd = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::from_io(&e, "listing the log directory"))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::from_io(&e, "listing the log directory"))?;
+            let name = entry.file_name();
+            let Some(num) = name.to_str().and_then(|n| n.strip_prefix("log-")) else {
+                continue;
+            };
+            if let Ok(seq) = num.parse::<u64>() {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    fn create(&self, seq: u64) -> Result<Arc<dyn Output>> {
+        let path = self.path(seq);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::from_io(&e, "creating a log file"))?;
+        self.sync_dir()?;
+        Ok(SyncFile::new(path.display().to_string(), file, None))
+    }
+
+    fn open(&self, seq: u64) -> Result<(Arc<dyn Output>, u64)> {
+        let path = self.path(seq);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::from_io(&e, "opening a log file"))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::from_io(&e, "reading log file metadata"))?
+            .len();
+        Ok((SyncFile::new(path.display().to_string(), file, None), len))
+    }
+
+    fn truncate(&self, seq: u64, len: u64) -> Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(self.path(seq))
+            .map_err(|e| Error::from_io(&e, "opening a log file to seal it"))?;
+        file.set_len(len)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::from_io(&e, "sealing a log file"))
+    }
+
+    fn remove(&self, seq: u64) -> Result<()> {
+        std::fs::remove_file(self.path(seq)).map_err(|e| Error::from_io(&e, "deleting a log file"))
+    }
+
+    fn load_state(&self) -> Result<Option<Vec<u8>>> {
+        match std::fs::read(self.dir.join("state")) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::from_io(&e, "reading the log state file")),
+        }
+    }
+
+    fn store_state(&self, bytes: &[u8]) -> Result<()> {
+        let tmp = self.dir.join("state.tmp");
+        let write = || -> std::io::Result<()> {
+            let f = File::create(&tmp)?;
+            std::io::Write::write_all(&mut &f, bytes)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, self.dir.join("state"))
+        };
+        write().map_err(|e| Error::from_io(&e, "writing the log state file"))?;
+        self.sync_dir()
+    }
+
+    fn describe(&self, seq: u64) -> String {
+        self.path(seq).display().to_string()
+    }
+}

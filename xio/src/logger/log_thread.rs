@@ -1,0 +1,207 @@
+//! The log thread: group commit. It takes the queued records (up to `chunk_size` bytes), writes
+//! them as one batch (one sequential write + one flush of the current log), then marks them
+//! durable and completes the FUA writes and flushes that waited for them. Between batches it
+//! rotates to the next log file (make-before-break: the next file is created and its header
+//! synced before the `log` input is rewired to it).
+
+use super::core::{Core, Mode, Pending, Shared, Via};
+use crate::log::{file_name, FileHeader, LogError, LogPos, LogWriter, RecordIn};
+use parking_lot::MutexGuard;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub(crate) fn new_header(core: &Core, seq: u64) -> FileHeader {
+    FileHeader {
+        seq,
+        nonce: crate::log::header::new_nonce(),
+        created: core.clock.now().0,
+        resource: core.cfg.resource.clone(),
+        node: core.cfg.node.clone(),
+    }
+}
+
+/// Body of the log thread.
+pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
+    let mut g = core.shared.lock();
+    loop {
+        if g.kill || matches!(g.mode, Mode::Failed(_)) {
+            break;
+        }
+        if g.mode != Mode::Logging {
+            if g.stop {
+                break;
+            }
+            core.log_cv.wait_for(&mut g, Duration::from_millis(100));
+            continue;
+        }
+        if g.pending.is_empty() {
+            if g.rotate_req {
+                g.rotate_req = false;
+                rotate(&core, &mut g, &mut writer);
+                continue;
+            }
+            if g.stop {
+                break;
+            }
+            prepare_next(&core, &mut g, &writer);
+            core.log_cv.wait_for(&mut g, Duration::from_millis(200));
+            continue;
+        }
+        let oldest = g.pending.front().map_or_else(Instant::now, |p| p.since);
+        let urgent = !g.waiters.is_empty()
+            || g.stop
+            || g.rotate_req
+            || g.pending_bytes >= core.cfg.chunk_size
+            || oldest.elapsed() >= core.cfg.batch_delay;
+        if !urgent {
+            let wait = core.cfg.batch_delay.saturating_sub(oldest.elapsed());
+            core.log_cv.wait_for(&mut g, wait);
+            continue;
+        }
+        let batch = take_batch(&mut g, core.cfg.chunk_size);
+        let result = MutexGuard::unlocked(&mut g, || write(&core, &mut writer, &batch));
+        match result {
+            Ok(spans) => {
+                for (p, start) in batch.iter().zip(&spans.starts) {
+                    if let Some(v) = g.index.versions.get_mut(&p.seq) {
+                        v.log = Some(LogPos::new(spans.seq, *start));
+                    }
+                }
+                g.durable_seq = batch.last().map_or(g.durable_seq, |p| p.seq);
+                g.durable_end = LogPos::new(spans.seq, spans.end);
+                g.batches += 1;
+                drop(batch);
+                core.release_waiters(&mut g, None);
+                core.wb_cv.notify_one();
+                if writer.pos().offset >= core.cfg.rotate_size || g.rotate_req {
+                    g.rotate_req = false;
+                    rotate(&core, &mut g, &mut writer);
+                }
+            }
+            Err(e) => emergency(&core, &mut g, writer.pos(), &e),
+        }
+    }
+    g.log_threads_done = true;
+    drop(g);
+    core.wb_cv.notify_all();
+}
+
+fn take_batch(g: &mut Shared, chunk: usize) -> Vec<Pending> {
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while let Some(p) = g.pending.front() {
+        let sz = p.data.len() + crate::log::record::REC_OVERHEAD;
+        if !batch.is_empty() && bytes + sz > chunk {
+            break;
+        }
+        bytes += sz;
+        g.pending_bytes -= sz;
+        batch.push(g.pending.pop_front().expect("front exists"));
+    }
+    batch
+}
+
+fn write(
+    core: &Core,
+    writer: &mut LogWriter,
+    batch: &[Pending],
+) -> Result<crate::log::BatchSpans, LogError> {
+    let recs: Vec<RecordIn<'_>> = batch
+        .iter()
+        .map(|p| RecordIn {
+            op: p.op,
+            pos: p.pos,
+            len: p.len,
+            data: &p.data,
+            stamp: p.stamp,
+            flags: p.flags,
+        })
+        .collect();
+    writer.write_batch(&Via(&core.log), &recs)
+}
+
+/// Create the next log file early (half way to the size limit) so that the switch is only a
+/// rewire.
+fn prepare_next(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &LogWriter) {
+    if core.store.is_none()
+        || core.next_log.is_connected()
+        || writer.pos().offset < core.cfg.rotate_size / 2
+    {
+        return;
+    }
+    let seq = writer.header().seq + 1;
+    let store = core.store.clone().expect("checked");
+    match MutexGuard::unlocked(g, || store.create(seq)) {
+        Ok(out) => {
+            let _ = core.next_log.connect(out);
+            *core.next_log_seq.lock() = Some(seq);
+        }
+        Err(e) => {
+            tracing::warn!(brick = %core.name, error = %e, "cannot create the next log file yet")
+        }
+    }
+}
+
+fn rotate(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
+    if core.store.is_some() && !core.next_log.is_connected() {
+        // Force creation regardless of the size.
+        let seq = writer.header().seq + 1;
+        let store = core.store.clone().expect("checked");
+        match MutexGuard::unlocked(g, || store.create(seq)) {
+            Ok(out) => {
+                let _ = core.next_log.connect(out);
+                *core.next_log_seq.lock() = Some(seq);
+            }
+            Err(e) => {
+                let err = LogError::Io {
+                    file: store.describe(seq),
+                    source: e,
+                };
+                return emergency(core, g, writer.pos(), &err);
+            }
+        }
+    }
+    let Some(seq) = *core.next_log_seq.lock() else {
+        tracing::warn!(brick = %core.name, "rotation requested but no next log is connected");
+        return;
+    };
+    let Some(drain) = core.next_log.disconnect() else {
+        return;
+    };
+    let out = drain.output();
+    let header = new_header(core, seq);
+    let name = core
+        .store
+        .as_ref()
+        .map_or_else(|| file_name(seq), |s| s.describe(seq));
+    let compress = core.cfg.compress;
+    match MutexGuard::unlocked(g, || LogWriter::create(&*out, name, header, compress)) {
+        Ok(w) => {
+            if let Some(old) = core.log.rewire(out) {
+                // Nothing is in flight: the log thread is the only submitter.
+                let _ = old.wait(Duration::from_secs(5));
+            }
+            *core.next_log_seq.lock() = None;
+            *writer = w;
+            g.durable_end = writer.pos();
+            g.rotations += 1;
+            core.wb_cv.notify_one();
+            tracing::info!(brick = %core.name, log = seq, "rotated to a new log file");
+        }
+        Err(e) => emergency(core, g, writer.pos(), &e),
+    }
+}
+
+/// Logging failed: drain the index to the data device, then bypass the log.
+pub(crate) fn emergency(core: &Core, g: &mut MutexGuard<'_, Shared>, hole: LogPos, e: &LogError) {
+    if g.mode != Mode::Logging {
+        return;
+    }
+    tracing::error!(brick = %core.name, error = %e, hole = %hole,
+        "log write failed: emergency mode, draining to the data device and bypassing the log");
+    g.mode = Mode::Draining { hole };
+    g.pending.clear();
+    g.pending_bytes = 0;
+    g.wb_force = true;
+    core.wb_cv.notify_all();
+}

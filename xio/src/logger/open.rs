@@ -1,0 +1,137 @@
+//! Starting a logger: [`TransLogger::open`] (recover a log directory, then log into a fresh
+//! file) and [`TransLogger::new`] (hand-wired: a data output and an empty log output).
+
+use super::core::Core;
+use super::error::{LoggerError, Result};
+use super::fs::FsLogStore;
+use super::replay::{replay_store, ReplayOptions, ReplayReport};
+use super::state::LogState;
+use super::store::LogStore;
+use super::{LoggerConfig, TransLogger};
+use crate::log::{file_name, LogPos, LogWriter, ScanEnd, HEADER_LEN};
+use brick_core::{Output, TimeSource};
+use std::path::Path;
+use std::sync::Arc;
+
+impl TransLogger {
+    /// Open the log directory `log_dir` for the data device `data`: (1) scan the log files,
+    /// (2) replay them from the persisted min_pos onto `data` (and flush it), (3) seal a torn
+    /// tail and start a fresh log file, (4) persist the new watermark and return the running
+    /// brick. See the module docs for the full contract.
+    pub fn open(
+        data: Arc<dyn Output>,
+        log_dir: &Path,
+        cfg: LoggerConfig,
+    ) -> Result<Arc<TransLogger>> {
+        let store = Arc::new(FsLogStore::new(log_dir)?);
+        TransLogger::open_store(data, store, cfg)
+    }
+
+    /// [`TransLogger::open`] on any [`LogStore`] (tests use an in-memory, crashable one).
+    pub fn open_store(
+        data: Arc<dyn Output>,
+        store: Arc<dyn LogStore>,
+        cfg: LoggerConfig,
+    ) -> Result<Arc<TransLogger>> {
+        let (logger, _) = TransLogger::recover(data, store, cfg)?;
+        Ok(logger)
+    }
+
+    /// Like [`TransLogger::open_store`], also returning what the recovery replay did.
+    pub fn recover(
+        data: Arc<dyn Output>,
+        store: Arc<dyn LogStore>,
+        cfg: LoggerConfig,
+    ) -> Result<(Arc<TransLogger>, ReplayReport)> {
+        let state = match store.load_state()? {
+            None => None,
+            Some(b) => Some(LogState::decode(&b).map_err(|reason| LoggerError::State {
+                dir: store.describe(0),
+                reason,
+            })?),
+        };
+        let seqs = store.list()?;
+        let from = match state {
+            Some(s) => s.min_pos,
+            None => LogPos::new(seqs.first().copied().unwrap_or(1), 0),
+        };
+        let opts = ReplayOptions {
+            resource: Some(cfg.resource.clone()),
+            depth: cfg.writeback_depth,
+            ..ReplayOptions::default()
+        };
+        let report = replay_store(&*data, &*store, from, opts)?;
+        let mut last = seqs.last().copied().unwrap_or(0);
+        if let (Some(ScanEnd::TornTail { end, reason }), Some(seq)) = (&report.end, report.last_seq)
+        {
+            tracing::info!(file = %store.describe(seq), end, reason = %reason, "sealing the torn tail of the log");
+            if *end < HEADER_LEN as u64 {
+                store.remove(seq)?;
+                if seq == last {
+                    last = seq - 1;
+                }
+            } else {
+                store.truncate(seq, *end)?;
+            }
+        }
+        let new_seq = (last + 1).max(from.seq).max(1);
+        let out = store.create(new_seq)?;
+        let writer = LogWriter::create(
+            &*out,
+            store.describe(new_seq),
+            header_for(&cfg, new_seq),
+            cfg.compress,
+        )?;
+        let min_pos = LogPos::new(new_seq, HEADER_LEN as u64);
+        let hole = state.and_then(|s| s.hole);
+        store.store_state(&LogState { min_pos, hole }.encode())?;
+        let mut oldest = seqs.first().copied().unwrap_or(new_seq);
+        if !cfg.keep_logs {
+            for seq in store.list()?.into_iter().filter(|&s| s < new_seq) {
+                store.remove(seq)?;
+            }
+            oldest = new_seq;
+        }
+        let name = format!("{}/logger", cfg.resource);
+        let core = Core::new(name, cfg, data, out, Some(store), min_pos, min_pos, oldest)?;
+        let logger = TransLogger::start(core, writer, hole);
+        Ok((logger, report))
+    }
+
+    /// A hand-wired logger: `log` is an empty log output that becomes log file `log_seq`
+    /// (its header is written now). Nothing is replayed and no state file is kept: the caller
+    /// persists the watermark from [`LoggerConfig::on_min_pos`] and provides the next log file
+    /// with [`TransLogger::connect_next_log`] for rotation.
+    pub fn new(
+        data: Arc<dyn Output>,
+        log: Arc<dyn Output>,
+        log_seq: u64,
+        cfg: LoggerConfig,
+    ) -> Result<Arc<TransLogger>> {
+        let writer = LogWriter::create(
+            &*log,
+            file_name(log_seq),
+            header_for(&cfg, log_seq),
+            cfg.compress,
+        )?;
+        let pos = writer.pos();
+        let name = format!("{}/logger", cfg.resource);
+        let core = Core::new(name, cfg, data, log, None, pos, pos, log_seq)?;
+        Ok(TransLogger::start(core, writer, None))
+    }
+}
+
+fn header_for(cfg: &LoggerConfig, seq: u64) -> crate::log::FileHeader {
+    let mut h = crate::log::FileHeader {
+        seq,
+        nonce: crate::log::header::new_nonce(),
+        created: 0,
+        resource: cfg.resource.clone(),
+        node: cfg.node.clone(),
+    };
+    h.created = cfg
+        .clock
+        .as_ref()
+        .map_or_else(|| brick_core::SystemTimeSource.now_ns(), |c| c.now().0);
+    h
+}

@@ -1,0 +1,30 @@
+//! [`LogStore`]: where log files and the state file live. [`super::FsLogStore`] is a directory
+//! of real files; `crate::fault::MemLogStore` is an in-memory store whose files can be torn by
+//! a simulated crash.
+
+use brick_core::{Output, Result};
+use std::sync::Arc;
+
+/// A directory of log files `log-<seq>` plus one small state file.
+///
+/// Durability contract: `create` makes the new file's existence durable; `store_state` replaces
+/// the state atomically and durably (old or new content after a crash, never a mixture);
+/// `truncate` is durable when it returns.
+pub trait LogStore: Send + Sync {
+    /// Sequence numbers of the existing log files, ascending.
+    fn list(&self) -> Result<Vec<u64>>;
+    /// Create the empty log file `seq` (fails if it exists) and return it for writing.
+    fn create(&self, seq: u64) -> Result<Arc<dyn Output>>;
+    /// Open the existing log file `seq` for reading; returns it and its length in bytes.
+    fn open(&self, seq: u64) -> Result<(Arc<dyn Output>, u64)>;
+    /// Cut log file `seq` to `len` bytes (sealing a torn tail).
+    fn truncate(&self, seq: u64, len: u64) -> Result<()>;
+    /// Delete log file `seq`.
+    fn remove(&self, seq: u64) -> Result<()>;
+    /// The state file's content, if there is one.
+    fn load_state(&self) -> Result<Option<Vec<u8>>>;
+    /// Replace the state file's content atomically and durably.
+    fn store_state(&self, bytes: &[u8]) -> Result<()>;
+    /// How to name file `seq` in messages (a path).
+    fn describe(&self, seq: u64) -> String;
+}

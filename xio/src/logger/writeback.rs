@@ -1,0 +1,189 @@
+//! The writeback thread: deferred, sorted, de-duplicated writeback and the min_pos watermark.
+//!
+//! A round selects durable extents (oldest versions first; only the newest version of each
+//! byte is in the index, so superseded data is never written), issues them in ascending offset
+//! order ([`brick_core::Elevator`]) with a bounded window, flushes the data device, and only
+//! then drops them from the index. Rounds never overlap, so two writebacks of one range are
+//! never in flight together. After each round the watermark (start of the oldest live
+//! version's record, or the durable end of the log) is recomputed, persisted and reported;
+//! log files entirely below it are deleted unless `keep_logs`.
+
+use super::apply::Applier;
+use super::core::{Core, Mode, Shared};
+use super::index::WbItem;
+use super::state::LogState;
+use crate::log::LogPos;
+use brick_core::{Elevator, Error};
+use parking_lot::MutexGuard;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) fn run(core: Arc<Core>) {
+    let mut g = core.shared.lock();
+    loop {
+        if g.kill || matches!(g.mode, Mode::Failed(_)) {
+            break;
+        }
+        let draining = matches!(g.mode, Mode::Draining { .. });
+        let upto = if draining { u64::MAX } else { g.durable_seq };
+        let closing = g.stop && g.log_threads_done;
+        let oldest_age = g
+            .index
+            .oldest()
+            .filter(|(seq, _)| *seq <= upto)
+            .map(|(_, v)| v.born.elapsed());
+        let due = draining
+            || g.wb_force
+            || closing
+            || core.budget.used() * 2 >= core.budget.limit()
+            || oldest_age.is_some_and(|a| a >= core.cfg.writeback_delay);
+        let items = if due {
+            g.index.select(upto, core.cfg.writeback_round as u64)
+        } else {
+            Vec::new()
+        };
+        if items.is_empty() {
+            if draining && g.index.is_empty() {
+                finish_drain(&core, &mut g);
+                continue;
+            }
+            if due && !draining {
+                g.wb_force = false;
+            }
+            update_min_pos(&core, &mut g);
+            if closing {
+                break;
+            }
+            let wait = match oldest_age {
+                Some(a) => core
+                    .cfg
+                    .writeback_delay
+                    .saturating_sub(a)
+                    .max(Duration::from_millis(1)),
+                None => Duration::from_millis(100),
+            };
+            core.wb_cv.wait_for(&mut g, wait);
+            continue;
+        }
+        g.wb_busy = true;
+        let result = MutexGuard::unlocked(&mut g, || write_items(&core, &items));
+        g.wb_busy = false;
+        match result {
+            Ok(()) => {
+                g.index.complete(&items);
+                g.wb_rounds += 1;
+                drop(items);
+                if !draining {
+                    update_min_pos(&core, &mut g);
+                }
+                core.wb_cv.notify_all();
+            }
+            Err(e) => {
+                core.fail(&mut g, e);
+                break;
+            }
+        }
+    }
+}
+
+fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
+    let data = super::core::Via(&core.data);
+    let mut applier = Applier::new(&data, core.cfg.writeback_depth)?;
+    let mut elevator = Elevator::new();
+    for it in items {
+        elevator.push(it.start, it);
+    }
+    while let Some((_, it)) = elevator.pop() {
+        let len = (it.end - it.start) as usize;
+        let bytes = match &it.src {
+            Some((d, off)) => d[*off..*off + len].to_vec(),
+            None => Vec::new(),
+        };
+        applier.apply(it.op, it.start, len, bytes, it.flags)?;
+    }
+    applier.finish()
+}
+
+/// Recompute the watermark; persist, report and delete old logs when it advanced.
+pub(crate) fn update_min_pos(core: &Core, g: &mut MutexGuard<'_, Shared>) {
+    if g.mode != Mode::Logging {
+        return;
+    }
+    let mp = match g.index.oldest() {
+        Some((seq, v)) if seq <= g.durable_seq => v.log.unwrap_or(g.durable_end),
+        _ => g.durable_end,
+    };
+    if mp <= g.min_pos {
+        return;
+    }
+    g.min_pos = mp;
+    let oldest = g.oldest_file;
+    let new_oldest = MutexGuard::unlocked(g, || publish(core, mp, None, oldest));
+    g.oldest_file = g.oldest_file.max(new_oldest);
+}
+
+/// Persist `min_pos`, call the callback, delete files below it; returns the oldest kept file.
+fn publish(core: &Core, mp: LogPos, hole: Option<LogPos>, oldest: u64) -> u64 {
+    if let Some(store) = &core.store {
+        let state = LogState { min_pos: mp, hole };
+        if let Err(e) = store.store_state(&state.encode()) {
+            tracing::warn!(brick = %core.name, error = %e, "cannot persist the log watermark; will retry");
+            return oldest;
+        }
+    }
+    if let Some(cb) = &core.cfg.on_min_pos {
+        cb(mp);
+    }
+    let mut kept = oldest;
+    if let (Some(store), false) = (&core.store, core.cfg.keep_logs) {
+        while kept < mp.seq {
+            if let Err(e) = store.remove(kept) {
+                tracing::debug!(brick = %core.name, error = %e, seq = kept, "log file not deleted");
+            }
+            kept += 1;
+        }
+    }
+    kept
+}
+
+/// The index is empty after a log failure: make sure recovery will not replay stale records
+/// over the direct writes to come, then switch to bypass.
+fn finish_drain(core: &Core, g: &mut MutexGuard<'_, Shared>) {
+    let Mode::Draining { hole } = g.mode.clone() else {
+        return;
+    };
+    let next_seq = g.durable_end.seq.max(core.next_log_seq.lock().unwrap_or(0)) + 1;
+    let mp = LogPos::new(next_seq, 0);
+    let ok = MutexGuard::unlocked(g, || {
+        let Some(store) = &core.store else {
+            return Ok(());
+        };
+        let state = LogState {
+            min_pos: mp,
+            hole: Some(hole),
+        }
+        .encode();
+        if store.store_state(&state).is_ok() {
+            return Ok(());
+        }
+        // The log space may be full: every record is on the data device now, so the files can go.
+        for seq in store.list()? {
+            let _ = store.remove(seq);
+        }
+        store.store_state(&state)
+    });
+    match ok {
+        Ok(()) => {
+            g.min_pos = mp;
+            g.mode = Mode::Bypass { hole };
+            g.wb_force = false;
+            core.release_waiters(g, Some(Ok(())));
+            core.mode_cv.notify_all();
+            if let Some(cb) = &core.cfg.on_min_pos {
+                cb(mp);
+            }
+            tracing::warn!(brick = %core.name, hole = %hole, "emergency bypass: the log has a hole from here on");
+        }
+        Err(e) => core.fail(g, e),
+    }
+}

@@ -1,0 +1,94 @@
+//! Basic behaviour of the trans_logger: read-your-writes, FUA and FLUSH durability, discard and
+//! write-zeroes, close and reopen on real files and on the in-memory store.
+
+use brick_core::bricks::{MemDisk, MemDiskMode};
+use brick_core::{Aio, Flags, Op, Output};
+use std::sync::Arc;
+use std::time::Duration;
+use xio::fault::{CrashMode, FaultDisk, MemLogStore};
+use xio::logger::{LoggerConfig, SyncFile, TransLogger};
+
+fn cfg() -> LoggerConfig {
+    LoggerConfig {
+        resource: "r0".into(),
+        node: "n0".into(),
+        mem_budget: 4 << 20,
+        rotate_size: 256 << 10,
+        writeback_delay: Duration::from_millis(20),
+        ..LoggerConfig::default()
+    }
+}
+
+fn op(out: &dyn Output, op: Op, pos: u64, len: usize, flags: Flags) {
+    let mut r = Aio::new(op, pos, len);
+    r.flags = flags;
+    brick_core::run(out, r).unwrap();
+}
+
+#[test]
+fn read_your_writes_and_reopen_on_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = SyncFile::open_data(&dir.path().join("disk"), 1 << 20).unwrap();
+    let logger = TransLogger::open(data.clone(), &dir.path().join("logs"), cfg()).unwrap();
+    brick_core::write_all(&*logger, 4096, &[7u8; 8192]).unwrap();
+    assert_eq!(
+        brick_core::read_all(&*logger, 4096, 8192).unwrap(),
+        vec![7u8; 8192]
+    );
+    op(&*logger, Op::Discard, 8192, 4096, Flags::NONE);
+    op(&*logger, Op::WriteZeroes, 4096, 512, Flags::NONE);
+    let got = brick_core::read_all(&*logger, 0, 16384).unwrap();
+    assert_eq!(&got[..4096], &[0u8; 4096][..]);
+    assert_eq!(&got[4096..4608], &[0u8; 512][..]);
+    assert_eq!(&got[4608..8192], &[7u8; 3584][..]);
+    assert_eq!(&got[8192..12288], &[0u8; 4096][..]);
+    op(&*logger, Op::Flush, 0, 0, Flags::NONE);
+    logger.close().unwrap();
+    drop(logger);
+    // After a clean close the data device holds everything.
+    assert_eq!(
+        brick_core::read_all(&*data, 4608, 10).unwrap(),
+        vec![7u8; 10]
+    );
+    let logger = TransLogger::open(data, &dir.path().join("logs"), cfg()).unwrap();
+    assert_eq!(brick_core::read_all(&*logger, 0, 16384).unwrap(), got);
+}
+
+#[test]
+fn fua_write_survives_a_crash_of_both_disks() {
+    let store = MemLogStore::new(1 << 20);
+    let mem = MemDisk::new("data", 1 << 20, MemDiskMode::Inline);
+    let data = FaultDisk::new("data", mem.clone());
+    let mut c = cfg();
+    c.writeback_delay = Duration::from_secs(3600);
+    c.batch_delay = Duration::from_secs(3600);
+    let logger = TransLogger::open_store(data.clone(), Arc::new(store.clone()), c.clone()).unwrap();
+    let mut w = Aio::write(0, vec![1u8; 4096]);
+    w.flags = Flags::FUA;
+    brick_core::run(&*logger, w).unwrap();
+    store.crash(1, CrashMode::DropAll);
+    data.crash(1, CrashMode::DropAll);
+    logger.kill();
+    let data = data.reboot();
+    let logger = TransLogger::open_store(data, Arc::new(store.reboot()), c).unwrap();
+    assert_eq!(
+        brick_core::read_all(&*logger, 0, 4096).unwrap(),
+        vec![1u8; 4096]
+    );
+}
+
+#[test]
+fn flush_waits_for_the_log_and_counts_batches() {
+    let store = MemLogStore::new(4 << 20);
+    let data = MemDisk::new("data", 1 << 20, MemDiskMode::Inline);
+    let logger = TransLogger::open_store(data, Arc::new(store), cfg()).unwrap();
+    for i in 0..64u64 {
+        brick_core::write_all(&*logger, i * 4096, &[i as u8; 4096]).unwrap();
+    }
+    op(&*logger, Op::Flush, 0, 0, Flags::NONE);
+    let st = logger.status();
+    assert!(st.durable_end.offset > 64 * 4096, "{st:?}");
+    logger.writeback_all(Duration::from_secs(10)).unwrap();
+    assert_eq!(logger.status().versions, 0);
+    logger.close().unwrap();
+}
