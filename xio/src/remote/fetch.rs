@@ -191,6 +191,8 @@ impl LogFetch {
                 });
             }
             if local == remote && finished && inflight.is_empty() {
+                let verified = self.verify(local)?;
+                self.progress.lock().verified = verified;
                 self.sync(file)?;
                 return Ok(self.progress());
             }
@@ -278,16 +280,10 @@ impl LogFetch {
                 }
                 next = next.max(local);
             }
-            let verified = match &self.cfg.verify {
-                Some(v) => {
-                    let from = self.progress().verified;
-                    v(&self.cfg.local_path, from, local).map_err(|reason| RemoteError::Verify {
-                        name: self.cfg.name.clone(),
-                        pos: from,
-                        reason,
-                    })?
-                }
-                None => local,
+            let verified = if self.progress().local == local {
+                self.progress().verified
+            } else {
+                self.verify(local)?
             };
             let mut p = self.progress.lock();
             p.local = local;
@@ -295,6 +291,22 @@ impl LogFetch {
             p.finished = finished;
             p.verified = verified;
         }
+    }
+
+    /// Run the verifier from the last verified offset up to `local`.
+    fn verify(&self, local: u64) -> Result<u64> {
+        let Some(v) = &self.cfg.verify else {
+            return Ok(local);
+        };
+        let from = self.progress().verified;
+        if from >= local {
+            return Ok(from);
+        }
+        v(&self.cfg.local_path, from, local).map_err(|reason| RemoteError::Verify {
+            name: self.cfg.name.clone(),
+            pos: from,
+            reason,
+        })
     }
 
     fn sync(&self, file: &File) -> Result<()> {
