@@ -290,6 +290,7 @@ impl Core {
             log: None,
             born: Instant::now(),
             refs: 0,
+            superseded_by: 0,
             _mem: mem.clone(),
         };
         g.index.insert(seq, version);

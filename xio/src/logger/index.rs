@@ -3,8 +3,10 @@
 //!
 //! **Invariants** (checked by `check` in tests):
 //! - extents are disjoint, non-empty, and each points to a live version that covers it;
-//! - a version's `refs` equals the number of extents pointing to it; versions with no
-//!   extents are removed at once (superseded or written back);
+//! - a version's `refs` equals the number of extents pointing to it; a version with no
+//!   extents is removed once every version that superseded part of it is durable in the log
+//!   (until then it is a *zombie*: it holds the watermark back, because if the newer version
+//!   were lost in a crash, replaying this one is what restores the superseded bytes);
 //! - for every byte, the extent covering it points to the newest version written there.
 
 use crate::log::{LogPos, RecordOp};
@@ -27,6 +29,8 @@ pub(crate) struct Version {
     /// When it was accepted.
     pub born: Instant,
     pub refs: usize,
+    /// The newest version that took bytes from this one (0: none).
+    pub superseded_by: u64,
     pub _mem: Arc<Reservation>,
 }
 
@@ -60,11 +64,41 @@ pub(crate) struct WbItem {
 pub(crate) struct Index {
     extents: BTreeMap<u64, Ext>,
     pub versions: BTreeMap<u64, Version>,
+    /// Every version up to this one is durable in the log.
+    durable: u64,
+    zombies: BTreeMap<u64, ()>,
 }
 
 impl Index {
+    /// Whether no extent waits for writeback.
     pub fn is_empty(&self) -> bool {
-        self.versions.is_empty()
+        self.extents.is_empty()
+    }
+
+    /// Versions up to `seq` are durable now: drop the zombies that this makes safe.
+    pub fn set_durable(&mut self, seq: u64) {
+        self.durable = self.durable.max(seq);
+        let ready: Vec<u64> = self
+            .zombies
+            .keys()
+            .copied()
+            .filter(|z| {
+                self.versions
+                    .get(z)
+                    .is_none_or(|v| v.superseded_by <= self.durable)
+            })
+            .collect();
+        for z in ready {
+            self.zombies.remove(&z);
+            self.versions.remove(&z);
+        }
+    }
+
+    /// Forget every zombie (emergency mode: the log no longer matters).
+    pub fn drop_zombies(&mut self) {
+        for (z, ()) in std::mem::take(&mut self.zombies) {
+            self.versions.remove(&z);
+        }
     }
 
     /// Bytes covered by extents.
@@ -89,7 +123,11 @@ impl Index {
         if let Some(v) = self.versions.get_mut(&seq) {
             v.refs -= 1;
             if v.refs == 0 {
-                self.versions.remove(&seq);
+                if v.superseded_by > self.durable {
+                    self.zombies.insert(seq, ());
+                } else {
+                    self.versions.remove(&seq);
+                }
             }
         }
     }
@@ -117,6 +155,7 @@ impl Index {
             }
             if let Some(old) = self.versions.get_mut(&x.seq) {
                 old.refs += keep;
+                old.superseded_by = old.superseded_by.max(seq);
             }
             self.unref(x.seq);
         }
@@ -204,6 +243,7 @@ impl Index {
         }
         for (seq, v) in &self.versions {
             assert_eq!(refs.get(seq).copied().unwrap_or(0), v.refs, "refs of {seq}");
+            assert_eq!(v.refs == 0, self.zombies.contains_key(seq), "zombie {seq}");
         }
     }
 }
@@ -224,6 +264,7 @@ mod tests {
             log: None,
             born: Instant::now(),
             refs: 0,
+            superseded_by: 0,
             _mem: mem.clone(),
         }
     }
@@ -238,6 +279,7 @@ mod tests {
             for (i, (pos, len, wb)) in ops.into_iter().enumerate() {
                 let seq = i as u64 + 1;
                 if wb {
+                    idx.set_durable(seq / 2);
                     let items = idx.select(seq, 25);
                     for it in &items {
                         for b in it.start..it.end { model[b as usize] = None; }

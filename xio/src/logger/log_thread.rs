@@ -68,6 +68,8 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
                     }
                 }
                 g.durable_seq = batch.last().map_or(g.durable_seq, |p| p.seq);
+                let durable = g.durable_seq;
+                g.index.set_durable(durable);
                 g.durable_end = LogPos::new(spans.seq, spans.end);
                 g.batches += 1;
                 drop(batch);

@@ -8,7 +8,7 @@ use super::replay::{replay_store, ReplayOptions, ReplayReport};
 use super::state::LogState;
 use super::store::LogStore;
 use super::{LoggerConfig, TransLogger};
-use crate::log::{file_name, LogPos, LogWriter, ScanEnd, HEADER_LEN};
+use crate::log::{file_name, LogPos, LogWriter, HEADER_LEN};
 use brick_core::{Output, TimeSource};
 use std::path::Path;
 use std::sync::Arc;
@@ -62,16 +62,18 @@ impl TransLogger {
         };
         let report = replay_store(&*data, &*store, from, opts)?;
         let mut last = seqs.last().copied().unwrap_or(0);
-        if let (Some(ScanEnd::TornTail { end, reason }), Some(seq)) = (&report.end, report.last_seq)
-        {
-            tracing::info!(file = %store.describe(seq), end, reason = %reason, "sealing the torn tail of the log");
-            if *end < HEADER_LEN as u64 {
-                store.remove(seq)?;
-                if seq == last {
-                    last = seq - 1;
-                }
+        if let Some((seq, end)) = &report.torn {
+            // Seal the torn file; the files after it hold no records (replay checked that).
+            tracing::info!(file = %store.describe(*seq), end = ?end, "sealing the torn tail of the log");
+            for later in seqs.iter().copied().filter(|s| s > seq) {
+                store.remove(later)?;
+            }
+            last = *seq;
+            if end.end() < HEADER_LEN as u64 {
+                store.remove(*seq)?;
+                last = seq - 1;
             } else {
-                store.truncate(seq, *end)?;
+                store.truncate(*seq, end.end())?;
             }
         }
         let new_seq = (last + 1).max(from.seq).max(1);

@@ -27,6 +27,8 @@ pub struct ReplayReport {
     pub end: Option<ScanEnd>,
     /// The last file read.
     pub last_seq: Option<u64>,
+    /// The first file that ended in a torn tail (only empty files may follow it).
+    pub torn: Option<(u64, ScanEnd)>,
 }
 
 /// Options of a replay.
@@ -76,6 +78,7 @@ pub fn replay_store(
         files: 0,
         end: None,
         last_seq: None,
+        torn: None,
     };
     if let (Some(&first), true) = (seqs.first(), from.offset > 0) {
         if first != from.seq {
@@ -92,16 +95,6 @@ pub fn replay_store(
                 missing: store.describe(seqs[i - 1] + 1),
                 context: format!("between {} and {}", seqs[i - 1], seq),
             });
-        }
-        if let Some(end) = &report.end {
-            if let ScanEnd::TornTail { end, reason } = end {
-                return Err(LogError::Corruption {
-                    file: store.describe(seqs[i - 1]),
-                    offset: *end,
-                    reason: format!("{reason}, but a newer log file {seq} exists"),
-                }
-                .into());
-            }
         }
         if opts.until.is_some_and(|u| u.seq < seq) {
             break;
@@ -124,6 +117,16 @@ pub fn replay_store(
             report.reached = LogPos::new(seq, start);
         }
         while let Some(rec) = scanner.next()? {
+            if let Some((tseq, tend)) = &report.torn {
+                return Err(LogError::Corruption {
+                    file: store.describe(*tseq),
+                    offset: tend.end(),
+                    reason: format!(
+                        "torn tail ({tend:?}), but the newer log file {seq} has records"
+                    ),
+                }
+                .into());
+            }
             if rec.end <= start {
                 continue;
             }
@@ -157,13 +160,16 @@ pub fn replay_store(
             }
         }
         let end = scanner.end().cloned().expect("scanner finished");
-        if end.end() < start && from.offset > HEADER_LEN as u64 {
+        if seq == from.seq && end.end() < start && from.offset > HEADER_LEN as u64 {
             return Err(LogError::Corruption {
                 file: store.describe(seq),
                 offset: end.end(),
                 reason: format!("the valid log ends before the replay start {start}"),
             }
             .into());
+        }
+        if matches!(end, ScanEnd::TornTail { .. }) && report.torn.is_none() {
+            report.torn = Some((seq, end.clone()));
         }
         report.end = Some(end);
         if let Some(p) = opts.progress.as_mut() {

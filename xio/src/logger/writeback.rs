@@ -44,6 +44,7 @@ pub(crate) fn run(core: Arc<Core>) {
         };
         if items.is_empty() {
             if draining && g.index.is_empty() {
+                g.index.drop_zombies();
                 finish_drain(&core, &mut g);
                 continue;
             }
