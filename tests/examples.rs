@@ -1,0 +1,9 @@
+//! The examples are part of the product: run them as tests.
+
+#[path = "../examples/custom-graph.rs"]
+mod custom_graph;
+
+#[test]
+fn custom_graph_example_runs() {
+    custom_graph::main().expect("the custom-graph example succeeds");
+}
