@@ -1,4 +1,307 @@
-//! Benchmark placeholder: filled in by its issue.
+//! Benchmark of the file backends against fio's io_uring engine on the same file, in the same
+//! run (BENCHMARKING.md): 4 KiB random write at QD32 and 1 MiB sequential write at QD8, through
+//! `aio` and `sio`, each as a ratio to fio; plus a 5-`Probe` pass-through chain over `aio`
+//! against `aio` directly at 4 KiB QD32. Each pair runs `MARS_BENCH_RUNS` times (default 3),
+//! interleaved; the table shows min/median/max.
+//!
+//! Setup: a 2 GiB `fallocate`d file in a temporary directory under `MARS_BENCH_DIR` (default
+//! `/work`, refused if it is a tmpfs); jobs address its first 1 GiB. IO is **buffered** in
+//! fio (`--direct=0 --invalidate=0`) and in ours. `sync` runs before every job so that each one
+//! starts without dirty pages. Job length: `MARS_BENCH_SECS` (default 5).
+//!
+//! Our driver is one thread with a `CompletionQueue`: it waits for completions, takes all that
+//! are ready and resubmits them (re-armed in place, no copy) inside one `FileBrick::batch`,
+//! i.e. one `io_uring_enter` per round, like fio's reap-then-queue loop.
+//!
+//! Run: `cargo bench -p mars-rs --bench xio`.
+
+use brick_core::bricks::Probe;
+use brick_core::{Aio, CompletionQueue, Output};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use xio::file::{self, Backend, FileBrick, FileOptions};
+
+const REGION: u64 = 1 << 30;
+const FILE_SIZE: u64 = 2 << 30;
+
+#[derive(Clone, Copy)]
+struct Workload {
+    name: &'static str,
+    random: bool,
+    bs: usize,
+    qd: usize,
+}
+
+const RANDWRITE: Workload = Workload {
+    name: "randwrite 4k QD32",
+    random: true,
+    bs: 4096,
+    qd: 32,
+};
+const SEQWRITE: Workload = Workload {
+    name: "write 1M QD8",
+    random: false,
+    bs: 1 << 20,
+    qd: 8,
+};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Operations per second of one fio job.
+fn fio(path: &Path, w: Workload, secs: u64) -> f64 {
+    let out = Command::new("fio")
+        .args([
+            "--name=peer",
+            &format!("--filename={}", path.display()),
+            "--ioengine=io_uring",
+            &format!("--rw={}", if w.random { "randwrite" } else { "write" }),
+            &format!("--bs={}", w.bs),
+            &format!("--iodepth={}", w.qd),
+            &format!("--size={REGION}"),
+            "--time_based",
+            &format!("--runtime={secs}"),
+            "--direct=0",
+            "--invalidate=0",
+            "--norandommap",
+            "--randrepeat=0",
+            "--output-format=json",
+        ])
+        .output()
+        .expect("running fio (apt-get install fio)");
+    assert!(
+        out.status.success(),
+        "fio failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    fio_write_iops(&text).unwrap_or_else(|| panic!("cannot find write iops in fio output:\n{text}"))
+}
+
+/// `jobs[0].write.iops` from fio's JSON (parsed from the first `{`; no JSON crate needed for
+/// one number).
+fn fio_write_iops(text: &str) -> Option<f64> {
+    let json = &text[text.find('{')?..];
+    let jobs = &json[json.find("\"jobs\"")?..];
+    // The `"write"` key whose value is an object (`"rw" : "write"` is not it).
+    let mut at = 0;
+    let write = loop {
+        let i = at + jobs[at..].find("\"write\"")?;
+        let rest = jobs[i + 7..].trim_start();
+        if let Some(obj) = rest.strip_prefix(':') {
+            if obj.trim_start().starts_with('{') {
+                break &jobs[i..];
+            }
+        }
+        at = i + 7;
+    };
+    let iops = &write[write.find("\"iops\"")?..];
+    let num = iops[iops.find(':')? + 1..].trim_start();
+    let end = num
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '+' || c == '-'))
+        .unwrap_or(num.len());
+    num[..end].parse().ok()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Operations per second of our driver through `top` (whose terminal is `file`).
+fn ours(file: &FileBrick, top: &dyn Output, w: Workload, secs: u64) -> f64 {
+    let cq = CompletionQueue::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let blocks = REGION / w.bs as u64;
+    let mut seq = 0u64;
+    let mut next_pos = move || {
+        let b = if w.random {
+            rng.next() % blocks
+        } else {
+            seq = (seq + 1) % blocks;
+            seq
+        };
+        b * w.bs as u64
+    };
+    let payload = vec![0x5a; w.bs];
+    for _ in 0..w.qd {
+        cq.submit(top, Aio::write(next_pos(), payload.clone()))
+            .expect("queue depth below the brick's");
+    }
+    let mut ready: Vec<Box<Aio>> = Vec::with_capacity(w.qd);
+    let mut inflight = w.qd;
+    let mut ops = 0u64;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut stopping = false;
+    while inflight > 0 {
+        ready.push(cq.recv());
+        while let Some(r) = cq.try_recv() {
+            ready.push(r);
+        }
+        for r in &ready {
+            assert!(r.error.is_none(), "{:?}", r.error);
+        }
+        ops += ready.len() as u64;
+        inflight -= ready.len();
+        if !stopping && Instant::now() >= deadline {
+            stopping = true;
+        }
+        if stopping {
+            ready.clear();
+            continue;
+        }
+        inflight += ready.len();
+        file.batch(|| {
+            for mut r in ready.drain(..) {
+                r.pos = next_pos();
+                cq.submit(top, r).expect("resubmit below the queue depth");
+            }
+        });
+    }
+    ops as f64 / start.elapsed().as_secs_f64()
+}
+
+fn sync_all() {
+    let _ = Command::new("sync").status();
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+fn fmt3((a, b, c): (f64, f64, f64)) -> String {
+    format!("{a:.2} / {b:.2} / {c:.2}")
+}
+
 fn main() {
-    println!("not yet available");
+    let secs = env_u64("MARS_BENCH_SECS", 5);
+    let runs = env_u64("MARS_BENCH_RUNS", 3) as usize;
+    let base = std::env::var("MARS_BENCH_DIR").unwrap_or_else(|_| "/work".into());
+    let fstype = Command::new("stat")
+        .args(["-f", "-c", "%T", &base])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert!(
+        fstype != "tmpfs",
+        "{base} is a tmpfs: set MARS_BENCH_DIR to a directory on a disk"
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("xio-bench")
+        .tempdir_in(&base)
+        .expect("temp dir under MARS_BENCH_DIR");
+    let path = dir.path().join("bench.img");
+    let ok = Command::new("fallocate")
+        .args(["-l", &FILE_SIZE.to_string()])
+        .arg(&path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "fallocate -l {FILE_SIZE} {} failed", path.display());
+    println!(
+        "xio bench: {} ({fstype}), 2 GiB fallocated file, 1 GiB region, buffered IO, {secs} s per job, {runs} runs",
+        path.display()
+    );
+
+    // Precondition: write the region once, so that no job pays for converting fallocated
+    // (unwritten) extents and all of them overwrite allocated blocks.
+    let ok = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=1024", "conv=notrunc,fdatasync", "status=none"])
+        .arg(format!("of={}", path.display()))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "preconditioning {} with dd failed", path.display());
+
+    let opts = FileOptions {
+        queue_depth: 64,
+        ..FileOptions::default()
+    };
+    let aio = file::open(&path, Backend::IoUring, &opts).expect("open aio");
+    let sio = file::open(&path, Backend::Sync, &opts).expect("open sio");
+    // The 5-Probe pass-through chain over aio.
+    let mut chain: Arc<dyn Output> = aio.clone();
+    for i in 0..5 {
+        chain = Probe::new(format!("probe{i}"), chain);
+    }
+
+    println!();
+    println!(
+        "| workload | fio io_uring (median) | aio / fio min/med/max | sio / fio min/med/max |"
+    );
+    println!("|---|---|---|---|");
+    let mut chain_ratio = Vec::new();
+    let mut chain_direct = Vec::new();
+    for w in [RANDWRITE, SEQWRITE] {
+        let (mut fio_v, mut aio_r, mut sio_r) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            sync_all();
+            let peer = fio(&path, w, secs);
+            sync_all();
+            let a = ours(&aio, &*aio, w, secs);
+            sync_all();
+            let s = ours(&sio, &*sio, w, secs);
+            eprintln!("  {}: fio {peer:.0} aio {a:.0} sio {s:.0} ops/s", w.name);
+            if w.random {
+                sync_all();
+                let c = ours(&aio, &*chain, w, secs);
+                eprintln!(
+                    "  {}: 5-probe chain over aio {c:.0} ops/s (direct {a:.0})",
+                    w.name
+                );
+                chain_ratio.push(c / a);
+                chain_direct.push(a);
+            }
+            fio_v.push(peer);
+            aio_r.push(a / peer);
+            sio_r.push(s / peer);
+        }
+        let unit = |ops: f64| {
+            if w.bs >= 1 << 20 {
+                format!("{:.2} GiB/s", ops * w.bs as f64 / (1u64 << 30) as f64)
+            } else {
+                format!("{:.0}k IOPS", ops / 1000.0)
+            }
+        };
+        println!(
+            "| {} | {} | {} | {} |",
+            w.name,
+            unit(stats(fio_v).1),
+            fmt3(stats(aio_r)),
+            fmt3(stats(sio_r))
+        );
+    }
+    println!();
+    println!("| 5-Probe chain over aio, randwrite 4k QD32 | aio direct (median) | chain / direct min/med/max |");
+    println!("|---|---|---|");
+    println!(
+        "| overhead = 1 - ratio | {:.0}k IOPS | {} |",
+        stats(chain_direct).1 / 1000.0,
+        fmt3(stats(chain_ratio))
+    );
+    println!();
+    println!("Goals: aio >= 0.9x fio; chain >= 0.9x direct (<= 10% overhead).");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_fio_json() {
+        let text = "fio: connected\n{\"jobs\" : [ { \"job options\" : { \"rw\" : \"write\" }, \"read\" : { \"iops\" : 1.0 }, \"write\" : { \"io_bytes\" : 5, \"iops\" : 12345.678901 } } ] }";
+        assert_eq!(super::fio_write_iops(text), Some(12345.678901));
+    }
 }
