@@ -1,0 +1,268 @@
+//! Real-network shell: [`NetTransport`] carries [`Envelope`]s as mars-net `Notify` frames on
+//! the `Meta` channel (authenticated by the cluster secret), and [`Runner`] is the daemon's
+//! metadata loop: "select, then apply" over incoming messages, local commands and the tick
+//! deadline, persisting the changes of each step in one redb transaction.
+
+use crate::disk::DiskStore;
+use crate::error::{Error, Result};
+use crate::names::NodeName;
+use crate::node::{MetaNode, PropConfig};
+use crate::proto::Envelope;
+use crate::store::{Change, ClockSource};
+use crate::transport::{flush, Transport};
+use crossbeam_channel::{Receiver, Sender};
+use mars_net::{ChannelKind, ClusterId, ConnSender, Connection, Message, NetConfig, Secret};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a peer that could not be reached is left alone before the next attempt.
+const RETRY_AFTER: Duration = Duration::from_millis(300);
+
+struct Peer {
+    sender: Option<ConnSender>,
+    retry_at: Instant,
+}
+
+/// Metadata transport over mars-net.
+pub struct NetTransport {
+    cfg: NetConfig,
+    listener: mars_net::Node,
+    inbox: Receiver<Envelope>,
+    addrs: HashMap<NodeName, SocketAddr>,
+    peers: HashMap<NodeName, Peer>,
+    /// Messages that could not be sent (peer down); anti-entropy repairs them later.
+    pub dropped: u64,
+}
+
+/// The transport-level cluster id: derived from the secret (the metadata cluster uuid is
+/// checked on every message by [`MetaNode`]; a joining node does not know it yet).
+fn net_cluster_id(secret: &[u8]) -> ClusterId {
+    let h = blake3::hash(secret);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.as_bytes()[..16]);
+    ClusterId(id)
+}
+
+impl NetTransport {
+    /// Listen on `listen` as node `me`, authenticating peers with `secret`.
+    pub fn start(listen: &str, me: &str, secret: &[u8]) -> Result<NetTransport> {
+        let net_err = |e: mars_net::NetError| Error::Io {
+            context: format!("metadata transport on {listen}"),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let mut cfg = NetConfig::new(
+            net_cluster_id(secret),
+            me,
+            Secret::new(secret).map_err(net_err)?,
+        );
+        cfg.handshake_timeout = Duration::from_secs(1);
+        let (tx, inbox) = crossbeam_channel::bounded::<Envelope>(65536);
+        let handlers = mars_net::Handlers::new().on(ChannelKind::Meta, move |conn: Connection| {
+            serve(conn, &tx)
+        });
+        let listener = mars_net::Node::listen(listen, cfg.clone(), handlers).map_err(net_err)?;
+        Ok(NetTransport {
+            cfg,
+            listener,
+            inbox,
+            addrs: HashMap::new(),
+            peers: HashMap::new(),
+            dropped: 0,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr()
+    }
+
+    /// Incoming messages.
+    pub fn inbox(&self) -> &Receiver<Envelope> {
+        &self.inbox
+    }
+
+    /// Where node `name` listens (from `ips/ip-<name>`).
+    pub fn set_addr(&mut self, name: &NodeName, addr: SocketAddr) {
+        if self.addrs.insert(name.clone(), addr) != Some(addr) {
+            self.peers.remove(name);
+        }
+    }
+
+    fn sender(&mut self, to: &NodeName) -> Option<ConnSender> {
+        let now = Instant::now();
+        let peer = self.peers.entry(to.clone()).or_insert(Peer {
+            sender: None,
+            retry_at: now,
+        });
+        if let Some(s) = &peer.sender {
+            if !s.is_closed() {
+                return Some(s.clone());
+            }
+            peer.sender = None;
+        }
+        if now < peer.retry_at {
+            return None;
+        }
+        let addr = *self.addrs.get(to)?;
+        match mars_net::connect(addr, &self.cfg, ChannelKind::Meta) {
+            Ok(conn) => {
+                let (s, mut r) = conn.split();
+                // Drain the receiving side so keepalives are answered and a close is noticed.
+                std::thread::spawn(move || while r.recv().is_ok() {});
+                peer.sender = Some(s.clone());
+                Some(s)
+            }
+            Err(e) => {
+                tracing::debug!(peer = %to, %addr, "metadata peer unreachable: {e}");
+                peer.retry_at = now + RETRY_AFTER;
+                None
+            }
+        }
+    }
+}
+
+fn serve(mut conn: Connection, tx: &Sender<Envelope>) {
+    let peer = conn.peer().node.clone();
+    loop {
+        match conn.recv() {
+            Ok(f) => {
+                if let Message::Notify { body } = f.msg {
+                    match Envelope::decode(&body) {
+                        Ok(env) => {
+                            if tx.send(env).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, "undecodable metadata message, disconnecting: {e}");
+                            conn.close("undecodable metadata message");
+                            return;
+                        }
+                    }
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+impl Transport for NetTransport {
+    fn send(&mut self, to: &NodeName, msg: Envelope) {
+        let Some(s) = self.sender(to) else {
+            self.dropped += 1;
+            return;
+        };
+        if s.notify(msg.encode(), &[]).is_err() {
+            self.dropped += 1;
+            self.peers.remove(to);
+        }
+    }
+}
+
+/// A local command for the metadata loop.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Write a key.
+    Set(String, String),
+    /// Delete a key.
+    Delete(String),
+}
+
+/// The metadata loop of one node: store, persistence, propagation and transport.
+pub struct Runner {
+    node: MetaNode,
+    disk: DiskStore,
+    net: NetTransport,
+    tick: Duration,
+    next_tick: Instant,
+}
+
+impl Runner {
+    /// Open the store at `dir/meta.redb` and start listening.
+    pub fn open(dir: &Path, me: &str, listen: &str, secret: &[u8], tick: Duration) -> Result<Runner> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let (disk, store) = DiskStore::open(&dir.join("meta.redb"), me, ClockSource::System)?;
+        let seed = crate::names::fnv64(me.as_bytes()) ^ std::process::id() as u64;
+        let node = MetaNode::new(store, PropConfig::default(), seed);
+        let net = NetTransport::start(listen, me, secret)?;
+        let mut r = Runner {
+            node,
+            disk,
+            net,
+            tick,
+            next_tick: Instant::now(),
+        };
+        r.learn_addrs();
+        Ok(r)
+    }
+
+    /// The node (read access).
+    pub fn node(&self) -> &MetaNode {
+        &self.node
+    }
+
+    /// The node, for membership operations; call [`Runner::commit`] afterwards.
+    pub fn node_mut(&mut self) -> &mut MetaNode {
+        &mut self.node
+    }
+
+    /// The transport (addresses of contacts for join/merge).
+    pub fn net_mut(&mut self) -> &mut NetTransport {
+        &mut self.net
+    }
+
+    /// Where this node listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.net.local_addr()
+    }
+
+    fn learn_addrs(&mut self) {
+        for (k, v) in self.node.store().list("ips/ip-") {
+            if let Ok(a) = v.parse::<SocketAddr>() {
+                let name: NodeName = Arc::from(&k["ips/ip-".len()..]);
+                if &name != self.node.me() {
+                    self.net.set_addr(&name, a);
+                }
+            }
+        }
+    }
+
+    /// Persist what changed (one transaction) and send what was queued. Returns the changes.
+    pub fn commit(&mut self) -> Result<Vec<Change>> {
+        let changes = self.node.store_mut().take_changes();
+        self.disk.apply(&changes)?;
+        if changes.iter().any(|c| matches!(c, Change::Put(k, _) if k.starts_with("ips/"))) {
+            self.learn_addrs();
+        }
+        flush(&mut self.node, &mut self.net);
+        Ok(changes)
+    }
+
+    /// Wait for one message, command or the tick deadline (at most `max_wait`), apply it,
+    /// persist and send. Returns the changes it made.
+    pub fn step(&mut self, commands: &Receiver<Command>, max_wait: Duration) -> Result<Vec<Change>> {
+        let now = Instant::now();
+        let wait = self.next_tick.saturating_duration_since(now).min(max_wait);
+        crossbeam_channel::select! {
+            recv(self.net.inbox) -> m => if let Ok(env) = m { self.node.handle(env) },
+            recv(commands) -> c => match c {
+                Ok(Command::Set(k, v)) => if let Err(e) = self.node.set(&k, &v) {
+                    tracing::warn!("set {k}: {e}");
+                },
+                Ok(Command::Delete(k)) => if let Err(e) = self.node.delete(&k) {
+                    tracing::warn!("delete {k}: {e}");
+                },
+                Err(_) => std::thread::sleep(wait),
+            },
+            default(wait) => {},
+        }
+        if Instant::now() >= self.next_tick {
+            self.node.tick();
+            self.next_tick = Instant::now() + self.tick;
+        }
+        self.commit()
+    }
+}
