@@ -6,7 +6,8 @@ use brick_core::{Aio, Flags, Op, Output};
 use std::sync::Arc;
 use std::time::Duration;
 use xio::fault::{CrashMode, FaultDisk, MemLogStore};
-use xio::logger::{LoggerConfig, SyncFile, TransLogger};
+use xio::file::{Backend, FileOptions};
+use xio::logger::{LoggerConfig, TransLogger};
 
 fn cfg() -> LoggerConfig {
     LoggerConfig {
@@ -28,7 +29,8 @@ fn op(out: &dyn Output, op: Op, pos: u64, len: usize, flags: Flags) {
 #[test]
 fn read_your_writes_and_reopen_on_files() {
     let dir = tempfile::tempdir().unwrap();
-    let data = SyncFile::open_data(&dir.path().join("disk"), 1 << 20).unwrap();
+    let opts = FileOptions { create_size: Some(1 << 20), ..FileOptions::default() };
+    let data = xio::file::open(dir.path().join("disk"), Backend::IoUring, &opts).unwrap();
     let logger = TransLogger::open(data.clone(), &dir.path().join("logs"), cfg()).unwrap();
     brick_core::write_all(&*logger, 4096, &[7u8; 8192]).unwrap();
     assert_eq!(

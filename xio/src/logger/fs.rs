@@ -1,6 +1,10 @@
-//! Real files: [`SyncFile`], a minimal synchronous file output (pread/pwrite/fdatasync, run on
-//! the submitting thread: the logger's own threads are the only submitters of log IO), and
-//! [`FsLogStore`], a log directory on a file system.
+//! Real files: [`PlainFile`], a minimal synchronous file output (pread/pwrite/fdatasync, run on
+//! the submitting thread), and [`FsLogStore`], a log directory on a file system.
+//!
+//! Log files use `PlainFile` rather than the io_uring backend of `crate::file` on purpose: the
+//! log thread is their only writer and issues exactly one sequential write and one `fdatasync`
+//! at a time (group commit), so there is nothing to overlap, and a synchronous call has the
+//! lowest latency. Data devices should use `crate::file` (io_uring).
 
 use super::store::LogStore;
 use brick_core::{
@@ -14,7 +18,7 @@ use std::time::Instant;
 
 /// A file as a terminal brick. Completes every request before `submit` returns.
 /// Log files grow (`fixed_size: None`); a data file has a fixed size and checks ranges.
-pub struct SyncFile {
+pub struct PlainFile {
     name: String,
     file: File,
     fixed_size: Option<u64>,
@@ -22,10 +26,10 @@ pub struct SyncFile {
     stats: Stats,
 }
 
-impl SyncFile {
+impl PlainFile {
     /// Wrap an open file. `fixed_size`: the device size for range checks (`None`: grows).
-    pub fn new(name: impl Into<String>, file: File, fixed_size: Option<u64>) -> Arc<SyncFile> {
-        Arc::new(SyncFile {
+    pub fn new(name: impl Into<String>, file: File, fixed_size: Option<u64>) -> Arc<PlainFile> {
+        Arc::new(PlainFile {
             name: name.into(),
             file,
             fixed_size,
@@ -35,7 +39,7 @@ impl SyncFile {
     }
 
     /// Open (or create) a data file of exactly `size` bytes at `path`.
-    pub fn open_data(path: &Path, size: u64) -> std::io::Result<Arc<SyncFile>> {
+    pub fn open_data(path: &Path, size: u64) -> std::io::Result<Arc<PlainFile>> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -45,7 +49,7 @@ impl SyncFile {
         if file.metadata()?.len() < size {
             file.set_len(size)?;
         }
-        Ok(SyncFile::new(path.display().to_string(), file, Some(size)))
+        Ok(PlainFile::new(path.display().to_string(), file, Some(size)))
     }
 
     fn execute(&self, req: &mut Aio) -> Result<()> {
@@ -96,7 +100,7 @@ impl SyncFile {
     }
 }
 
-impl Output for SyncFile {
+impl Output for PlainFile {
     fn info(&self) -> Result<Info> {
         let size = match self.fixed_size {
             Some(s) => s,
@@ -124,7 +128,7 @@ impl Output for SyncFile {
     }
 }
 
-impl Brick for SyncFile {
+impl Brick for PlainFile {
     fn name(&self) -> &str {
         &self.name
     }
@@ -198,7 +202,7 @@ impl LogStore for FsLogStore {
             .open(&path)
             .map_err(|e| Error::from_io(&e, "creating a log file"))?;
         self.sync_dir()?;
-        Ok(SyncFile::new(path.display().to_string(), file, None))
+        Ok(PlainFile::new(path.display().to_string(), file, None))
     }
 
     fn open(&self, seq: u64) -> Result<(Arc<dyn Output>, u64)> {
@@ -212,7 +216,7 @@ impl LogStore for FsLogStore {
             .metadata()
             .map_err(|e| Error::from_io(&e, "reading log file metadata"))?
             .len();
-        Ok((SyncFile::new(path.display().to_string(), file, None), len))
+        Ok((PlainFile::new(path.display().to_string(), file, None), len))
     }
 
     fn truncate(&self, seq: u64, len: u64) -> Result<()> {

@@ -18,8 +18,10 @@
 //! ## Opening a log directory (what the NBD export calls)
 //! ```no_run
 //! use std::sync::Arc;
-//! use xio::logger::{LoggerConfig, SyncFile, TransLogger};
-//! let data = SyncFile::open_data("/tmp/disk.img".as_ref(), 1 << 30).unwrap();
+//! use xio::file::{self, Backend, FileOptions};
+//! use xio::logger::{LoggerConfig, TransLogger};
+//! let opts = FileOptions { create_size: Some(1 << 30), ..FileOptions::default() };
+//! let data = file::open("/tmp/disk.img", Backend::IoUring, &opts).unwrap();
 //! let logger = TransLogger::open(data, "/tmp/logs".as_ref(), LoggerConfig::default()).unwrap();
 //! brick_core::write_all(&*logger, 0, b"hello").unwrap();
 //! logger.close().unwrap();
@@ -55,7 +57,7 @@ mod writeback;
 
 pub use self::config::{LoggerConfig, WatermarkFn};
 pub use self::error::{LoggerError, Result};
-pub use self::fs::{FsLogStore, SyncFile};
+pub use self::fs::{FsLogStore, PlainFile};
 pub use self::replay::{replay_store, ReplayOptions, ReplayReport};
 pub use self::state::LogState;
 pub use self::store::LogStore;
