@@ -89,7 +89,8 @@ fn flush_waits_for_the_log_and_counts_batches() {
     }
     op(&*logger, Op::Flush, 0, 0, Flags::NONE);
     let st = logger.status();
-    assert!(st.durable_end.offset > 64 * 4096, "{st:?}");
+    assert!(st.durable_end > xio::log::LogPos::new(1, 64 * 4096), "{st:?}");
+    assert!(st.batches >= 1 && st.pending == 0, "{st:?}");
     logger.writeback_all(Duration::from_secs(10)).unwrap();
     assert_eq!(logger.status().versions, 0);
     logger.close().unwrap();
