@@ -220,7 +220,13 @@ fn main() {
     // Precondition: write the region once, so that no job pays for converting fallocated
     // (unwritten) extents and all of them overwrite allocated blocks.
     let ok = Command::new("dd")
-        .args(["if=/dev/zero", "bs=1M", "count=1024", "conv=notrunc,fdatasync", "status=none"])
+        .args([
+            "if=/dev/zero",
+            "bs=1M",
+            "count=1024",
+            "conv=notrunc,fdatasync",
+            "status=none",
+        ])
         .arg(format!("of={}", path.display()))
         .status()
         .map(|s| s.success())

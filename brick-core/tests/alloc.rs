@@ -93,7 +93,7 @@ fn five_probe_chain_allocates_nothing_per_request() {
     let payload = vec![0xabu8; 4096];
 
     let one = |i: u64| {
-        let op = if i % 2 == 0 { Op::Write } else { Op::Read };
+        let op = if i & 1 == 0 { Op::Write } else { Op::Read };
         let pos = (i * 4096) % (1 << 20);
         let mut req = pool.get(op, pos, 4096);
         if op == Op::Write {
@@ -101,7 +101,12 @@ fn five_probe_chain_allocates_nothing_per_request() {
         }
         req.push_hook(hook.clone());
         top.submit(req).expect("accepted");
-        let done = park.0.lock().unwrap().take().expect("Inline completes in submit");
+        let done = park
+            .0
+            .lock()
+            .unwrap()
+            .take()
+            .expect("Inline completes in submit");
         assert!(done.error.is_none());
         pool.put(done);
     };
@@ -116,7 +121,9 @@ fn five_probe_chain_allocates_nothing_per_request() {
             one(i);
         }
     });
-    eprintln!("5-probe chain over Inline MemDisk: {allocs} allocations, {bytes} bytes in {n} requests");
+    eprintln!(
+        "5-probe chain over Inline MemDisk: {allocs} allocations, {bytes} bytes in {n} requests"
+    );
     assert_eq!(allocs, 0, "allocations per request in steady state");
     assert_eq!(bytes, 0);
     for p in &probes {

@@ -3,7 +3,7 @@
 //! request must complete exactly once, without error, and every read must see the last
 //! completed write of its slot. Bounded in count and time.
 
-use brick_core::{Aio, CompletionQueue, Error, Op, Output};
+use brick_core::{Aio, CompletionQueue, Error, Op};
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::sync::Arc;
