@@ -1,4 +1,4 @@
-//! Export a file over NBD through the MARS write path: aio (io_uring) → NBD.
+//! Export a file over NBD through the MARS write path: aio (io_uring) → trans_logger → NBD.
 //!
 //! ```text
 //! cargo run --release --example nbd-export -- --data disk.img --log-dir logs/ \
@@ -6,8 +6,10 @@
 //! qemu-io -f raw -c 'write -P 0xab 0 1M' 'nbd+unix:///disk?socket=/tmp/disk.sock'
 //! ```
 //!
+//! On start the logger replays the log directory onto the data file (crash recovery).
 //! SIGINT/SIGTERM shut down gracefully: stop accepting, finish in-flight requests, flush the
-//! exported brick, exit 0. A line `ready` on stdout says the sockets are listening.
+//! logger, write everything back and close it, exit 0. A line `ready` on stdout says the
+//! sockets are listening.
 use anyhow::{bail, Context, Result};
 use brick_core::{Aio, Op, Output};
 use clap::Parser;
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use xio::file::{Backend, FileOptions};
+use xio::logger::{LoggerConfig, TransLogger};
 use xio::nbd::{Export, NbdServer, ServerConfig};
 
 #[derive(Parser, Debug)]
@@ -47,6 +50,9 @@ struct Args {
     /// Refuse writes.
     #[arg(long)]
     read_only: bool,
+    /// Memory for written-but-not-written-back data, in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    mem_budget: u64,
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 128)]
     max_inflight: usize,
@@ -90,13 +96,23 @@ fn run(args: Args) -> Result<()> {
     };
     let data = xio::file::open(&args.data, args.backend, &opts)
         .with_context(|| format!("opening the data file {}", args.data.display()))?;
-    let out: Arc<dyn Output> = data;
+    let logger = TransLogger::open(
+        data,
+        &args.log_dir,
+        LoggerConfig {
+            resource: args.name.clone(),
+            mem_budget: args.mem_budget,
+            ..LoggerConfig::default()
+        },
+    )
+    .with_context(|| format!("opening the logs in {}", args.log_dir.display()))?;
+    let out: Arc<dyn Output> = logger.clone();
 
     let server = NbdServer::new(ServerConfig {
         max_inflight: args.max_inflight,
     });
-    // Flush on the brick below is global (fdatasync of the data file / the log), so a flush on
-    // one connection covers writes completed on all of them.
+    // The logger's flush is global (it waits until every mutation accepted before it is
+    // durable in the log), so a flush on one connection covers writes completed on all.
     server.add_export(
         Export::new(&args.name, out.clone())?
             .multi_conn(true)
@@ -125,6 +141,7 @@ fn run(args: Args) -> Result<()> {
         tracing::warn!("some connections did not finish within 60 s");
     }
     brick_core::run(&*out, Aio::new(Op::Flush, 0, 0)).context("final flush")?;
-    tracing::info!("flushed; exiting");
+    logger.close().context("closing the logger")?;
+    tracing::info!("flushed and written back; exiting");
     Ok(())
 }

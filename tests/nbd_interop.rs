@@ -25,10 +25,9 @@ fn example() -> &'static Path {
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
         let release = profile_dir.file_name().unwrap() == "release";
         let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "--quiet", "--example", "nbd-export"]);
-        if release {
-            c.arg("--release");
-        }
+        c.args(["build", "--quiet", "--example", "nbd-export", "--profile"]);
+        // The test profile (optimised) for debug test runs: log replay at opt-level 0 is slow.
+        c.arg(if release { "release" } else { "test" });
         c.current_dir(env!("CARGO_MANIFEST_DIR"));
         let st = c.status().expect("running cargo build for the example");
         assert!(st.success(), "building the nbd-export example failed");
@@ -53,7 +52,7 @@ impl ExportProc {
             .arg("--unix")
             .arg(&sock)
             .args(["--name", name, "--create-size", &size.to_string()])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("NBD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -121,7 +120,9 @@ fn unsafe_free_kill(pid: u32, sig: &str) {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
@@ -143,22 +144,41 @@ fn nbdinfo_lists_several_exports_and_qemu_img_sees_the_size() {
     let server = NbdServer::new(ServerConfig::default());
     let a = MemDisk::new("a", 16 << 20, MemDiskMode::Threaded(2));
     let b = MemDisk::new("b", 8 << 20, MemDiskMode::Threaded(2));
-    server.add_export(Export::new("alpha", a).unwrap().multi_conn(true)).unwrap();
-    server.add_export(Export::new("beta", b).unwrap().read_only(true)).unwrap();
+    server
+        .add_export(Export::new("alpha", a).unwrap().multi_conn(true))
+        .unwrap();
+    server
+        .add_export(Export::new("beta", b).unwrap().read_only(true))
+        .unwrap();
     server.listen_unix(&sock).unwrap();
-    let list = stdout(Command::new("nbdinfo").arg("--list").arg(format!("nbd+unix:///?socket={}", sock.display())));
+    let list = stdout(
+        Command::new("nbdinfo")
+            .arg("--list")
+            .arg(format!("nbd+unix:///?socket={}", sock.display())),
+    );
     assert!(list.contains("export=\"alpha\""), "{list}");
     assert!(list.contains("export=\"beta\""), "{list}");
-    let info = stdout(Command::new("nbdinfo").arg(format!("nbd+unix:///beta?socket={}", sock.display())));
+    let info =
+        stdout(Command::new("nbdinfo").arg(format!("nbd+unix:///beta?socket={}", sock.display())));
     assert!(info.contains("export-size: 8388608"), "{info}");
     assert!(info.contains("is_read_only: true"), "{info}");
     assert!(info.contains("can_multi_conn: false"), "{info}");
-    let info = stdout(Command::new("nbdinfo").arg(format!("nbd+unix:///alpha?socket={}", sock.display())));
+    let info =
+        stdout(Command::new("nbdinfo").arg(format!("nbd+unix:///alpha?socket={}", sock.display())));
     assert!(info.contains("export-size: 16777216"), "{info}");
     assert!(info.contains("can_multi_conn: true"), "{info}");
-    assert!(info.contains("can_flush: true") && info.contains("can_fua: true"), "{info}");
-    assert!(info.contains("can_trim: true") && info.contains("can_zero: true"), "{info}");
-    let q = stdout(Command::new("qemu-img").args(["info", &format!("nbd+unix:///alpha?socket={}", sock.display())]));
+    assert!(
+        info.contains("can_flush: true") && info.contains("can_fua: true"),
+        "{info}"
+    );
+    assert!(
+        info.contains("can_trim: true") && info.contains("can_zero: true"),
+        "{info}"
+    );
+    let q = stdout(Command::new("qemu-img").args([
+        "info",
+        &format!("nbd+unix:///alpha?socket={}", sock.display()),
+    ]));
     assert!(q.contains("16 MiB (16777216 bytes)"), "{q}");
     // TCP as well.
     let addr = server.listen_tcp("127.0.0.1:0").unwrap();
@@ -194,15 +214,24 @@ fn example_export_with_qemu_io_patterns_discard_zero_flush() {
     assert!(!out.contains("Pattern verification failed"), "{out}");
     // discard and write -z read back as zeroes.
     let out = stdout(Command::new("qemu-io").args([
-        "-f", "raw",
-        "-c", "write -P 0x5a 32M 1M",
-        "-c", "discard 32M 256k",
-        "-c", "read -P 0 32M 256k",
-        "-c", "read -P 0x5a 33024k 768k",
-        "-c", "write -z 33M 128k",
-        "-c", "read -P 0 33M 128k",
-        "-c", "write -z -u 34M 64k",
-        "-c", "flush",
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x5a 32M 1M",
+        "-c",
+        "discard 32M 256k",
+        "-c",
+        "read -P 0 32M 256k",
+        "-c",
+        "read -P 0x5a 33024k 768k",
+        "-c",
+        "write -z 33M 128k",
+        "-c",
+        "read -P 0 33M 128k",
+        "-c",
+        "write -z -u 34M 64k",
+        "-c",
+        "flush",
         &p.uri("disk"),
     ]));
     assert!(!out.contains("Pattern verification failed"), "{out}");
@@ -230,16 +259,28 @@ fn qemu_img_convert_compare_and_nbdcopy_both_ways() {
         }
     }
     std::fs::write(&src, &data).unwrap();
-    run(Command::new("qemu-img").args(["convert", "-n", "-f", "raw", "-O", "raw"]).arg(&src).arg(p.uri("disk")));
-    run(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "raw"]).arg(&src).arg(p.uri("disk")));
+    run(Command::new("qemu-img")
+        .args(["convert", "-n", "-f", "raw", "-O", "raw"])
+        .arg(&src)
+        .arg(p.uri("disk")));
+    run(Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(&src)
+        .arg(p.uri("disk")));
     // nbdcopy out of the export, then a modified file back in.
     let out = dir.path().join("out.raw");
     run(Command::new("nbdcopy").arg(p.uri("disk")).arg(&out));
-    assert!(std::fs::read(&out).unwrap() == data, "nbdcopy export → file differs");
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "nbdcopy export → file differs"
+    );
     data[4096..8192].fill(0xee);
     std::fs::write(&src, &data).unwrap();
     run(Command::new("nbdcopy").arg(&src).arg(p.uri("disk")));
-    run(Command::new("qemu-img").args(["compare", "-f", "raw", "-F", "raw"]).arg(&src).arg(p.uri("disk")));
+    run(Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "raw"])
+        .arg(&src)
+        .arg(p.uri("disk")));
     p.stop();
 }
 
@@ -263,7 +304,10 @@ fn fio_randwrite_verify_multi_conn() {
         "--group_reporting",
         "--output-format=terse",
     ]));
-    assert!(!out.contains("verify:"), "fio reported verify errors: {out}");
+    assert!(
+        !out.contains("verify:"),
+        "fio reported verify errors: {out}"
+    );
     p.stop();
 }
 
@@ -276,10 +320,14 @@ fn record(block: u64, generation: u64) -> Vec<u8> {
     b[8..16].copy_from_slice(&generation.to_le_bytes());
     let mut x = block.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ generation;
     for v in b[24..].iter_mut() {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         *v = (x >> 56) as u8;
     }
-    let sum = b[24..].iter().fold(0u64, |a, &v| a.wrapping_mul(31).wrapping_add(u64::from(v)));
+    let sum = b[24..]
+        .iter()
+        .fold(0u64, |a, &v| a.wrapping_mul(31).wrapping_add(u64::from(v)));
     b[16..24].copy_from_slice(&sum.to_le_bytes());
     b
 }
@@ -295,8 +343,9 @@ fn decode(block: u64, b: &[u8]) -> Option<u64> {
 #[test]
 fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
     let dir = tempfile::tempdir().unwrap();
-    let blocks = 8192u64; // 32 MiB
-    let p = ExportProc::start(dir.path(), blocks * BLOCK as u64, "disk");
+    let blocks = 8192u64; // our writer's region: the first 32 MiB of a 64 MiB export
+    let size = 2 * blocks * BLOCK as u64;
+    let p = ExportProc::start(dir.path(), size, "disk");
     // fio with fsync=N hammers another region of the same export while we kill it.
     let mut fio = Command::new("fio")
         .args([
@@ -308,6 +357,8 @@ fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
             "--iodepth=8",
             "--fsync=8",
             "--offset=32M",
+            "--size=32M",
+            "--rate_iops=2000",
             "--time_based",
             "--runtime=30",
         ])
@@ -338,7 +389,12 @@ fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
                 continue; // keep at most one write per block in flight: order is then known
             }
             generation += 1;
-            let Ok(cookie) = c.send(cmd::WRITE, 0, blk * BLOCK as u64, Payload::Data(&record(blk, generation))) else {
+            let Ok(cookie) = c.send(
+                cmd::WRITE,
+                0,
+                blk * BLOCK as u64,
+                Payload::Data(&record(blk, generation)),
+            ) else {
                 break 'outer;
             };
             issued[blk as usize] = generation;
@@ -354,7 +410,10 @@ fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
             assert_eq!(rep.error, 0, "request failed before the kill");
             if let Some((blk, g)) = inflight.remove(&rep.cookie) {
                 acked[blk as usize] = acked[blk as usize].max(g);
-            } else if flush_snapshot.as_ref().is_some_and(|(k, _)| *k == rep.cookie) {
+            } else if flush_snapshot
+                .as_ref()
+                .is_some_and(|(k, _)| *k == rep.cookie)
+            {
                 let (_, snap) = flush_snapshot.take().unwrap();
                 durable = snap;
                 flushes_acked += 1;
@@ -367,20 +426,27 @@ fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
             break;
         }
     }
-    assert!(flushes_acked > 3, "the writer made too little progress before the kill");
+    assert!(
+        flushes_acked > 3,
+        "the writer made too little progress before the kill"
+    );
     p.kill9();
     let _ = fio.kill();
     let _ = fio.wait();
     drop(c);
 
-    let p = ExportProc::start(dir.path(), blocks * BLOCK as u64, "disk");
+    let p = ExportProc::start(dir.path(), size, "disk");
     let mut c = Client::unix(&p.sock, "disk", true).unwrap();
     let mut checked = 0;
     for chunk in (0..blocks).collect::<Vec<_>>().chunks(256) {
-        let data = c.read(chunk[0] * BLOCK as u64, (chunk.len() * BLOCK) as u32).unwrap().unwrap();
+        let data = c
+            .read(chunk[0] * BLOCK as u64, (chunk.len() * BLOCK) as u32)
+            .unwrap()
+            .unwrap();
         for (k, &blk) in chunk.iter().enumerate() {
             let b = &data[k * BLOCK..(k + 1) * BLOCK];
-            let g = decode(blk, b).unwrap_or_else(|| panic!("block {blk} is torn or garbage after recovery"));
+            let g = decode(blk, b)
+                .unwrap_or_else(|| panic!("block {blk} is torn or garbage after recovery"));
             let i = blk as usize;
             assert!(
                 g >= durable[i] && g <= issued[i],
@@ -393,6 +459,9 @@ fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
             }
         }
     }
-    assert!(checked > 100, "too few blocks were durable to make the check meaningful");
+    assert!(
+        checked > 100,
+        "too few blocks were durable to make the check meaningful"
+    );
     p.stop();
 }
