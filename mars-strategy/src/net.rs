@@ -266,3 +266,107 @@ impl Runner {
         self.commit()
     }
 }
+
+/// Options of a line-protocol node process ([`serve_stdio`]).
+#[derive(Debug, Clone)]
+pub struct StdioNode {
+    /// Data directory (holds `meta.redb`).
+    pub dir: std::path::PathBuf,
+    /// Node name.
+    pub node: String,
+    /// Listen address (`127.0.0.1:0` picks a port).
+    pub listen: String,
+    /// Cluster secret.
+    pub secret: Vec<u8>,
+    /// create-cluster if the store is not in a cluster yet.
+    pub create: bool,
+    /// join-cluster via (contact name, contact address) if not in a cluster yet.
+    pub join: Option<(String, SocketAddr)>,
+    /// Tick interval.
+    pub tick: Duration,
+}
+
+/// Run a metadata node driven by lines on stdin (`set KEY VALUE`, `del KEY`, `quit`) that
+/// reports on stdout (`ready ADDR`, `cluster UUID`, `changed KEY VALUE|<deleted>` after each
+/// change is persisted). Used by the multi-process tests and the `meta-node` example.
+pub fn serve_stdio(o: StdioNode) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let mut r = Runner::open(&o.dir, &o.node, &o.listen, &o.secret, o.tick)?;
+    let addr = r.local_addr().to_string();
+    let say = |line: String| {
+        let out = std::io::stdout();
+        let mut l = out.lock();
+        let _ = writeln!(l, "{line}");
+        let _ = l.flush();
+    };
+    if r.node().cluster().is_none() {
+        if o.create {
+            r.node_mut().create_cluster(&addr)?;
+        } else if let Some((name, caddr)) = &o.join {
+            r.net_mut().set_addr(&Arc::from(name.as_str()), *caddr);
+            r.node_mut().join_cluster(name, &addr)?;
+        }
+    } else {
+        // Restarted: announce where we listen now.
+        let key = format!("ips/ip-{}", o.node);
+        if r.node().store().get(&key) != Some(addr.as_str()) {
+            r.node_mut().set(&key, &addr)?;
+        }
+        if let Some(u) = r.node().cluster() {
+            say(format!("cluster {u}"));
+        }
+    }
+    let first = r.commit()?;
+    say(format!("ready {addr}"));
+    for c in first {
+        if let Change::Put(k, e) = c {
+            say(format!("changed {k} {}", e.live().unwrap_or("<deleted>")));
+        }
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done2 = done.clone();
+    std::thread::spawn(move || {
+        let _flag = SetOnDrop(done2);
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            let mut it = line.splitn(3, ' ');
+            let cmd = match (it.next(), it.next(), it.next()) {
+                (Some("set"), Some(k), Some(v)) => Command::Set(k.into(), v.into()),
+                (Some("del"), Some(k), None) => Command::Delete(k.into()),
+                (Some("quit"), ..) => break,
+                _ => {
+                    tracing::warn!("unknown command {line:?}");
+                    continue;
+                }
+            };
+            if tx.send(cmd).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        if done.load(std::sync::atomic::Ordering::Acquire) && rx.is_empty() {
+            return Ok(());
+        }
+        for c in r.step(&rx, Duration::from_millis(100))? {
+            if let Change::Put(k, e) = c {
+                say(format!("changed {k} {}", e.live().unwrap_or("<deleted>")));
+            }
+        }
+        for ev in r.node_mut().take_events() {
+            if let crate::node::NodeEvent::Joined(u) = ev {
+                say(format!("cluster {u}"));
+            }
+        }
+    }
+}
+
+/// Sets the flag when the command thread ends (stdin closed or `quit`).
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
