@@ -245,6 +245,19 @@ fn main() {
         chain = Probe::new(format!("probe{i}"), chain);
     }
 
+    // Profiling aid: `MARS_BENCH_ONLY=aio|sio|chain` runs just that randwrite job and exits.
+    if let Ok(only) = std::env::var("MARS_BENCH_ONLY") {
+        let (file, top): (&FileBrick, &dyn Output) = match only.as_str() {
+            "aio" => (&aio, &*aio),
+            "sio" => (&sio, &*sio),
+            "chain" => (&aio, &*chain),
+            other => panic!("MARS_BENCH_ONLY={other}: use aio, sio or chain"),
+        };
+        let ops = ours(file, top, RANDWRITE, secs);
+        println!("{only} {}: {ops:.0} ops/s", RANDWRITE.name);
+        return;
+    }
+
     println!();
     println!(
         "| workload | fio io_uring (median) | aio / fio min/med/max | sio / fio min/med/max |"

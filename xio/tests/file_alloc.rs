@@ -1,0 +1,114 @@
+//! Heap allocations per request through the file backends in steady state, counted over all
+//! threads (the completion thread and workers included) by a counting global allocator. Its own
+//! test binary with a single test, so nothing else allocates while it measures.
+//!
+//! Requests are recycled through an `AioPool` and completed into a pre-allocated slot.
+
+// A global allocator cannot be written without `unsafe`; it only forwards to `System`.
+#![allow(unsafe_code)]
+
+use brick_core::{Aio, AioPool, Completer, Op, Output};
+use parking_lot::{Condvar, Mutex};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use xio::file::{self, Backend, FileOptions};
+
+struct Counting;
+static ON: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if ON.load(SeqCst) {
+            ALLOCS.fetch_add(1, SeqCst);
+        }
+        // SAFETY: same layout contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if ON.load(SeqCst) {
+            ALLOCS.fetch_add(1, SeqCst);
+        }
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+struct Park {
+    slot: Mutex<Option<Box<Aio>>>,
+    cv: Condvar,
+}
+
+impl Completer for Park {
+    fn complete(&self, req: Box<Aio>) {
+        *self.slot.lock() = Some(req);
+        self.cv.notify_one();
+    }
+}
+
+#[test]
+fn steady_state_requests_allocate_nothing() {
+    for backend in [Backend::IoUring, Backend::Sync] {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = FileOptions {
+            create_size: Some(1 << 20),
+            ..FileOptions::default()
+        };
+        let f = file::open(dir.path().join("disk.img"), backend, &opts).unwrap();
+        let pool = AioPool::new(4);
+        let park = Arc::new(Park {
+            slot: Mutex::new(None),
+            cv: Condvar::new(),
+        });
+        let hook: Arc<dyn Completer> = park.clone();
+        let payload = vec![0x5au8; 4096];
+        let one = |i: u64| {
+            let op = match i % 3 {
+                0 => Op::Write,
+                1 => Op::Read,
+                _ => Op::Flush,
+            };
+            let mut req = pool.get(op, (i * 4096) % (1 << 20), 4096);
+            if op == Op::Write {
+                req.data.extend_from_slice(&payload);
+            }
+            req.push_hook(hook.clone());
+            f.submit(req).expect("accepted");
+            let mut g = park.slot.lock();
+            let done = loop {
+                if let Some(r) = g.take() {
+                    break r;
+                }
+                park.cv.wait(&mut g);
+            };
+            drop(g);
+            assert!(done.error.is_none(), "{:?}", done.error);
+            pool.put(done);
+        };
+        for i in 0..64 {
+            one(i);
+        }
+        let n = 3000;
+        ALLOCS.store(0, SeqCst);
+        ON.store(true, SeqCst);
+        for i in 0..n {
+            one(i);
+        }
+        ON.store(false, SeqCst);
+        let allocs = ALLOCS.load(SeqCst);
+        eprintln!("{backend:?}: {allocs} allocations in {n} requests");
+        assert_eq!(
+            allocs, 0,
+            "{backend:?}: allocations per request in steady state"
+        );
+    }
+}
