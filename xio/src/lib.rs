@@ -2,6 +2,7 @@
 //!
 //! Every brick here implements [`brick_core::Output`] and [`brick_core::Brick`]:
 //! - [`aio`]: file/block-device backend on io_uring; [`sio`]: the same on a thread pool.
+//!   [`file::open`] picks one of them by [`file::Backend`] and documents their semantics.
 //! - [`log`]: the transaction-log format v1 (see `log/FORMAT.md`), writer and scanner.
 //! - [`logger`]: the trans_logger brick (write path with group commit, writeback, replay).
 //! - [`nbd`]: the NBD export (the `if` brick).
