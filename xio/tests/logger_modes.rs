@@ -37,9 +37,21 @@ fn log_records(store: &MemLogStore) -> Vec<xio::log::Record> {
     let mut all = Vec::new();
     for seq in store.list().unwrap() {
         let (out, len) = store.open(seq).unwrap();
-        let s = Scanner::open(out, store.describe(seq), len, &Expect { resource: Some("modes".into()), seq: Some(seq) }).unwrap();
+        let s = Scanner::open(
+            out,
+            store.describe(seq),
+            len,
+            &Expect {
+                resource: Some("modes".into()),
+                seq: Some(seq),
+            },
+        )
+        .unwrap();
         let (recs, _) = s.read_all().unwrap();
-        all.extend(recs);
+        all.extend(
+            recs.into_iter()
+                .filter(|r| r.header.op != xio::log::RecordOp::Commit),
+        );
     }
     all
 }
@@ -48,7 +60,11 @@ fn log_records(store: &MemLogStore) -> Vec<xio::log::Record> {
 fn rotation_under_load_loses_and_reorders_nothing() {
     let store = MemLogStore::new(256 << 10);
     let data = MemDisk::new("data", 64 * BLOCK, MemDiskMode::Threaded(2));
-    let c = LoggerConfig { rotate_size: 64 << 10, chunk_size: 32 << 10, ..cfg() };
+    let c = LoggerConfig {
+        rotate_size: 64 << 10,
+        chunk_size: 32 << 10,
+        ..cfg()
+    };
     let logger = TransLogger::open_store(data.clone(), Arc::new(store.clone()), c).unwrap();
     let writes_per_thread = 400u32;
     std::thread::scope(|s| {
@@ -58,7 +74,8 @@ fn rotation_under_load_loses_and_reorders_nothing() {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64);
                 for i in 0..writes_per_thread {
                     let blk = rng.gen_range(0..64u64);
-                    brick_core::run(&*logger, Aio::write(blk * BLOCK as u64, payload(t, i))).unwrap();
+                    brick_core::run(&*logger, Aio::write(blk * BLOCK as u64, payload(t, i)))
+                        .unwrap();
                 }
             });
         }
@@ -82,24 +99,49 @@ fn rotation_under_load_loses_and_reorders_nothing() {
     for r in &recs {
         let t = r.data[4] as usize;
         let i = u32::from_le_bytes(r.data[..4].try_into().unwrap());
-        assert_eq!(i, next[t], "writer {t}: write {i} out of order or duplicated");
+        assert_eq!(
+            i, next[t],
+            "writer {t}: write {i} out of order or duplicated"
+        );
         next[t] += 1;
     }
     assert_eq!(&next[1..], &[writes_per_thread; 4], "nothing lost");
     // Replaying the whole log onto an empty device gives the same device.
     let fresh = MemDisk::new("fresh", 64 * BLOCK, MemDiskMode::Inline);
     let first = store.list().unwrap()[0];
-    replay_store(&*fresh, &store, LogPos::new(first, 0), ReplayOptions::default()).unwrap();
-    assert_eq!(fresh.contents(), via_logger, "log order = acknowledgement order");
+    replay_store(
+        &*fresh,
+        &store,
+        LogPos::new(first, 0),
+        ReplayOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        fresh.contents(),
+        via_logger,
+        "log order = acknowledgement order"
+    );
 }
 
 #[test]
 fn memory_budget_holds_under_a_writer_faster_than_the_disk() {
     let store = MemLogStore::new(16 << 20);
     let mem = MemDisk::new("data", 2048 * BLOCK, MemDiskMode::Inline);
-    let slow = Throttle::new("slow", Limiter::new(Rates { ops_per_sec: 0, bytes_per_sec: 16 << 20 }), mem.clone());
+    let slow = Throttle::new(
+        "slow",
+        Limiter::new(Rates {
+            ops_per_sec: 0,
+            bytes_per_sec: 16 << 20,
+        }),
+        mem.clone(),
+    );
     let budget = 512 << 10;
-    let c = LoggerConfig { mem_budget: budget, writeback_round: 128 << 10, keep_logs: false, ..cfg() };
+    let c = LoggerConfig {
+        mem_budget: budget,
+        writeback_round: 128 << 10,
+        keep_logs: false,
+        ..cfg()
+    };
     let logger = TransLogger::open_store(slow, Arc::new(store), c).unwrap();
     let b = logger.budget();
     let mut peak_seen = 0;
@@ -108,13 +150,24 @@ fn memory_budget_holds_under_a_writer_faster_than_the_disk() {
         peak_seen = peak_seen.max(b.used());
     }
     flush(&*logger);
-    assert!(b.peak() <= budget, "peak {} above the budget {budget}", b.peak());
-    assert!(b.waits() > 0, "the writer never had to wait: the test did not push the budget");
+    assert!(
+        b.peak() <= budget,
+        "peak {} above the budget {budget}",
+        b.peak()
+    );
+    assert!(
+        b.waits() > 0,
+        "the writer never had to wait: the test did not push the budget"
+    );
     assert!(peak_seen > budget / 2, "the budget was used: {peak_seen}");
     let back = brick_core::read_all(&*logger, 0, 2048 * BLOCK).unwrap();
     logger.close().unwrap();
     for i in 0..2048usize {
-        assert_eq!(&back[i * BLOCK..(i + 1) * BLOCK], &payload(9, i as u32)[..], "block {i}");
+        assert_eq!(
+            &back[i * BLOCK..(i + 1) * BLOCK],
+            &payload(9, i as u32)[..],
+            "block {i}"
+        );
     }
     assert_eq!(mem.contents(), back, "nothing dropped");
 }
@@ -175,9 +228,16 @@ fn replay_is_idempotent_reports_progress_and_stops_at_until() {
     let fresh = MemDisk::new("fresh", 64 * BLOCK, MemDiskMode::Threaded(4));
     let mut calls = 0;
     let mut progress = |_p: LogPos, _n: u64| calls += 1;
-    let opts = ReplayOptions { progress: Some(&mut progress), depth: 16, ..ReplayOptions::default() };
+    let opts = ReplayOptions {
+        progress: Some(&mut progress),
+        depth: 16,
+        ..ReplayOptions::default()
+    };
     let r = replay_store(&*fresh, &store, LogPos::new(seq, 0), opts).unwrap();
-    assert_eq!((r.records, r.reached), (300, LogPos::new(seq, recs.last().unwrap().end)));
+    assert_eq!(
+        (r.records, r.reached),
+        (300, LogPos::new(seq, recs.last().unwrap().end))
+    );
     assert!(calls >= 1);
     assert_eq!(fresh.contents(), want);
     // Idempotent: replaying again from the middle and then everything changes nothing.
@@ -187,6 +247,15 @@ fn replay_is_idempotent_reports_progress_and_stops_at_until() {
     // `until` stops before the record at that position.
     let part = MemDisk::new("part", 64 * BLOCK, MemDiskMode::Inline);
     let until = LogPos::new(seq, recs[200].offset);
-    let r = replay_store(&*part, &store, LogPos::new(seq, 0), ReplayOptions { until: Some(until), ..ReplayOptions::default() }).unwrap();
+    let r = replay_store(
+        &*part,
+        &store,
+        LogPos::new(seq, 0),
+        ReplayOptions {
+            until: Some(until),
+            ..ReplayOptions::default()
+        },
+    )
+    .unwrap();
     assert_eq!((r.records, r.reached), (200, until));
 }

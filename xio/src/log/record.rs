@@ -35,6 +35,9 @@ pub enum RecordOp {
     Discard = 2,
     /// Zero the range.
     WriteZeroes = 3,
+    /// Commit marker: closes a batch that had no record left to carry `BATCH_END`; no device
+    /// effect.
+    Commit = 4,
 }
 
 impl RecordOp {
@@ -43,6 +46,7 @@ impl RecordOp {
             1 => Some(RecordOp::Write),
             2 => Some(RecordOp::Discard),
             3 => Some(RecordOp::WriteZeroes),
+            4 => Some(RecordOp::Commit),
             _ => None,
         }
     }
@@ -128,6 +132,7 @@ impl RecordHeader {
         let ok = match op {
             RecordOp::Write if lz4 => h.stored_len < h.data_len,
             RecordOp::Write => h.stored_len == h.data_len,
+            RecordOp::Commit => h.stored_len == 0 && h.data_len == 0 && flags & FLAG_BATCH_END != 0,
             _ => h.stored_len == 0 && !lz4,
         };
         if !ok || h.pos.checked_add(h.data_len as u64).is_none() {

@@ -1,13 +1,14 @@
-//! The append side of one log file: batches of records become one sequential write plus one
-//! flush (`fdatasync`) of the log output (group commit, FORMAT.md "Batches").
+//! The append side of one log file (group commit, FORMAT.md "Batches"): records are appended
+//! to the open batch with sequential writes and no flush ([`LogWriter::append`]); a commit
+//! closes the batch and issues the one flush (`fdatasync`) that makes all of it durable.
 //!
-//! **Invariant:** batch *b+1* is written only after the flush of batch *b* completed; a failed
-//! batch poisons the writer (the caller switches to another file or to emergency mode).
+//! **Invariant:** nothing of batch *b+1* is written before the flush of batch *b* completed;
+//! a failed write poisons the writer (the caller switches to emergency mode).
 
 use super::error::{LogError, Result};
 use super::header::{FileHeader, HEADER_LEN};
 use super::pos::LogPos;
-use super::record::{encode_record, RecordIn};
+use super::record::{encode_record, RecordIn, RecordOp};
 use brick_core::{Aio, Op, Output};
 
 /// Writer of one log file.
@@ -20,6 +21,7 @@ pub struct LogWriter {
     next_batch: u64,
     compress: bool,
     poisoned: bool,
+    open: bool,
     buf: Vec<u8>,
 }
 
@@ -60,6 +62,7 @@ impl LogWriter {
             next_batch: 1,
             compress,
             poisoned: false,
+            open: false,
             buf: Vec::new(),
         })
     }
@@ -74,14 +77,35 @@ impl LogWriter {
         &self.name
     }
 
-    /// Append position (end of the last durable batch).
+    /// Append position (end of the last record written).
     pub fn pos(&self) -> LogPos {
         LogPos::new(self.header.seq, self.pos)
     }
 
-    /// Encode `recs` as one batch, write it with one sequential write and make it durable with
-    /// one flush. Empty `recs` is a no-op.
+    /// Whether records were appended to the current batch and not committed yet.
+    pub fn batch_open(&self) -> bool {
+        self.open
+    }
+
+    /// Encode `recs` as one complete batch: one sequential write, one flush. Empty `recs`
+    /// commits an open batch with a commit marker, and is a no-op otherwise.
     pub fn write_batch(&mut self, out: &dyn Output, recs: &[RecordIn<'_>]) -> Result<BatchSpans> {
+        self.put(out, recs, true)
+    }
+
+    /// Append `recs` to the open batch with one sequential write and **no** flush: they are
+    /// not durable until [`LogWriter::commit`]. A crash may tear any part of the open batch.
+    pub fn append(&mut self, out: &dyn Output, recs: &[RecordIn<'_>]) -> Result<BatchSpans> {
+        self.put(out, recs, false)
+    }
+
+    /// Append `recs` (possibly none), close the batch (`BATCH_END` on its last record, or on a
+    /// commit marker) and flush: everything appended so far is durable on success.
+    pub fn commit(&mut self, out: &dyn Output, recs: &[RecordIn<'_>]) -> Result<BatchSpans> {
+        self.put(out, recs, true)
+    }
+
+    fn put(&mut self, out: &dyn Output, recs: &[RecordIn<'_>], commit: bool) -> Result<BatchSpans> {
         if self.poisoned {
             return Err(LogError::Io {
                 file: self.name.clone(),
@@ -90,11 +114,32 @@ impl LogWriter {
         }
         let batch = self.next_batch;
         let mut starts = Vec::with_capacity(recs.len());
+        if recs.is_empty() && !(commit && self.open) {
+            return Ok(BatchSpans {
+                seq: self.header.seq,
+                starts,
+                end: self.pos,
+                batch,
+            });
+        }
+        let marker = RecordIn {
+            op: RecordOp::Commit,
+            pos: 0,
+            len: 0,
+            data: &[],
+            stamp: 0,
+            flags: 0,
+        };
+        let all: &[RecordIn<'_>] = if recs.is_empty() {
+            std::slice::from_ref(&marker)
+        } else {
+            recs
+        };
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        for (i, r) in recs.iter().enumerate() {
+        for (i, r) in all.iter().enumerate() {
             starts.push(self.pos + buf.len() as u64);
-            let last = i + 1 == recs.len();
+            let last = commit && i + 1 == all.len();
             let seq = self.next_rec + i as u64;
             encode_record(
                 &mut buf,
@@ -107,27 +152,25 @@ impl LogWriter {
             );
         }
         if recs.is_empty() {
-            self.buf = buf;
-            return Ok(BatchSpans {
-                seq: self.header.seq,
-                starts,
-                end: self.pos,
-                batch,
-            });
+            starts.clear();
         }
         let len = buf.len() as u64;
-        let io = |e| LogError::Io {
-            file: self.name.clone(),
-            source: e,
-        };
-        let result = write_at(out, self.pos, buf)
-            .and_then(|b| brick_core::run(out, Aio::new(Op::Flush, 0, 0)).map(|_| b));
+        let mut result = write_at(out, self.pos, buf);
+        if commit {
+            result =
+                result.and_then(|b| brick_core::run(out, Aio::new(Op::Flush, 0, 0)).map(|_| b));
+        }
         match result {
             Ok(b) => {
                 self.buf = b;
                 self.pos += len;
-                self.next_rec += recs.len() as u64;
-                self.next_batch += 1;
+                self.next_rec += all.len() as u64;
+                if commit {
+                    self.next_batch += 1;
+                    self.open = false;
+                } else {
+                    self.open = true;
+                }
                 Ok(BatchSpans {
                     seq: self.header.seq,
                     starts,
@@ -137,7 +180,10 @@ impl LogWriter {
             }
             Err(e) => {
                 self.poisoned = true;
-                Err(io(e))
+                Err(LogError::Io {
+                    file: self.name.clone(),
+                    source: e,
+                })
             }
         }
     }

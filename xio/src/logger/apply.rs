@@ -21,7 +21,7 @@ pub(crate) fn device_request(
         RecordOp::Discard if info.can_discard => Aio::new(Op::Discard, pos, len),
         RecordOp::Discard | RecordOp::WriteZeroes if info.can_write_zeroes => {
             let mut r = Aio::new(Op::WriteZeroes, pos, len);
-            if flags & FLAG_NO_HOLE != 0 || op == RecordOp::Discard {
+            if flags & FLAG_NO_HOLE != 0 && op == RecordOp::WriteZeroes {
                 r.flags = Flags::NO_HOLE;
             }
             r
@@ -62,6 +62,9 @@ impl<'a> Applier<'a> {
         data: Vec<u8>,
         flags: u8,
     ) -> Result<()> {
+        if op == RecordOp::Commit || len == 0 {
+            return Ok(());
+        }
         let max = self.info.max_len.max(512);
         if len <= max {
             return self.one(device_request(&self.info, op, pos, len, data, flags));

@@ -17,11 +17,20 @@ pub struct LoggerConfig {
     pub node: String,
     /// Memory for written-but-not-written-back data; writers wait beyond it (default 256 MiB).
     pub mem_budget: u64,
-    /// Soft upper bound of one group-commit batch (default 1 MiB; a batch holds at least one record).
+    /// Soft upper bound of one write to the log (default 1 MiB; holds at least one record).
     pub chunk_size: usize,
-    /// How long a record nobody waits for may sit before its batch is written (default 2 ms).
-    /// FUA writes and flushes never wait for this.
+    /// How long a record nobody waits for may sit in memory before it is written to the log
+    /// (default 2 ms). FUA writes and flushes never wait for this.
     pub batch_delay: Duration,
+    /// How long written records may wait for their `fdatasync` when nobody asks for it
+    /// (default 20 ms). FUA writes and flushes commit at once.
+    pub commit_interval: Duration,
+    /// Commit (`fdatasync`) at the latest after this many bytes were written to the log
+    /// (default 16 MiB).
+    pub commit_bytes: u64,
+    /// Before a commit that someone waits for, wait this long once for more writes to join it
+    /// (default 50 µs; zero disables).
+    pub group_wait: Duration,
     /// Rotate to a new log file once the current one reaches this size (default 1 GiB).
     pub rotate_size: u64,
     /// Write back data at the latest this long after it became durable in the log (default
@@ -55,6 +64,9 @@ impl Default for LoggerConfig {
             mem_budget: 256 << 20,
             chunk_size: 1 << 20,
             batch_delay: Duration::from_millis(2),
+            commit_interval: Duration::from_millis(20),
+            commit_bytes: 16 << 20,
+            group_wait: Duration::from_micros(50),
             rotate_size: 1 << 30,
             writeback_delay: Duration::from_millis(500),
             writeback_depth: 64,
@@ -76,6 +88,9 @@ impl std::fmt::Debug for LoggerConfig {
             .field("mem_budget", &self.mem_budget)
             .field("chunk_size", &self.chunk_size)
             .field("batch_delay", &self.batch_delay)
+            .field("commit_interval", &self.commit_interval)
+            .field("commit_bytes", &self.commit_bytes)
+            .field("group_wait", &self.group_wait)
             .field("rotate_size", &self.rotate_size)
             .field("writeback_delay", &self.writeback_delay)
             .field("writeback_depth", &self.writeback_depth)

@@ -62,6 +62,8 @@ pub(crate) struct Shared {
     /// Write back everything durable now (close, `writeback_all`).
     pub wb_force: bool,
     pub wb_busy: bool,
+    /// Emergency: the state file says "do not replay"; non-durable data may be written back.
+    pub skip_persisted: bool,
     pub min_pos: LogPos,
     /// Oldest log file not yet deleted.
     pub oldest_file: u64,
@@ -161,6 +163,7 @@ impl Core {
                 rotate_req: false,
                 wb_force: false,
                 wb_busy: false,
+                skip_persisted: false,
                 min_pos,
                 oldest_file,
                 rotations: 0,

@@ -20,8 +20,23 @@ pub(crate) fn new_header(core: &Core, seq: u64) -> FileHeader {
     }
 }
 
+/// Where the open (appended, not yet committed) batch stands.
+struct Open {
+    since: Option<Instant>,
+    bytes: u64,
+    last_seq: u64,
+    waited: bool,
+}
+
 /// Body of the log thread.
 pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
+    let cfg = core.cfg.clone();
+    let mut open = Open {
+        since: None,
+        bytes: 0,
+        last_seq: 0,
+        waited: false,
+    };
     let mut g = core.shared.lock();
     loop {
         if g.kill || matches!(g.mode, Mode::Failed(_)) {
@@ -34,8 +49,20 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
             core.log_cv.wait_for(&mut g, Duration::from_millis(100));
             continue;
         }
+        let age = open.since.map_or(Duration::ZERO, |t| t.elapsed());
+        let must_commit = g.stop
+            || g.rotate_req
+            || open.bytes + g.pending_bytes as u64 >= cfg.commit_bytes
+            || writer.pos().offset >= cfg.rotate_size
+            || (open.since.is_some() && age >= cfg.commit_interval);
+        let need_commit = must_commit || !g.waiters.is_empty();
         if g.pending.is_empty() {
-            if g.rotate_req {
+            if writer.batch_open() && need_commit {
+                let result = MutexGuard::unlocked(&mut g, || writer.commit(&Via(&core.log), &[]));
+                committed(&core, &mut g, &mut writer, &mut open, result, &[]);
+                continue;
+            }
+            if g.rotate_req || writer.pos().offset >= cfg.rotate_size {
                 g.rotate_req = false;
                 rotate(&core, &mut g, &mut writer);
                 continue;
@@ -44,48 +71,106 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
                 break;
             }
             prepare_next(&core, &mut g, &writer);
-            core.log_cv.wait_for(&mut g, Duration::from_millis(200));
+            let wait = match open.since {
+                Some(_) => cfg.commit_interval.saturating_sub(age),
+                None => Duration::from_millis(200),
+            };
+            core.log_cv
+                .wait_for(&mut g, wait.max(Duration::from_micros(50)));
             continue;
         }
         let oldest = g.pending.front().map_or_else(Instant::now, |p| p.since);
-        let urgent = !g.waiters.is_empty()
-            || g.stop
-            || g.rotate_req
-            || g.pending_bytes >= core.cfg.chunk_size
-            || oldest.elapsed() >= core.cfg.batch_delay;
+        let urgent =
+            need_commit || g.pending_bytes >= cfg.chunk_size || oldest.elapsed() >= cfg.batch_delay;
         if !urgent {
-            let wait = core.cfg.batch_delay.saturating_sub(oldest.elapsed());
+            let wait = cfg.batch_delay.saturating_sub(oldest.elapsed());
             core.log_cv.wait_for(&mut g, wait);
             continue;
         }
-        let batch = take_batch(&mut g, core.cfg.chunk_size);
-        let result = MutexGuard::unlocked(&mut g, || write(&core, &mut writer, &batch));
-        match result {
-            Ok(spans) => {
-                for (p, start) in batch.iter().zip(&spans.starts) {
-                    if let Some(v) = g.index.versions.get_mut(&p.seq) {
-                        v.log = Some(LogPos::new(spans.seq, *start));
-                    }
+        // Group commit: give the writers just released by the last commit a moment to queue
+        // their next writes, so that one fdatasync serves all of them.
+        if need_commit
+            && !open.waited
+            && !cfg.group_wait.is_zero()
+            && g.pending_bytes < cfg.chunk_size
+        {
+            open.waited = true;
+            core.log_cv.wait_for(&mut g, cfg.group_wait);
+            continue;
+        }
+        let batch = take_batch(&mut g, cfg.chunk_size);
+        let last = batch.last().map_or(0, |p| p.seq);
+        let commit = must_commit
+            || (need_commit && (g.pending.is_empty() || g.waiters.iter().any(|(t, _)| *t <= last)));
+        let result = MutexGuard::unlocked(&mut g, || write(&core, &mut writer, &batch, commit));
+        if commit {
+            committed(&core, &mut g, &mut writer, &mut open, result, &batch);
+        } else {
+            match result {
+                Ok(spans) => {
+                    note_positions(&mut g, &batch, &spans);
+                    open.since.get_or_insert_with(Instant::now);
+                    open.bytes += spans
+                        .end
+                        .saturating_sub(spans.starts.first().copied().unwrap_or(spans.end));
+                    open.last_seq = batch.last().map_or(open.last_seq, |p| p.seq);
                 }
-                g.durable_seq = batch.last().map_or(g.durable_seq, |p| p.seq);
-                let durable = g.durable_seq;
-                g.index.set_durable(durable);
-                g.durable_end = LogPos::new(spans.seq, spans.end);
-                g.batches += 1;
-                drop(batch);
-                core.release_waiters(&mut g, None);
-                core.wb_cv.notify_one();
-                if writer.pos().offset >= core.cfg.rotate_size || g.rotate_req {
-                    g.rotate_req = false;
-                    rotate(&core, &mut g, &mut writer);
+                Err(e) => {
+                    let hole = g.durable_end;
+                    emergency(&core, &mut g, hole, &e)
                 }
             }
-            Err(e) => emergency(&core, &mut g, writer.pos(), &e),
         }
     }
     g.log_threads_done = true;
     drop(g);
     core.wb_cv.notify_all();
+}
+
+fn note_positions(g: &mut Shared, batch: &[Pending], spans: &crate::log::BatchSpans) {
+    for (p, start) in batch.iter().zip(&spans.starts) {
+        if let Some(v) = g.index.versions.get_mut(&p.seq) {
+            v.log = Some(LogPos::new(spans.seq, *start));
+        }
+    }
+}
+
+/// After a commit: everything appended is durable; release waiters, maybe rotate.
+fn committed(
+    core: &Core,
+    g: &mut MutexGuard<'_, Shared>,
+    writer: &mut LogWriter,
+    open: &mut Open,
+    result: Result<crate::log::BatchSpans, LogError>,
+    batch: &[Pending],
+) {
+    match result {
+        Ok(spans) => {
+            note_positions(g, batch, &spans);
+            let last = batch.last().map_or(open.last_seq, |p| p.seq);
+            g.durable_seq = g.durable_seq.max(last);
+            let durable = g.durable_seq;
+            g.index.set_durable(durable);
+            g.durable_end = LogPos::new(spans.seq, spans.end);
+            g.batches += 1;
+            *open = Open {
+                since: None,
+                bytes: 0,
+                last_seq: last,
+                waited: false,
+            };
+            core.release_waiters(g, None);
+            core.wb_cv.notify_one();
+            if writer.pos().offset >= core.cfg.rotate_size || g.rotate_req {
+                g.rotate_req = false;
+                rotate(core, g, writer);
+            }
+        }
+        Err(e) => {
+            let hole = g.durable_end;
+            emergency(core, g, hole, &e)
+        }
+    }
 }
 
 fn take_batch(g: &mut Shared, chunk: usize) -> Vec<Pending> {
@@ -107,6 +192,7 @@ fn write(
     core: &Core,
     writer: &mut LogWriter,
     batch: &[Pending],
+    commit: bool,
 ) -> Result<crate::log::BatchSpans, LogError> {
     let recs: Vec<RecordIn<'_>> = batch
         .iter()
@@ -119,7 +205,11 @@ fn write(
             flags: p.flags,
         })
         .collect();
-    writer.write_batch(&Via(&core.log), &recs)
+    if commit {
+        writer.commit(&Via(&core.log), &recs)
+    } else {
+        writer.append(&Via(&core.log), &recs)
+    }
 }
 
 /// Create the next log file early (half way to the size limit) so that the switch is only a

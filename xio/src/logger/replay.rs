@@ -149,6 +149,10 @@ pub fn replay_store(
                 return finish(applier, report, &mut opts);
             }
             let h = rec.header;
+            if h.op == crate::log::RecordOp::Commit {
+                report.reached = LogPos::new(seq, rec.end);
+                continue;
+            }
             applier.apply(h.op, h.pos, h.data_len as usize, rec.data, h.flags)?;
             report.records += 1;
             report.bytes += h.data_len as u64;

@@ -25,7 +25,14 @@ pub(crate) fn run(core: Arc<Core>) {
             break;
         }
         let draining = matches!(g.mode, Mode::Draining { .. });
-        let upto = if draining { u64::MAX } else { g.durable_seq };
+        // Draining writes back the durable versions first (the watermark still advances), then
+        // records that the log will not be replayed, and only then writes the rest: the data
+        // device never gets ahead of a log that a restart would replay.
+        let upto = if draining && g.skip_persisted {
+            u64::MAX
+        } else {
+            g.durable_seq
+        };
         let closing = g.stop && g.log_threads_done;
         let oldest_age = g
             .index
@@ -43,9 +50,14 @@ pub(crate) fn run(core: Arc<Core>) {
             Vec::new()
         };
         if items.is_empty() {
+            if draining && !g.skip_persisted {
+                update_min_pos(&core, &mut g);
+                persist_skip(&core, &mut g);
+                continue;
+            }
             if draining && g.index.is_empty() {
                 g.index.drop_zombies();
-                finish_drain(&core, &mut g);
+                enter_bypass(&core, &mut g);
                 continue;
             }
             if due && !draining {
@@ -74,7 +86,7 @@ pub(crate) fn run(core: Arc<Core>) {
                 g.index.complete(&items);
                 g.wb_rounds += 1;
                 drop(items);
-                if !draining {
+                if !(draining && g.skip_persisted) {
                     update_min_pos(&core, &mut g);
                 }
                 core.wb_cv.notify_all();
@@ -107,7 +119,7 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
 
 /// Recompute the watermark; persist, report and delete old logs when it advanced.
 pub(crate) fn update_min_pos(core: &Core, g: &mut MutexGuard<'_, Shared>) {
-    if g.mode != Mode::Logging {
+    if !matches!(g.mode, Mode::Logging | Mode::Draining { .. }) || g.skip_persisted {
         return;
     }
     let mp = match g.index.oldest() {
@@ -147,9 +159,9 @@ fn publish(core: &Core, mp: LogPos, hole: Option<LogPos>, oldest: u64) -> u64 {
     kept
 }
 
-/// The index is empty after a log failure: make sure recovery will not replay stale records
-/// over the direct writes to come, then switch to bypass.
-fn finish_drain(core: &Core, g: &mut MutexGuard<'_, Shared>) {
+/// Every durable version is written back after a log failure: record that a restart must
+/// not replay the log (everything still in memory goes to the data device next).
+fn persist_skip(core: &Core, g: &mut MutexGuard<'_, Shared>) {
     let Mode::Draining { hole } = g.mode.clone() else {
         return;
     };
@@ -167,7 +179,8 @@ fn finish_drain(core: &Core, g: &mut MutexGuard<'_, Shared>) {
         if store.store_state(&state).is_ok() {
             return Ok(());
         }
-        // The log space may be full: every record is on the data device now, so the files can go.
+        // The log space may be full: every durable record is on the data device now, so the
+        // files can go.
         for seq in store.list()? {
             let _ = store.remove(seq);
         }
@@ -176,15 +189,23 @@ fn finish_drain(core: &Core, g: &mut MutexGuard<'_, Shared>) {
     match ok {
         Ok(()) => {
             g.min_pos = mp;
-            g.mode = Mode::Bypass { hole };
-            g.wb_force = false;
-            core.release_waiters(g, Some(Ok(())));
-            core.mode_cv.notify_all();
+            g.skip_persisted = true;
             if let Some(cb) = &core.cfg.on_min_pos {
                 cb(mp);
             }
-            tracing::warn!(brick = %core.name, hole = %hole, "emergency bypass: the log has a hole from here on");
         }
         Err(e) => core.fail(g, e),
     }
+}
+
+/// The index is empty: from now on writes go straight to the data device.
+fn enter_bypass(core: &Core, g: &mut MutexGuard<'_, Shared>) {
+    let Mode::Draining { hole } = g.mode.clone() else {
+        return;
+    };
+    g.mode = Mode::Bypass { hole };
+    g.wb_force = false;
+    core.release_waiters(g, Some(Ok(())));
+    core.mode_cv.notify_all();
+    tracing::warn!(brick = %core.name, hole = %hole, "emergency bypass: the log has a hole from here on");
 }
