@@ -81,6 +81,11 @@ impl Node {
     /// the handshake.
     pub fn listen(addr: impl ToSocketAddrs, cfg: NetConfig, handlers: Handlers) -> Result<Node> {
         let listener = TcpListener::bind(addr).map_err(NetError::io("binding the listener"))?;
+        // Polled accept: a blocking accept cannot be woken portably without unsafe code (a
+        // connect to ourselves fails when the caller sits in another network namespace).
+        listener
+            .set_nonblocking(true)
+            .map_err(NetError::io("making the listener non-blocking"))?;
         let addr = listener
             .local_addr()
             .map_err(NetError::io("reading the listener address"))?;
@@ -140,8 +145,6 @@ impl Node {
         if self.inner.stop.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
         self.cut_connections();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -157,13 +160,20 @@ impl Drop for Node {
 
 fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
     let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(500));
+    let mut idle = Duration::from_millis(1);
     loop {
+        if inner.stop.load(Ordering::Acquire) {
+            return;
+        }
         let (stream, addr) = match listener.accept() {
             Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Poll quickly right after activity, slower when idle (at most 20 ms).
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(Duration::from_millis(20));
+                continue;
+            }
             Err(e) => {
-                if inner.stop.load(Ordering::Acquire) {
-                    return;
-                }
                 // EMFILE and friends: back off instead of spinning.
                 tracing::warn!("accept failed: {e}");
                 std::thread::sleep(backoff.next_delay());
@@ -171,8 +181,9 @@ fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             }
         };
         backoff.reset();
-        if inner.stop.load(Ordering::Acquire) {
-            return;
+        idle = Duration::from_millis(1);
+        if stream.set_nonblocking(false).is_err() {
+            continue;
         }
         if inner.active.load(Ordering::Acquire) >= inner.cfg.max_connections {
             refused(
