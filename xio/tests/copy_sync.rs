@@ -246,3 +246,44 @@ proptest! {
         prop_assert_eq!(a.contents(), b.contents());
     }
 }
+
+#[test]
+fn stopping_while_the_source_is_unreachable_keeps_the_restart_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = disk(8 << 20, Some(12));
+    let b = disk(8 << 20, None);
+    let ex = Exports::new(None);
+    ex.add_device("data", a.clone());
+    let node = ex.listen("127.0.0.1:0", net("primary")).unwrap();
+    let proxy = FaultProxy::start(node.local_addr(), FaultPlan::default()).unwrap();
+    let mut ccfg = client_cfg(proxy.addr(), Target::Device("data".into()));
+    ccfg.timeout = Duration::from_millis(200);
+    let client = RemoteClient::start("data", ccfg);
+    let mut c = cfg(256 << 10);
+    c.fast = false;
+    c.window = 4;
+    c.restart_file = Some(dir.path().join("restart"));
+    c.limiter = Some(Limiter::new(Rates {
+        ops_per_sec: 0,
+        bytes_per_sec: 16 << 20,
+    }));
+    let copy = Copy::new("sync", client, b.clone(), c);
+    let c2 = copy.clone();
+    let h = std::thread::spawn(move || c2.run());
+    std::thread::sleep(Duration::from_millis(150));
+    proxy.set_down(true);
+    std::thread::sleep(Duration::from_millis(600));
+    copy.stop();
+    let p = h
+        .join()
+        .unwrap()
+        .expect("a stop during retries is not an error");
+    assert!(!p.complete);
+    let rp = restart::load(&dir.path().join("restart")).unwrap().unwrap();
+    assert_eq!(rp.pos, p.restart_pos);
+    assert!(rp.pos > 0 && rp.pos < 8 << 20, "{rp:?}");
+    assert_eq!(
+        a.contents()[..rp.pos as usize],
+        b.contents()[..rp.pos as usize]
+    );
+}

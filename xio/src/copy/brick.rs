@@ -86,6 +86,8 @@ pub struct CopyProgress {
 
 struct Sched {
     next: u64,
+    /// Workers holding a chunk (taken, not yet done or abandoned).
+    active: usize,
     turn: u64,
     contiguous: u64,
     done: BTreeSet<u64>,
@@ -121,6 +123,7 @@ impl Copy {
             cfg,
             sched: Mutex::new(Sched {
                 next: 0,
+                active: 0,
                 turn: 0,
                 contiguous: 0,
                 done: BTreeSet::new(),
@@ -227,10 +230,8 @@ impl Copy {
                 if !stopped(&sched) {
                     self.cv.wait_for(&mut sched, self.cfg.persist_every);
                 }
-                // Workers of a stopped copy finish the chunk they hold; wait for them.
-                let all_taken_done =
-                    sched.contiguous + sched.done.len() as u64 == sched.next.min(g.chunks);
-                let finished = stopped(&sched) && (all_taken_done || sched.error.is_some());
+                // Workers of a stopped copy finish or abandon the chunk they hold; wait for them.
+                let finished = stopped(&sched) && sched.active == 0;
                 (g.pos_of(sched.contiguous), finished)
             };
             let complete = pos == g.end;
@@ -288,25 +289,30 @@ impl Copy {
                     return;
                 }
                 s.next += 1;
+                s.active += 1;
                 s.next - 1
             };
             let pos = g.pos_of(k);
             let len = (g.end - pos).min(g.chunk as u64) as usize;
             let data = match self.fetch(pos, len) {
-                Ok(d) => d,
+                Ok(Fetched::Data(d)) => Some(d),
+                Ok(Fetched::Same) => None,
+                Ok(Fetched::Stopped) => return self.abandon(),
                 Err(e) => {
                     self.fail(e);
-                    return;
+                    return self.abandon();
                 }
             };
-            // Strict write order: wait for our turn to submit.
+            // Strict write order: wait for our turn to submit. A stopped copy abandons chunks
+            // whose predecessors were abandoned (they stay above the restart position).
             {
                 let mut s = self.sched.lock();
-                while s.turn != k && s.error.is_none() {
-                    self.cv.wait(&mut s);
+                while s.turn != k && s.error.is_none() && !self.stop.load(Ordering::Acquire) {
+                    self.cv.wait_for(&mut s, Duration::from_millis(50));
                 }
-                if s.error.is_some() {
-                    return;
+                if s.turn != k || s.error.is_some() {
+                    drop(s);
+                    return self.abandon();
                 }
             }
             let submitted = match &data {
@@ -326,13 +332,14 @@ impl Copy {
             });
             if let Err(source) = result {
                 self.fail(CopyError::Target { pos, source });
-                return;
+                return self.abandon();
             }
             match &data {
                 Some(_) => self.transferred.fetch_add(len as u64, Ordering::Relaxed),
                 None => self.skipped.fetch_add(len as u64, Ordering::Relaxed),
             };
             let mut s = self.sched.lock();
+            s.active -= 1;
             s.done.insert(k);
             loop {
                 let c = s.contiguous;
@@ -344,6 +351,12 @@ impl Copy {
             drop(s);
             self.cv.notify_all();
         }
+    }
+
+    /// Give up the chunk this worker holds (error or stop); it stays above the restart position.
+    fn abandon(&self) {
+        self.sched.lock().active -= 1;
+        self.cv.notify_all();
     }
 
     /// Submit the writes of one chunk (looping over `prepare` shortening); returns how many.
@@ -377,8 +390,8 @@ impl Copy {
         Ok(n)
     }
 
-    /// The chunk's data if it must be written (`None`: identical on both sides).
-    fn fetch(&self, pos: u64, len: usize) -> Result<Option<Vec<u8>>> {
+    /// The chunk's data if it must be written.
+    fn fetch(&self, pos: u64, len: usize) -> Result<Fetched> {
         let begin = Instant::now();
         loop {
             let r = if self.cfg.fast {
@@ -396,7 +409,9 @@ impl Copy {
                 self.a.read(pos, len).map(Some)
             };
             match r {
-                Ok(d) => return Ok(d),
+                Ok(Some(d)) => return Ok(Fetched::Data(d)),
+                Ok(None) => return Ok(Fetched::Same),
+                Err(_) if self.stop.load(Ordering::Acquire) => return Ok(Fetched::Stopped),
                 Err(e)
                     if e.is_retryable()
                         && begin.elapsed() < self.cfg.retry_for
@@ -409,6 +424,12 @@ impl Copy {
             }
         }
     }
+}
+
+enum Fetched {
+    Data(Vec<u8>),
+    Same,
+    Stopped,
 }
 
 struct Geo {

@@ -5,7 +5,8 @@
 //! - [`client`]: [`RemoteClient`], a read-only [`brick_core::Output`] for a peer's device or log
 //!   file over a bundle of connections, with resubmission after reconnects and a no-progress
 //!   timeout.
-//! - [`fetch`]: [`LogFetch`], the append-only fetch of a peer's growing log file.
+//! - [`fetch`]: [`LogFetch`], the append-only fetch of a peer's growing log file, verified as
+//!   records arrive by [`verify::log_verifier`].
 //! - [`proto`]: the request/reply messages (wire layout in `FORMAT.md`).
 //!
 //! ```no_run
@@ -27,9 +28,11 @@ pub mod error;
 pub mod fetch;
 pub mod proto;
 pub mod server;
+pub mod verify;
 
 pub use client::{ClientConfig, Done, RemoteClient};
 pub use error::{RemoteError, Result};
-pub use fetch::{FetchConfig, FetchProgress, LogFetch};
+pub use fetch::{FetchConfig, FetchProgress, LogFetch, VerifyFn};
 pub use proto::{chunk_sum, ChunkSum, RemoteReply, RemoteReq, Target};
 pub use server::{finished_when_successor_exists, Exports, FinishedFn};
+pub use verify::log_verifier;
