@@ -89,7 +89,7 @@ pub struct MetaNode {
     cluster: Option<Arc<str>>,
     aliases: Vec<Arc<str>>,
     cluster_gen: u64,
-    members: Vec<NodeName>,
+    members: Arc<Vec<NodeName>>,
     members_gen: u64,
     pending_join: Option<NodeName>,
     pending_merge: Option<NodeName>,
@@ -111,7 +111,7 @@ impl MetaNode {
             cluster: None,
             aliases: Vec::new(),
             cluster_gen: u64::MAX,
-            members: Vec::new(),
+            members: Arc::new(Vec::new()),
             members_gen: u64::MAX,
             pending_join: None,
             pending_merge: None,
@@ -188,7 +188,7 @@ impl MetaNode {
         }
         if self.members_gen != self.store.members_generation() {
             self.members_gen = self.store.members_generation();
-            self.members = self.store.members(&Scope::Global).into_iter().collect();
+            self.members = self.store.member_list();
         }
     }
 

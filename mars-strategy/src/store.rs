@@ -102,13 +102,22 @@ struct BKey {
 }
 
 /// The entries of one scope with their digest buckets and graves.
+///
+/// Entries live in a shared, immutable `base` map plus a private `overlay` of changes
+/// (`None` = removed). Cloning a scope is therefore O(buckets): a simulation gives thousands of
+/// nodes one prepared global scope, and each node pays only for what it changes. The overlay
+/// is folded into a fresh base once it grows beyond a quarter of the base.
 #[derive(Debug, Clone)]
 pub struct ScopeState {
-    entries: BTreeMap<BKey, Slot>,
+    base: Arc<BTreeMap<BKey, Slot>>,
+    overlay: BTreeMap<BKey, Option<Slot>>,
     buckets: Vec<u64>,
     graves: HashMap<Key, Stamp>,
     tombstones: BTreeSet<Key>,
     bytes: u64,
+    max_stamp: Stamp,
+    /// Live `ips/ip-<h>` names, sorted (the global member list), shared until changed.
+    ips: Arc<Vec<NodeName>>,
 }
 
 /// Wire size of one entry with its key (what a full dump of it costs).
@@ -116,15 +125,64 @@ fn wire_len(key: &Key, e: &Entry) -> u64 {
     postcard::to_allocvec(&(key, e)).map_or(0, |v| v.len() as u64)
 }
 
+/// Merge the base and overlay iterators (both sorted by key; overlay wins).
+struct Merge<'a, B, O>
+where
+    B: Iterator<Item = (&'a BKey, &'a Slot)>,
+    O: Iterator<Item = (&'a BKey, &'a Option<Slot>)>,
+{
+    base: std::iter::Peekable<B>,
+    over: std::iter::Peekable<O>,
+}
+
+impl<'a, B, O> Iterator for Merge<'a, B, O>
+where
+    B: Iterator<Item = (&'a BKey, &'a Slot)>,
+    O: Iterator<Item = (&'a BKey, &'a Option<Slot>)>,
+{
+    type Item = (&'a BKey, &'a Slot);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let take_over = match (self.base.peek(), self.over.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some((bk, _)), Some((ok, _))) => {
+                    if ok <= bk {
+                        if ok == bk {
+                            self.base.next();
+                        }
+                        true
+                    } else {
+                        false
+                    }
+                }
+            };
+            if take_over {
+                let (k, v) = self.over.next()?;
+                if let Some(slot) = v {
+                    return Some((k, slot));
+                }
+            } else {
+                return self.base.next();
+            }
+        }
+    }
+}
+
 impl ScopeState {
     /// An empty scope with `nbuckets` digest buckets.
     pub fn new(nbuckets: u16) -> ScopeState {
         ScopeState {
-            entries: BTreeMap::new(),
+            base: Arc::new(BTreeMap::new()),
+            overlay: BTreeMap::new(),
             buckets: vec![0; usize::from(nbuckets.max(1))],
             graves: HashMap::new(),
             tombstones: BTreeSet::new(),
             bytes: 0,
+            max_stamp: Stamp(0),
+            ips: Arc::new(Vec::new()),
         }
     }
 
@@ -147,8 +205,55 @@ impl ScopeState {
         )
     }
 
+    fn slot(&self, bk: &BKey) -> Option<&Slot> {
+        match self.overlay.get(bk) {
+            Some(v) => v.as_ref(),
+            None => self.base.get(bk),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&BKey, &Slot)> {
+        Merge {
+            base: self.base.iter().peekable(),
+            over: self.overlay.iter().peekable(),
+        }
+    }
+
+    fn set_slot(&mut self, bk: BKey, slot: Option<Slot>) -> Option<Slot> {
+        let old = self.slot(&bk).cloned();
+        let in_base = self.base.contains_key(&bk);
+        match (&slot, in_base) {
+            (None, false) => {
+                self.overlay.remove(&bk);
+            }
+            _ => {
+                self.overlay.insert(bk, slot);
+            }
+        }
+        if self.overlay.len() > 64 && self.overlay.len() * 4 > self.base.len() {
+            let merged: BTreeMap<BKey, Slot> =
+                self.iter().map(|(k, s)| (k.clone(), s.clone())).collect();
+            self.base = Arc::new(merged);
+            self.overlay.clear();
+        }
+        old
+    }
+
     fn get(&self, key: &Key) -> Option<&Entry> {
-        self.entries.get(&self.bkey(key).0).map(|s| &s.entry)
+        self.slot(&self.bkey(key).0).map(|s| &s.entry)
+    }
+
+    fn track_ips(&mut self, key: &Key, live: bool) {
+        if let Some(h) = key.strip_prefix("ips/ip-") {
+            let pos = self.ips.binary_search_by(|n| (**n).cmp(h));
+            match (pos, live) {
+                (Err(i), true) => Arc::make_mut(&mut self.ips).insert(i, Arc::from(h)),
+                (Ok(i), false) => {
+                    Arc::make_mut(&mut self.ips).remove(i);
+                }
+                _ => {}
+            }
+        }
     }
 
     fn put(&mut self, key: &Key, entry: Entry) {
@@ -159,17 +264,17 @@ impl ScopeState {
         } else {
             self.tombstones.remove(key);
         }
+        self.track_ips(key, !entry.is_tombstone());
         self.graves.remove(key);
+        self.max_stamp = self.max_stamp.max(entry.stamp);
         let b = usize::from(bk.bucket);
         self.bytes += wire_len(key, &entry);
-        if let Some(old) = self.entries.insert(
-            bk,
-            Slot {
-                entry,
-                khash,
-                ehash,
-            },
-        ) {
+        let slot = Slot {
+            entry,
+            khash,
+            ehash,
+        };
+        if let Some(old) = self.set_slot(bk, Some(slot)) {
             self.buckets[b] ^= old.ehash;
             self.bytes = self.bytes.saturating_sub(wire_len(key, &old.entry));
         }
@@ -178,10 +283,12 @@ impl ScopeState {
 
     fn bury(&mut self, key: &Key, stamp: Stamp) {
         let (bk, _) = self.bkey(key);
-        if let Some(old) = self.entries.remove(&bk) {
-            self.buckets[usize::from(bk.bucket)] ^= old.ehash;
+        let b = usize::from(bk.bucket);
+        if let Some(old) = self.set_slot(bk, None) {
+            self.buckets[b] ^= old.ehash;
             self.bytes = self.bytes.saturating_sub(wire_len(key, &old.entry));
         }
+        self.track_ips(key, false);
         self.tombstones.remove(key);
         self.graves.insert(key.clone(), stamp);
     }
@@ -203,12 +310,12 @@ impl ScopeState {
 
     /// Number of entries (live and tombstones).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.iter().count()
     }
 
     /// Whether the scope holds no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.iter().next().is_none()
     }
 
     fn bucket_range(&self, bucket: u16) -> impl Iterator<Item = (&Key, &Slot)> {
@@ -216,10 +323,12 @@ impl ScopeState {
             bucket,
             key: Arc::from(""),
         };
-        self.entries
-            .range(lo..)
-            .take_while(move |(k, _)| k.bucket == bucket)
-            .map(|(k, s)| (&k.key, s))
+        Merge {
+            base: self.base.range(lo.clone()..).peekable(),
+            over: self.overlay.range(lo..).peekable(),
+        }
+        .take_while(move |(k, _)| k.bucket == bucket)
+        .map(|(k, s)| (&k.key, s))
     }
 }
 
@@ -302,6 +411,14 @@ impl MetaStore {
         self.stats
     }
 
+    /// The global member list (live `ips/ip-<h>`), sorted, shared with the scope state.
+    pub fn member_list(&self) -> Arc<Vec<NodeName>> {
+        self.scopes
+            .get(&Scope::Global)
+            .map(|s| s.ips.clone())
+            .unwrap_or_default()
+    }
+
     /// Bumped whenever an `ips/` key changes (cached member lists are then stale).
     pub fn members_generation(&self) -> u64 {
         self.gen_members
@@ -344,12 +461,12 @@ impl MetaStore {
 
     /// Replace a whole scope (simulation bootstrap: many nodes share one prepared state).
     pub fn install_scope(&mut self, scope: Scope, state: ScopeState) {
-        for slot in state.entries.values() {
-            self.clock.observe(slot.entry.stamp);
+        self.clock.observe(state.max_stamp);
+        if scope == Scope::Global {
+            self.gen_members += 1;
+            self.gen_cluster += 1;
         }
         self.scopes.insert(scope, state);
-        self.gen_members += 1;
-        self.gen_cluster += 1;
     }
 
     /// The resource scopes this node holds.
@@ -396,7 +513,7 @@ impl MetaStore {
             None => self.scopes.values().collect(),
         };
         for s in scopes {
-            for (bk, slot) in &s.entries {
+            for (bk, slot) in s.iter() {
                 if let (true, Some(v)) = (bk.key.starts_with(prefix), slot.entry.live()) {
                     out.push((bk.key.clone(), v));
                 }
@@ -502,20 +619,10 @@ impl MetaStore {
             return out;
         };
         match scope {
-            Scope::Global => {
-                for slot in gstate
-                    .entries
-                    .iter()
-                    .filter(|(k, _)| k.key.starts_with("ips/ip-"))
-                {
-                    if slot.1.entry.live().is_some() {
-                        out.insert(Arc::from(&slot.0.key["ips/ip-".len()..]));
-                    }
-                }
-            }
+            Scope::Global => out.extend(gstate.ips.iter().cloned()),
             Scope::Resource(r) => {
                 let pre = format!("resource-{r}/");
-                for (bk, slot) in &state.entries {
+                for (bk, slot) in state.iter() {
                     let Some(last) = bk.key.strip_prefix(&pre) else {
                         continue;
                     };
@@ -690,8 +797,7 @@ impl MetaStore {
             .scopes
             .get(scope)
             .map(|s| {
-                s.entries
-                    .iter()
+                s.iter()
                     .map(|(k, sl)| (k.key.clone(), sl.entry.clone()))
                     .collect()
             })
@@ -706,9 +812,9 @@ impl MetaStore {
             .scopes
             .values()
             .flat_map(|s| {
-                s.entries
-                    .iter()
+                s.iter()
                     .map(|(k, sl)| (k.key.clone(), sl.entry.clone()))
+                    .collect::<Vec<_>>()
             })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -756,6 +862,56 @@ pub fn format_entry(key: &str, e: &Entry) -> String {
                 e.stamp,
                 e.origin
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shared-base + overlay layout behaves like one plain map (iteration order,
+        /// lookups, bucket ranges, root digest), across compactions.
+        #[test]
+        fn overlay_matches_a_plain_map(
+            template in proptest::collection::vec((0u16..300, 0u64..5), 0..200),
+            ops in proptest::collection::vec((0u16..300, 0u64..5, any::<bool>()), 0..400),
+        ) {
+            let key = |i: u16| -> Key { Arc::from(format!("userspace/k{i}")) };
+            let ent = |v: u64| Entry::set(&v.to_string(), Stamp(v + 1), Arc::from("a"));
+            let mut base = ScopeState::new(16);
+            let mut model: BTreeMap<Key, Entry> = BTreeMap::new();
+            for (i, v) in template {
+                base.insert(&key(i), ent(v));
+                model.insert(key(i), ent(v));
+            }
+            let mut s = base.clone();
+            for (i, v, bury) in ops {
+                if bury {
+                    s.bury(&key(i), Stamp(9));
+                    model.remove(&key(i));
+                } else {
+                    s.put(&key(i), ent(v));
+                    model.insert(key(i), ent(v));
+                }
+            }
+            let mut got: Vec<(Key, Entry)> = s.iter().map(|(k, sl)| (k.key.clone(), sl.entry.clone())).collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            let want: Vec<(Key, Entry)> = model.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+            prop_assert_eq!(&got, &want);
+            let mut fresh = ScopeState::new(16);
+            for (k, e) in &model {
+                fresh.insert(k, e.clone());
+                prop_assert_eq!(s.get(k), Some(e));
+            }
+            prop_assert_eq!(s.root(), fresh.root());
+            for b in 0..16 {
+                let x: Vec<&Key> = s.bucket_range(b).map(|(k, _)| k).collect();
+                let y: Vec<&Key> = fresh.bucket_range(b).map(|(k, _)| k).collect();
+                prop_assert_eq!(x, y);
+            }
         }
     }
 }
