@@ -156,10 +156,7 @@ impl Copy {
     pub fn run(&self) -> Result<CopyProgress> {
         let end = match self.cfg.end {
             Some(e) => e,
-            None => self
-                .a
-                .size()
-                .map_err(|source| CopyError::Source { pos: 0, source })?,
+            None => self.source_size()?,
         };
         let tsize = self
             .b
@@ -215,6 +212,24 @@ impl Copy {
         }
         drop(sched);
         Ok(self.progress())
+    }
+
+    /// The source's size, retrying transient errors like chunk reads do.
+    fn source_size(&self) -> Result<u64> {
+        let begin = Instant::now();
+        loop {
+            match self.a.size() {
+                Ok(s) => return Ok(s),
+                Err(e)
+                    if e.is_retryable()
+                        && begin.elapsed() < self.cfg.retry_for
+                        && !self.stop.load(Ordering::Acquire) =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(source) => return Err(CopyError::Source { pos: 0, source }),
+            }
+        }
     }
 
     fn persister(&self, g: &Geo) {
