@@ -1,13 +1,13 @@
 //! Benchmark of the file backends against fio's io_uring engine on the same file, in the same
 //! run (BENCHMARKING.md): 4 KiB random write at QD32 and 1 MiB sequential write at QD8, through
 //! `aio` and `sio`, each as a ratio to fio; plus a 5-`Probe` pass-through chain over `aio`
-//! against `aio` directly at 4 KiB QD32. Each pair runs `MARS_BENCH_RUNS` times (default 3),
-//! interleaved; the table shows min/median/max.
+//! against `aio` directly at 4 KiB QD32. Each pair runs `MARS_BENCH_RUNS` times (default 5),
+//! alternating the order; the table shows min/median/max of the per-run ratios.
 //!
 //! Setup: a 2 GiB `fallocate`d file in a temporary directory under `MARS_BENCH_DIR` (default
 //! `/work`, refused if it is a tmpfs); jobs address its first 1 GiB. IO is **buffered** in
-//! fio (`--direct=0 --invalidate=0`) and in ours. `sync` runs before every job so that each one
-//! starts without dirty pages. Job length: `MARS_BENCH_SECS` (default 5).
+//! fio (`--direct=0`) and in ours. Before every job `sync` and a cache drop of the file make each
+//! one start without dirty or cached pages. Job length: `MARS_BENCH_SECS` (default 5).
 //!
 //! Our driver is one thread with a `CompletionQueue`: it waits for completions, takes all that
 //! are ready and resubmits them (re-armed in place, no copy) inside one `FileBrick::batch`,
@@ -68,6 +68,8 @@ fn fio(path: &Path, w: Workload, secs: u64) -> f64 {
             "--time_based",
             &format!("--runtime={secs}"),
             "--direct=0",
+            // We drop the file's cache before every job ourselves; fio's own invalidation
+            // would also run again on every pass over the region (forcing writeback).
             "--invalidate=0",
             "--norandommap",
             "--randrepeat=0",
@@ -107,6 +109,12 @@ fn fio_write_iops(text: &str) -> Option<f64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == '+' || c == '-'))
         .unwrap_or(num.len());
     num[..end].parse().ok()
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 struct Rng(u64);
@@ -174,8 +182,16 @@ fn ours(file: &FileBrick, top: &dyn Output, w: Workload, secs: u64) -> f64 {
     ops as f64 / start.elapsed().as_secs_f64()
 }
 
-fn sync_all() {
+/// Start a job from a clean state: no dirty pages (`sync`) and none of the file cached
+/// (`dd iflag=nocache count=0` = `posix_fadvise(DONTNEED)` on the whole file, fio's
+/// `invalidate=1`). Without it, the large folios left by earlier sequential writes make every
+/// 4 KiB write walk a whole folio's buffer heads in `ext4_block_write_begin` (seen in `perf`).
+fn reset_cache(path: &Path) {
     let _ = Command::new("sync").status();
+    let _ = Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status();
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -189,7 +205,7 @@ fn fmt3((a, b, c): (f64, f64, f64)) -> String {
 
 fn main() {
     let secs = env_u64("MARS_BENCH_SECS", 5);
-    let runs = env_u64("MARS_BENCH_RUNS", 3) as usize;
+    let runs = env_u64("MARS_BENCH_RUNS", 5) as usize;
     let base = std::env::var("MARS_BENCH_DIR").unwrap_or_else(|_| "/work".into());
     let fstype = Command::new("stat")
         .args(["-f", "-c", "%T", &base])
@@ -216,6 +232,7 @@ fn main() {
         "xio bench: {} ({fstype}), 2 GiB fallocated file, 1 GiB region, buffered IO, {secs} s per job, {runs} runs",
         path.display()
     );
+    println!("Load average at the start: {}", loadavg());
 
     // Precondition: write the region once, so that no job pays for converting fallocated
     // (unwritten) extents and all of them overwrite allocated blocks.
@@ -267,23 +284,43 @@ fn main() {
     let mut chain_direct = Vec::new();
     for w in [RANDWRITE, SEQWRITE] {
         let (mut fio_v, mut aio_r, mut sio_r) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..runs {
-            sync_all();
-            let peer = fio(&path, w, secs);
-            sync_all();
-            let a = ours(&aio, &*aio, w, secs);
-            sync_all();
-            let s = ours(&sio, &*sio, w, secs);
+        for run in 0..runs {
+            // Alternate the order so that drifting load does not favour one side.
+            let measure = |who: &str| -> f64 {
+                reset_cache(&path);
+                match who {
+                    "fio" => fio(&path, w, secs),
+                    "aio" => ours(&aio, &*aio, w, secs),
+                    "sio" => ours(&sio, &*sio, w, secs),
+                    _ => ours(&aio, &*chain, w, secs),
+                }
+            };
+            let order: &[&str] = if run % 2 == 0 {
+                &["fio", "aio", "sio"]
+            } else {
+                &["sio", "aio", "fio"]
+            };
+            let mut got = std::collections::HashMap::new();
+            for who in order {
+                got.insert(*who, measure(who));
+            }
+            let (peer, a, s) = (got["fio"], got["aio"], got["sio"]);
             eprintln!("  {}: fio {peer:.0} aio {a:.0} sio {s:.0} ops/s", w.name);
             if w.random {
-                sync_all();
-                let c = ours(&aio, &*chain, w, secs);
+                // The chain against a direct run measured right next to it.
+                let (d, c) = if run % 2 == 0 {
+                    let d = measure("aio");
+                    (d, measure("chain"))
+                } else {
+                    let c = measure("chain");
+                    (measure("aio"), c)
+                };
                 eprintln!(
-                    "  {}: 5-probe chain over aio {c:.0} ops/s (direct {a:.0})",
+                    "  {}: 5-probe chain over aio {c:.0} ops/s, direct {d:.0}",
                     w.name
                 );
-                chain_ratio.push(c / a);
-                chain_direct.push(a);
+                chain_ratio.push(c / d);
+                chain_direct.push(d);
             }
             fio_v.push(peer);
             aio_r.push(a / peer);
@@ -314,6 +351,7 @@ fn main() {
     );
     println!();
     println!("Goals: aio >= 0.9x fio; chain >= 0.9x direct (<= 10% overhead).");
+    println!("Load average at the end (2 CPUs are shared): {}", loadavg());
 }
 
 #[cfg(test)]

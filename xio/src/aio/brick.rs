@@ -189,23 +189,8 @@ impl Shared {
             (a.stage, a.done)
         };
         match state::step(&self.core, &req, stage, done, res) {
-            Step::Next(stage, done) => {
-                if let Stage::Rw = stage {
-                    let a = req.aspect(&self.slot);
-                    a.done = done;
-                }
-                self.start(req, stage, done, true);
-            }
-            Step::Finish(result) => {
-                if req.op == Op::Read {
-                    // `done` counts bytes read before this completion; add this one's.
-                    let a = req.aspect(&self.slot);
-                    if res > 0 && a.stage == Stage::Rw {
-                        a.done = done + res as usize;
-                    }
-                }
-                self.finish(req, result);
-            }
+            Step::Next(stage, done) => self.start(req, stage, done, true),
+            Step::Finish(result) => self.finish(req, result),
         }
     }
 }

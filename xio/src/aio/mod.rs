@@ -12,8 +12,10 @@
 //!
 //! Same interface and semantics as [`crate::sio`]; [`crate::file`] documents both.
 //!
-//! Registered (fixed) buffers are not used: requests bring their own `Vec<u8>`, and copying
-//! into a registered buffer costs more than the page pinning it saves for buffered IO.
+//! Registered (fixed) buffers are not used: requests bring their own `Vec<u8>`, so a fixed
+//! buffer would cost a copy, and a `perf` profile of buffered 4 KiB random writes at QD32 puts
+//! the time in the kernel (the io-wq worker's ext4 write path and wake-ups), with the
+//! completion loop itself at about 0.2 % of samples: there is nothing for them to save.
 
 mod brick;
 mod ring;
