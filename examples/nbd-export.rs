@@ -110,6 +110,7 @@ fn run(args: Args) -> Result<()> {
 
     let server = NbdServer::new(ServerConfig {
         max_inflight: args.max_inflight,
+        ..ServerConfig::default()
     });
     // The logger's flush is global (it waits until every mutation accepted before it is
     // durable in the log), so a flush on one connection covers writes completed on all.

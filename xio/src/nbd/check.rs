@@ -105,12 +105,17 @@ pub fn check(req: &Request, g: &Geometry, structured: bool) -> Verdict {
     };
     match req.offset.checked_add(u64::from(len)) {
         None => return refuse(range_errno, "offset + length overflows"),
-        Some(end) if end > g.size => return refuse(range_errno, "request past the end of the export"),
+        Some(end) if end > g.size => {
+            return refuse(range_errno, "request past the end of the export")
+        }
         Some(_) => {}
     }
     let b = u64::from(g.min_block);
     if req.offset % b != 0 || u64::from(len) % b != 0 {
-        return refuse(errno::EINVAL, "request not aligned to the minimum block size");
+        return refuse(
+            errno::EINVAL,
+            "request not aligned to the minimum block size",
+        );
     }
     if len == 0 {
         return Verdict::Empty;
@@ -133,7 +138,8 @@ mod tests {
             max_len: 32 << 20,
         }
     }
-    const RW: u16 = tflag::SEND_FLUSH | tflag::SEND_FUA | tflag::SEND_TRIM | tflag::SEND_WRITE_ZEROES;
+    const RW: u16 =
+        tflag::SEND_FLUSH | tflag::SEND_FUA | tflag::SEND_TRIM | tflag::SEND_WRITE_ZEROES;
 
     fn req(kind: u16, flags: u16, offset: u64, length: u32) -> Request {
         Request {
@@ -149,32 +155,78 @@ mod tests {
     fn table_of_verdicts() {
         let g = geo(RW);
         let submit = |op, flags| Verdict::Submit { op, flags };
-        assert_eq!(check(&req(cmd::READ, 0, 0, 4096), &g, false), submit(Op::Read, Flags::NONE));
+        assert_eq!(
+            check(&req(cmd::READ, 0, 0, 4096), &g, false),
+            submit(Op::Read, Flags::NONE)
+        );
         assert_eq!(
             check(&req(cmd::WRITE, cflag::FUA, 512, 512), &g, false),
             submit(Op::Write, Flags::FUA)
         );
         assert_eq!(
-            check(&req(cmd::WRITE_ZEROES, cflag::NO_HOLE, 0, 1 << 20), &g, false),
+            check(
+                &req(cmd::WRITE_ZEROES, cflag::NO_HOLE, 0, 1 << 20),
+                &g,
+                false
+            ),
             submit(Op::WriteZeroes, Flags::NO_HOLE)
         );
-        assert_eq!(check(&req(cmd::FLUSH, 0, 7, 3), &g, false), submit(Op::Flush, Flags::NONE));
-        assert_eq!(check(&req(cmd::DISC, 0, 0, 0), &g, false), Verdict::Disconnect);
-        assert_eq!(check(&req(cmd::READ, 0, 4096, 0), &g, false), Verdict::Empty);
+        assert_eq!(
+            check(&req(cmd::FLUSH, 0, 7, 3), &g, false),
+            submit(Op::Flush, Flags::NONE)
+        );
+        assert_eq!(
+            check(&req(cmd::DISC, 0, 0, 0), &g, false),
+            Verdict::Disconnect
+        );
+        assert_eq!(
+            check(&req(cmd::READ, 0, 4096, 0), &g, false),
+            Verdict::Empty
+        );
         let errno_of = |v: Verdict| match v {
             Verdict::Refuse { errno, .. } => errno,
             other => panic!("expected a refusal, got {other:?}"),
         };
-        assert_eq!(errno_of(check(&req(cmd::READ, 0, 1 << 20, 512), &g, false)), errno::EINVAL);
-        assert_eq!(errno_of(check(&req(cmd::WRITE, 0, 1 << 20, 512), &g, false)), errno::ENOSPC);
-        assert_eq!(errno_of(check(&req(cmd::WRITE, 0, u64::MAX - 100, 512), &g, false)), errno::ENOSPC);
-        assert_eq!(errno_of(check(&req(cmd::TRIM, 0, u64::MAX, 512), &g, false)), errno::EINVAL);
-        assert_eq!(errno_of(check(&req(cmd::READ, 0, 100, 512), &g, false)), errno::EINVAL);
-        assert_eq!(errno_of(check(&req(cmd::READ, cflag::DF, 0, 512), &g, false)), errno::EINVAL);
-        assert_eq!(errno_of(check(&req(cmd::CACHE, 0, 0, 512), &g, false)), errno::EINVAL);
-        assert_eq!(errno_of(check(&req(99, 0, 0, 512), &g, false)), errno::EINVAL);
-        assert_eq!(errno_of(check(&req(cmd::READ, 0, 0, 64 << 20), &g, true)), errno::EOVERFLOW);
-        assert_eq!(errno_of(check(&req(cmd::READ, 0, 0, 64 << 20), &g, false)), errno::EINVAL);
+        assert_eq!(
+            errno_of(check(&req(cmd::READ, 0, 1 << 20, 512), &g, false)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::WRITE, 0, 1 << 20, 512), &g, false)),
+            errno::ENOSPC
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::WRITE, 0, u64::MAX - 100, 512), &g, false)),
+            errno::ENOSPC
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::TRIM, 0, u64::MAX, 512), &g, false)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::READ, 0, 100, 512), &g, false)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::READ, cflag::DF, 0, 512), &g, false)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::CACHE, 0, 0, 512), &g, false)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            errno_of(check(&req(99, 0, 0, 512), &g, false)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::READ, 0, 0, 64 << 20), &g, true)),
+            errno::EOVERFLOW
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::READ, 0, 0, 64 << 20), &g, false)),
+            errno::EINVAL
+        );
         // Write with bad flags: refused, and its payload is skipped.
         assert_eq!(
             check(&req(cmd::WRITE, cflag::NO_HOLE, 0, 512), &g, false),
@@ -190,13 +242,28 @@ mod tests {
         ));
         // Not negotiated: trim on an export without SEND_TRIM.
         let g2 = geo(tflag::SEND_FLUSH);
-        assert_eq!(errno_of(check(&req(cmd::TRIM, 0, 0, 512), &g2, false)), errno::EINVAL);
+        assert_eq!(
+            errno_of(check(&req(cmd::TRIM, 0, 0, 512), &g2, false)),
+            errno::EINVAL
+        );
         // Read-only: every mutation is EPERM, reads work.
         let ro = geo(tflag::READ_ONLY | tflag::SEND_FLUSH);
-        assert_eq!(errno_of(check(&req(cmd::WRITE, 0, 0, 512), &ro, false)), errno::EPERM);
-        assert_eq!(errno_of(check(&req(cmd::TRIM, 0, 0, 512), &ro, false)), errno::EPERM);
-        assert_eq!(errno_of(check(&req(cmd::WRITE_ZEROES, 0, 0, 512), &ro, false)), errno::EPERM);
-        assert_eq!(check(&req(cmd::READ, 0, 0, 512), &ro, false), submit(Op::Read, Flags::NONE));
+        assert_eq!(
+            errno_of(check(&req(cmd::WRITE, 0, 0, 512), &ro, false)),
+            errno::EPERM
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::TRIM, 0, 0, 512), &ro, false)),
+            errno::EPERM
+        );
+        assert_eq!(
+            errno_of(check(&req(cmd::WRITE_ZEROES, 0, 0, 512), &ro, false)),
+            errno::EPERM
+        );
+        assert_eq!(
+            check(&req(cmd::READ, 0, 0, 512), &ro, false),
+            submit(Op::Read, Flags::NONE)
+        );
     }
 
     proptest! {

@@ -130,7 +130,13 @@ impl Client {
     }
 
     /// Send a request (and the payload of a write) without waiting for the reply.
-    pub fn send(&mut self, kind: u16, flags: u16, offset: u64, data_or_len: Payload<'_>) -> io::Result<u64> {
+    pub fn send(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        offset: u64,
+        data_or_len: Payload<'_>,
+    ) -> io::Result<u64> {
         let cookie = self.next_cookie;
         self.next_cookie += 1;
         let length = match data_or_len {
@@ -202,7 +208,8 @@ impl Client {
             first = false;
             let mut b = [0u8; 16];
             self.rd.read_exact(&mut b)?;
-            let (flags, kind, cookie, len) = (be16(&b), be16(&b[2..]), be64(&b[4..]), be32(&b[12..]));
+            let (flags, kind, cookie, len) =
+                (be16(&b), be16(&b[2..]), be64(&b[4..]), be32(&b[12..]));
             let &(_, offset, rlen) = self
                 .pending
                 .get(&cookie)
@@ -220,7 +227,8 @@ impl Client {
                     if data.is_empty() {
                         data.resize(rlen as usize, 0);
                     }
-                    data[rel as usize..rel as usize + payload.len() - 8].copy_from_slice(&payload[8..]);
+                    data[rel as usize..rel as usize + payload.len() - 8]
+                        .copy_from_slice(&payload[8..]);
                 }
                 k if k & 0x8000 != 0 && len >= 6 => error = be32(&payload).max(1),
                 k => return Err(bad(format!("unexpected chunk type {k}"))),
@@ -237,7 +245,13 @@ impl Client {
     }
 
     /// Send one request and wait for its reply (no other requests may be pending).
-    pub fn call(&mut self, kind: u16, flags: u16, offset: u64, p: Payload<'_>) -> io::Result<Reply> {
+    pub fn call(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        offset: u64,
+        p: Payload<'_>,
+    ) -> io::Result<Reply> {
         let c = self.send(kind, flags, offset, p)?;
         let r = self.recv()?;
         if r.cookie != c {
@@ -249,7 +263,11 @@ impl Client {
     /// Read `len` bytes; `Err(errno)` inside `Ok` for a protocol error reply.
     pub fn read(&mut self, offset: u64, len: u32) -> io::Result<Result<Vec<u8>, u32>> {
         let r = self.call(cmd::READ, 0, offset, Payload::Len(len))?;
-        Ok(if r.error == 0 { Ok(r.data) } else { Err(r.error) })
+        Ok(if r.error == 0 {
+            Ok(r.data)
+        } else {
+            Err(r.error)
+        })
     }
 
     /// Write `data`; returns the reply's error value.

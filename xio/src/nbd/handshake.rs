@@ -72,8 +72,7 @@ pub fn negotiate<S: Read + Write>(
             continue;
         }
         let mut data = vec![0u8; len as usize];
-        s.read_exact(&mut data)
-            .map_err(truncated("option data"))?;
+        s.read_exact(&mut data).map_err(truncated("option data"))?;
         match option {
             opt::EXPORT_NAME => {
                 let export = find(exports, &data).ok_or_else(|| {
@@ -180,7 +179,12 @@ fn info_or_go<S: Read + Write>(
     let geometry = match export.geometry() {
         Ok(g) => g,
         Err(e) => {
-            reply_err(s, option, rep::ERR_SHUTDOWN, &format!("export unavailable: {e}"))?;
+            reply_err(
+                s,
+                option,
+                rep::ERR_SHUTDOWN,
+                &format!("export unavailable: {e}"),
+            )?;
             return Ok(None);
         }
     };

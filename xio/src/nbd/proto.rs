@@ -305,7 +305,10 @@ mod tests {
         assert_eq!(&c[4..8], &[0, 1, 0, 1]);
         assert_eq!(be64(&c[8..16]), 9);
         assert_eq!(be32(&c[16..20]), 520);
-        assert_eq!(OPT_REPLY_MAGIC.to_be_bytes(), [0, 3, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9]);
+        assert_eq!(
+            OPT_REPLY_MAGIC.to_be_bytes(),
+            [0, 3, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9]
+        );
     }
 
     #[test]

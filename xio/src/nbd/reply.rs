@@ -215,7 +215,12 @@ impl Writer {
             return;
         }
         if pieces.is_empty() {
-            self.write(&proto::chunk_header(chunk::FLAG_DONE, chunk::NONE, cookie, 0));
+            self.write(&proto::chunk_header(
+                chunk::FLAG_DONE,
+                chunk::NONE,
+                cookie,
+                0,
+            ));
             return;
         }
         let last = pieces.len() - 1;
@@ -236,7 +241,8 @@ impl Writer {
             if m.len() > 4096 {
                 m = &m[..4096];
             }
-            let hdr = proto::chunk_header(chunk::FLAG_DONE, chunk::ERROR, cookie, 6 + m.len() as u32);
+            let hdr =
+                proto::chunk_header(chunk::FLAG_DONE, chunk::ERROR, cookie, 6 + m.len() as u32);
             self.write(&hdr);
             self.write(&errno.to_be_bytes());
             self.write(&(m.len() as u16).to_be_bytes());

@@ -27,11 +27,17 @@ pub struct ServerConfig {
     /// Requests in flight per connection; the reader stops reading the socket while this many
     /// are outstanding.
     pub max_inflight: usize,
+    /// A client that does not read its replies for this long is disconnected (its reply
+    /// thread cannot write; without a bound its requests would hold their slots forever).
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { max_inflight: 128 }
+        ServerConfig {
+            max_inflight: 128,
+            write_timeout: Duration::from_secs(120),
+        }
     }
 }
 
@@ -248,7 +254,12 @@ impl NbdServer {
             s.shutdown(Shutdown::Read);
         }
         while !conns.is_empty() {
-            if self.shared.idle.wait_until(&mut conns, deadline).timed_out() {
+            if self
+                .shared
+                .idle
+                .wait_until(&mut conns, deadline)
+                .timed_out()
+            {
                 break;
             }
         }
@@ -268,6 +279,7 @@ impl Shared {
             return;
         }
         shared.counters.accepted.fetch_add(1, Relaxed);
+        let _ = stream.set_write_timeout(Some(shared.cfg.write_timeout));
         let id = shared.next_id.fetch_add(1, Relaxed);
         let Ok(handle) = stream.try_clone() else {
             tracing::warn!("nbd: cannot clone an accepted socket; dropping the connection");

@@ -31,6 +31,22 @@ impl Stream {
         };
     }
 
+    /// Bound blocking reads (tests use it so that a silent server fails instead of hanging).
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// Bound blocking writes: a client that stops reading its replies is dropped after this.
+    pub fn set_write_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
     /// A printable peer name for log messages.
     pub fn peer(&self) -> String {
         match self {

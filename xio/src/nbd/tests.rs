@@ -3,7 +3,7 @@
 //! at device boundaries, read-only exports, refusals and violations.
 
 use super::client::{Client, Payload};
-use super::proto::{cmd, cflag, errno, tflag};
+use super::proto::{cflag, cmd, errno, tflag};
 use super::{Export, NbdServer, ServerConfig};
 use brick_core::bricks::{MemDisk, MemDiskMode};
 use std::sync::Arc;
@@ -21,11 +21,18 @@ fn rig(max_inflight: usize) -> Rig {
     let sock = dir.path().join("nbd.sock");
     let disk = MemDisk::new("disk", 8 << 20, MemDiskMode::Threaded(4));
     let split = MemDisk::with_boundary("split", 1 << 20, MemDiskMode::Threaded(3), 8192);
-    let server = NbdServer::new(ServerConfig { max_inflight });
+    let server = NbdServer::new(ServerConfig { max_inflight, ..ServerConfig::default() });
     server
-        .add_export(Export::new("disk", disk.clone()).unwrap().multi_conn(true).description("test disk"))
+        .add_export(
+            Export::new("disk", disk.clone())
+                .unwrap()
+                .multi_conn(true)
+                .description("test disk"),
+        )
         .unwrap();
-    server.add_export(Export::new("split", split).unwrap()).unwrap();
+    server
+        .add_export(Export::new("split", split).unwrap())
+        .unwrap();
     server
         .add_export(Export::new("ro", disk.clone()).unwrap().read_only(true))
         .unwrap();
@@ -51,7 +58,14 @@ fn list_and_geometry() {
     let c = Client::unix(&r.sock, "disk", false).unwrap();
     assert_eq!(c.size, 8 << 20);
     assert_eq!(c.block_size, Some((512, 4096, 32 << 20)));
-    for f in [tflag::HAS_FLAGS, tflag::SEND_FLUSH, tflag::SEND_FUA, tflag::SEND_TRIM, tflag::SEND_WRITE_ZEROES, tflag::CAN_MULTI_CONN] {
+    for f in [
+        tflag::HAS_FLAGS,
+        tflag::SEND_FLUSH,
+        tflag::SEND_FUA,
+        tflag::SEND_TRIM,
+        tflag::SEND_WRITE_ZEROES,
+        tflag::CAN_MULTI_CONN,
+    ] {
         assert!(c.flags & f != 0, "flag {f:#x} missing");
     }
     assert_eq!(c.flags & tflag::READ_ONLY, 0);
@@ -91,7 +105,10 @@ fn pipelined_requests_complete_out_of_order_with_both_reply_kinds() {
         for _ in 0..n {
             let rep = c.recv().unwrap();
             assert_eq!(rep.error, 0);
-            let i = cookies.iter().position(|&k| k + n + 1 == rep.cookie).unwrap() as u64;
+            let i = cookies
+                .iter()
+                .position(|&k| k + n + 1 == rep.cookie)
+                .unwrap() as u64;
             assert_eq!(rep.data, pattern(i, 4096), "read {i}");
         }
         c.disconnect().unwrap();
@@ -107,7 +124,9 @@ fn requests_are_split_at_device_boundaries() {
         let d = pattern(9, 100 * 1024);
         assert_eq!(c.write(4096, &d).unwrap(), 0);
         assert_eq!(c.read(4096, d.len() as u32).unwrap().unwrap(), d);
-        let z = c.call(cmd::WRITE_ZEROES, cflag::FUA, 8192, Payload::Len(32768)).unwrap();
+        let z = c
+            .call(cmd::WRITE_ZEROES, cflag::FUA, 8192, Payload::Len(32768))
+            .unwrap();
         assert_eq!(z.error, 0);
         let back = c.read(4096, d.len() as u32).unwrap().unwrap();
         assert!(back[4096..4096 + 32768].iter().all(|&b| b == 0));
@@ -122,17 +141,57 @@ fn bad_requests_get_error_replies_and_the_connection_keeps_working() {
         let mut c = Client::unix(&r.sock, "disk", structured).unwrap();
         let size = c.size;
         let e = |c: &mut Client, kind, flags, off, p| c.call(kind, flags, off, p).unwrap().error;
-        assert_eq!(e(&mut c, cmd::READ, 0, size, Payload::Len(512)), errno::EINVAL);
-        assert_eq!(e(&mut c, cmd::WRITE, 0, size - 512, Payload::Data(&[1; 1024])), errno::ENOSPC);
-        assert_eq!(e(&mut c, cmd::WRITE_ZEROES, 0, u64::MAX - 511, Payload::Len(1024)), errno::ENOSPC);
-        assert_eq!(e(&mut c, cmd::TRIM, 0, u64::MAX, Payload::Len(512)), errno::EINVAL);
+        assert_eq!(
+            e(&mut c, cmd::READ, 0, size, Payload::Len(512)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            e(&mut c, cmd::WRITE, 0, size - 512, Payload::Data(&[1; 1024])),
+            errno::ENOSPC
+        );
+        assert_eq!(
+            e(
+                &mut c,
+                cmd::WRITE_ZEROES,
+                0,
+                u64::MAX - 511,
+                Payload::Len(1024)
+            ),
+            errno::ENOSPC
+        );
+        assert_eq!(
+            e(&mut c, cmd::TRIM, 0, u64::MAX, Payload::Len(512)),
+            errno::EINVAL
+        );
         assert_eq!(e(&mut c, cmd::READ, 0, 1, Payload::Len(512)), errno::EINVAL);
         assert_eq!(e(&mut c, 42, 0, 0, Payload::Len(0)), errno::EINVAL);
-        assert_eq!(e(&mut c, cmd::BLOCK_STATUS, 0, 0, Payload::Len(512)), errno::EINVAL);
-        assert_eq!(e(&mut c, cmd::READ, 0x8000, 0, Payload::Len(512)), errno::EINVAL);
-        assert_eq!(e(&mut c, cmd::WRITE, cflag::NO_HOLE, 0, Payload::Data(&[7; 512])), errno::EINVAL);
+        assert_eq!(
+            e(&mut c, cmd::BLOCK_STATUS, 0, 0, Payload::Len(512)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            e(&mut c, cmd::READ, 0x8000, 0, Payload::Len(512)),
+            errno::EINVAL
+        );
+        assert_eq!(
+            e(
+                &mut c,
+                cmd::WRITE,
+                cflag::NO_HOLE,
+                0,
+                Payload::Data(&[7; 512])
+            ),
+            errno::EINVAL
+        );
         let big = e(&mut c, cmd::READ, 0, 0, Payload::Len(u32::MAX));
-        assert_eq!(big, if structured { errno::EOVERFLOW } else { errno::EINVAL });
+        assert_eq!(
+            big,
+            if structured {
+                errno::EOVERFLOW
+            } else {
+                errno::EINVAL
+            }
+        );
         assert_eq!(e(&mut c, cmd::READ, 0, 0, Payload::Len(0)), 0);
         // Still fine afterwards, and nothing was written by the refused requests.
         assert_eq!(c.write(0, &[3; 512]).unwrap(), 0);
@@ -140,7 +199,10 @@ fn bad_requests_get_error_replies_and_the_connection_keeps_working() {
     }
     let mut ro = Client::unix(&r.sock, "ro", true).unwrap();
     assert_eq!(ro.write(0, &[9; 512]).unwrap(), errno::EPERM);
-    assert_eq!(ro.call(cmd::TRIM, 0, 0, Payload::Len(512)).unwrap().error, errno::EPERM);
+    assert_eq!(
+        ro.call(cmd::TRIM, 0, 0, Payload::Len(512)).unwrap().error,
+        errno::EPERM
+    );
     assert_eq!(ro.read(0, 512).unwrap().unwrap(), vec![3; 512]);
     assert!(r.server.stats().refused >= 20);
 }
@@ -153,9 +215,19 @@ fn violations_close_only_that_connection() {
     let mut bad = Client::unix(&r.sock, "disk", false).unwrap();
     bad.raw().write_all(&[0xde; 28]).unwrap();
     let mut b = [0u8; 1];
-    assert_eq!(bad.raw().read(&mut b).unwrap(), 0, "server must close the bad connection");
+    assert_eq!(
+        bad.raw().read(&mut b).unwrap(),
+        0,
+        "server must close the bad connection"
+    );
     let mut huge = Client::unix(&r.sock, "disk", false).unwrap();
-    let hdr = super::proto::Request { flags: 0, kind: cmd::WRITE, cookie: 1, offset: 0, length: (32 << 20) + 1 };
+    let hdr = super::proto::Request {
+        flags: 0,
+        kind: cmd::WRITE,
+        cookie: 1,
+        offset: 0,
+        length: (32 << 20) + 1,
+    };
     huge.raw().write_all(&hdr.encode()).unwrap();
     assert_eq!(huge.raw().read(&mut b).unwrap(), 0);
     assert_eq!(good.write(512, &[5; 512]).unwrap(), 0);
@@ -171,7 +243,13 @@ fn tcp_and_shutdown_finish_in_flight_requests() {
     // More requests than slots: the server stops reading until replies drain (back-pressure).
     let n = 64;
     for i in 0..n {
-        c.send(cmd::WRITE, cflag::FUA, i * 512, Payload::Data(&[i as u8; 512])).unwrap();
+        c.send(
+            cmd::WRITE,
+            cflag::FUA,
+            i * 512,
+            Payload::Data(&[i as u8; 512]),
+        )
+        .unwrap();
     }
     for _ in 0..n {
         assert_eq!(c.recv().unwrap().error, 0);
