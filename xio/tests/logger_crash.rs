@@ -67,6 +67,8 @@ fn cfg(delay_ms: u64) -> LoggerConfig {
         writeback_delay: Duration::from_millis(delay_ms),
         writeback_round: 8 << 10,
         writeback_depth: 4,
+        data_flush_interval: Duration::from_millis(delay_ms * 3),
+        commit_interval: Duration::from_millis(delay_ms * 2),
         ..LoggerConfig::default()
     }
 }

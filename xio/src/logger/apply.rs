@@ -114,8 +114,8 @@ impl<'a> Applier<'a> {
         }
     }
 
-    /// Wait for everything in flight, then flush the device.
-    pub fn finish(mut self) -> Result<()> {
+    /// Wait for everything in flight, then flush the device (with `flush`).
+    pub fn finish(mut self, flush: bool) -> Result<()> {
         let mut first: Option<Error> = None;
         while !self.inflight.is_empty() {
             if let Err(e) = self.reap() {
@@ -124,6 +124,9 @@ impl<'a> Applier<'a> {
         }
         if let Some(e) = first {
             return Err(e);
+        }
+        if !flush {
+            return Ok(());
         }
         brick_core::run(self.out, Aio::new(Op::Flush, 0, 0)).map(|_| ())
     }

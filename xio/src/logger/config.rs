@@ -36,9 +36,14 @@ pub struct LoggerConfig {
     /// Write back data at the latest this long after it became durable in the log (default
     /// 500 ms); earlier when half the memory budget is used.
     pub writeback_delay: Duration,
+    /// Flush the data device (and so advance the watermark) at least this often while written
+    /// back data waits for it (default 1 s).
+    pub data_flush_interval: Duration,
+    /// ... or once this many bytes were written back since the last flush (default 1 GiB).
+    pub data_flush_bytes: u64,
     /// Writeback requests in flight on the data device (default 64).
     pub writeback_depth: usize,
-    /// Bytes per writeback round; each round ends with one flush of the data device (default 32 MiB).
+    /// Bytes per writeback round (default 32 MiB).
     pub writeback_round: usize,
     /// Compress record payloads with lz4 when that makes them smaller (default off).
     pub compress: bool,
@@ -69,6 +74,8 @@ impl Default for LoggerConfig {
             group_wait: Duration::from_micros(50),
             rotate_size: 1 << 30,
             writeback_delay: Duration::from_millis(500),
+            data_flush_interval: Duration::from_secs(1),
+            data_flush_bytes: 1 << 30,
             writeback_depth: 64,
             writeback_round: 32 << 20,
             compress: false,
@@ -93,6 +100,8 @@ impl std::fmt::Debug for LoggerConfig {
             .field("group_wait", &self.group_wait)
             .field("rotate_size", &self.rotate_size)
             .field("writeback_delay", &self.writeback_delay)
+            .field("data_flush_interval", &self.data_flush_interval)
+            .field("data_flush_bytes", &self.data_flush_bytes)
             .field("writeback_depth", &self.writeback_depth)
             .field("writeback_round", &self.writeback_round)
             .field("compress", &self.compress)

@@ -294,6 +294,7 @@ impl Core {
             born: Instant::now(),
             refs: 0,
             superseded_by: 0,
+            unflushed: false,
             _mem: mem.clone(),
         };
         g.index.insert(seq, version);

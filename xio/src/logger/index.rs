@@ -31,6 +31,9 @@ pub(crate) struct Version {
     pub refs: usize,
     /// The newest version that took bytes from this one (0: none).
     pub superseded_by: u64,
+    /// Some of its bytes were written back but the data device was not flushed since.
+    pub unflushed: bool,
+    /// Budget held for its data (released when it leaves the index).
     pub _mem: Arc<Reservation>,
 }
 
@@ -66,7 +69,18 @@ pub(crate) struct Index {
     pub versions: BTreeMap<u64, Version>,
     /// Every version up to this one is durable in the log.
     durable: u64,
-    zombies: BTreeMap<u64, ()>,
+    /// Retired versions (no extents left) that still hold the watermark.
+    zombies: BTreeMap<u64, Zombie>,
+    /// Live versions with written-back, unflushed bytes.
+    unflushed: BTreeMap<u64, ()>,
+}
+
+/// What is left of a retired version.
+#[derive(Debug, Clone, Copy)]
+struct Zombie {
+    log: Option<LogPos>,
+    superseded_by: u64,
+    unflushed: bool,
 }
 
 impl Index {
@@ -78,27 +92,58 @@ impl Index {
     /// Versions up to `seq` are durable now: drop the zombies that this makes safe.
     pub fn set_durable(&mut self, seq: u64) {
         self.durable = self.durable.max(seq);
-        let ready: Vec<u64> = self
-            .zombies
-            .keys()
-            .copied()
-            .filter(|z| {
-                self.versions
-                    .get(z)
-                    .is_none_or(|v| v.superseded_by <= self.durable)
-            })
-            .collect();
-        for z in ready {
-            self.zombies.remove(&z);
-            self.versions.remove(&z);
+        self.reap();
+    }
+
+    /// The data device was flushed after every writeback completed so far.
+    pub fn data_flushed(&mut self) {
+        for (seq, ()) in std::mem::take(&mut self.unflushed) {
+            if let Some(v) = self.versions.get_mut(&seq) {
+                v.unflushed = false;
+            }
         }
+        for z in self.zombies.values_mut() {
+            z.unflushed = false;
+        }
+        self.reap();
+    }
+
+    /// Whether written-back data waits for a flush of the data device.
+    pub fn has_unflushed(&self) -> bool {
+        !self.unflushed.is_empty() || self.zombies.values().any(|z| z.unflushed)
+    }
+
+    fn reap(&mut self) {
+        let durable = self.durable;
+        self.zombies
+            .retain(|_, z| z.superseded_by > durable || z.unflushed);
     }
 
     /// Forget every zombie (emergency mode: the log no longer matters).
     pub fn drop_zombies(&mut self) {
-        for (z, ()) in std::mem::take(&mut self.zombies) {
-            self.versions.remove(&z);
+        self.zombies.clear();
+    }
+
+    /// Record where version `seq`'s record starts in the log.
+    pub fn set_log(&mut self, seq: u64, pos: LogPos) {
+        if let Some(v) = self.versions.get_mut(&seq) {
+            v.log = Some(pos);
+        } else if let Some(z) = self.zombies.get_mut(&seq) {
+            z.log = Some(pos);
         }
+    }
+
+    /// The watermark: the start of the oldest record whose effect the data device may lack,
+    /// or `durable_end` when every durable record is written back and flushed.
+    pub fn min_pos(&self, durable_seq: u64, durable_end: LogPos) -> LogPos {
+        let live = self.versions.iter().next().map(|(&s, v)| (s, v.log));
+        let dead = self.zombies.iter().next().map(|(&s, z)| (s, z.log));
+        [live, dead]
+            .into_iter()
+            .flatten()
+            .filter(|(s, _)| *s <= durable_seq)
+            .map(|(_, log)| log.unwrap_or(durable_end))
+            .fold(durable_end, LogPos::min)
     }
 
     /// Bytes covered by extents.
@@ -119,14 +164,23 @@ impl Index {
         out
     }
 
-    fn unref(&mut self, seq: u64) {
+    fn unref(&mut self, seq: u64, written: bool) {
         if let Some(v) = self.versions.get_mut(&seq) {
             v.refs -= 1;
+            if written && !v.unflushed {
+                v.unflushed = true;
+                self.unflushed.insert(seq, ());
+            }
             if v.refs == 0 {
-                if v.superseded_by > self.durable {
-                    self.zombies.insert(seq, ());
-                } else {
-                    self.versions.remove(&seq);
+                let v = self.versions.remove(&seq).expect("present");
+                if v.superseded_by > self.durable || v.unflushed {
+                    self.unflushed.remove(&seq);
+                    let z = Zombie {
+                        log: v.log,
+                        superseded_by: v.superseded_by,
+                        unflushed: v.unflushed,
+                    };
+                    self.zombies.insert(seq, z);
                 }
             }
         }
@@ -157,7 +211,7 @@ impl Index {
                 old.refs += keep;
                 old.superseded_by = old.superseded_by.max(seq);
             }
-            self.unref(x.seq);
+            self.unref(x.seq, false);
         }
         self.extents.insert(s, Ext { end: e, seq });
         v.refs = 1;
@@ -211,14 +265,15 @@ impl Index {
         out
     }
 
-    /// The items were written back (and the data device flushed): forget what still points
-    /// to those versions inside those ranges.
+    /// The items were written back (not yet flushed): forget what still points to those
+    /// versions inside those ranges; reads go to the data device from now on. The versions
+    /// keep holding the watermark until [`Index::data_flushed`].
     pub fn complete(&mut self, items: &[WbItem]) {
         for it in items {
             for (k, x) in self.overlapping(it.start, it.end) {
                 if x.seq == it.seq && k >= it.start && x.end <= it.end {
                     self.extents.remove(&k);
-                    self.unref(x.seq);
+                    self.unref(x.seq, true);
                 }
             }
         }
@@ -243,7 +298,7 @@ impl Index {
         }
         for (seq, v) in &self.versions {
             assert_eq!(refs.get(seq).copied().unwrap_or(0), v.refs, "refs of {seq}");
-            assert_eq!(v.refs == 0, self.zombies.contains_key(seq), "zombie {seq}");
+            assert!(v.refs > 0 && !self.zombies.contains_key(seq), "live {seq}");
         }
     }
 }
@@ -265,6 +320,7 @@ mod tests {
             born: Instant::now(),
             refs: 0,
             superseded_by: 0,
+            unflushed: false,
             _mem: mem.clone(),
         }
     }
@@ -285,6 +341,7 @@ mod tests {
                         for b in it.start..it.end { model[b as usize] = None; }
                     }
                     idx.complete(&items);
+                    if seq % 3 == 0 { idx.data_flushed(); }
                 } else {
                     let fill = (seq % 250) as u8 + 1;
                     idx.insert(seq, version(pos, len, fill, &mem));

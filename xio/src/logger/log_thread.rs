@@ -129,9 +129,7 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
 
 fn note_positions(g: &mut Shared, batch: &[Pending], spans: &crate::log::BatchSpans) {
     for (p, start) in batch.iter().zip(&spans.starts) {
-        if let Some(v) = g.index.versions.get_mut(&p.seq) {
-            v.log = Some(LogPos::new(spans.seq, *start));
-        }
+        g.index.set_log(p.seq, LogPos::new(spans.seq, *start));
     }
 }
 

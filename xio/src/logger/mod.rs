@@ -193,7 +193,12 @@ impl TransLogger {
                 return Err(e.clone());
             }
             let durable_left = g.index.oldest().is_some_and(|(s, _)| s <= g.durable_seq);
-            if !durable_left && !g.wb_busy && g.pending.is_empty() && g.waiters.is_empty() {
+            if !durable_left
+                && !g.wb_busy
+                && g.pending.is_empty()
+                && g.waiters.is_empty()
+                && !g.index.has_unflushed()
+            {
                 if g.index.is_empty() || g.mode == Mode::Logging {
                     return Ok(());
                 }

@@ -42,6 +42,9 @@ pub struct ReplayOptions<'a> {
     /// Called after each file and every 4096 records with the position reached and the
     /// records applied so far.
     pub progress: Option<&'a mut dyn FnMut(LogPos, u64)>,
+    /// Flush the data device at the end (default true). A secondary that replays in steps may
+    /// flush only where it persists its replay position.
+    pub flush: bool,
 }
 
 impl Default for ReplayOptions<'_> {
@@ -51,6 +54,7 @@ impl Default for ReplayOptions<'_> {
             until: None,
             depth: 64,
             progress: None,
+            flush: true,
         }
     }
 }
@@ -186,8 +190,8 @@ pub fn replay_store(
 fn finish(
     applier: Applier<'_>,
     report: ReplayReport,
-    _opts: &mut ReplayOptions<'_>,
+    opts: &mut ReplayOptions<'_>,
 ) -> Result<ReplayReport> {
-    applier.finish()?;
+    applier.finish(opts.flush)?;
     Ok(report)
 }

@@ -2,23 +2,27 @@
 //!
 //! A round selects durable extents (oldest versions first; only the newest version of each
 //! byte is in the index, so superseded data is never written), issues them in ascending offset
-//! order ([`brick_core::Elevator`]) with a bounded window, flushes the data device, and only
-//! then drops them from the index. Rounds never overlap, so two writebacks of one range are
-//! never in flight together. After each round the watermark (start of the oldest live
-//! version's record, or the durable end of the log) is recomputed, persisted and reported;
-//! log files entirely below it are deleted unless `keep_logs`.
+//! order ([`brick_core::Elevator`]) with a bounded window and drops them from the index once
+//! written (reads then go to the data device; the budget is released). Rounds never overlap,
+//! so two writebacks of one range are never in flight together. The data device is flushed
+//! every `data_flush_interval` (or `data_flush_bytes`, or when draining/closing); only then do
+//! the written versions stop holding the watermark (start of the oldest record whose effect the
+//! flushed data device may lack, or the durable end of the log), which is recomputed,
+//! persisted and reported; log files entirely below it are deleted unless `keep_logs`.
 
 use super::apply::Applier;
 use super::core::{Core, Mode, Shared};
 use super::index::WbItem;
 use super::state::LogState;
 use crate::log::LogPos;
-use brick_core::{Elevator, Error};
+use brick_core::{Aio, Elevator, Error, Op};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub(crate) fn run(core: Arc<Core>) {
+    let mut last_flush = Instant::now();
+    let mut unflushed_bytes = 0u64;
     let mut g = core.shared.lock();
     loop {
         if g.kill || matches!(g.mode, Mode::Failed(_)) {
@@ -49,6 +53,27 @@ pub(crate) fn run(core: Arc<Core>) {
         } else {
             Vec::new()
         };
+        let flush_due = g.index.has_unflushed()
+            && (items.is_empty() && (draining || g.wb_force || closing)
+                || last_flush.elapsed() >= core.cfg.data_flush_interval
+                || unflushed_bytes >= core.cfg.data_flush_bytes);
+        if flush_due {
+            g.wb_busy = true;
+            let result = MutexGuard::unlocked(&mut g, || {
+                brick_core::run(&super::core::Via(&core.data), Aio::new(Op::Flush, 0, 0))
+            });
+            g.wb_busy = false;
+            if let Err(e) = result {
+                core.fail(&mut g, e);
+                break;
+            }
+            g.index.data_flushed();
+            last_flush = Instant::now();
+            unflushed_bytes = 0;
+            update_min_pos(&core, &mut g);
+            core.wb_cv.notify_all();
+            continue;
+        }
         if items.is_empty() {
             if draining && !g.skip_persisted {
                 update_min_pos(&core, &mut g);
@@ -67,7 +92,7 @@ pub(crate) fn run(core: Arc<Core>) {
             if closing {
                 break;
             }
-            let wait = match oldest_age {
+            let mut wait = match oldest_age {
                 Some(a) => core
                     .cfg
                     .writeback_delay
@@ -75,6 +100,13 @@ pub(crate) fn run(core: Arc<Core>) {
                     .max(Duration::from_millis(1)),
                 None => Duration::from_millis(100),
             };
+            if g.index.has_unflushed() {
+                let left = core
+                    .cfg
+                    .data_flush_interval
+                    .saturating_sub(last_flush.elapsed());
+                wait = wait.min(left.max(Duration::from_millis(1)));
+            }
             core.wb_cv.wait_for(&mut g, wait);
             continue;
         }
@@ -83,6 +115,7 @@ pub(crate) fn run(core: Arc<Core>) {
         g.wb_busy = false;
         match result {
             Ok(()) => {
+                unflushed_bytes += items.iter().map(|i| i.end - i.start).sum::<u64>();
                 g.index.complete(&items);
                 g.wb_rounds += 1;
                 drop(items);
@@ -114,7 +147,7 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
         };
         applier.apply(it.op, it.start, len, bytes, it.flags)?;
     }
-    applier.finish()
+    applier.finish(false)
 }
 
 /// Recompute the watermark; persist, report and delete old logs when it advanced.
@@ -122,10 +155,7 @@ pub(crate) fn update_min_pos(core: &Core, g: &mut MutexGuard<'_, Shared>) {
     if !matches!(g.mode, Mode::Logging | Mode::Draining { .. }) || g.skip_persisted {
         return;
     }
-    let mp = match g.index.oldest() {
-        Some((seq, v)) if seq <= g.durable_seq => v.log.unwrap_or(g.durable_end),
-        _ => g.durable_end,
-    };
+    let mp = g.index.min_pos(g.durable_seq, g.durable_end);
     if mp <= g.min_pos {
         return;
     }
