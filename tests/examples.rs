@@ -7,3 +7,11 @@ mod custom_graph;
 fn custom_graph_example_runs() {
     custom_graph::main().expect("the custom-graph example succeeds");
 }
+
+#[path = "../examples/demo-cluster.rs"]
+mod demo_cluster;
+
+#[test]
+fn demo_cluster_replicates_consistently() {
+    demo_cluster::main().expect("the demo ends with identical replicas");
+}

@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 pub type FinishedFn = Arc<dyn Fn(&Path, &str) -> bool + Send + Sync>;
 
 /// The default rule: log `log-<seq>...` is finished once a log with a higher sequence number
-/// exists in the same directory (the logger rotated away from it), as upstream MARS.
+/// exists in the same directory **and has its header written** (the logger rotated away from
+/// it), as upstream MARS. The trans_logger creates the next file early, empty, half way to the
+/// rotation size and writes its header only when it switches to it, after the last batch of the
+/// old file completed; an empty successor therefore says nothing about its predecessor.
 pub fn finished_when_successor_exists() -> FinishedFn {
     Arc::new(|dir: &Path, name: &str| {
         let Some(seq) = log_seq(name) else {
@@ -35,6 +38,8 @@ pub fn finished_when_successor_exists() -> FinishedFn {
                         .to_str()
                         .and_then(log_seq)
                         .is_some_and(|s| s > seq)
+                        && e.metadata()
+                            .is_ok_and(|m| m.len() >= crate::log::HEADER_LEN as u64)
                 })
             })
             .unwrap_or(false)
