@@ -13,6 +13,10 @@
 //! are ready and resubmits them (re-armed in place, no copy) inside one `FileBrick::batch`,
 //! i.e. one `io_uring_enter` per round, like fio's reap-then-queue loop.
 //!
+//! Besides throughput, every job's CPU time per operation is measured (`/proc/self/stat`: our
+//! process including its io_uring workers; fio as a waited-for child): a figure that the shared
+//! machine's load distorts much less than throughput.
+//!
 //! Run: `cargo bench -p mars-rs --bench xio`.
 
 use brick_core::bricks::Probe;
@@ -117,6 +121,36 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// CPU seconds used so far by this process (all threads, io_uring workers included) and by
+/// its waited-for children (fio), from `/proc/self/stat`.
+fn cpu_times(tick: f64) -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14..17 (utime, stime, cutime, cstime); `rest` starts at field 3.
+    let get = |field: usize| f.get(field - 3).copied().unwrap_or(0.0) / tick;
+    (get(14) + get(15), get(16) + get(17))
+}
+
+fn clock_tick() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// One job's result: operations per second and CPU microseconds per operation.
+#[derive(Clone, Copy)]
+struct Job {
+    ops_per_s: f64,
+    cpu_us_per_op: f64,
+}
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -129,7 +163,7 @@ impl Rng {
 }
 
 /// Operations per second of our driver through `top` (whose terminal is `file`).
-fn ours(file: &FileBrick, top: &dyn Output, w: Workload, secs: u64) -> f64 {
+fn ours(file: &FileBrick, top: &dyn Output, w: Workload, secs: u64) -> (f64, u64) {
     let cq = CompletionQueue::new();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let blocks = REGION / w.bs as u64;
@@ -179,7 +213,7 @@ fn ours(file: &FileBrick, top: &dyn Output, w: Workload, secs: u64) -> f64 {
             }
         });
     }
-    ops as f64 / start.elapsed().as_secs_f64()
+    (ops as f64 / start.elapsed().as_secs_f64(), ops)
 }
 
 /// Start a job from a clean state: no dirty pages (`sync`) and none of the file cached
@@ -270,29 +304,46 @@ fn main() {
             "chain" => (&aio, &*chain),
             other => panic!("MARS_BENCH_ONLY={other}: use aio, sio or chain"),
         };
-        let ops = ours(file, top, RANDWRITE, secs);
+        let (ops, _) = ours(file, top, RANDWRITE, secs);
         println!("{only} {}: {ops:.0} ops/s", RANDWRITE.name);
         return;
     }
 
     println!();
     println!(
-        "| workload | fio io_uring (median) | aio / fio min/med/max | sio / fio min/med/max |"
+        "| workload | fio io_uring (median) | aio / fio min/med/max | sio / fio min/med/max | CPU per op aio / fio, sio / fio (medians) |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     let mut chain_ratio = Vec::new();
     let mut chain_direct = Vec::new();
+    let mut chain_cpu = Vec::new();
+    let tick = clock_tick();
     for w in [RANDWRITE, SEQWRITE] {
         let (mut fio_v, mut aio_r, mut sio_r) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut aio_cpu, mut sio_cpu) = (Vec::new(), Vec::new());
         for run in 0..runs {
             // Alternate the order so that drifting load does not favour one side.
-            let measure = |who: &str| -> f64 {
+            let measure = |who: &str| -> Job {
                 reset_cache(&path);
-                match who {
-                    "fio" => fio(&path, w, secs),
+                let (own0, kids0) = cpu_times(tick);
+                let (ops_per_s, ops) = match who {
+                    "fio" => {
+                        let iops = fio(&path, w, secs);
+                        (iops, (iops * secs as f64) as u64)
+                    }
                     "aio" => ours(&aio, &*aio, w, secs),
                     "sio" => ours(&sio, &*sio, w, secs),
                     _ => ours(&aio, &*chain, w, secs),
+                };
+                let (own1, kids1) = cpu_times(tick);
+                let cpu = if who == "fio" {
+                    kids1 - kids0
+                } else {
+                    own1 - own0
+                };
+                Job {
+                    ops_per_s,
+                    cpu_us_per_op: cpu * 1e6 / ops.max(1) as f64,
                 }
             };
             let order: &[&str] = if run % 2 == 0 {
@@ -305,7 +356,16 @@ fn main() {
                 got.insert(*who, measure(who));
             }
             let (peer, a, s) = (got["fio"], got["aio"], got["sio"]);
-            eprintln!("  {}: fio {peer:.0} aio {a:.0} sio {s:.0} ops/s", w.name);
+            eprintln!(
+                "  {}: fio {:.0} aio {:.0} sio {:.0} ops/s; CPU/op fio {:.1} aio {:.1} sio {:.1} us",
+                w.name,
+                peer.ops_per_s,
+                a.ops_per_s,
+                s.ops_per_s,
+                peer.cpu_us_per_op,
+                a.cpu_us_per_op,
+                s.cpu_us_per_op
+            );
             if w.random {
                 // The chain against a direct run measured right next to it.
                 let (d, c) = if run % 2 == 0 {
@@ -316,15 +376,18 @@ fn main() {
                     (measure("aio"), c)
                 };
                 eprintln!(
-                    "  {}: 5-probe chain over aio {c:.0} ops/s, direct {d:.0}",
-                    w.name
+                    "  {}: 5-probe chain over aio {:.0} ops/s ({:.1} us CPU/op), direct {:.0} ({:.1} us)",
+                    w.name, c.ops_per_s, c.cpu_us_per_op, d.ops_per_s, d.cpu_us_per_op
                 );
-                chain_ratio.push(c / d);
-                chain_direct.push(d);
+                chain_ratio.push(c.ops_per_s / d.ops_per_s);
+                chain_cpu.push(c.cpu_us_per_op / d.cpu_us_per_op);
+                chain_direct.push(d.ops_per_s);
             }
-            fio_v.push(peer);
-            aio_r.push(a / peer);
-            sio_r.push(s / peer);
+            fio_v.push(peer.ops_per_s);
+            aio_r.push(a.ops_per_s / peer.ops_per_s);
+            sio_r.push(s.ops_per_s / peer.ops_per_s);
+            aio_cpu.push(a.cpu_us_per_op / peer.cpu_us_per_op);
+            sio_cpu.push(s.cpu_us_per_op / peer.cpu_us_per_op);
         }
         let unit = |ops: f64| {
             if w.bs >= 1 << 20 {
@@ -334,20 +397,23 @@ fn main() {
             }
         };
         println!(
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.2}, {:.2} |",
             w.name,
             unit(stats(fio_v).1),
             fmt3(stats(aio_r)),
-            fmt3(stats(sio_r))
+            fmt3(stats(sio_r)),
+            stats(aio_cpu).1,
+            stats(sio_cpu).1
         );
     }
     println!();
-    println!("| 5-Probe chain over aio, randwrite 4k QD32 | aio direct (median) | chain / direct min/med/max |");
-    println!("|---|---|---|");
+    println!("| 5-Probe chain over aio, randwrite 4k QD32 | aio direct (median) | chain / direct min/med/max | CPU per op chain / direct min/med/max |");
+    println!("|---|---|---|---|");
     println!(
-        "| overhead = 1 - ratio | {:.0}k IOPS | {} |",
+        "| overhead = 1 - ratio | {:.0}k IOPS | {} | {} |",
         stats(chain_direct).1 / 1000.0,
-        fmt3(stats(chain_ratio))
+        fmt3(stats(chain_ratio)),
+        fmt3(stats(chain_cpu))
     );
     println!();
     println!("Goals: aio >= 0.9x fio; chain >= 0.9x direct (<= 10% overhead).");

@@ -52,6 +52,11 @@
 //! `Busy` until in-flight IO has drained ([`FileBrick::switch_off_wait`] waits for it).
 //! Dropping a brick waits for in-flight IO and joins its threads; no thread outlives it.
 //!
+//! # Ordering
+//! Requests in flight at the same time may execute and complete in any order, as on a real
+//! disk (several `sio` workers, io_uring's workers). A caller that needs one write to land after
+//! another waits for the first one's completion; a flush covers every write completed before it.
+//!
 //! IO is buffered (no `O_DIRECT`): requests carry ordinary `Vec<u8>` buffers.
 //!
 //! [`Error::ShortRead`]: brick_core::Error::ShortRead
