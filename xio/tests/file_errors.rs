@@ -303,3 +303,31 @@ fn completion_hooks_may_resubmit() {
         assert_eq!(f.inflight(), 0);
     }
 }
+
+struct Boom;
+
+impl Completer for Boom {
+    fn complete(&self, _req: Box<Aio>) {
+        panic!("a buggy completion hook (expected by the test)");
+    }
+}
+
+#[test]
+fn a_panicking_hook_does_not_stop_the_brick() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = FileOptions {
+            threads: 1,
+            ..FileOptions::default()
+        };
+        let f = fresh(&dir, backend, opts);
+        let mut req = Aio::read(0, 10);
+        req.push_hook(Arc::new(Boom));
+        f.submit(req).unwrap();
+        // The same completing thread serves the next requests.
+        for i in 0..10u64 {
+            assert_eq!(run(&*f, Aio::read(i, 1)).unwrap().data, vec![7]);
+        }
+        assert_eq!(f.inflight(), 0);
+    }
+}

@@ -215,7 +215,13 @@ fn completion_loop(shared: Arc<Shared>) {
                 // SAFETY: every other user data is a request leaked by `Shared::start` for
                 // exactly this submission, whose completion this is; it is taken back once.
                 let req = unsafe { Box::from_raw(user_data as *mut Aio) };
-                shared.on_completion(req, res);
+                // A panicking completion hook must not take the completion thread (and with it
+                // every later request of this brick) down; the brick's own accounting is done
+                // before hooks run.
+                let run = std::panic::AssertUnwindSafe(|| shared.on_completion(req, res));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!(brick = %shared.core.name, "a completion hook panicked");
+                }
             }
             if n < batch.len() {
                 break;

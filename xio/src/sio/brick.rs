@@ -99,7 +99,11 @@ fn worker(core: Arc<FileCore>, rx: Receiver<Job>) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&core) as usize));
     for (mut req, started) in rx {
         let result = core.execute_sync(&mut req);
-        core.complete(req, started, result);
+        // A panicking completion hook must not kill the worker (see aio's completion loop).
+        let run = std::panic::AssertUnwindSafe(|| core.complete(req, started, result));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!(brick = %core.name, "a completion hook panicked");
+        }
     }
 }
 
