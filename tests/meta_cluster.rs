@@ -72,8 +72,16 @@ impl Cluster {
     fn spawn(&mut self, i: usize, how: &str) {
         let dir = self.dir.path().join(name(i));
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "meta_node_child", "--nocapture", "--test-threads=1"])
-            .env("MARS_META_NODE", format!("{}|{}|{how}", dir.display(), name(i)))
+            .args([
+                "--exact",
+                "meta_node_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                "MARS_META_NODE",
+                format!("{}|{}|{how}", dir.display(), name(i)),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -137,7 +145,12 @@ impl Cluster {
     }
 
     /// Wait until every live node satisfies `ok`; returns the time it took.
-    fn wait_all(&mut self, what: &str, limit: Duration, ok: impl Fn(&HashMap<String, String>) -> bool) -> Duration {
+    fn wait_all(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> Duration {
         let t0 = Instant::now();
         loop {
             let live: Vec<usize> = (0..N).filter(|&i| self.procs[i].is_some()).collect();
@@ -175,36 +188,58 @@ fn twelve_processes_converge_and_survive_restarts() {
     for i in 1..N {
         c.spawn(i, &contact);
     }
-    let all_ips = |s: &HashMap<String, String>| (0..N).all(|j| s.contains_key(&format!("ips/ip-{}", name(j))));
-    let t = c.wait_all("every node knows all 12 members", Duration::from_secs(30), all_ips);
+    let all_ips = |s: &HashMap<String, String>| {
+        (0..N).all(|j| s.contains_key(&format!("ips/ip-{}", name(j))))
+    };
+    let t = c.wait_all(
+        "every node knows all 12 members",
+        Duration::from_secs(30),
+        all_ips,
+    );
     println!("12 nodes joined and know each other after {t:?}");
 
     // One change, measured.
     c.send(5, "set defaults/sync-limit 111");
-    let t = c.wait_all("change 1", Duration::from_secs(10), |s| s.get("defaults/sync-limit").map(String::as_str) == Some("111"));
+    let t = c.wait_all("change 1", Duration::from_secs(10), |s| {
+        s.get("defaults/sync-limit").map(String::as_str) == Some("111")
+    });
     println!("change from node05 reached all 12 nodes in {t:?}");
-    assert!(t < Duration::from_secs(5), "convergence took {t:?} (goal < 5 s)");
+    assert!(
+        t < Duration::from_secs(5),
+        "convergence took {t:?} (goal < 5 s)"
+    );
 
     // kill -9 three nodes; change while they are down.
     for i in [2, 7, 11] {
         c.kill(i);
     }
     c.send(0, "set userspace/during-outage yes");
-    let t = c.wait_all("change during outage (9 nodes)", Duration::from_secs(10), |s| s.contains_key("userspace/during-outage"));
+    let t = c.wait_all(
+        "change during outage (9 nodes)",
+        Duration::from_secs(10),
+        |s| s.contains_key("userspace/during-outage"),
+    );
     println!("change with 3 nodes down reached the 9 others in {t:?}");
 
     // Restart them from their stores: they catch up on what they missed.
     for i in [2, 7, 11] {
         c.spawn(i, &contact);
     }
-    let t = c.wait_all("restarted nodes catch up", Duration::from_secs(20), |s| s.contains_key("userspace/during-outage"));
+    let t = c.wait_all("restarted nodes catch up", Duration::from_secs(20), |s| {
+        s.contains_key("userspace/during-outage")
+    });
     println!("restarted nodes caught up on the missed change in {t:?}");
 
     // A change made by a restarted node converges again.
     c.send(7, "set defaults/sync-limit 222");
-    let t = c.wait_all("change 2", Duration::from_secs(10), |s| s.get("defaults/sync-limit").map(String::as_str) == Some("222"));
+    let t = c.wait_all("change 2", Duration::from_secs(10), |s| {
+        s.get("defaults/sync-limit").map(String::as_str) == Some("222")
+    });
     println!("change from restarted node07 reached all 12 nodes in {t:?}");
-    assert!(t < Duration::from_secs(5), "convergence after restarts took {t:?} (goal < 5 s)");
+    assert!(
+        t < Duration::from_secs(5),
+        "convergence after restarts took {t:?} (goal < 5 s)"
+    );
     // A restarted node still has its pre-crash state (persisted) and the new one.
     assert!(c.state[2].contains_key("defaults/sync-limit"));
 }

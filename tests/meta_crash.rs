@@ -18,7 +18,9 @@ fn meta_crash_child() {
     };
     let path = std::path::Path::new(&dir).join("meta.redb");
     let (disk, mut store) = DiskStore::open(&path, "a", ClockSource::System).expect("open");
-    let mut i: u64 = store.get("userspace/a").map_or(0, |v| v.parse().expect("counter"));
+    let mut i: u64 = store
+        .get("userspace/a")
+        .map_or(0, |v| v.parse().expect("counter"));
     let big = "x".repeat(4096);
     loop {
         i += 1;
@@ -29,7 +31,9 @@ fn meta_crash_child() {
         if i % 7 == 0 {
             store.delete(&rot).unwrap();
         } else {
-            store.set(&rot, if i % 5 == 0 { &big } else { "small" }).unwrap();
+            store
+                .set(&rot, if i % 5 == 0 { &big } else { "small" })
+                .unwrap();
         }
         disk.apply(&store.take_changes()).unwrap();
     }
@@ -40,14 +44,23 @@ fn kill_9_during_heavy_updates_never_tears_an_entry() {
     if std::env::var("MARS_META_CRASH").is_ok() {
         return;
     }
-    let rounds = if std::env::var("MARS_LONG_TESTS").is_ok() { 100 } else { 20 };
+    let rounds = if std::env::var("MARS_LONG_TESTS").is_ok() {
+        100
+    } else {
+        20
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.redb");
     let mut rng = rand::thread_rng();
     let mut last = 0u64;
     for round in 0..rounds {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "meta_crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "meta_crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("MARS_META_CRASH", dir.path())
             .stdout(Stdio::null())
             .spawn()
@@ -62,12 +75,21 @@ fn kill_9_during_heavy_updates_never_tears_an_entry() {
             .iter()
             .map(|k| store.get(k))
             .collect();
-        assert!(vals.iter().all(|v| *v == vals[0]), "round {round}: torn update {vals:?}");
+        assert!(
+            vals.iter().all(|v| *v == vals[0]),
+            "round {round}: torn update {vals:?}"
+        );
         let now: u64 = vals[0].map_or(0, |v| v.parse().unwrap());
-        assert!(now >= last, "round {round}: progress went back from {last} to {now}");
+        assert!(
+            now >= last,
+            "round {round}: progress went back from {last} to {now}"
+        );
         for (k, e) in &entries {
             if let Some(v) = e.live() {
-                assert!(v == "small" || v.len() == 4096 || v.parse::<u64>().is_ok(), "{k}: torn value");
+                assert!(
+                    v == "small" || v.len() == 4096 || v.parse::<u64>().is_ok(),
+                    "{k}: torn value"
+                );
             }
         }
         last = now;

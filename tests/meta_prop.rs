@@ -6,12 +6,12 @@
 //!   as absent everywhere at the end);
 //! - ownership is enforced locally (error) and remotely (forged entries rejected);
 //! - garbage collection never drops a tombstone that a member has not stored.
+use brick_core::Stamp;
 use mars_strategy::entry::Entry;
 use mars_strategy::names::{Key, Scope};
 use mars_strategy::proto::{Body, Envelope, PROTOCOL};
 use mars_strategy::store::{ScopeState, GLOBAL_BUCKETS, RESOURCE_BUCKETS};
 use mars_strategy::{ClockSource, Error, MetaNode, MetaStore, NodeName, PropConfig};
-use brick_core::Stamp;
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -37,11 +37,17 @@ impl Net {
         let mut g = ScopeState::new(GLOBAL_BUCKETS);
         g.insert(&Arc::from("uuid"), Entry::set("prop", t0, name(0)));
         for i in 0..N {
-            g.insert(&Arc::from(format!("ips/ip-n{i}")), Entry::set("addr", t0, name(i)));
+            g.insert(
+                &Arc::from(format!("ips/ip-n{i}")),
+                Entry::set("addr", t0, name(i)),
+            );
         }
         let mut r = ScopeState::new(RESOURCE_BUCKETS);
         for &m in &MEMBERS {
-            r.insert(&Arc::from(format!("resource-r/data-n{m}")), Entry::set("/dev/x", t0, name(m)));
+            r.insert(
+                &Arc::from(format!("resource-r/data-n{m}")),
+                Entry::set("/dev/x", t0, name(m)),
+            );
         }
         let nodes = (0..N)
             .map(|i| {
@@ -53,7 +59,12 @@ impl Net {
                 MetaNode::new(s, PropConfig::default(), i as u64)
             })
             .collect();
-        Net { nodes, pool: Vec::new(), time, writes: Vec::new() }
+        Net {
+            nodes,
+            pool: Vec::new(),
+            time,
+            writes: Vec::new(),
+        }
     }
 
     fn collect(&mut self, i: usize) {
@@ -69,7 +80,11 @@ impl Net {
             return;
         }
         let idx = idx % self.pool.len();
-        let (to, env) = if keep { self.pool[idx].clone() } else { self.pool.swap_remove(idx) };
+        let (to, env) = if keep {
+            self.pool[idx].clone()
+        } else {
+            self.pool.swap_remove(idx)
+        };
         self.nodes[to].handle(env);
         self.collect(to);
     }
@@ -95,14 +110,22 @@ impl Net {
                     let st = self.nodes[m].store();
                     let seen = st.entry(&key).is_some_and(|e| e.stamp >= s)
                         || st.grave(&key).is_some_and(|g| g >= s);
-                    assert!(seen, "{} collected {key}@{s} but member n{m} has not stored it", x.me());
+                    assert!(
+                        seen,
+                        "{} collected {key}@{s} but member n{m} has not stored it",
+                        x.me()
+                    );
                 }
             }
         }
     }
 
     fn converged(&self) -> bool {
-        let g: Vec<Option<u64>> = self.nodes.iter().map(|n| n.store().root(&Scope::Global)).collect();
+        let g: Vec<Option<u64>> = self
+            .nodes
+            .iter()
+            .map(|n| n.store().root(&Scope::Global))
+            .collect();
         let r: Vec<Option<u64>> = MEMBERS
             .iter()
             .map(|&m| self.nodes[m].store().root(&Scope::Resource(Arc::from("r"))))
@@ -111,7 +134,13 @@ impl Net {
     }
 }
 
-const KEYS: [&str; 5] = ["userspace/k0", "userspace/k1", "defaults/x", "resource-r/primary", "resource-r/todo-n1/sync"];
+const KEYS: [&str; 5] = [
+    "userspace/k0",
+    "userspace/k1",
+    "defaults/x",
+    "resource-r/primary",
+    "resource-r/todo-n1/sync",
+];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -145,22 +174,38 @@ fn run(ops: Vec<Op>) {
             Op::Set(n, k, _) | Op::Del(n, k) if !net.holders(KEYS[k]).contains(&n) => {}
             Op::Set(n, k, v) => {
                 net.nodes[n].set(KEYS[k], &format!("v{v}")).unwrap();
-                net.writes.push((Arc::from(KEYS[k]), net.nodes[n].store().entry(KEYS[k]).unwrap().clone()));
+                net.writes.push((
+                    Arc::from(KEYS[k]),
+                    net.nodes[n].store().entry(KEYS[k]).unwrap().clone(),
+                ));
                 net.collect(n);
             }
             Op::Del(n, k) => {
                 net.nodes[n].delete(KEYS[k]).unwrap();
-                net.writes.push((Arc::from(KEYS[k]), net.nodes[n].store().entry(KEYS[k]).unwrap().clone()));
+                net.writes.push((
+                    Arc::from(KEYS[k]),
+                    net.nodes[n].store().entry(KEYS[k]).unwrap().clone(),
+                ));
                 net.collect(n);
             }
             Op::SetOwned(n, del) => {
                 // Own keys work; another node's key is refused with NotOwner.
                 let own = format!("defaults-n{n}/sync-limit");
-                if del { net.nodes[n].delete(&own).unwrap() } else { net.nodes[n].set(&own, "7").unwrap() }
-                net.writes.push((Arc::from(own.as_str()), net.nodes[n].store().entry(&own).unwrap().clone()));
+                if del {
+                    net.nodes[n].delete(&own).unwrap()
+                } else {
+                    net.nodes[n].set(&own, "7").unwrap()
+                }
+                net.writes.push((
+                    Arc::from(own.as_str()),
+                    net.nodes[n].store().entry(&own).unwrap().clone(),
+                ));
                 net.collect(n);
                 let other = format!("ips/ip-n{}", (n + 1) % N);
-                assert!(matches!(net.nodes[n].set(&other, "x"), Err(Error::NotOwner { .. })));
+                assert!(matches!(
+                    net.nodes[n].set(&other, "x"),
+                    Err(Error::NotOwner { .. })
+                ));
             }
             Op::Deliver(i) => net.deliver(i, false),
             Op::Dup(i) => net.deliver(i, true),
@@ -182,7 +227,10 @@ fn run(ops: Vec<Op>) {
                     cluster: Arc::from("prop"),
                     also: Vec::new(),
                     from: name(f),
-                    body: Body::Push { entries: vec![(key.clone(), forged)], want: Vec::new() },
+                    body: Body::Push {
+                        entries: vec![(key.clone(), forged)],
+                        want: Vec::new(),
+                    },
                 };
                 let before = net.nodes[t].store().stats().rejected_owner;
                 net.nodes[t].handle(env);
@@ -220,9 +268,17 @@ fn run(ops: Vec<Op>) {
             .unwrap();
         for h in net.holders(key) {
             let st = net.nodes[h].store();
-            assert_eq!(st.get(key), newest.live(), "n{h} {key}: resurrected or stale");
+            assert_eq!(
+                st.get(key),
+                newest.live(),
+                "n{h} {key}: resurrected or stale"
+            );
             match st.entry(key) {
-                Some(e) => assert_eq!((e.stamp, &e.origin), (newest.stamp, &newest.origin), "n{h} {key}"),
+                Some(e) => assert_eq!(
+                    (e.stamp, &e.origin),
+                    (newest.stamp, &newest.origin),
+                    "n{h} {key}"
+                ),
                 None => assert!(newest.is_tombstone() && st.grave(key) >= Some(newest.stamp)),
             }
         }
@@ -230,7 +286,11 @@ fn run(ops: Vec<Op>) {
 }
 
 fn cases() -> u32 {
-    if std::env::var("MARS_LONG_TESTS").is_ok() { 2000 } else { 96 }
+    if std::env::var("MARS_LONG_TESTS").is_ok() {
+        2000
+    } else {
+        96
+    }
 }
 
 proptest! {
@@ -266,7 +326,10 @@ fn tombstones_are_collected_once_every_member_acked() {
         net.pool.retain(|(to, _)| *to != 3);
         net.check_gc();
     }
-    assert!(net.nodes.iter().all(|n| n.store().grave("userspace/gone").is_none()));
+    assert!(net
+        .nodes
+        .iter()
+        .all(|n| n.store().grave("userspace/gone").is_none()));
     assert_eq!(net.nodes[3].store().get("userspace/gone"), Some("1"));
     // n3 comes back: it acks, everyone collects, the value does not come back.
     for _ in 0..30 {
@@ -278,6 +341,10 @@ fn tombstones_are_collected_once_every_member_acked() {
     }
     for n in &net.nodes {
         assert_eq!(n.store().get("userspace/gone"), None);
-        assert!(n.store().grave("userspace/gone").is_some(), "{} did not collect", n.me());
+        assert!(
+            n.store().grave("userspace/gone").is_some(),
+            "{} did not collect",
+            n.me()
+        );
     }
 }

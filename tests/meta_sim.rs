@@ -14,12 +14,16 @@ fn converges_despite_loss_delay_and_duplication() {
     let mut sim = Sim::new(cfg);
     sim.node_mut(17).set("defaults/sync-limit", "5").unwrap();
     sim.route(17);
-    let r = sim.run_until_converged(17, "defaults/sync-limit", 80).expect("global change converges");
+    let r = sim
+        .run_until_converged(17, "defaults/sync-limit", 80)
+        .expect("global change converges");
     let (res, members) = sim.resources()[3].clone();
     let key = format!("resource-{res}/todo-{}/sync", sim.name(members[0]));
     sim.node_mut(members[1]).set(&key, "0").unwrap();
     sim.route(members[1]);
-    let rr = sim.run_until_converged(members[1], &key, 40).expect("resource change converges");
+    let rr = sim
+        .run_until_converged(members[1], &key, 40)
+        .expect("resource change converges");
     sim.set_loss(0.0);
     for _ in 0..30 {
         sim.step();
@@ -38,11 +42,16 @@ fn partition_heals_and_crashed_node_catches_up() {
     for _ in 0..25 {
         sim.step();
     }
-    assert!(!sim.converged_on(3, "userspace/x"), "the change crossed the partition");
+    assert!(
+        !sim.converged_on(3, "userspace/x"),
+        "the change crossed the partition"
+    );
     assert_eq!(sim.node(42).store().get("userspace/x"), Some("1"));
     sim.heal();
     sim.restart(150);
-    let r = sim.run_until_converged(3, "userspace/x", 40).expect("converges after heal");
+    let r = sim
+        .run_until_converged(3, "userspace/x", 40)
+        .expect("converges after heal");
     assert_eq!(sim.node(150).store().get("userspace/x"), Some("1"));
     println!("converged {r} rounds after the partition healed");
 }
@@ -73,7 +82,10 @@ impl Mini {
             .enumerate()
             .map(|(i, n)| {
                 let s = MetaStore::new(n, ClockSource::System).unwrap();
-                (n.to_string(), MetaNode::new(s, PropConfig::default(), i as u64))
+                (
+                    n.to_string(),
+                    MetaNode::new(s, PropConfig::default(), i as u64),
+                )
             })
             .collect();
         Mini { nodes }
@@ -122,15 +134,26 @@ fn create_join_leave_cluster() {
         assert_eq!(m.node(n).cluster(), Some(&uuid));
         assert_eq!(m.node(n).members().len(), 3, "{n}");
     }
-    assert!(matches!(m.node("a").join_cluster("b", "x"), Err(Error::AlreadyInCluster { .. })));
+    assert!(matches!(
+        m.node("a").join_cluster("b", "x"),
+        Err(Error::AlreadyInCluster { .. })
+    ));
     // c holds data of r: leave-cluster refused, naming r.
     m.node("c").create_resource("r", 1 << 20).unwrap();
     m.node("a").join_resource("r", "c").unwrap();
     m.settle();
-    assert_eq!(m.node("a").store().get("resource-r/data-c"), Some("/mars/r/data"));
-    assert!(m.node("b").store().get("resource-r/data-c").is_none(), "b is no member of r");
+    assert_eq!(
+        m.node("a").store().get("resource-r/data-c"),
+        Some("/mars/r/data")
+    );
+    assert!(
+        m.node("b").store().get("resource-r/data-c").is_none(),
+        "b is no member of r"
+    );
     match m.node("c").leave_cluster() {
-        Err(Error::StillHoldsData { resources, .. }) => assert_eq!(resources, vec!["r".to_string()]),
+        Err(Error::StillHoldsData { resources, .. }) => {
+            assert_eq!(resources, vec!["r".to_string()])
+        }
         other => panic!("expected refusal, got {other:?}"),
     }
     m.node("c").leave_resource("r").unwrap();
@@ -165,7 +188,9 @@ fn merge_cluster_checks_resource_names() {
     // Colliding names: refused with the list.
     m.node("x2").merge_cluster("y2").unwrap();
     m.settle();
-    assert!(m.events("x2").contains(&NodeEvent::MergeRefused(vec!["web".into()])));
+    assert!(m
+        .events("x2")
+        .contains(&NodeEvent::MergeRefused(vec!["web".into()])));
     assert_eq!(m.node("y1").cluster(), Some(&uy));
     // After y deletes its "web", the merge goes through and everyone ends in one cluster.
     m.node("y1").store_mut().delete("resources/web").unwrap();

@@ -6,7 +6,9 @@ use mars_strategy::net::{serve_stdio, StdioNode};
 use std::time::Duration;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() -> std::process::ExitCode {
@@ -23,7 +25,10 @@ fn main() -> std::process::ExitCode {
     };
     let join = match arg(&args, "--join") {
         None => None,
-        Some(j) => match j.split_once('@').and_then(|(n, a)| Some((n.to_string(), a.parse().ok()?))) {
+        Some(j) => match j
+            .split_once('@')
+            .and_then(|(n, a)| Some((n.to_string(), a.parse().ok()?)))
+        {
             Some(x) => Some(x),
             None => {
                 eprintln!("--join wants NAME@IP:PORT, got {j}; {usage}");

@@ -19,6 +19,9 @@ const GRAVES: TableDefinition<&str, u64> = TableDefinition::new("graves");
 const INFO: TableDefinition<&str, &str> = TableDefinition::new("info");
 const FORMAT: &str = "1";
 
+/// What [`DiskStore::load`] reads: entries and graves.
+pub type Loaded = (Vec<(Key, Entry)>, Vec<(Key, Stamp)>);
+
 /// The on-disk store of one node.
 pub struct DiskStore {
     db: Database,
@@ -74,7 +77,7 @@ impl DiskStore {
     }
 
     /// Read every entry and grave; an undecodable record is an error naming its key.
-    pub fn load(&self) -> Result<(Vec<(Key, Entry)>, Vec<(Key, Stamp)>)> {
+    pub fn load(&self) -> Result<Loaded> {
         let st = |e: &dyn std::fmt::Display| Error::storage(&self.path, e);
         let tx = self.db.begin_read().map_err(|e| st(&e))?;
         let t = tx.open_table(ENTRIES).map_err(|e| st(&e))?;

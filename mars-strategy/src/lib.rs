@@ -35,11 +35,11 @@ pub mod entry;
 mod error;
 mod membership;
 pub mod names;
+pub mod net;
 pub mod node;
 pub mod proto;
 pub mod sim;
 pub mod store;
-pub mod net;
 pub mod transport;
 pub mod views;
 

@@ -60,9 +60,8 @@ impl NetTransport {
         );
         cfg.handshake_timeout = Duration::from_secs(1);
         let (tx, inbox) = crossbeam_channel::bounded::<Envelope>(65536);
-        let handlers = mars_net::Handlers::new().on(ChannelKind::Meta, move |conn: Connection| {
-            serve(conn, &tx)
-        });
+        let handlers = mars_net::Handlers::new()
+            .on(ChannelKind::Meta, move |conn: Connection| serve(conn, &tx));
         let listener = mars_net::Node::listen(listen, cfg.clone(), handlers).map_err(net_err)?;
         Ok(NetTransport {
             cfg,
@@ -182,8 +181,15 @@ pub struct Runner {
 
 impl Runner {
     /// Open the store at `dir/meta.redb` and start listening.
-    pub fn open(dir: &Path, me: &str, listen: &str, secret: &[u8], tick: Duration) -> Result<Runner> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    pub fn open(
+        dir: &Path,
+        me: &str,
+        listen: &str,
+        secret: &[u8],
+        tick: Duration,
+    ) -> Result<Runner> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let (disk, store) = DiskStore::open(&dir.join("meta.redb"), me, ClockSource::System)?;
         let seed = crate::names::fnv64(me.as_bytes()) ^ std::process::id() as u64;
         let node = MetaNode::new(store, PropConfig::default(), seed);
@@ -234,7 +240,10 @@ impl Runner {
     pub fn commit(&mut self) -> Result<Vec<Change>> {
         let changes = self.node.store_mut().take_changes();
         self.disk.apply(&changes)?;
-        if changes.iter().any(|c| matches!(c, Change::Put(k, _) if k.starts_with("ips/"))) {
+        if changes
+            .iter()
+            .any(|c| matches!(c, Change::Put(k, _) if k.starts_with("ips/")))
+        {
             self.learn_addrs();
         }
         flush(&mut self.node, &mut self.net);
@@ -243,7 +252,11 @@ impl Runner {
 
     /// Wait for one message, command or the tick deadline (at most `max_wait`), apply it,
     /// persist and send. Returns the changes it made.
-    pub fn step(&mut self, commands: &Receiver<Command>, max_wait: Duration) -> Result<Vec<Change>> {
+    pub fn step(
+        &mut self,
+        commands: &Receiver<Command>,
+        max_wait: Duration,
+    ) -> Result<Vec<Change>> {
         let now = Instant::now();
         let wait = self.next_tick.saturating_duration_since(now).min(max_wait);
         crossbeam_channel::select! {

@@ -574,7 +574,8 @@ impl MetaNode {
     }
 
     fn anti_entropy(&mut self) {
-        let mut per_peer: BTreeMap<NodeName, (Option<u64>, Vec<(Arc<str>, u64)>)> = BTreeMap::new();
+        type Roots = (Option<u64>, Vec<(Arc<str>, u64)>);
+        let mut per_peer: BTreeMap<NodeName, Roots> = BTreeMap::new();
         let groot = self.store.root(&Scope::Global);
         for p in self.random_members(self.cfg.global_fanout, None) {
             per_peer.entry(p).or_default().0 = groot;

@@ -148,3 +148,49 @@ impl Envelope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brick_core::Stamp;
+
+    fn sample() -> Envelope {
+        Envelope {
+            version: PROTOCOL,
+            cluster: Arc::from("c"),
+            also: Vec::new(),
+            from: Arc::from("a"),
+            body: Body::Push {
+                entries: vec![(
+                    Arc::from("userspace/k"),
+                    Entry::set("v", Stamp(5), Arc::from("a")),
+                )],
+                want: vec![(Scope::Global, vec![7])],
+            },
+        }
+    }
+
+    /// Byte fixture of the V1 wire format (FORMAT.md): changing it needs a new version.
+    #[test]
+    fn wire_fixture_v1() {
+        let hex: String = sample()
+            .encode()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hex, FIXTURE);
+        let back = Envelope::decode(&sample().encode()).unwrap();
+        assert_eq!(back.encode(), sample().encode());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let good = sample().encode();
+        for cut in 0..good.len() {
+            let _ = Envelope::decode(&good[..cut]);
+        }
+        assert!(Envelope::decode(&[0xff; 16]).is_err());
+    }
+
+    const FIXTURE: &str = "00016300016103010b7573657273706163652f6b00017605016101000107";
+}

@@ -71,7 +71,6 @@ pub struct Traffic {
 pub struct Sim {
     nodes: Vec<MetaNode>,
     names: Vec<NodeName>,
-    index: HashMap<NodeName, usize>,
     resources: Vec<(Arc<str>, Vec<usize>)>,
     pending: VecDeque<Vec<(usize, Envelope)>>,
     round: u64,
@@ -182,16 +181,10 @@ impl Sim {
                     .install_scope(Scope::Resource(r.clone()), scopes[j].clone());
             }
         }
-        let index = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i))
-            .collect();
         let pull_size = nodes[0].envelope(Body::Pull).wire_size();
         Sim {
             nodes,
             names,
-            index,
             resources,
             pending: VecDeque::new(),
             round: 0,
@@ -283,6 +276,12 @@ impl Sim {
         self.cfg.loss = loss;
     }
 
+    /// Index of a node name (`n%05d`, checked against the table).
+    fn index_of(&self, name: &NodeName) -> Option<usize> {
+        let i: usize = name.get(1..)?.parse().ok()?;
+        (self.names.get(i) == Some(name)).then_some(i)
+    }
+
     /// Move what node `i` queued onto the simulated network.
     pub fn route(&mut self, i: usize) {
         self.nodes[i].store_mut().take_changes();
@@ -290,7 +289,7 @@ impl Sim {
         self.sent_round[i] += out.len() as u64;
         self.traffic.max_node_round = self.traffic.max_node_round.max(self.sent_round[i]);
         for (to, env) in out {
-            let Some(&ti) = self.index.get(&to) else {
+            let Some(ti) = self.index_of(&to) else {
                 continue;
             };
             self.traffic.msgs += 1;
