@@ -29,7 +29,10 @@ fn op(out: &dyn Output, op: Op, pos: u64, len: usize, flags: Flags) {
 #[test]
 fn read_your_writes_and_reopen_on_files() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = FileOptions { create_size: Some(1 << 20), ..FileOptions::default() };
+    let opts = FileOptions {
+        create_size: Some(1 << 20),
+        ..FileOptions::default()
+    };
     let data = xio::file::open(dir.path().join("disk"), Backend::IoUring, &opts).unwrap();
     let logger = TransLogger::open(data.clone(), &dir.path().join("logs"), cfg()).unwrap();
     brick_core::write_all(&*logger, 4096, &[7u8; 8192]).unwrap();
@@ -89,7 +92,10 @@ fn flush_waits_for_the_log_and_counts_batches() {
     }
     op(&*logger, Op::Flush, 0, 0, Flags::NONE);
     let st = logger.status();
-    assert!(st.durable_end > xio::log::LogPos::new(1, 64 * 4096), "{st:?}");
+    assert!(
+        st.durable_end > xio::log::LogPos::new(1, 64 * 4096),
+        "{st:?}"
+    );
     assert!(st.batches >= 1 && st.pending == 0, "{st:?}");
     logger.writeback_all(Duration::from_secs(10)).unwrap();
     assert_eq!(logger.status().versions, 0);

@@ -11,7 +11,9 @@ use brick_core::Output;
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use xio::fault::MemLogStore;
-use xio::log::{Expect, FileHeader, LogError, LogWriter, Record, RecordIn, RecordOp, ScanEnd, Scanner};
+use xio::log::{
+    Expect, FileHeader, LogError, LogWriter, Record, RecordIn, RecordOp, ScanEnd, Scanner,
+};
 use xio::logger::{LoggerConfig, LoggerError, TransLogger};
 
 struct File {
@@ -23,7 +25,13 @@ struct File {
 fn build(seed: u64, compress: bool) -> File {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let disk = MemDisk::new("f", 4 << 20, MemDiskMode::Inline);
-    let header = FileHeader { seq: 1, nonce: 77, created: 5, resource: "r".into(), node: "n".into() };
+    let header = FileHeader {
+        seq: 1,
+        nonce: 77,
+        created: 5,
+        resource: "r".into(),
+        node: "n".into(),
+    };
     let mut w = LogWriter::create(&*disk, "f", header, compress).unwrap();
     let mut last_batch_start = 0;
     for _ in 0..5 {
@@ -31,12 +39,21 @@ fn build(seed: u64, compress: bool) -> File {
             .map(|_| {
                 let len = rng.gen_range(1..9) * 512;
                 let fill: u8 = rng.gen();
-                (0..len).map(|i| if i % 7 == 0 { rng.gen() } else { fill }).collect()
+                (0..len)
+                    .map(|i: usize| if i.is_multiple_of(7) { rng.gen() } else { fill })
+                    .collect()
             })
             .collect();
         let recs: Vec<RecordIn<'_>> = datas
             .iter()
-            .map(|d| RecordIn { op: RecordOp::Write, pos: rng.gen_range(0..1000) * 512, len: d.len() as u32, data: d, stamp: 1, flags: 0 })
+            .map(|d| RecordIn {
+                op: RecordOp::Write,
+                pos: rng.gen_range(0..1000) * 512,
+                len: d.len() as u32,
+                data: d,
+                stamp: 1,
+                flags: 0,
+            })
             .collect();
         last_batch_start = w.pos().offset;
         w.write_batch(&*disk, &recs).unwrap();
@@ -45,7 +62,11 @@ fn build(seed: u64, compress: bool) -> File {
     let bytes = brick_core::read_all(&*disk, 0, len).unwrap();
     let (records, end) = scan(&bytes).unwrap();
     assert_eq!(end, ScanEnd::Clean { end: len as u64 });
-    File { bytes, records, last_batch_start }
+    File {
+        bytes,
+        records,
+        last_batch_start,
+    }
 }
 
 fn scan(bytes: &[u8]) -> xio::log::Result<(Vec<Record>, ScanEnd)> {
@@ -59,14 +80,17 @@ fn bit_flips_are_corruption_or_torn_tail_never_applied() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
     let (mut corrupt, mut torn) = (0, 0);
     for case in 0..256u64 {
-        let f = build(case % 8, case % 2 == 0);
+        let f = build(case % 8, case.is_multiple_of(2));
         let off = rng.gen_range(0..f.bytes.len());
         let mut b = f.bytes.clone();
         b[off] ^= 1 << rng.gen_range(0..8);
         match scan(&b) {
             Err(LogError::Corruption { file, offset, .. }) => {
                 assert_eq!(file, "log-f");
-                assert!(offset <= off as u64, "case {case}: damage reported after the flip");
+                assert!(
+                    offset <= off as u64,
+                    "case {case}: damage reported after the flip"
+                );
                 corrupt += 1;
             }
             Err(e) => panic!("case {case}: unexpected error {e}"),
@@ -77,7 +101,11 @@ fn bit_flips_are_corruption_or_torn_tail_never_applied() {
                 };
                 let damaged = f.records.iter().position(|r| r.end > off as u64).unwrap();
                 assert_eq!(end, f.records[damaged].offset, "case {case}");
-                assert_eq!(recs, f.records[..damaged].to_vec(), "case {case}: only the prefix is returned");
+                assert_eq!(
+                    recs,
+                    f.records[..damaged].to_vec(),
+                    "case {case}: only the prefix is returned"
+                );
                 torn += 1;
             }
         }
@@ -93,7 +121,10 @@ fn truncation_inside_the_last_record_is_a_torn_tail() {
         let last = f.records.last().unwrap();
         for cut in last.offset..last.end {
             let (recs, end) = scan(&f.bytes[..cut as usize]).unwrap();
-            assert!(matches!(end, ScanEnd::TornTail { end, .. } if end == last.offset), "cut {cut}: {end:?}");
+            assert!(
+                matches!(end, ScanEnd::TornTail { end, .. } if end == last.offset),
+                "cut {cut}: {end:?}"
+            );
             assert_eq!(recs, f.records[..f.records.len() - 1].to_vec());
         }
         // Also when the rest of the file reads as zeroes instead of being absent.
@@ -108,8 +139,13 @@ fn truncation_inside_the_last_record_is_a_torn_tail() {
 fn recovery_refuses_a_corrupt_log_and_applies_nothing() {
     let store = MemLogStore::new(1 << 20);
     let data = MemDisk::new("data", 1 << 20, MemDiskMode::Inline);
-    let cfg = LoggerConfig { resource: "r".into(), writeback_delay: std::time::Duration::from_secs(3600), ..LoggerConfig::default() };
-    let logger = TransLogger::open_store(data.clone(), Arc::new(store.clone()), cfg.clone()).unwrap();
+    let cfg = LoggerConfig {
+        resource: "r".into(),
+        writeback_delay: std::time::Duration::from_secs(3600),
+        ..LoggerConfig::default()
+    };
+    let logger =
+        TransLogger::open_store(data.clone(), Arc::new(store.clone()), cfg.clone()).unwrap();
     for i in 0..4u64 {
         brick_core::write_all(&*logger, i * 4096, &[i as u8 + 1; 4096]).unwrap();
         brick_core::run(&*logger, brick_core::Aio::new(brick_core::Op::Flush, 0, 0)).unwrap();
@@ -120,8 +156,16 @@ fn recovery_refuses_a_corrupt_log_and_applies_nothing() {
     let mut b = brick_core::read_all(&*raw, 512 + 100, 1).unwrap();
     b[0] ^= 0x40;
     brick_core::write_all(&*raw, 512 + 100, &b).unwrap();
-    let err = TransLogger::open_store(data.clone(), Arc::new(store.reboot()), cfg).err().expect("refused");
-    assert!(matches!(err, LoggerError::Log(LogError::Corruption { offset: 512, .. })), "{err}");
+    let err = TransLogger::open_store(data.clone(), Arc::new(store.reboot()), cfg)
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(
+            err,
+            LoggerError::Log(LogError::Corruption { offset: 512, .. })
+        ),
+        "{err}"
+    );
     assert_eq!(data.contents(), vec![0u8; 1 << 20], "nothing was applied");
     let _ = data.info();
 }

@@ -12,7 +12,7 @@
 //! Default run: 24 cases. `MARS_LONG_TESTS=1`: 400 cases and at least 1000 crash points.
 
 use brick_core::bricks::{MemDisk, MemDiskMode};
-use brick_core::{Aio, Flags, Op, Output};
+use brick_core::{Aio, Flags, Op};
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,7 +45,7 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     let range = (0..SECTORS - 8, 1..8usize);
     prop_oneof![
-        8 => (range.clone(), any::<bool>()).prop_map(|((sector, n), fua)| Step::Write { sector, n, fua: fua && n % 3 == 0 }),
+        8 => (range.clone(), any::<bool>()).prop_map(|((sector, n), fua)| Step::Write { sector, n, fua: fua && n.is_multiple_of(3) }),
         1 => range.clone().prop_map(|(sector, n)| Step::Discard { sector, n }),
         1 => range.clone().prop_map(|(sector, n)| Step::Zeroes { sector, n }),
         2 => range.prop_map(|(sector, n)| Step::Read { sector, n }),

@@ -9,11 +9,15 @@ use brick_core::Output;
 use std::path::PathBuf;
 use std::sync::Arc;
 use xio::log::record::{FLAG_FUA, FLAG_NO_HOLE};
-use xio::log::{Expect, FileHeader, LogError, LogPos, LogWriter, RecordIn, RecordOp, ScanEnd, Scanner};
+use xio::log::{
+    Expect, FileHeader, LogError, LogPos, LogWriter, RecordIn, RecordOp, ScanEnd, Scanner,
+};
 use xio::logger::LogState;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 fn header() -> FileHeader {
@@ -31,15 +35,45 @@ fn build() -> Vec<u8> {
     let disk = MemDisk::new("golden", 1 << 20, MemDiskMode::Inline);
     let mut w = LogWriter::create(&*disk, "golden", header(), true).unwrap();
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
-    let noisy: Vec<u8> = (0..512u32).map(|i| (i.wrapping_mul(0x9e37_79b9) >> 24) as u8).collect();
+    let noisy: Vec<u8> = (0..512u32)
+        .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 24) as u8)
+        .collect();
     let b1 = [
-        RecordIn { op: RecordOp::Write, pos: 0, len: 4096, data: &pattern, stamp: 1_700_000_000_000_000_001, flags: 0 },
-        RecordIn { op: RecordOp::Write, pos: 8192, len: 512, data: &noisy, stamp: 1_700_000_000_000_000_002, flags: FLAG_FUA },
+        RecordIn {
+            op: RecordOp::Write,
+            pos: 0,
+            len: 4096,
+            data: &pattern,
+            stamp: 1_700_000_000_000_000_001,
+            flags: 0,
+        },
+        RecordIn {
+            op: RecordOp::Write,
+            pos: 8192,
+            len: 512,
+            data: &noisy,
+            stamp: 1_700_000_000_000_000_002,
+            flags: FLAG_FUA,
+        },
     ];
     w.write_batch(&*disk, &b1).unwrap();
     let b2 = [
-        RecordIn { op: RecordOp::Discard, pos: 1 << 20, len: 65536, data: &[], stamp: 1_700_000_000_000_000_003, flags: 0 },
-        RecordIn { op: RecordOp::WriteZeroes, pos: 4096, len: 4096, data: &[], stamp: 1_700_000_000_000_000_004, flags: FLAG_NO_HOLE },
+        RecordIn {
+            op: RecordOp::Discard,
+            pos: 1 << 20,
+            len: 65536,
+            data: &[],
+            stamp: 1_700_000_000_000_000_003,
+            flags: 0,
+        },
+        RecordIn {
+            op: RecordOp::WriteZeroes,
+            pos: 4096,
+            len: 4096,
+            data: &[],
+            stamp: 1_700_000_000_000_000_004,
+            flags: FLAG_NO_HOLE,
+        },
     ];
     let spans = w.write_batch(&*disk, &b2).unwrap();
     brick_core::read_all(&*disk, 0, spans.end as usize).unwrap()
@@ -52,7 +86,10 @@ fn check_golden(name: &str, bytes: &[u8]) {
         std::fs::write(&path, bytes).unwrap();
     }
     let want = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(want == bytes, "{name}: the encoder no longer reproduces the fixture byte for byte");
+    assert!(
+        want == bytes,
+        "{name}: the encoder no longer reproduces the fixture byte for byte"
+    );
 }
 
 fn disk_with(bytes: &[u8]) -> Arc<dyn Output> {
@@ -69,9 +106,24 @@ fn scan(bytes: &[u8], expect: &Expect) -> xio::log::Result<(Vec<xio::log::Record
 fn log_file_fixture_is_stable_and_reads_back() {
     let bytes = build();
     check_golden("log-v1-golden.bin", &bytes);
-    let (recs, end) = scan(&bytes, &Expect { resource: Some("golden".into()), seq: Some(3) }).unwrap();
-    assert_eq!(end, ScanEnd::Clean { end: bytes.len() as u64 });
-    let kinds: Vec<_> = recs.iter().map(|r| (r.header.op, r.header.pos, r.header.data_len, r.header.batch)).collect();
+    let (recs, end) = scan(
+        &bytes,
+        &Expect {
+            resource: Some("golden".into()),
+            seq: Some(3),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        end,
+        ScanEnd::Clean {
+            end: bytes.len() as u64
+        }
+    );
+    let kinds: Vec<_> = recs
+        .iter()
+        .map(|r| (r.header.op, r.header.pos, r.header.data_len, r.header.batch))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -81,16 +133,30 @@ fn log_file_fixture_is_stable_and_reads_back() {
             (RecordOp::WriteZeroes, 4096, 4096, 2)
         ]
     );
-    assert_eq!(recs[0].data, (0..4096u32).map(|i| (i % 251) as u8).collect::<Vec<_>>());
-    assert!(recs[0].header.flags & xio::log::record::FLAG_LZ4 != 0, "the pattern compresses");
-    assert!(recs[1].header.batch_end() && recs[3].header.batch_end() && !recs[0].header.batch_end());
+    assert_eq!(
+        recs[0].data,
+        (0..4096u32).map(|i| (i % 251) as u8).collect::<Vec<_>>()
+    );
+    assert!(
+        recs[0].header.flags & xio::log::record::FLAG_LZ4 != 0,
+        "the pattern compresses"
+    );
+    assert!(
+        recs[1].header.batch_end() && recs[3].header.batch_end() && !recs[0].header.batch_end()
+    );
 }
 
 #[test]
 fn state_file_fixture_is_stable() {
-    let s = LogState { min_pos: LogPos::new(3, 4096), hole: Some(LogPos::new(4, 512)) };
+    let s = LogState {
+        min_pos: LogPos::new(3, 4096),
+        hole: Some(LogPos::new(4, 512)),
+    };
     check_golden("log-v1-state.bin", &s.encode());
-    assert_eq!(LogState::decode(&std::fs::read(fixture("log-v1-state.bin")).unwrap()).unwrap(), s);
+    assert_eq!(
+        LogState::decode(&std::fs::read(fixture("log-v1-state.bin")).unwrap()).unwrap(),
+        s
+    );
 }
 
 #[test]
@@ -105,15 +171,31 @@ fn trailing_zeroes_are_a_clean_end() {
 #[test]
 fn unknown_version_and_wrong_resource_are_errors() {
     let bytes = build();
-    let err = scan(&bytes, &Expect { resource: Some("other".into()), seq: None }).unwrap_err();
-    assert!(matches!(err, LogError::WrongResource { ref found, .. } if found == "golden"), "{err}");
+    let err = scan(
+        &bytes,
+        &Expect {
+            resource: Some("other".into()),
+            seq: None,
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, LogError::WrongResource { ref found, .. } if found == "golden"),
+        "{err}"
+    );
     let mut v2 = bytes.clone();
     v2[8] = 2;
     let crc = crc32c::crc32c(&v2[..508]);
     v2[508..512].copy_from_slice(&crc.to_le_bytes());
     let err = scan(&v2, &Expect::default()).unwrap_err();
-    assert!(matches!(err, LogError::UnknownVersion { version: 2, .. }), "{err}");
-    assert!(err.to_string().contains("upgrade"), "the message says what to do: {err}");
+    assert!(
+        matches!(err, LogError::UnknownVersion { version: 2, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("upgrade"),
+        "the message says what to do: {err}"
+    );
 }
 
 #[test]

@@ -34,7 +34,10 @@ fn cfg() -> LoggerConfig {
 }
 
 fn open(dir: &Path) -> Arc<TransLogger> {
-    let opts = FileOptions { create_size: Some(BLOCKS * BLOCK as u64), ..FileOptions::default() };
+    let opts = FileOptions {
+        create_size: Some(BLOCKS * BLOCK as u64),
+        ..FileOptions::default()
+    };
     let data = xio::file::open(dir.join("disk"), Backend::IoUring, &opts).unwrap();
     TransLogger::open(data, &dir.join("logs"), cfg()).unwrap()
 }
@@ -42,7 +45,9 @@ fn open(dir: &Path) -> Arc<TransLogger> {
 /// The child's write sequence in round `round`: (block, fua-or-flush-after) per index.
 fn plan(round: u64, n: usize) -> Vec<(u64, u8)> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(round);
-    (0..n).map(|_| (rng.gen_range(0..BLOCKS), rng.gen_range(0..16u8))).collect()
+    (0..n)
+        .map(|_| (rng.gen_range(0..BLOCKS), rng.gen_range(0..16u8)))
+        .collect()
 }
 
 fn content(round: u64, i: u64, block: u64) -> Vec<u8> {
@@ -66,7 +71,11 @@ fn child_writer() {
     let dir = PathBuf::from(dir);
     let round: u64 = std::env::var("MARS_LOGGER_ROUND").unwrap().parse().unwrap();
     let logger = open(&dir);
-    let mut acks = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("acks")).unwrap();
+    let mut acks = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("acks"))
+        .unwrap();
     println!("READY");
     std::io::stdout().flush().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -99,7 +108,13 @@ fn last_ack(dir: &Path) -> Option<usize> {
 }
 
 /// Find K >= durable + 1 such that the device equals `base` plus writes 0..K of the plan.
-fn check_prefix(dev: &[u8], base: &[u8], round: u64, plan: &[(u64, u8)], durable: Option<usize>) -> Result<usize, String> {
+fn check_prefix(
+    dev: &[u8],
+    base: &[u8],
+    round: u64,
+    plan: &[(u64, u8)],
+    durable: Option<usize>,
+) -> Result<usize, String> {
     let mut lo = durable.map_or(0, |d| d + 1);
     let mut hi = plan.len();
     let mut writes: Vec<Vec<usize>> = vec![Vec::new(); BLOCKS as usize];
@@ -109,14 +124,20 @@ fn check_prefix(dev: &[u8], base: &[u8], round: u64, plan: &[(u64, u8)], durable
     for b in 0..BLOCKS as usize {
         let got = &dev[b * BLOCK..(b + 1) * BLOCK];
         let ws = &writes[b];
-        if got == &base[b * BLOCK..(b + 1) * BLOCK] && ws.first().is_none_or(|&f| got != content(round, f as u64, b as u64).as_slice()) {
+        if got == &base[b * BLOCK..(b + 1) * BLOCK]
+            && ws
+                .first()
+                .is_none_or(|&f| got != content(round, f as u64, b as u64).as_slice())
+        {
             // Unchanged: K is at most the first write to this block.
             hi = hi.min(ws.first().copied().unwrap_or(usize::MAX));
             continue;
         }
         let i = u64::from_le_bytes(got[8..16].try_into().unwrap()) as usize;
         if got != content(round, i as u64, b as u64).as_slice() || !ws.contains(&i) {
-            return Err(format!("block {b} holds data that was never written there (torn or invented)"));
+            return Err(format!(
+                "block {b} holds data that was never written there (torn or invented)"
+            ));
         }
         lo = lo.max(i + 1);
         let next = ws.iter().copied().find(|&j| j > i).unwrap_or(usize::MAX);
@@ -125,7 +146,9 @@ fn check_prefix(dev: &[u8], base: &[u8], round: u64, plan: &[(u64, u8)], durable
     if lo <= hi {
         Ok(lo)
     } else {
-        Err(format!("no prefix fits: needs at least {lo} writes (durable: {durable:?}) but at most {hi}"))
+        Err(format!(
+            "no prefix fits: needs at least {lo} writes (durable: {durable:?}) but at most {hi}"
+        ))
     }
 }
 
@@ -134,7 +157,11 @@ fn kill_9_never_loses_acknowledged_writes() {
     if std::env::var("MARS_LOGGER_CHILD").is_ok() {
         return;
     }
-    let kills = if std::env::var("MARS_LONG_TESTS").is_ok_and(|v| v == "1") { 100 } else { 20 };
+    let kills = if std::env::var("MARS_LONG_TESTS").is_ok_and(|v| v == "1") {
+        100
+    } else {
+        20
+    };
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x9);
@@ -163,7 +190,10 @@ fn kill_9_never_loses_acknowledged_writes() {
         while out.read_line(&mut line).unwrap() > 0 && !line.contains("READY") {
             line.clear();
         }
-        assert!(line.contains("READY"), "round {round}: the child did not start");
+        assert!(
+            line.contains("READY"),
+            "round {round}: the child did not start"
+        );
         std::thread::sleep(Duration::from_millis(rng.gen_range(20..300)));
         child.0.kill().unwrap(); // SIGKILL
         child.0.wait().unwrap();
@@ -179,5 +209,8 @@ fn kill_9_never_loses_acknowledged_writes() {
         base = dev;
     }
     eprintln!("{kills} kills, {applied_total} writes recovered");
-    assert!(applied_total > kills * 10, "the child wrote too little to test anything");
+    assert!(
+        applied_total > kills * 10,
+        "the child wrote too little to test anything"
+    );
 }

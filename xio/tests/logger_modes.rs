@@ -180,7 +180,7 @@ fn emergency_bypass_keeps_serving_and_reports_the_hole() {
     let logger = TransLogger::open_store(data.clone(), Arc::new(store.clone()), cfg()).unwrap();
     for i in 0..100u32 {
         let mut w = Aio::write((i % 50) as u64 * BLOCK as u64, payload(1, i));
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             w.flags = brick_core::Flags::FUA;
         }
         brick_core::run(&*logger, w).unwrap();

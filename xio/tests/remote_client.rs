@@ -105,7 +105,7 @@ fn log_reads_follow_growth_and_report_finished() {
     assert_eq!(size, 11);
     assert!(t.elapsed() < Duration::from_millis(1400));
     // The next log appears: this one is finished, and a read at its end returns at once.
-    std::fs::write(dir.path().join("log-000000002"), b"").unwrap();
+    std::fs::write(dir.path().join("log-000000002"), [0u8; 512]).unwrap();
     let t = Instant::now();
     assert_eq!(c.read_at(11, 100, 1500).unwrap(), (vec![], 11, true));
     assert!(t.elapsed() < Duration::from_millis(1000));

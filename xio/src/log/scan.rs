@@ -325,6 +325,11 @@ impl Scanner {
 
     /// Whether every byte from `pos` to the end of the file is zero.
     fn zero_from(&mut self, pos: u64) -> Result<bool> {
+        // Cheap probe first (usually inside the window): a record starts with its magic.
+        let probe = ((self.len.saturating_sub(pos)) as usize).min(8);
+        if self.bytes(pos, probe)?.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
         let mut x = pos;
         while x < self.len {
             let n = ((self.len - x) as usize).min(WINDOW);

@@ -146,12 +146,6 @@ impl Index {
             .fold(durable_end, LogPos::min)
     }
 
-    /// Bytes covered by extents.
-    #[cfg(test)]
-    pub fn covered(&self) -> u64 {
-        self.extents.iter().map(|(s, e)| e.end - s).sum()
-    }
-
     /// Keys of extents overlapping `[s, e)`.
     fn overlapping(&self, s: u64, e: u64) -> Vec<(u64, Ext)> {
         let mut out = Vec::new();
@@ -341,7 +335,7 @@ mod tests {
                         for b in it.start..it.end { model[b as usize] = None; }
                     }
                     idx.complete(&items);
-                    if seq % 3 == 0 { idx.data_flushed(); }
+                    if seq.is_multiple_of(3) { idx.data_flushed(); }
                 } else {
                     let fill = (seq % 250) as u8 + 1;
                     idx.insert(seq, version(pos, len, fill, &mem));

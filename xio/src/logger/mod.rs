@@ -4,8 +4,8 @@
 //! file) and **next-log** (the following file, connected ahead of a rotation). Writes are
 //! appended to the log by a group-commit thread (many records → one sequential write + one
 //! flush), kept in an in-memory extent index so that reads see them at once, and written back
-//! to the data device later: sorted, de-duplicated, in rounds that end with a flush of the data
-//! device, after which the **min_pos watermark** advances (and is persisted and reported).
+//! to the data device later: sorted and de-duplicated. The data device is flushed periodically;
+//! after each flush the **min_pos watermark** advances (and is persisted and reported).
 //!
 //! ## Completion semantics
 //! - A write (or discard, or write-zeroes) **without FUA** completes once it is in the index
@@ -198,10 +198,9 @@ impl TransLogger {
                 && g.pending.is_empty()
                 && g.waiters.is_empty()
                 && !g.index.has_unflushed()
+                && (g.index.is_empty() || g.mode == Mode::Logging)
             {
-                if g.index.is_empty() || g.mode == Mode::Logging {
-                    return Ok(());
-                }
+                return Ok(());
             }
             g.wb_force = true;
             self.core.wb_cv.notify_all();

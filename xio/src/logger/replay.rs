@@ -161,7 +161,7 @@ pub fn replay_store(
             report.records += 1;
             report.bytes += h.data_len as u64;
             report.reached = LogPos::new(seq, rec.end);
-            if report.records % 4096 == 0 {
+            if report.records.is_multiple_of(4096) {
                 if let Some(p) = opts.progress.as_mut() {
                     p(report.reached, report.records);
                 }
