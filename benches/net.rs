@@ -308,7 +308,7 @@ fn main() {
     std::fs::create_dir(&logs).unwrap();
     let log_size = 1u64 << 30;
     make_image(&logs.join("log-000000001"), log_size, 1);
-    std::fs::write(logs.join("log-000000002"), b"").unwrap();
+    std::fs::write(logs.join("log-000000002"), [0u8; 512]).unwrap();
     let ex = Exports::new(Some(logs.clone()));
     let node = ex.listen("127.0.0.1:0", net("a")).unwrap();
     let port = free_port();

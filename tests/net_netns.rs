@@ -142,13 +142,13 @@ fn log_fetch_survives_random_link_cuts() {
             let mut written = Vec::new();
             let mut i = 0u64;
             while growing.load(Ordering::Acquire) || i < 50 {
-                let b = block(i, 32 << 10 | (i as usize * 97) % 4096);
+                let b = block(i, (32 << 10) | ((i as usize * 97) % 4096));
                 f.write_all(&b).unwrap();
                 written.extend_from_slice(&b);
                 i += 1;
                 std::thread::sleep(Duration::from_millis(4));
             }
-            std::fs::write(dir.join("log-000000002"), b"").unwrap();
+            std::fs::write(dir.join("log-000000002"), [0u8; 512]).unwrap();
             written
         })
     };
@@ -192,6 +192,12 @@ fn log_fetch_survives_random_link_cuts() {
     );
     growing.store(false, Ordering::Release);
     let written = grower.join().unwrap();
+    // Bounded: a fetch that never sees the end is stopped and then fails the asserts.
+    let t = Instant::now();
+    while !fetcher.is_finished() && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f.stop();
     let (p, reconnects) = fetcher.join().unwrap();
     let p = p.unwrap();
     assert!(cuts >= 10 && resumed >= 10, "only {cuts} cuts");
@@ -350,7 +356,7 @@ fn tbf_cap_and_limiter_are_respected_without_spurious_timeouts() {
     // Log fetch under the cap: no restarts.
     pair.tbf("100mbit");
     std::fs::copy(&src, dir.path().join("log-000000001")).unwrap();
-    std::fs::write(dir.path().join("log-000000002"), b"").unwrap();
+    std::fs::write(dir.path().join("log-000000002"), [0u8; 512]).unwrap();
     let local = dir.path().join("fetched");
     let l2 = local.clone();
     let h = NetPair::run_in(&pair.ns_b, move || {

@@ -43,3 +43,21 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Run a fetch, stopping it after `limit` so that a regression fails instead of hanging.
+pub fn run_bounded(
+    f: &std::sync::Arc<xio::remote::LogFetch>,
+    limit: Duration,
+) -> xio::remote::Result<xio::remote::FetchProgress> {
+    let f2 = f.clone();
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    let guard = std::thread::spawn(move || {
+        if rx.recv_timeout(limit).is_err() {
+            f2.stop();
+        }
+    });
+    let r = f.run();
+    let _ = tx.send(());
+    guard.join().unwrap();
+    r
+}

@@ -60,7 +60,7 @@ fn fetches_a_growing_log_to_its_end() {
     cfg.chunk = 256 << 10;
     cfg.follow_wait_ms = 100;
     let f = LogFetch::new(client, cfg);
-    let p = f.run().unwrap();
+    let p = run_bounded(&f, Duration::from_secs(60)).unwrap();
     let data = grower.join().unwrap();
     assert!(p.finished);
     assert_eq!(p.local, data.len() as u64);
@@ -111,7 +111,7 @@ fn resumes_from_the_local_size_after_cuts_and_restarts() {
             cuts
         })
     };
-    let p = f.run().unwrap();
+    let p = run_bounded(&f, Duration::from_secs(60)).unwrap();
     done.store(true, Ordering::Release);
     let cuts = cutter.join().unwrap();
     let data = grower.join().unwrap();

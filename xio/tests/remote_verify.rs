@@ -75,7 +75,7 @@ fn a_growing_real_log_verifies_as_it_arrives() {
     cfg.follow_wait_ms = 50;
     cfg.verify = Some(log_verifier(Some(1)));
     let f = LogFetch::new(client, cfg);
-    let p = f.run().unwrap();
+    let p = run_bounded(&f, Duration::from_secs(60)).unwrap();
     writer.join().unwrap();
     let want = std::fs::read(src.path().join(NAME)).unwrap();
     assert_eq!(p.local, want.len() as u64);

@@ -431,16 +431,14 @@ fn link_loop(s: &Arc<Shared>, i: usize) {
                 .filter(|&j| st.links[j].is_some())
                 .collect();
             let mut v = Vec::new();
-            let mut k = 0;
             let ids: Vec<u64> = st
                 .pending
                 .iter()
                 .filter(|(_, p)| p.link == Some(i))
                 .map(|(id, _)| *id)
                 .collect();
-            for id in ids {
+            for (k, id) in ids.into_iter().enumerate() {
                 let target = live.get(k % live.len().max(1)).copied();
-                k += 1;
                 if let Some(j) = target {
                     st.load[j] += 1;
                 }

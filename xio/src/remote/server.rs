@@ -305,3 +305,23 @@ fn sums(
 fn err(message: String, errno: i32) -> RemoteReply {
     RemoteReply::Error { message, errno }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_is_finished_once_a_successor_exists() {
+        let d = tempfile::tempdir().unwrap();
+        let f = finished_when_successor_exists();
+        std::fs::write(d.path().join("log-000000001"), b"x").unwrap();
+        assert!(!f(d.path(), "log-000000001"));
+        // The logger pre-creates its next file empty: that says nothing yet.
+        std::fs::write(d.path().join("log-000000002"), b"").unwrap();
+        assert!(!f(d.path(), "log-000000001"));
+        std::fs::write(d.path().join("log-000000002"), [0u8; 512]).unwrap();
+        assert!(f(d.path(), "log-000000001"));
+        assert!(!f(d.path(), "log-000000002"));
+        assert!(!f(d.path(), "state"));
+    }
+}
