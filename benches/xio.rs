@@ -9,9 +9,12 @@
 //! fio (`--direct=0`) and in ours. Before every job `sync` and a cache drop of the file make each
 //! one start without dirty or cached pages. Job length: `MARS_BENCH_SECS` (default 5).
 //!
-//! Our driver is one thread with a `CompletionQueue`: it waits for completions, takes all that
-//! are ready and resubmits them (re-armed in place, no copy) inside one `FileBrick::batch`,
-//! i.e. one `io_uring_enter` per round, like fio's reap-then-queue loop.
+//! Our driver (`MARS_BENCH_DRIVER`): `hook` (default) resubmits each request from its completion
+//! hook, re-armed in place (no copy), on the thread that completed it: for aio that is the
+//! completion thread, whose resubmissions go to the kernel together with its next wait, like
+//! fio's single reap-then-queue loop. `queue` uses a separate initiator thread with a
+//! `CompletionQueue` that resubmits all ready completions inside one `FileBrick::batch` (one
+//! extra thread hop per round).
 //!
 //! Besides throughput, every job's CPU time per operation is measured (`/proc/self/stat`: our
 //! process including its io_uring workers; fio as a waited-for child): a figure that the shared
@@ -20,9 +23,12 @@
 //! Run: `cargo bench -p mars-rs --bench xio`.
 
 use brick_core::bricks::Probe;
+use brick_core::Completer;
 use brick_core::{Aio, CompletionQueue, Output};
+use parking_lot::{Condvar, Mutex};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xio::file::{self, Backend, FileBrick, FileOptions};
@@ -162,20 +168,105 @@ impl Rng {
     }
 }
 
-/// Operations per second of our driver through `top` (whose terminal is `file`).
-fn ours(file: &FileBrick, top: &dyn Output, w: Workload, secs: u64) -> (f64, u64) {
-    let cq = CompletionQueue::new();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+/// Which initiator drives our bricks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// Completion hooks resubmit (on the completing thread): fio's single reap-and-queue loop.
+    Hook,
+    /// A separate thread collects completions through a `CompletionQueue` and resubmits.
+    Queue,
+}
+
+/// Operations per second and operation count of `driver` through `top` (terminal: `file`).
+fn ours(
+    driver: Driver,
+    file: &FileBrick,
+    top: &Arc<dyn Output>,
+    w: Workload,
+    secs: u64,
+) -> (f64, u64) {
+    match driver {
+        Driver::Hook => ours_hook(top, w, secs),
+        Driver::Queue => ours_queue(file, &**top, w, secs),
+    }
+}
+
+/// Position of the `i`-th request of `w` (random: a hash of `i`; sequential: `i`).
+fn position(w: Workload, i: u64) -> u64 {
     let blocks = REGION / w.bs as u64;
-    let mut seq = 0u64;
+    let b = if w.random {
+        let mut r = Rng(i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        r.next() % blocks
+    } else {
+        i % blocks
+    };
+    b * w.bs as u64
+}
+
+/// The hook driver: each completion resubmits its request until the deadline.
+struct Resubmit {
+    me: std::sync::Weak<Resubmit>,
+    top: Arc<dyn Output>,
+    w: Workload,
+    deadline: Instant,
+    next: AtomicU64,
+    ops: AtomicU64,
+    inflight: AtomicUsize,
+    idle: (Mutex<()>, Condvar),
+}
+
+impl Completer for Resubmit {
+    fn complete(&self, mut req: Box<Aio>) {
+        assert!(req.error.is_none(), "{:?}", req.error);
+        self.ops.fetch_add(1, Relaxed);
+        if Instant::now() < self.deadline {
+            req.pos = position(self.w, self.next.fetch_add(1, Relaxed));
+            req.push_hook(self.me.upgrade().expect("alive while requests are"));
+            if let Err(rej) = self.top.submit(req) {
+                panic!("resubmit refused: {:?}", rej.error);
+            }
+        } else if self.inflight.fetch_sub(1, Relaxed) == 1 {
+            let _g = self.idle.0.lock();
+            self.idle.1.notify_all();
+        }
+    }
+}
+
+fn ours_hook(top: &Arc<dyn Output>, w: Workload, secs: u64) -> (f64, u64) {
+    let start = Instant::now();
+    let r = Arc::new_cyclic(|me| Resubmit {
+        me: me.clone(),
+        top: top.clone(),
+        w,
+        deadline: start + Duration::from_secs(secs),
+        next: AtomicU64::new(w.qd as u64),
+        ops: AtomicU64::new(0),
+        inflight: AtomicUsize::new(w.qd),
+        idle: (Mutex::new(()), Condvar::new()),
+    });
+    let payload = vec![0x5a; w.bs];
+    for i in 0..w.qd {
+        let mut req = Aio::write(position(w, i as u64), payload.clone());
+        req.push_hook(r.clone());
+        top.submit(req).expect("queue depth below the brick's");
+    }
+    let mut g = r.idle.0.lock();
+    while r.inflight.load(Relaxed) > 0 {
+        r.idle.1.wait_for(&mut g, Duration::from_millis(50));
+    }
+    drop(g);
+    let ops = r.ops.load(Relaxed);
+    (ops as f64 / start.elapsed().as_secs_f64(), ops)
+}
+
+/// The queue driver: one thread waits for completions, takes all that are ready and
+/// resubmits them inside one `FileBrick::batch` (one `io_uring_enter` per round).
+fn ours_queue(file: &FileBrick, top: &dyn Output, w: Workload, secs: u64) -> (f64, u64) {
+    let cq = CompletionQueue::new();
+    let mut i = 0u64;
     let mut next_pos = move || {
-        let b = if w.random {
-            rng.next() % blocks
-        } else {
-            seq = (seq + 1) % blocks;
-            seq
-        };
-        b * w.bs as u64
+        i += 1;
+        position(w, i)
     };
     let payload = vec![0x5a; w.bs];
     for _ in 0..w.qd {
@@ -290,6 +381,20 @@ fn main() {
     };
     let aio = file::open(&path, Backend::IoUring, &opts).expect("open aio");
     let sio = file::open(&path, Backend::Sync, &opts).expect("open sio");
+    let (aio_out, sio_out): (Arc<dyn Output>, Arc<dyn Output>) = (aio.clone(), sio.clone());
+    let driver = match std::env::var("MARS_BENCH_DRIVER").as_deref() {
+        Ok("queue") => Driver::Queue,
+        Ok("hook") | Err(_) => Driver::Hook,
+        Ok(other) => panic!("MARS_BENCH_DRIVER={other}: use hook or queue"),
+    };
+    println!(
+        "Driver: {}",
+        if driver == Driver::Hook {
+            "completion hooks resubmit (MARS_BENCH_DRIVER=hook)"
+        } else {
+            "a thread with a CompletionQueue resubmits in batches (MARS_BENCH_DRIVER=queue)"
+        }
+    );
     // The 5-Probe pass-through chain over aio.
     let mut chain: Arc<dyn Output> = aio.clone();
     for i in 0..5 {
@@ -298,13 +403,14 @@ fn main() {
 
     // Profiling aid: `MARS_BENCH_ONLY=aio|sio|chain` runs just that randwrite job and exits.
     if let Ok(only) = std::env::var("MARS_BENCH_ONLY") {
-        let (file, top): (&FileBrick, &dyn Output) = match only.as_str() {
-            "aio" => (&aio, &*aio),
-            "sio" => (&sio, &*sio),
-            "chain" => (&aio, &*chain),
+        let (file, top): (&FileBrick, &Arc<dyn Output>) = match only.as_str() {
+            "aio" => (&aio, &aio_out),
+            "sio" => (&sio, &sio_out),
+            "chain" => (&aio, &chain),
             other => panic!("MARS_BENCH_ONLY={other}: use aio, sio or chain"),
         };
-        let (ops, _) = ours(file, top, RANDWRITE, secs);
+        reset_cache(&path);
+        let (ops, _) = ours(driver, file, top, RANDWRITE, secs);
         println!("{only} {}: {ops:.0} ops/s", RANDWRITE.name);
         return;
     }
@@ -331,9 +437,9 @@ fn main() {
                         let iops = fio(&path, w, secs);
                         (iops, (iops * secs as f64) as u64)
                     }
-                    "aio" => ours(&aio, &*aio, w, secs),
-                    "sio" => ours(&sio, &*sio, w, secs),
-                    _ => ours(&aio, &*chain, w, secs),
+                    "aio" => ours(driver, &aio, &aio_out, w, secs),
+                    "sio" => ours(driver, &sio, &sio_out, w, secs),
+                    _ => ours(driver, &aio, &chain, w, secs),
                 };
                 let (own1, kids1) = cpu_times(tick);
                 let cpu = if who == "fio" {
