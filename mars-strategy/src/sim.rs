@@ -56,6 +56,16 @@ impl SimConfig {
     }
 }
 
+/// The simulated side of the [`Transport`](crate::transport::Transport) seam: collects what a
+/// node sends; [`Sim::route`] then applies loss, delay, duplication and partitions.
+struct SimWire(Vec<(NodeName, Envelope)>);
+
+impl crate::transport::Transport for SimWire {
+    fn send(&mut self, to: &NodeName, msg: Envelope) {
+        self.0.push((to.clone(), msg));
+    }
+}
+
 /// Message and byte counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
@@ -285,7 +295,9 @@ impl Sim {
     /// Move what node `i` queued onto the simulated network.
     pub fn route(&mut self, i: usize) {
         self.nodes[i].store_mut().take_changes();
-        let out = self.nodes[i].take_outbox();
+        let mut wire = SimWire(Vec::new());
+        crate::transport::flush(&mut self.nodes[i], &mut wire);
+        let out = wire.0;
         self.sent_round[i] += out.len() as u64;
         self.traffic.max_node_round = self.traffic.max_node_round.max(self.sent_round[i]);
         for (to, env) in out {
