@@ -21,6 +21,20 @@
 //! machine's load distorts much less than throughput.
 //!
 //! Run: `cargo bench -p mars-rs --bench xio`.
+//!
+//! # Where the time goes (perf, 2026-11-25, 2 shared vCPUs, ext4, kernel 6.18)
+//! - Buffered writes through io_uring (ours and fio alike) are punted to the kernel's io-wq
+//!   worker, which serialises buffered writes to one inode: that worker's ext4 write path is
+//!   ~55 % of the non-setup samples and bounds aio and fio equally (sio's 4 workers call
+//!   `pwrite` in parallel and can exceed both). aio's own completion loop is ~0.2 %.
+//! - Large folios left by sequential writes made each 4 KiB write walk a whole folio's buffer
+//!   heads (`ext4_block_write_begin` at 38 %): hence the cache drop before every job.
+//! - The 5-Probe chain: with the hook driver the completion thread does all chain work; of
+//!   the run's non-setup samples ~11 % are brick-core code (`Input::submit` with its ArcSwap
+//!   load and SeqCst in-flight count, `Probe` submit/complete, `Power` enter/leave, stats,
+//!   hook `Arc` clones) and ~4 % `clock_gettime` (each Probe reads the clock twice per
+//!   request: 10 reads per request for 5 probes). That is the measured +20-25 % CPU per
+//!   request; the costs are in brick-core, not in aio.
 
 use brick_core::bricks::Probe;
 use brick_core::Completer;
