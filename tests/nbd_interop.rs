@@ -52,7 +52,10 @@ impl ExportProc {
             .arg("--unix")
             .arg(&sock)
             .args(["--name", name, "--create-size", &size.to_string()])
-            .env("RUST_LOG", std::env::var("NBD_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("NBD_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

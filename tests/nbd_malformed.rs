@@ -54,14 +54,22 @@ fn expect(kind: u16, flags: u16, off: u64, len: u32, structured: bool) -> Expect
         return Expect::Reply(0);
     }
     if kind == cmd::READ && len > MAX_PAYLOAD {
-        return Expect::Reply(if structured { errno::EOVERFLOW } else { errno::EINVAL });
+        return Expect::Reply(if structured {
+            errno::EOVERFLOW
+        } else {
+            errno::EINVAL
+        });
     }
     let past_end = off.checked_add(u64::from(len)).is_none_or(|e| e > SIZE);
     if past_end {
-        let e = if matches!(kind, cmd::WRITE | cmd::WRITE_ZEROES) { errno::ENOSPC } else { errno::EINVAL };
+        let e = if matches!(kind, cmd::WRITE | cmd::WRITE_ZEROES) {
+            errno::ENOSPC
+        } else {
+            errno::EINVAL
+        };
         return Expect::Reply(e);
     }
-    if off % 512 != 0 || len % 512 != 0 {
+    if !off.is_multiple_of(512) || !len.is_multiple_of(512) {
         return Expect::Reply(errno::EINVAL);
     }
     Expect::Reply(0)
@@ -97,7 +105,11 @@ fn random_request(rng: &mut StdRng) -> (u16, u16, u64, u32) {
         _ => 512 * rng.gen_range(1..64),
     };
     // Large write payloads are costly to send: keep them rare.
-    let len = if kind == cmd::WRITE && len > (1 << 20) && rng.gen_range(0..50) != 0 { 4096 } else { len };
+    let len = if kind == cmd::WRITE && len > (1 << 20) && rng.gen_range(0..50) != 0 {
+        4096
+    } else {
+        len
+    };
     let off: u64 = match rng.gen_range(0..12) {
         0 => SIZE,
         1 => SIZE.saturating_sub(u64::from(len)) + 512 * rng.gen_range(0..4),
@@ -118,13 +130,11 @@ fn connect(sock: &Path, export: &str, structured: bool) -> Client {
 /// After a violation the server must close: reads end in EOF (or a reset), never hang.
 fn assert_closed(c: &mut Client, what: &str) {
     let mut b = [0u8; 64];
-    loop {
-        match c.raw().read(&mut b) {
-            Ok(0) => return,
-            Ok(_) => panic!("server sent data after {what} instead of closing"),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return,
-            Err(e) => panic!("server did not close after {what}: {e}"),
-        }
+    match c.raw().read(&mut b) {
+        Ok(0) => {}
+        Ok(_) => panic!("server sent data after {what} instead of closing"),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("server did not close after {what}: {e}"),
     }
 }
 
@@ -166,7 +176,8 @@ fn session(sock: &Path, rng: &mut StdRng, tally: &Tally, budget: u64) {
                 if payload.len() < len as usize {
                     payload.resize(len as usize, 0x5a);
                 }
-                c.send(kind, flags, off, Payload::Data(&payload[..len as usize])).unwrap()
+                c.send(kind, flags, off, Payload::Data(&payload[..len as usize]))
+                    .unwrap()
             } else {
                 c.send(kind, flags, off, Payload::Len(len)).unwrap()
             };
@@ -174,9 +185,17 @@ fn session(sock: &Path, rng: &mut StdRng, tally: &Tally, budget: u64) {
             sent += 1;
         }
         for _ in 0..want.len() {
-            let r = c.recv().unwrap_or_else(|e| panic!("server failed to reply: {e}"));
-            let (e, kind, len) = want.remove(&r.cookie).expect("reply for a cookie not in flight");
-            assert_eq!(Expect::Reply(r.error), e, "cmd {kind} len {len}: wrong reply");
+            let r = c
+                .recv()
+                .unwrap_or_else(|e| panic!("server failed to reply: {e}"));
+            let (e, kind, len) = want
+                .remove(&r.cookie)
+                .expect("reply for a cookie not in flight");
+            assert_eq!(
+                Expect::Reply(r.error),
+                e,
+                "cmd {kind} len {len}: wrong reply"
+            );
             if kind == cmd::READ && r.error == 0 && len > 0 {
                 assert_eq!(r.data.len(), len as usize, "short read reply");
             }
@@ -187,7 +206,14 @@ fn session(sock: &Path, rng: &mut StdRng, tally: &Tally, budget: u64) {
     match rng.gen_range(0..7) {
         0 => c.disconnect().unwrap(),
         1 => {
-            let mut h = xio::nbd::proto::Request { flags: 0, kind: cmd::READ, cookie: 1, offset: 0, length: 512 }.encode();
+            let mut h = xio::nbd::proto::Request {
+                flags: 0,
+                kind: cmd::READ,
+                cookie: 1,
+                offset: 0,
+                length: 512,
+            }
+            .encode();
             let i = rng.gen_range(0..4);
             h[i] ^= 1 << rng.gen_range(0..8);
             c.raw().write_all(&h).unwrap();
@@ -195,13 +221,27 @@ fn session(sock: &Path, rng: &mut StdRng, tally: &Tally, budget: u64) {
             tally.violations.fetch_add(1, Ordering::Relaxed);
         }
         2 => {
-            let h = xio::nbd::proto::Request { flags: 0, kind: cmd::WRITE, cookie: 1, offset: 0, length: rng.gen_range(MAX_PAYLOAD + 1..=u32::MAX) }.encode();
+            let h = xio::nbd::proto::Request {
+                flags: 0,
+                kind: cmd::WRITE,
+                cookie: 1,
+                offset: 0,
+                length: rng.gen_range(MAX_PAYLOAD + 1..=u32::MAX),
+            }
+            .encode();
             c.raw().write_all(&h).unwrap();
             assert_closed(&mut c, "an oversized write");
             tally.violations.fetch_add(1, Ordering::Relaxed);
         }
         3 => {
-            let h = xio::nbd::proto::Request { flags: 0, kind: cmd::READ, cookie: 1, offset: 0, length: 512 }.encode();
+            let h = xio::nbd::proto::Request {
+                flags: 0,
+                kind: cmd::READ,
+                cookie: 1,
+                offset: 0,
+                length: 512,
+            }
+            .encode();
             let cut = rng.gen_range(1..h.len());
             c.raw().write_all(&h[..cut]).unwrap();
             c.raw().shutdown(Shutdown::Write);
@@ -209,9 +249,18 @@ fn session(sock: &Path, rng: &mut StdRng, tally: &Tally, budget: u64) {
             tally.violations.fetch_add(1, Ordering::Relaxed);
         }
         4 => {
-            let h = xio::nbd::proto::Request { flags: 0, kind: cmd::WRITE, cookie: 1, offset: 0, length: 8192 }.encode();
+            let h = xio::nbd::proto::Request {
+                flags: 0,
+                kind: cmd::WRITE,
+                cookie: 1,
+                offset: 0,
+                length: 8192,
+            }
+            .encode();
             c.raw().write_all(&h).unwrap();
-            c.raw().write_all(&payload[..rng.gen_range(0..8192)]).unwrap();
+            c.raw()
+                .write_all(&payload[..rng.gen_range(0..8192)])
+                .unwrap();
             c.raw().shutdown(Shutdown::Write);
             assert_closed(&mut c, "a truncated write payload");
             tally.violations.fetch_add(1, Ordering::Relaxed);
@@ -245,7 +294,10 @@ fn handshake_session(sock: &Path, rng: &mut StdRng) {
     if rng.gen_bool(0.2) {
         s.write_all(&(rng.gen::<u32>() | 4).to_be_bytes()).unwrap(); // unknown client flag
         let mut b = [0u8; 1];
-        assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "server accepted unknown client flags");
+        assert!(
+            matches!(s.read(&mut b), Ok(0) | Err(_)),
+            "server accepted unknown client flags"
+        );
         return;
     }
     s.write_all(&3u32.to_be_bytes()).unwrap();
@@ -256,7 +308,11 @@ fn handshake_session(sock: &Path, rng: &mut StdRng) {
             2 => 6, // INFO with random data
             _ => rng.gen(),
         };
-        let option = if matches!(option, 1 | 2 | 3 | 7 | 8) { 4 } else { option };
+        let option = if matches!(option, 1 | 2 | 3 | 7 | 8) {
+            4
+        } else {
+            option
+        };
         let mut data = vec![0u8; rng.gen_range(0..300)];
         rng.fill(&mut data[..]);
         let mut m = 0x4948_4156_454F_5054u64.to_be_bytes().to_vec();
@@ -269,7 +325,10 @@ fn handshake_session(sock: &Path, rng: &mut StdRng) {
         assert_eq!(&r[0..8], &0x0003_e889_0455_65a9u64.to_be_bytes());
         assert_eq!(u32::from_be_bytes(r[8..12].try_into().unwrap()), option);
         let kind = u32::from_be_bytes(r[12..16].try_into().unwrap());
-        assert!(kind & 0x8000_0000 != 0, "option {option} with random data must be refused");
+        assert!(
+            kind & 0x8000_0000 != 0,
+            "option {option} with random data must be refused"
+        );
         let mut rest = vec![0u8; u32::from_be_bytes(r[16..20].try_into().unwrap()) as usize];
         s.read_exact(&mut rest).unwrap();
     }
@@ -277,7 +336,10 @@ fn handshake_session(sock: &Path, rng: &mut StdRng) {
         s.write_all(&rng.gen::<u64>().to_be_bytes()).unwrap(); // bad option magic
         s.write_all(&[0u8; 8]).unwrap();
         let mut b = [0u8; 1];
-        assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "server accepted a bad option magic");
+        assert!(
+            matches!(s.read(&mut b), Ok(0) | Err(_)),
+            "server accepted a bad option magic"
+        );
     }
 }
 
@@ -294,7 +356,11 @@ fn good_client(sock: PathBuf, stop: Arc<AtomicBool>) -> u64 {
         model[off as usize..off as usize + 4096].copy_from_slice(&data);
         let roff = 4096 * rng.gen_range(0..240u64);
         let got = c.read(roff, 65536).unwrap().expect("good read failed");
-        assert_eq!(got, &model[roff as usize..roff as usize + 65536], "good client read wrong data");
+        assert_eq!(
+            got,
+            &model[roff as usize..roff as usize + 65536],
+            "good client read wrong data"
+        );
         rounds += 1;
     }
     c.disconnect().unwrap();
@@ -307,11 +373,18 @@ fn hundred_thousand_malformed_requests_do_not_hurt_the_server() {
     let total: u64 = if long { 1_000_000 } else { 100_000 };
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("fuzz.sock");
-    let server = NbdServer::new(ServerConfig { max_inflight: 16, ..ServerConfig::default() });
+    let server = NbdServer::new(ServerConfig {
+        max_inflight: 16,
+        ..ServerConfig::default()
+    });
     let fuzz = MemDisk::new("fuzz", SIZE as usize, MemDiskMode::Threaded(3));
     let good = MemDisk::new("good", 1 << 20, MemDiskMode::Threaded(2));
-    server.add_export(Export::new("fuzz", fuzz).unwrap().multi_conn(true)).unwrap();
-    server.add_export(Export::new("good", good).unwrap()).unwrap();
+    server
+        .add_export(Export::new("fuzz", fuzz).unwrap().multi_conn(true))
+        .unwrap();
+    server
+        .add_export(Export::new("good", good).unwrap())
+        .unwrap();
     server.listen_unix(&sock).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -319,7 +392,10 @@ fn hundred_thousand_malformed_requests_do_not_hurt_the_server() {
         let (sock, stop) = (sock.clone(), stop.clone());
         std::thread::spawn(move || good_client(sock, stop))
     };
-    let tally = Arc::new(Tally { requests: AtomicU64::new(0), violations: AtomicU64::new(0) });
+    let tally = Arc::new(Tally {
+        requests: AtomicU64::new(0),
+        violations: AtomicU64::new(0),
+    });
     let workers: Vec<_> = (0..2u64)
         .map(|w| {
             let (sock, tally) = (sock.clone(), tally.clone());
@@ -339,20 +415,31 @@ fn hundred_thousand_malformed_requests_do_not_hurt_the_server() {
             })
         })
         .collect();
-    let sessions: u64 = workers.into_iter().map(|w| w.join().expect("fuzz worker panicked")).sum();
+    let sessions: u64 = workers
+        .into_iter()
+        .map(|w| w.join().expect("fuzz worker panicked"))
+        .sum();
     stop.store(true, Ordering::Relaxed);
-    let rounds = good.join().expect("the good client failed while the server was being fuzzed");
+    let rounds = good
+        .join()
+        .expect("the good client failed while the server was being fuzzed");
     assert!(rounds >= 10);
     let requests = tally.requests.load(Ordering::Relaxed);
     assert!(requests >= total, "only {requests} requests sent");
     // The server counted every closed-for-cause connection, and still serves new clients.
     let stats = server.stats();
-    assert!(stats.violations >= tally.violations.load(Ordering::Relaxed), "{stats:?}");
+    assert!(
+        stats.violations >= tally.violations.load(Ordering::Relaxed),
+        "{stats:?}"
+    );
     assert!(stats.refused > requests / 4, "{stats:?}");
     let mut c = connect(&sock, "fuzz", false);
     assert_eq!(c.write(0, &[1; 4096]).unwrap(), 0);
     assert_eq!(c.read(0, 4096).unwrap().unwrap(), vec![1; 4096]);
     c.disconnect().unwrap();
     eprintln!("{sessions} sessions, {requests} checked requests, {stats:?}");
-    assert!(server.shutdown(Duration::from_secs(20)), "connections left behind");
+    assert!(
+        server.shutdown(Duration::from_secs(20)),
+        "connections left behind"
+    );
 }

@@ -111,7 +111,7 @@ pub fn check(req: &Request, g: &Geometry, structured: bool) -> Verdict {
         Some(_) => {}
     }
     let b = u64::from(g.min_block);
-    if req.offset % b != 0 || u64::from(len) % b != 0 {
+    if !req.offset.is_multiple_of(b) || !u64::from(len).is_multiple_of(b) {
         return refuse(
             errno::EINVAL,
             "request not aligned to the minimum block size",

@@ -21,7 +21,10 @@ fn rig(max_inflight: usize) -> Rig {
     let sock = dir.path().join("nbd.sock");
     let disk = MemDisk::new("disk", 8 << 20, MemDiskMode::Threaded(4));
     let split = MemDisk::with_boundary("split", 1 << 20, MemDiskMode::Threaded(3), 8192);
-    let server = NbdServer::new(ServerConfig { max_inflight, ..ServerConfig::default() });
+    let server = NbdServer::new(ServerConfig {
+        max_inflight,
+        ..ServerConfig::default()
+    });
     server
         .add_export(
             Export::new("disk", disk.clone())
