@@ -18,7 +18,8 @@
 //! its first 1 GiB. IO is buffered. `sync` runs before every job. Job length: `MARS_BENCH_SECS`
 //! (default 4). Page caches cannot be dropped here, so (d) reads a log that is in the cache.
 //!
-//! Run: `cargo bench -p mars-rs --bench logger`.
+//! Run: `cargo bench -p mars-rs --bench logger` (`MARS_BENCH_ONLY=a,b` selects workloads;
+//! `MARS_BENCH_GROUP_WAIT_US` overrides the logger's group-commit wait).
 
 use brick_core::{Aio, CompletionQueue, Op, Output};
 use std::path::Path;
@@ -41,7 +42,10 @@ struct Workload {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Rng(u64);
@@ -61,7 +65,11 @@ fn drive(out: &dyn Output, w: Workload, secs: u64) -> f64 {
     let blocks = REGION / w.bs as u64;
     let mut seq = 0u64;
     let mut next_pos = |rng: &mut Rng| {
-        let b = if w.random { rng.next() % blocks } else { seq % blocks };
+        let b = if w.random {
+            rng.next() % blocks
+        } else {
+            seq % blocks
+        };
         seq += 1;
         b * w.bs as u64
     };
@@ -124,13 +132,23 @@ fn fmt3((a, b, c): (f64, f64, f64), unit: f64) -> String {
 }
 
 fn open_data(path: &Path) -> Arc<FileBrick> {
-    let opts = FileOptions { create_size: Some(FILE_SIZE), ..FileOptions::default() };
+    let opts = FileOptions {
+        create_size: Some(FILE_SIZE),
+        ..FileOptions::default()
+    };
     file::open(path, Backend::IoUring, &opts).expect("opening the data file")
 }
 
 /// Writes per second through the logger; with `durable`, the time of the final `close`
 /// (log commit, writeback, data flush) counts too.
-fn logger_run(data: &Arc<FileBrick>, logs: &Path, cfg: LoggerConfig, w: Workload, secs: u64, durable: bool) -> f64 {
+fn logger_run(
+    data: &Arc<FileBrick>,
+    logs: &Path,
+    cfg: LoggerConfig,
+    w: Workload,
+    secs: u64,
+    durable: bool,
+) -> f64 {
     let _ = std::fs::remove_dir_all(logs);
     let logger = TransLogger::open(data.clone(), logs, cfg).expect("opening the logger");
     let start = Instant::now();
@@ -161,7 +179,13 @@ fn make_log(dir: &Path, bs: usize, total: u64, random: bool) -> u64 {
     let _ = std::fs::remove_dir_all(dir);
     let store = FsLogStore::new(dir).unwrap();
     let out = store.create(1).unwrap();
-    let header = FileHeader { seq: 1, nonce: 7, created: 1, resource: "bench".into(), node: "n".into() };
+    let header = FileHeader {
+        seq: 1,
+        nonce: 7,
+        created: 1,
+        resource: "bench".into(),
+        node: "n".into(),
+    };
     let mut w = LogWriter::create(&*out, store.describe(1), header, false).unwrap();
     let data = vec![0x77u8; bs];
     let mut rng = Rng(99);
@@ -172,9 +196,20 @@ fn make_log(dir: &Path, bs: usize, total: u64, random: bool) -> u64 {
         let recs: Vec<RecordIn<'_>> = (0..per_batch)
             .map(|_| {
                 let blocks = REGION / bs as u64;
-                let b = if random { rng.next() % blocks } else { k % blocks };
+                let b = if random {
+                    rng.next() % blocks
+                } else {
+                    k % blocks
+                };
                 k += 1;
-                RecordIn { op: RecordOp::Write, pos: b * bs as u64, len: bs as u32, data: &data, stamp: 1, flags: 0 }
+                RecordIn {
+                    op: RecordOp::Write,
+                    pos: b * bs as u64,
+                    len: bs as u32,
+                    data: &data,
+                    stamp: 1,
+                    flags: 0,
+                }
             })
             .collect();
         w.write_batch(&*out, &recs).unwrap();
@@ -207,7 +242,10 @@ fn seq_read(path: &Path, len: u64) -> f64 {
 fn replay_run(data: &Arc<FileBrick>, logs: &Path, len: u64, flush: bool) -> f64 {
     let store = FsLogStore::new(logs).unwrap();
     let start = Instant::now();
-    let opts = ReplayOptions { flush, ..ReplayOptions::default() };
+    let opts = ReplayOptions {
+        flush,
+        ..ReplayOptions::default()
+    };
     let r = replay_store(&**data, &store, LogPos::new(1, 0), opts).unwrap();
     assert!(r.records > 0);
     len as f64 / start.elapsed().as_secs_f64()
@@ -224,35 +262,124 @@ fn main() {
     let data_path = dir.path().join("data.img");
     let logs = dir.path().join("logs");
     let data = open_data(&data_path);
-    println!("trans_logger vs aio on {} ({runs} runs x {secs} s, min / median / max)\n", dir.path().display());
+    println!(
+        "trans_logger vs aio on {} ({runs} runs x {secs} s, min / median / max)\n",
+        dir.path().display()
+    );
 
     let mut rows = Vec::new();
     let cases: [(&str, Workload, u64, &str, bool); 4] = [
-        ("(a) randwrite 4k QD32, no flush", Workload { random: true, bs: 4096, qd: 32, flush_each: false }, 256 << 20, "kIOPS", false),
-        ("(b) randwrite 4k QD32, flush each", Workload { random: true, bs: 4096, qd: 32, flush_each: true }, 256 << 20, "kIOPS", false),
-        ("(c) write 1M QD8 (budget 64 MiB)", Workload { random: false, bs: 1 << 20, qd: 8, flush_each: false }, 64 << 20, "MiB/s", false),
-        ("(c) write 1M QD8, incl. final close/flush", Workload { random: false, bs: 1 << 20, qd: 8, flush_each: false }, 64 << 20, "MiB/s", true),
+        (
+            "(a) randwrite 4k QD32, no flush",
+            Workload {
+                random: true,
+                bs: 4096,
+                qd: 32,
+                flush_each: false,
+            },
+            256 << 20,
+            "kIOPS",
+            false,
+        ),
+        (
+            "(b) randwrite 4k QD32, flush each",
+            Workload {
+                random: true,
+                bs: 4096,
+                qd: 32,
+                flush_each: true,
+            },
+            256 << 20,
+            "kIOPS",
+            false,
+        ),
+        (
+            "(c) write 1M QD8 (budget 64 MiB)",
+            Workload {
+                random: false,
+                bs: 1 << 20,
+                qd: 8,
+                flush_each: false,
+            },
+            64 << 20,
+            "MiB/s",
+            false,
+        ),
+        (
+            "(c) write 1M QD8, incl. final close/flush",
+            Workload {
+                random: false,
+                bs: 1 << 20,
+                qd: 8,
+                flush_each: false,
+            },
+            64 << 20,
+            "MiB/s",
+            true,
+        ),
     ];
+    let only = std::env::var("MARS_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| name.starts_with(&format!("({o})")));
     for (name, w, budget, unit, durable) in cases {
+        if !wanted(name) {
+            continue;
+        }
         let (mut peer, mut ours) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             sync_all();
             peer.push(peer_run(&data, w, secs, durable));
             sync_all();
-            let cfg = LoggerConfig { mem_budget: budget, ..LoggerConfig::default() };
+            let mut cfg = LoggerConfig {
+                mem_budget: budget,
+                ..LoggerConfig::default()
+            };
+            if let Ok(us) = std::env::var("MARS_BENCH_GROUP_WAIT_US") {
+                cfg.group_wait = Duration::from_micros(us.parse().expect("microseconds"));
+            }
             ours.push(logger_run(&data, &logs, cfg, w, secs, durable));
         }
-        let m = if w.bs == 4096 { 1e3 } else { (1 << 20) as f64 / w.bs as f64 };
+        let m = if w.bs == 4096 {
+            1e3
+        } else {
+            (1 << 20) as f64 / w.bs as f64
+        };
         let (p, o) = (stats(peer), stats(ours));
         rows.push((name.to_string(), unit, fmt3(o, m), fmt3(p, m), o.1 / p.1));
     }
 
     for (name, bs, total, random, flush) in [
-        ("(d) replay 4k random records, no final flush", 4096usize, 512u64 << 20, true, false),
-        ("(d) replay 4k random records + final flush", 4096usize, 512u64 << 20, true, true),
-        ("(d) replay 1M records, no final flush", 1 << 20, 1 << 30, false, false),
-        ("(d) replay 1M records + final flush", 1 << 20, 1 << 30, false, true),
+        (
+            "(d) replay 4k random records, no final flush",
+            4096usize,
+            512u64 << 20,
+            true,
+            false,
+        ),
+        (
+            "(d) replay 4k random records + final flush",
+            4096usize,
+            512u64 << 20,
+            true,
+            true,
+        ),
+        (
+            "(d) replay 1M records, no final flush",
+            1 << 20,
+            1 << 30,
+            false,
+            false,
+        ),
+        (
+            "(d) replay 1M records + final flush",
+            1 << 20,
+            1 << 30,
+            false,
+            true,
+        ),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         let len = make_log(&logs, bs, total, random);
         let log_file = logs.join(xio::log::file_name(1));
         let (mut peer, mut ours) = (Vec::new(), Vec::new());
@@ -264,13 +391,23 @@ fn main() {
         }
         let mib = (1 << 20) as f64;
         let (p, o) = (stats(peer), stats(ours));
-        rows.push((name.to_string(), "MiB/s", fmt3(o, mib), fmt3(p, mib), o.1 / p.1));
+        rows.push((
+            name.to_string(),
+            "MiB/s",
+            fmt3(o, mib),
+            fmt3(p, mib),
+            o.1 / p.1,
+        ));
     }
 
     println!("| workload | unit | logger (ours) | peer | ratio (median) |");
     println!("|---|---|---|---|---|");
     for (name, unit, o, p, ratio) in rows {
-        let peer = if name.starts_with("(d)") { "seq read of the log (aio)" } else { "aio direct" };
+        let peer = if name.starts_with("(d)") {
+            "seq read of the log (aio)"
+        } else {
+            "aio direct"
+        };
         println!("| {name} | {unit} | {o} | {peer}: {p} | {ratio:.2}x |");
     }
 }
