@@ -74,6 +74,8 @@ enum Waker {
 struct Listener {
     waker: Waker,
     thread: JoinHandle<()>,
+    /// Disconnected when the accept thread has ended.
+    ended: crossbeam_channel::Receiver<()>,
 }
 
 struct Shared {
@@ -163,7 +165,9 @@ impl NbdServer {
             source,
         })?;
         let shared = self.shared.clone();
+        let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
         let thread = spawn("nbd-accept-tcp", move || {
+            let _ended = ended_tx;
             for s in l.incoming() {
                 if shared.shutting_down.load(SeqCst) {
                     break;
@@ -180,6 +184,7 @@ impl NbdServer {
         self.listeners.lock().push(Listener {
             waker: Waker::Tcp(local),
             thread,
+            ended,
         });
         Ok(local)
     }
@@ -199,7 +204,9 @@ impl NbdServer {
             source,
         })?;
         let shared = self.shared.clone();
+        let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
         let thread = spawn("nbd-accept-unix", move || {
+            let _ended = ended_tx;
             for s in l.incoming() {
                 if shared.shutting_down.load(SeqCst) {
                     break;
@@ -213,6 +220,7 @@ impl NbdServer {
         self.listeners.lock().push(Listener {
             waker: Waker::Unix(path),
             thread,
+            ended,
         });
         Ok(())
     }
@@ -239,11 +247,21 @@ impl NbdServer {
     pub fn shutdown(&self, timeout: Duration) -> bool {
         self.shared.shutting_down.store(true, SeqCst);
         for l in self.listeners.lock().drain(..) {
+            // Wake the blocked accept with a connection to ourselves. If that cannot reach it
+            // (the socket file was removed underneath us), the thread is left blocked in
+            // accept rather than hanging the shutdown; it accepts nothing more either way.
             match &l.waker {
                 Waker::Tcp(a) => drop(TcpStream::connect_timeout(a, Duration::from_secs(1))),
                 Waker::Unix(p) => drop(UnixStream::connect(p)),
             }
-            let _ = l.thread.join();
+            match l.ended.recv_timeout(Duration::from_secs(2)) {
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    tracing::warn!("nbd: a listener did not wake up for shutdown; leaving it")
+                }
+                _ => {
+                    let _ = l.thread.join();
+                }
+            }
             if let Waker::Unix(p) = &l.waker {
                 let _ = std::fs::remove_file(p);
             }

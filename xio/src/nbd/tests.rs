@@ -262,3 +262,15 @@ fn tcp_and_shutdown_finish_in_flight_requests() {
     assert!(!r.sock.exists());
     assert_eq!(r.disk.contents()[63 * 512], 63);
 }
+
+#[test]
+fn shutdown_does_not_hang_when_the_socket_file_was_removed() {
+    let r = rig(4);
+    let mut c = Client::unix(&r.sock, "disk", false).unwrap();
+    assert_eq!(c.write(0, &[1; 512]).unwrap(), 0);
+    std::fs::remove_file(&r.sock).unwrap();
+    // The listener cannot be woken through the path any more; shutdown must still finish and
+    // still close the open connection.
+    assert!(r.server.shutdown(Duration::from_secs(10)));
+    assert!(c.read(0, 512).is_err());
+}
