@@ -16,7 +16,8 @@
 //! for us and for the peers alike. Needs root (namespaces, tc) and nbdkit/nbdcopy; otherwise it
 //! says so and exits.
 //!
-//! Run: `cargo bench -p mars-rs --bench net`.
+//! Run: `cargo bench -p mars-rs --bench net` (`MARS_BENCH_PARTS=a` or `bc` and
+//! `MARS_BENCH_LINKS=veth` or `loopback` run a subset).
 // `setns(2)` has no safe wrapper in our dependencies; it is a plain syscall on an fd we own.
 #![allow(unsafe_code)]
 
@@ -303,54 +304,61 @@ fn main() {
     let size = gib << 30;
     let mib = |bytes: u64, t: Duration| bytes as f64 / (1 << 20) as f64 / t.as_secs_f64();
 
-    // (a) log fetch over loopback.
-    let logs = d("logs");
-    std::fs::create_dir(&logs).unwrap();
-    let log_size = 1u64 << 30;
-    make_image(&logs.join("log-000000001"), log_size, 1);
-    std::fs::write(logs.join("log-000000002"), [0u8; 512]).unwrap();
-    let ex = Exports::new(Some(logs.clone()));
-    let node = ex.listen("127.0.0.1:0", net("a")).unwrap();
-    let port = free_port();
-    let kit = nbdkit(None, Ipv4Addr::LOCALHOST, port, &logs.join("log-000000001"));
-    let (mut ours, mut raw, mut nbd) = (vec![], vec![], vec![]);
-    for _ in 0..runs {
-        ours.push(mib(
-            log_size,
-            our_fetch(node.local_addr(), "log-000000001", &d("fetched")),
-        ));
-        raw.push(mib(
-            log_size,
-            raw_tcp_copy(&logs.join("log-000000001"), &d("rawcopy")),
-        ));
-        nbd.push(mib(
-            log_size,
-            nbdcopy(None, Ipv4Addr::LOCALHOST, port, &d("nbdcopied")),
-        ));
-    }
-    drop(kit);
-    drop(node);
-    for f in ["fetched", "rawcopy", "nbdcopied"] {
-        let _ = std::fs::remove_file(d(f));
-    }
+    let parts = std::env::var("MARS_BENCH_PARTS").unwrap_or_else(|_| "abc".into());
     println!("\n## mars-net benchmark ({runs} runs each, min / median / max; ratio = ours vs peer median)\n");
     println!("| workload | ours | peer | ratio |\n|---|---|---|---|");
-    let mut ours2 = ours.clone();
-    row(
-        "(a) log fetch 1 GiB, loopback, MiB/s",
-        &mut ours,
-        &mut raw,
-        "raw TCP copy",
-        "MiB/s",
-    );
-    row(
-        "(a) log fetch 1 GiB, loopback, MiB/s",
-        &mut ours2,
-        &mut nbd,
-        "nbdkit+nbdcopy",
-        "MiB/s",
-    );
-    let _ = std::fs::remove_dir_all(&logs);
+
+    // (a) log fetch over loopback.
+    if parts.contains('a') {
+        let logs = d("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let log_size = 1u64 << 30;
+        make_image(&logs.join("log-000000001"), log_size, 1);
+        std::fs::write(logs.join("log-000000002"), [0u8; 512]).unwrap();
+        let ex = Exports::new(Some(logs.clone()));
+        let node = ex.listen("127.0.0.1:0", net("a")).unwrap();
+        let port = free_port();
+        let kit = nbdkit(None, Ipv4Addr::LOCALHOST, port, &logs.join("log-000000001"));
+        let (mut ours, mut raw, mut nbd) = (vec![], vec![], vec![]);
+        for _ in 0..runs {
+            ours.push(mib(
+                log_size,
+                our_fetch(node.local_addr(), "log-000000001", &d("fetched")),
+            ));
+            raw.push(mib(
+                log_size,
+                raw_tcp_copy(&logs.join("log-000000001"), &d("rawcopy")),
+            ));
+            nbd.push(mib(
+                log_size,
+                nbdcopy(None, Ipv4Addr::LOCALHOST, port, &d("nbdcopied")),
+            ));
+        }
+        drop(kit);
+        drop(node);
+        for f in ["fetched", "rawcopy", "nbdcopied"] {
+            let _ = std::fs::remove_file(d(f));
+        }
+        let mut ours2 = ours.clone();
+        row(
+            "(a) log fetch 1 GiB, loopback, MiB/s",
+            &mut ours,
+            &mut raw,
+            "raw TCP copy",
+            "MiB/s",
+        );
+        row(
+            "(a) log fetch 1 GiB, loopback, MiB/s",
+            &mut ours2,
+            &mut nbd,
+            "nbdkit+nbdcopy",
+            "MiB/s",
+        );
+        let _ = std::fs::remove_dir_all(&logs);
+    }
+    if !parts.contains('b') && !parts.contains('c') {
+        return;
+    }
 
     // (b) and (c): images.
     let (src, same, diff, scratch) = (d("src.img"), d("same.img"), d("diff.img"), d("scratch.img"));
@@ -366,6 +374,10 @@ fn main() {
         ),
         ("loopback", None, None, Ipv4Addr::LOCALHOST),
     ] {
+        let links = std::env::var("MARS_BENCH_LINKS").unwrap_or_else(|_| "veth,loopback".into());
+        if !links.contains(label.split(' ').next().unwrap_or(label)) {
+            continue;
+        }
         let src2 = src.clone();
         let node = run_in(ns_a.as_deref(), move || {
             let ex = Exports::new(None);

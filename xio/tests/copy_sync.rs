@@ -287,3 +287,19 @@ fn stopping_while_the_source_is_unreachable_keeps_the_restart_position() {
         b.contents()[..rp.pos as usize]
     );
 }
+
+#[test]
+fn fast_sync_adapts_to_long_differing_runs() {
+    // First half differs everywhere, second half is identical.
+    let a = disk(4 << 20, Some(21));
+    let b = disk(4 << 20, None);
+    brick_core::write_all(&*b, 2 << 20, &a.contents()[2 << 20..]).unwrap();
+    let mut c = cfg(4096);
+    c.window = 4;
+    let p = Copy::new("c", Arc::new(LocalSource(a.clone())), b.clone(), c).run().unwrap();
+    assert_eq!(a.contents(), b.contents());
+    // Everything that differs travels, and at most 15 identical chunks (plus the window)
+    // after the differing run before a probe switches comparing back on.
+    assert!(p.transferred >= 2 << 20);
+    assert!(p.transferred <= (2 << 20) + (15 + 4) * 4096, "{p:?}");
+}

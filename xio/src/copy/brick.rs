@@ -6,7 +6,9 @@
 //!   submitted (or *k−1* needed none), so an appending target never sees a hole.
 //! - The restart position only covers chunks whose writes completed **and were flushed** on B
 //!   before it was persisted; resuming from it never skips data.
-//! - Fast full sync transfers only chunks whose checksums differ; the result is byte-identical.
+//! - Fast full sync transfers only chunks whose checksums differ (except that after 32
+//!   differing chunks in a row it reads plainly, comparing every 16th chunk, so at most 15
+//!   identical chunks after a long differing run travel); the result is byte-identical.
 //! - At most `window` chunks are in flight; the limiter bounds transferred bytes per second.
 
 use super::error::{CopyError, Result};
@@ -104,6 +106,8 @@ pub struct Copy {
     cv: Condvar,
     stop: AtomicBool,
     transferred: AtomicU64,
+    /// Consecutive compared chunks that differed (fast sync adapts to it).
+    differ_streak: AtomicU64,
     skipped: AtomicU64,
     progress: Mutex<CopyProgress>,
 }
@@ -132,6 +136,7 @@ impl Copy {
             cv: Condvar::new(),
             stop: AtomicBool::new(false),
             transferred: AtomicU64::new(0),
+            differ_streak: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             progress: Mutex::new(CopyProgress::default()),
         })
@@ -408,8 +413,14 @@ impl Copy {
     /// The chunk's data if it must be written.
     fn fetch(&self, pos: u64, len: usize) -> Result<Fetched> {
         let begin = Instant::now();
+        // In a long run of differing chunks comparing only costs (a local read and two
+        // hashes per chunk): read plainly, but still compare every PROBE-th chunk so that an
+        // identical region switches comparing back on.
+        let compare = self.cfg.fast
+            && (self.differ_streak.load(Ordering::Relaxed) < STREAK
+                || (pos / self.cfg.chunk.max(1) as u64) % PROBE == 0);
         loop {
-            let r = if self.cfg.fast {
+            let r = if compare {
                 let local = brick_core::read_all(&*self.b, pos, len)
                     .map_err(|source| CopyError::Target { pos, source })?;
                 let r = self.a.read_if_differs(pos, len, chunk_sum(&local));
@@ -424,8 +435,16 @@ impl Copy {
                 self.a.read(pos, len).map(Some)
             };
             match r {
-                Ok(Some(d)) => return Ok(Fetched::Data(d)),
-                Ok(None) => return Ok(Fetched::Same),
+                Ok(Some(d)) => {
+                    if compare {
+                        self.differ_streak.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(Fetched::Data(d));
+                }
+                Ok(None) => {
+                    self.differ_streak.store(0, Ordering::Relaxed);
+                    return Ok(Fetched::Same);
+                }
                 Err(_) if self.stop.load(Ordering::Acquire) => return Ok(Fetched::Stopped),
                 Err(e)
                     if e.is_retryable()
@@ -440,6 +459,11 @@ impl Copy {
         }
     }
 }
+
+/// After this many differing chunks in a row, fast sync stops comparing ...
+const STREAK: u64 = 32;
+/// ... except for every PROBE-th chunk.
+const PROBE: u64 = 16;
 
 enum Fetched {
     Data(Vec<u8>),

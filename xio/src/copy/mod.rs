@@ -8,7 +8,8 @@
 //! **Fast full sync** (`CopyConfig::fast`): for each chunk B's bytes are hashed locally
 //! (xxh3-128) and sent to A's server, which hashes its own chunk and returns data only when the
 //! sums differ. Identical chunks cost one small round trip; different ones cost exactly one
-//! transfer, so an all-different sync costs little more than a plain copy.
+//! transfer; after a long run of differing chunks the brick stops comparing (but probes every
+//! 16th chunk), so an all-different sync costs little more than a plain copy.
 //!
 //! ```
 //! use std::sync::Arc;

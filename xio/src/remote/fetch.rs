@@ -43,7 +43,8 @@ pub struct FetchConfig {
     pub window: usize,
     /// How long one read at the end of a growing log waits for new bytes (ms).
     pub follow_wait_ms: u32,
-    /// `fdatasync` the local file after this many new bytes (and at the end).
+    /// Start a background `fdatasync` of the local file after this many new bytes (the fetch
+    /// does not wait for it); the end of a fetch always syncs synchronously.
     pub sync_every: u64,
     /// Stop with the last error after this long without progress (`None`: never give up).
     pub give_up: Option<Duration>,
@@ -160,6 +161,7 @@ impl LogFetch {
     fn session(&self, file: &File) -> Result<FetchProgress> {
         let mut local = file.metadata().map_err(|e| self.local_err(e))?.len();
         let mut unsynced = 0u64;
+        let bg = BackgroundSync::start(file, &self.cfg.local_path)?;
         let (mut remote, mut finished) = self.client.stat()?;
         {
             let mut p = self.progress.lock();
@@ -275,7 +277,7 @@ impl LogFetch {
                 local += data.len() as u64;
                 unsynced += data.len() as u64;
                 if unsynced >= self.cfg.sync_every {
-                    self.sync(file)?;
+                    bg.kick()?;
                     unsynced = 0;
                 }
                 next = next.max(local);
@@ -310,6 +312,7 @@ impl LogFetch {
     }
 
     fn sync(&self, file: &File) -> Result<()> {
+        // Pending background syncs are covered by this one.
         file.sync_data().map_err(|e| self.local_err(e))
     }
 
@@ -317,6 +320,67 @@ impl LogFetch {
         RemoteError::Local {
             path: self.cfg.local_path.display().to_string(),
             source,
+        }
+    }
+}
+
+/// A thread that runs `fdatasync` on request, so that appending never waits for the disk; a
+/// request while one is queued is merged into it. Its first error is reported by the next
+/// [`BackgroundSync::kick`].
+struct BackgroundSync {
+    tx: Option<crossbeam_channel::Sender<()>>,
+    error: Arc<Mutex<Option<std::io::Error>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl BackgroundSync {
+    fn start(file: &File, path: &std::path::Path) -> Result<BackgroundSync> {
+        let local = |source| RemoteError::Local {
+            path: path.display().to_string(),
+            source,
+        };
+        let f = file.try_clone().map_err(local)?;
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let error = Arc::new(Mutex::new(None));
+        let e2 = error.clone();
+        let thread = std::thread::Builder::new()
+            .name("log-fetch-sync".into())
+            .spawn(move || {
+                for () in rx {
+                    if let Err(e) = f.sync_data() {
+                        e2.lock().get_or_insert(e);
+                    }
+                }
+            })
+            .map_err(local)?;
+        Ok(BackgroundSync {
+            tx: Some(tx),
+            error,
+            thread: Some(thread),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn kick(&self) -> Result<()> {
+        if let Some(e) = self.error.lock().take() {
+            return Err(RemoteError::Local {
+                path: self.path.display().to_string(),
+                source: e,
+            });
+        }
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BackgroundSync {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
