@@ -291,7 +291,8 @@ fn qemu_img_convert_compare_and_nbdcopy_both_ways() {
 fn fio_randwrite_verify_multi_conn() {
     let dir = tempfile::tempdir().unwrap();
     let p = ExportProc::start(dir.path(), 128 << 20, "disk");
-    let out = stdout(Command::new("fio").args([
+    // fio writes verify state files into its working directory: keep them in the temp dir.
+    let out = stdout(Command::new("fio").current_dir(dir.path()).args([
         "--name=mc",
         "--ioengine=nbd",
         &format!("--uri={}", p.uri("disk")),
@@ -351,6 +352,7 @@ fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
     let p = ExportProc::start(dir.path(), size, "disk");
     // fio with fsync=N hammers another region of the same export while we kill it.
     let mut fio = Command::new("fio")
+        .current_dir(dir.path())
         .args([
             "--name=bg",
             "--ioengine=nbd",
