@@ -333,6 +333,9 @@ fn main() {
                 mem_budget: budget,
                 ..LoggerConfig::default()
             };
+            if let Ok(ms) = std::env::var("MARS_BENCH_WRITEBACK_DELAY_MS") {
+                cfg.writeback_delay = Duration::from_millis(ms.parse().expect("milliseconds"));
+            }
             if let Ok(us) = std::env::var("MARS_BENCH_GROUP_WAIT_US") {
                 cfg.group_wait = Duration::from_micros(us.parse().expect("microseconds"));
             }
