@@ -121,7 +121,9 @@ impl Input {
     /// Forward a request to the connected output; see [`Output::submit`] for the contract.
     pub fn submit(&self, mut req: Box<Aio>) -> Result<(), Rejected> {
         loop {
-            let Some(conn) = self.conn.load_full() else {
+            // A guard, not a clone: the only reference count taken is the hook's below.
+            let guard = self.conn.load();
+            let Some(conn) = guard.as_ref() else {
                 return Err(Rejected::new(req, self.not_connected()));
             };
             conn.inflight.fetch_add(1, SeqCst);
@@ -133,7 +135,8 @@ impl Input {
                 continue;
             }
             req.push_hook(conn.clone());
-            return match conn.output.submit(req) {
+            let output = &conn.output;
+            return match output.submit(req) {
                 Ok(()) => Ok(()),
                 Err(mut rej) => {
                     rej.req.pop_hook();
