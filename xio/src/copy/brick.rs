@@ -418,7 +418,7 @@ impl Copy {
         // identical region switches comparing back on.
         let compare = self.cfg.fast
             && (self.differ_streak.load(Ordering::Relaxed) < STREAK
-                || (pos / self.cfg.chunk.max(1) as u64) % PROBE == 0);
+                || (pos / self.cfg.chunk.max(1) as u64).is_multiple_of(PROBE));
         loop {
             let r = if compare {
                 let local = brick_core::read_all(&*self.b, pos, len)
