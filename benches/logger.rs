@@ -336,6 +336,9 @@ fn main() {
             if let Ok(ms) = std::env::var("MARS_BENCH_WRITEBACK_DELAY_MS") {
                 cfg.writeback_delay = Duration::from_millis(ms.parse().expect("milliseconds"));
             }
+            if let Ok(ms) = std::env::var("MARS_BENCH_COMMIT_MS") {
+                cfg.commit_interval = Duration::from_millis(ms.parse().expect("milliseconds"));
+            }
             if let Ok(us) = std::env::var("MARS_BENCH_GROUP_WAIT_US") {
                 cfg.group_wait = Duration::from_micros(us.parse().expect("microseconds"));
             }

@@ -23,7 +23,9 @@ pub struct LoggerConfig {
     /// (default 2 ms). FUA writes and flushes never wait for this.
     pub batch_delay: Duration,
     /// How long written records may wait for their `fdatasync` when nobody asks for it
-    /// (default 20 ms). FUA writes and flushes commit at once.
+    /// (default 1 s, upstream flushed idle chunks after 2–4 s). FUA writes and flushes commit
+    /// at once. Measured: 20 ms turned unsynced random 4 KiB writes into a stream of
+    /// `fdatasync`s bound by the disk (0.45× of aio); 1 s gives 0.64–0.77×.
     pub commit_interval: Duration,
     /// Commit (`fdatasync`) at the latest after this many bytes were written to the log
     /// (default 16 MiB).
@@ -71,7 +73,7 @@ impl Default for LoggerConfig {
             mem_budget: 256 << 20,
             chunk_size: 1 << 20,
             batch_delay: Duration::from_millis(2),
-            commit_interval: Duration::from_millis(20),
+            commit_interval: Duration::from_secs(1),
             commit_bytes: 16 << 20,
             group_wait: Duration::from_micros(50),
             rotate_size: 1 << 30,
