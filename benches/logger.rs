@@ -319,7 +319,9 @@ fn main() {
         ),
     ];
     let only = std::env::var("MARS_BENCH_ONLY").unwrap_or_default();
-    let wanted = |name: &str| only.is_empty() || only.split(',').any(|o| name.starts_with(&format!("({o})")));
+    let wanted = |name: &str| {
+        only.is_empty() || only.split(',').any(|o| name.starts_with(&format!("({o})")))
+    };
     for (name, w, budget, unit, durable) in cases {
         if !wanted(name) {
             continue;

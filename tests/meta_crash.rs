@@ -28,11 +28,11 @@ fn meta_crash_child() {
             store.set(k, &i.to_string()).unwrap();
         }
         let rot = format!("userspace/tmp-{}", i % 50);
-        if i % 7 == 0 {
+        if i.is_multiple_of(7) {
             store.delete(&rot).unwrap();
         } else {
             store
-                .set(&rot, if i % 5 == 0 { &big } else { "small" })
+                .set(&rot, if i.is_multiple_of(5) { &big } else { "small" })
                 .unwrap();
         }
         disk.apply(&store.take_changes()).unwrap();
