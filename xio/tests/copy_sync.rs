@@ -296,7 +296,9 @@ fn fast_sync_adapts_to_long_differing_runs() {
     brick_core::write_all(&*b, 2 << 20, &a.contents()[2 << 20..]).unwrap();
     let mut c = cfg(4096);
     c.window = 4;
-    let p = Copy::new("c", Arc::new(LocalSource(a.clone())), b.clone(), c).run().unwrap();
+    let p = Copy::new("c", Arc::new(LocalSource(a.clone())), b.clone(), c)
+        .run()
+        .unwrap();
     assert_eq!(a.contents(), b.contents());
     // Everything that differs travels, and at most 15 identical chunks (plus the window)
     // after the differing run before a probe switches comparing back on.
