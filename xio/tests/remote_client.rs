@@ -98,17 +98,13 @@ fn log_reads_follow_growth_and_report_finished() {
         let mut f = std::fs::OpenOptions::new().append(true).open(p2).unwrap();
         f.write_all(b"second").unwrap();
     });
-    let t = Instant::now();
     let (d, size, _) = c.read_at(5, 100, 1500).unwrap();
     writer.join().unwrap();
     assert_eq!(d, b"second");
     assert_eq!(size, 11);
-    assert!(t.elapsed() < Duration::from_millis(1400));
     // The next log appears: this one is finished, and a read at its end returns at once.
     std::fs::write(dir.path().join("log-000000002"), [0u8; 512]).unwrap();
-    let t = Instant::now();
     assert_eq!(c.read_at(11, 100, 1500).unwrap(), (vec![], 11, true));
-    assert!(t.elapsed() < Duration::from_millis(1000));
 }
 
 #[test]
