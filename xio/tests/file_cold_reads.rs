@@ -5,7 +5,7 @@
 //! submitter that then sleeps waiting for its completions still gets every one of them.
 #![allow(unsafe_code)]
 
-use brick_core::{Aio, CompletionQueue, Output};
+use brick_core::{Aio, CompletionQueue};
 use std::os::unix::io::AsRawFd;
 use std::time::Duration;
 use xio::file::{self, Backend, FileOptions};

@@ -1,7 +1,7 @@
 //! [`UringFile`]: the io_uring brick, its submit path and its completion thread.
 #![allow(unsafe_code)]
 
-use super::ring::Ring;
+use super::ring::{Ring, WAKE};
 use super::state::{self, Stage, Step, UringAspect};
 use crate::file::core::{Admit, FileCore};
 use crate::file::{from_io, FileKind, FileOptions};
@@ -98,10 +98,7 @@ impl UringFile {
             fn drop(&mut self) {
                 DEFER.with(|d| d.set(self.prev));
                 if self.prev != self.me {
-                    if let Err(e) = self.ring.enter() {
-                        // The completion thread enters again within IDLE_WAKE.
-                        tracing::warn!("io_uring enter after a batch failed: {e}");
-                    }
+                    self.ring.wake();
                 }
             }
         }
@@ -159,10 +156,8 @@ impl Shared {
             return;
         }
         if !deferred {
-            if let Err(e) = self.ring.enter() {
-                // The entry stays queued; the completion thread enters within IDLE_WAKE.
-                tracing::warn!(brick = %self.core.name, "io_uring enter failed: {e}");
-            }
+            // Only the completion thread enters the ring (see `ring.rs`): wake it.
+            self.ring.wake();
         }
     }
 
@@ -200,6 +195,9 @@ fn completion_loop(shared: Arc<Shared>) {
     COMPLETION_OF.with(|c| c.set(me));
     DEFER.with(|d| d.set(me));
     let mut batch = [(0u64, 0i32); 64];
+    if let Err(e) = shared.ring.start_issuer() {
+        tracing::error!(brick = %shared.core.name, "cannot start the io_uring issuer: {e}");
+    }
     loop {
         // Also submits everything the hooks queued during the last round: one enter.
         if let Err(e) = shared.ring.wait(IDLE_WAKE) {
@@ -210,6 +208,14 @@ fn completion_loop(shared: Arc<Shared>) {
             let n = shared.ring.reap(&mut batch);
             for &(user_data, res) in &batch[..n] {
                 if user_data == SHUTDOWN {
+                    continue;
+                }
+                if user_data == WAKE {
+                    // Clear first: a submitter queueing after this point writes again.
+                    shared.ring.woken();
+                    if let Err(e) = shared.ring.arm_wake() {
+                        tracing::warn!(brick = %shared.core.name, "cannot re-arm the wake-up read: {e}");
+                    }
                     continue;
                 }
                 // SAFETY: every other user data is a request leaked by `Shared::start` for
@@ -251,7 +257,7 @@ impl Output for UringFile {
             && s.core.admission.inflight() >= s.core.admission.depth()
         {
             // About to wait for a slot: first let the kernel see what this batch queued.
-            let _ = s.ring.enter();
+            s.ring.wake();
         }
         match s.core.admit(req, !on_completion_thread)? {
             Admit::Done(req, result) => s.core.complete_now(req, result),
@@ -298,7 +304,7 @@ impl Drop for UringFile {
         let nop = io_uring::opcode::Nop::new().build().user_data(SHUTDOWN);
         // SAFETY: a NOP points to no memory.
         if unsafe { s.ring.push(&nop) }.is_ok() {
-            let _ = s.ring.enter();
+            s.ring.wake();
         }
         // A hook on our own completion thread may drop the last handle: that thread cannot
         // join itself; it exits by itself once nothing is in flight.
