@@ -1,7 +1,7 @@
-//! A brick graph built by hand: a file on io_uring → a throttle (64 MiB/s) → a probe (counters,
+//! A brick graph built by hand: a file on io_uring → a throttled probe (64 MiB/s) → a probe (counters,
 //! latency) → this program. Run: `cargo run --release --example custom-graph`.
 
-use brick_core::bricks::{Probe, Throttle};
+use brick_core::bricks::Probe;
 use brick_core::{Brick, Limiter, Rates};
 use xio::file::{self, Backend, FileOptions};
 
@@ -16,7 +16,7 @@ pub fn main() -> Result<(), Box<dyn std::error::Error>> {
         ops_per_sec: 0,
         bytes_per_sec: 64 << 20,
     });
-    let throttle = Throttle::new("throttle", limit, disk.clone());
+    let throttle = Probe::throttled("throttle", limit, disk.clone());
     let probe = Probe::new("probe", throttle);
 
     for i in 0..256u64 {

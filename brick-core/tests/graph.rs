@@ -60,3 +60,23 @@ fn missing_predecessor_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_throttled_probe_switches_off_and_leaves_the_graph() {
+    let g = Graph::new();
+    g.ensure("disk", &[], |_| {
+        Ok(MemDisk::new("disk", 1 << 20, MemDiskMode::Inline) as Arc<dyn Brick>)
+    })
+    .unwrap();
+    g.ensure("slow", &["disk"], |preds| {
+        let limiter = brick_core::Limiter::new(brick_core::Rates {
+            ops_per_sec: 0,
+            bytes_per_sec: 1 << 30,
+        });
+        Ok(Probe::throttled("slow", limiter, preds[0].clone()) as Arc<dyn Brick>)
+    })
+    .unwrap();
+    brick_core::run(&*g.get("slow").unwrap(), Aio::read(0, 512)).unwrap();
+    g.kill_all(Duration::from_secs(5)).unwrap();
+    assert!(g.paths().is_empty());
+}

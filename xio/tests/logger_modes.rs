@@ -1,7 +1,7 @@
 //! Rotation under load, the memory budget under a slow data device, emergency bypass, and
 //! replay mode (idempotent, progress, position reached, `until`).
 
-use brick_core::bricks::{MemDisk, MemDiskMode, Throttle};
+use brick_core::bricks::{MemDisk, MemDiskMode, Probe};
 use brick_core::{Aio, Limiter, Op, Output, Rates};
 use rand::{Rng, SeedableRng};
 use std::sync::Arc;
@@ -127,7 +127,7 @@ fn rotation_under_load_loses_and_reorders_nothing() {
 fn memory_budget_holds_under_a_writer_faster_than_the_disk() {
     let store = MemLogStore::new(16 << 20);
     let mem = MemDisk::new("data", 2048 * BLOCK, MemDiskMode::Inline);
-    let slow = Throttle::new(
+    let slow = Probe::throttled(
         "slow",
         Limiter::new(Rates {
             ops_per_sec: 0,

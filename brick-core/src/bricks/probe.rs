@@ -1,9 +1,11 @@
-//! `Probe`: a pass-through brick that counts requests and measures their latency. The template
-//! for a brick with an aspect and a completion hook.
+//! `Probe`: a pass-through brick that counts requests and measures their latency, optionally
+//! holding them back to a [`Limiter`]'s rates (the delay is spent on the submitting thread: the
+//! caller is the one being throttled). The template for a brick with an aspect and a
+//! completion hook.
 
 use crate::{
-    Aio, Aspect, Brick, Completer, Info, Input, Output, Power, PowerState, Rejected, Result, Slot,
-    Stats, StatsSnapshot,
+    Aio, Aspect, Brick, Completer, Info, Input, Limiter, Op, Output, Power, PowerState, Rejected,
+    Result, Slot, Stats, StatsSnapshot,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +33,7 @@ struct Core {
     slot: Slot<ProbeAspect>,
     stats: Stats,
     power: Power,
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl Completer for Core {
@@ -43,7 +46,7 @@ impl Completer for Core {
     }
 }
 
-/// Counting and timing pass-through.
+/// Counting, timing and (optionally) rate-limiting pass-through.
 pub struct Probe {
     core: Arc<Core>,
     input: Input,
@@ -52,15 +55,35 @@ pub struct Probe {
 impl Probe {
     /// A probe called `name` in front of `below`, switched on.
     pub fn new(name: impl Into<String>, below: Arc<dyn Output>) -> Arc<Self> {
+        Probe::build(name.into(), None, below)
+    }
+
+    /// A probe that also holds requests back to `limiter`'s rates (upstream's limiter in front
+    /// of a brick), switched on.
+    pub fn throttled(
+        name: impl Into<String>,
+        limiter: Arc<Limiter>,
+        below: Arc<dyn Output>,
+    ) -> Arc<Self> {
+        Probe::build(name.into(), Some(limiter), below)
+    }
+
+    fn build(name: String, limiter: Option<Arc<Limiter>>, below: Arc<dyn Output>) -> Arc<Self> {
         Arc::new(Probe {
             core: Arc::new(Core {
-                name: name.into(),
+                name,
                 slot: Slot::new(),
                 stats: Stats::new(),
                 power: Power::on(),
+                limiter,
             }),
             input: Input::connected("below", below),
         })
+    }
+
+    /// The limiter, if this probe throttles (to change rates at runtime).
+    pub fn limiter(&self) -> Option<&Arc<Limiter>> {
+        self.core.limiter.as_ref()
     }
 
     /// The input (for rewiring).
@@ -85,6 +108,14 @@ impl Output for Probe {
 
     fn submit(&self, mut req: Box<Aio>) -> Result<(), Rejected> {
         let core = &self.core;
+        if let Some(limiter) = &core.limiter {
+            let bytes = if req.op == Op::Flush {
+                0
+            } else {
+                req.len as u64
+            };
+            limiter.wait(1, bytes);
+        }
         if let Err(e) = core.power.enter(&core.name) {
             return Err(Rejected::new(req, e));
         }
