@@ -2,19 +2,25 @@
 //! "Batches and the torn-tail rule"): clean end, torn tail (reported with the end of the valid
 //! prefix), or an error (corruption, unknown version, wrong resource).
 //!
-//! **Invariant:** [`Scanner::next`] never yields a record that failed a check, and never yields
-//! anything after the first damaged record.
+//! **Invariant:** [`Scanner::next`] (and [`Scanner::next_raw`]) never yields a record that
+//! failed a check, and never yields anything after the first damaged record.
+//!
+//! Reading: the file is read through one reusable window of [`WINDOW`] bytes (one large read
+//! per window, no per-record reads); a record that straddles the window's end makes the window
+//! move to that record's start. [`Scanner::next_raw`] lends the verified payload out of the
+//! window without copying it.
 
 use super::error::{LogError, Result};
 use super::header::{FileHeader, HeaderProblem, HEADER_LEN};
 use super::record::{
-    check_trailer, decode_payload, RecordHeader, REC_HEADER_LEN, REC_MAGIC, REC_OVERHEAD,
-    TRAILER_LEN,
+    check_trailer, decode_payload, RecordHeader, RecordOp, FLAG_LZ4, REC_HEADER_LEN, REC_MAGIC,
+    REC_OVERHEAD, TRAILER_LEN,
 };
-use brick_core::Output;
+use brick_core::{Aio, Output};
 use std::sync::Arc;
 
-const WINDOW: usize = 1 << 20;
+/// Bytes read per window (one read; records larger than this get a window of their own size).
+pub const WINDOW: usize = 8 << 20;
 
 /// What the reader expects of a file.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +43,59 @@ pub struct Record {
     pub offset: u64,
     /// File offset where it ends (the next record starts).
     pub end: u64,
+}
+
+/// One valid record whose payload is lent out of the scanner's read window
+/// ([`Scanner::next_raw`]): its header and trailer checks (both CRCs) have passed.
+#[derive(Debug)]
+pub struct RawRecord<'a> {
+    /// Its header.
+    pub header: RecordHeader,
+    /// The payload as stored in the file (lz4 when the header says so); empty for discard,
+    /// write-zeroes and commit records.
+    pub stored: &'a [u8],
+    /// File offset where the record starts.
+    pub offset: u64,
+    /// File offset where it ends (the next record starts).
+    pub end: u64,
+    file: &'a str,
+}
+
+impl RawRecord<'_> {
+    /// Append the device bytes of a write record (decompressed when needed) to `out`; appends
+    /// nothing for other operations. A payload that does not decompress to its length is
+    /// corruption (naming file and offset); `out` is then left as it was.
+    pub fn decode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        let h = &self.header;
+        if h.op != RecordOp::Write {
+            return Ok(());
+        }
+        if h.flags & FLAG_LZ4 == 0 {
+            out.extend_from_slice(self.stored);
+            return Ok(());
+        }
+        let old = out.len();
+        out.resize(old + h.data_len as usize, 0);
+        match lz4_flex::block::decompress_into(self.stored, &mut out[old..]) {
+            Ok(n) if n == h.data_len as usize => Ok(()),
+            Ok(_) => {
+                out.truncate(old);
+                Err(self.corrupt("lz4 payload decompresses to the wrong length"))
+            }
+            Err(_) => {
+                out.truncate(old);
+                Err(self.corrupt("lz4 payload does not decompress"))
+            }
+        }
+    }
+
+    fn corrupt(&self, reason: &str) -> LogError {
+        LogError::Corruption {
+            file: self.file.to_string(),
+            offset: self.offset,
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// How a file ended.
@@ -172,6 +231,48 @@ impl Scanner {
     /// The next valid record, or `None` at the end of the valid prefix (see [`Scanner::end`]).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record>> {
+        let Some((h, pos, total)) = self.advance()? else {
+            return Ok(None);
+        };
+        let data = if pos + total <= self.skip_until {
+            Vec::new()
+        } else {
+            let stored = self.stored(pos, &h);
+            decode_payload(&h, stored).map_err(|r| self.corrupt(pos, r.to_string()))?
+        };
+        Ok(Some(Record {
+            header: h,
+            data,
+            offset: pos,
+            end: pos + total,
+        }))
+    }
+
+    /// Like [`Scanner::next`], but the payload is lent out of the read window instead of
+    /// being copied (and decompressed) into a new buffer: see [`RawRecord::decode_into`].
+    /// [`Scanner::skip_payloads_until`] does not apply (the caller decides what to decode).
+    pub fn next_raw(&mut self) -> Result<Option<RawRecord<'_>>> {
+        let Some((h, pos, total)) = self.advance()? else {
+            return Ok(None);
+        };
+        Ok(Some(RawRecord {
+            header: h,
+            stored: self.stored(pos, &h),
+            offset: pos,
+            end: pos + total,
+            file: &self.name,
+        }))
+    }
+
+    /// The stored payload of the record at `pos`, which [`Scanner::advance`] left in the window.
+    fn stored(&self, pos: u64, h: &RecordHeader) -> &[u8] {
+        let off = (pos - self.win_pos) as usize + REC_HEADER_LEN;
+        &self.win[off..off + h.stored_len as usize]
+    }
+
+    /// Check the next record and step over it; returns its header, offset and total length,
+    /// with the whole record inside the read window. `None` at the end of the valid prefix.
+    fn advance(&mut self) -> Result<Option<(RecordHeader, u64, u64)>> {
         if self.end.is_some() {
             return Ok(None);
         }
@@ -188,14 +289,16 @@ impl Scanner {
         let hb = self.bytes(pos, avail)?.to_vec();
         let h = match RecordHeader::decode(&hb) {
             Ok(h) => h,
-            Err(reason) => return self.damage(pos, reason.to_string()),
+            Err(reason) => return self.damage(pos, reason.to_string()).map(|_| None),
         };
         if Some(h.nonce) != self.header.as_ref().map(|h| h.nonce) {
-            return self.damage(pos, "record belongs to another file (nonce)".into());
+            let reason = "record belongs to another file (nonce)".into();
+            return self.damage(pos, reason).map(|_| None);
         }
         let total = h.total_len();
         if pos + total > self.len {
-            return self.damage(pos, "record extends past the end of the file".into());
+            let reason = "record extends past the end of the file".into();
+            return self.damage(pos, reason).map(|_| None);
         }
         let want_batch = if self.last_closed {
             self.last_batch + 1
@@ -207,33 +310,21 @@ impl Scanner {
                 "record {} of batch {} where record {} of batch {want_batch} was expected",
                 h.rec_seq, h.batch, self.next_rec
             );
-            return self.damage(pos, reason);
+            return self.damage(pos, reason).map(|_| None);
         }
-        let skip = pos + total <= self.skip_until;
         let rec = self.bytes(pos, total as usize)?;
         let payload_end = REC_HEADER_LEN + h.stored_len as usize;
         let stored = &rec[REC_HEADER_LEN..payload_end];
         if let Err(reason) =
             check_trailer(rec, stored, &rec[payload_end..payload_end + TRAILER_LEN])
         {
-            return self.damage(pos, reason.to_string());
+            return self.damage(pos, reason.to_string()).map(|_| None);
         }
-        let data = if skip {
-            Ok(Vec::new())
-        } else {
-            decode_payload(&h, stored)
-        };
-        let data = data.map_err(|r| self.corrupt(pos, r.to_string()))?;
         self.next_rec += 1;
         self.last_batch = h.batch;
         self.last_closed = h.batch_end();
         self.pos = pos + total;
-        Ok(Some(Record {
-            header: h,
-            data,
-            offset: pos,
-            end: pos + total,
-        }))
+        Ok(Some((h, pos, total)))
     }
 
     /// Read every record to the end; returns them and how the file ended.
@@ -257,7 +348,8 @@ impl Scanner {
         });
     }
 
-    fn damage(&mut self, pos: u64, reason: String) -> Result<Option<Record>> {
+    /// Classify damage at `pos`: corruption (error) or the torn tail (sets `end`).
+    fn damage(&mut self, pos: u64, reason: String) -> Result<()> {
         let damaged_batch = if self.last_closed {
             self.last_batch + 1
         } else {
@@ -272,7 +364,7 @@ impl Scanner {
             ));
         }
         self.end = Some(ScanEnd::TornTail { end: pos, reason });
-        Ok(None)
+        Ok(())
     }
 
     fn corrupt(&self, offset: u64, reason: String) -> LogError {
@@ -346,15 +438,33 @@ impl Scanner {
         let have = pos >= self.win_pos && pos + n as u64 <= self.win_pos + self.win.len() as u64;
         if !have {
             let want = n.max(WINDOW).min((self.len - pos) as usize).max(n);
-            self.win = brick_core::read_all(&*self.src, pos, want).map_err(|e| LogError::Io {
+            let buf = std::mem::take(&mut self.win);
+            self.win_pos = pos;
+            self.win = read_into(&*self.src, pos, want, buf).map_err(|e| LogError::Io {
                 file: self.name.clone(),
                 source: e,
             })?;
-            self.win_pos = pos;
         }
         let off = (pos - self.win_pos) as usize;
         Ok(&self.win[off..off + n])
     }
+}
+
+/// Read `len` bytes at `pos` into the recycled allocation `buf` (one request when the source
+/// takes it whole; otherwise piecewise).
+fn read_into(src: &dyn Output, pos: u64, len: usize, buf: Vec<u8>) -> brick_core::Result<Vec<u8>> {
+    let mut req = Aio::read(pos, len);
+    req.data = buf;
+    src.prepare(&mut req)?;
+    if req.len == len {
+        let got = brick_core::run(src, req)?;
+        if got.len == len && got.data.len() >= len {
+            let mut data = got.data;
+            data.truncate(len);
+            return Ok(data);
+        }
+    }
+    brick_core::read_all(src, pos, len)
 }
 
 impl std::fmt::Debug for Scanner {

@@ -39,6 +39,8 @@ pub(crate) struct Applier<'a> {
     inflight: Vec<(u64, u64, u64)>,
     depth: usize,
     next_tag: u64,
+    /// With [`Applier::keep_buffers`]: data buffers of completed writes, for reuse.
+    spent: Option<Vec<Vec<u8>>>,
 }
 
 impl<'a> Applier<'a> {
@@ -50,7 +52,21 @@ impl<'a> Applier<'a> {
             inflight: Vec::new(),
             depth: depth.max(1),
             next_tag: 1,
+            spent: None,
         })
+    }
+
+    /// Keep the data buffers of completed writes (at most `2 * depth` of them) for
+    /// [`Applier::take_spent`] instead of freeing them.
+    pub fn keep_buffers(&mut self) {
+        self.spent.get_or_insert_with(Vec::new);
+    }
+
+    /// Move the kept buffers of completed writes (cleared, capacity intact) into `into`.
+    pub fn take_spent(&mut self, into: &mut Vec<Vec<u8>>) {
+        if let Some(s) = self.spent.as_mut() {
+            into.append(s);
+        }
     }
 
     /// Apply `op` with `data` (for writes) at `pos`, split at the device's `max_len`.
@@ -106,8 +122,15 @@ impl<'a> Applier<'a> {
     }
 
     fn reap(&mut self) -> Result<()> {
-        let done = self.cq.recv();
+        let mut done = self.cq.recv();
         self.inflight.retain(|&(t, _, _)| t != done.tag);
+        if let Some(spent) = self.spent.as_mut() {
+            if done.data.capacity() > 0 && spent.len() < 2 * self.depth {
+                let mut buf = std::mem::take(&mut done.data);
+                buf.clear();
+                spent.push(buf);
+            }
+        }
         match &done.error {
             Some(e) => Err(e.clone()),
             None => Ok(()),

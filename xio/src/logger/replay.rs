@@ -5,12 +5,44 @@
 //! then the rest ends in the same state), applies non-overlapping records **in parallel** and
 //! overlapping ones **in log order** (see `apply::Applier`), reports progress and the position
 //! reached, and flushes the data device before it returns.
+//!
+//! ## Pipeline
+//! Two threads overlap the work. A **scan thread** reads the log files in large windows
+//! (`Scanner`), verifies every record (header and trailer CRC) and decodes the payloads of
+//! verified records into write buffers; consecutive records that are adjacent on the device
+//! and of the same kind are **merged** into one request of at most [`MERGE_MAX`] bytes
+//! (consecutive in log order, so the merged request holds exactly what applying them one by
+//! one would leave). It sends the requests in batches over a bounded channel (at most
+//! [`AHEAD`] batches of about [`BATCH_BYTES`] ahead). The calling thread applies them in
+//! channel order through `Applier` (`depth` in flight, overlapping ones in order), calls the
+//! progress callback, and hands the buffers of completed writes back to the scan thread.
+//!
+//! **Invariants** (tested in `xio/tests/replay_*.rs` and the logger tests):
+//! - a record reaches the data device only after it (and every record before it) passed its
+//!   checks: the scan thread sends nothing for a bad record or anything after it, and reports
+//!   the error (naming file and offset) after the last good request;
+//! - the device ends as if every record were applied one by one in log order (merging only
+//!   joins log-consecutive, device-adjacent, non-overlapping records);
+//! - a progress position is reported only after every request before it was submitted.
 
 use super::apply::Applier;
 use super::error::{LoggerError, Result};
 use super::store::LogStore;
-use crate::log::{Expect, LogError, LogPos, ScanEnd, Scanner, HEADER_LEN};
+use crate::log::record::FLAG_NO_HOLE;
+use crate::log::{Expect, LogError, LogPos, RecordOp, ScanEnd, Scanner, HEADER_LEN};
 use brick_core::Output;
+use crossbeam_channel::{Receiver, Sender};
+
+/// Largest request that merging builds from adjacent records.
+pub const MERGE_MAX: usize = 1 << 20;
+/// Payload bytes per batch sent from the scan thread.
+pub const BATCH_BYTES: usize = 4 << 20;
+/// Batches the scan thread may be ahead of the applying thread.
+pub const AHEAD: usize = 4;
+/// Requests per batch at most.
+const BATCH_ITEMS: usize = 1024;
+/// Spare buffers kept for reuse by the scan thread.
+const SPARE_MAX: usize = 256;
 
 /// What a replay did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,10 +100,238 @@ pub fn replay_store(
     data: &dyn Output,
     store: &dyn LogStore,
     from: LogPos,
-    mut opts: ReplayOptions<'_>,
+    opts: ReplayOptions<'_>,
 ) -> Result<ReplayReport> {
+    let ReplayOptions {
+        resource,
+        until,
+        depth,
+        mut progress,
+        flush,
+    } = opts;
+    let mut applier = Applier::new(data, depth)?;
+    applier.keep_buffers();
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<Step>>(AHEAD);
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded::<Vec<u8>>(SPARE_MAX);
+    std::thread::scope(|s| {
+        let scan = std::thread::Builder::new()
+            .name("replay-scan".into())
+            .spawn_scoped(s, move || {
+                let mut sink = Sink::new(tx, spare_rx);
+                scan_store(store, from, resource, until, &mut sink)
+            })
+            .map_err(|e| brick_core::Error::from_io(&e, "starting the replay scan thread"))?;
+        let mut spent = Vec::new();
+        let applied = apply_steps(&mut applier, &rx, &spare_tx, &mut spent, &mut progress);
+        // Dropping the receiver stops a scan thread still sending (after an apply error).
+        drop(rx);
+        let scanned = match scan.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        applied?;
+        scanned
+    })
+    .and_then(|report| {
+        applier.finish(flush)?;
+        Ok(report)
+    })
+}
+
+/// Apply what the scan thread sends, in order, until it hangs up.
+fn apply_steps(
+    applier: &mut Applier<'_>,
+    rx: &Receiver<Vec<Step>>,
+    spare_tx: &Sender<Vec<u8>>,
+    spent: &mut Vec<Vec<u8>>,
+    progress: &mut Option<&mut dyn FnMut(LogPos, u64)>,
+) -> Result<()> {
+    for batch in rx {
+        for step in batch {
+            match step {
+                Step::Apply(it) => applier.apply(it.op, it.pos, it.len, it.data, it.flags)?,
+                Step::Progress(pos, records) => {
+                    if let Some(p) = progress.as_mut() {
+                        p(pos, records);
+                    }
+                }
+            }
+        }
+        applier.take_spent(spent);
+        for buf in spent.drain(..) {
+            if spare_tx.try_send(buf).is_err() {
+                break;
+            }
+        }
+        spent.clear();
+    }
+    Ok(())
+}
+
+/// One request for the data device: one record, or several merged ones.
+struct Item {
+    op: RecordOp,
+    pos: u64,
+    len: usize,
+    data: Vec<u8>,
+    flags: u8,
+}
+
+/// What the scan thread sends.
+enum Step {
+    Apply(Item),
+    Progress(LogPos, u64),
+}
+
+/// The scan thread's end of the channel: merges, batches and sends.
+struct Sink {
+    tx: Sender<Vec<Step>>,
+    spare: Receiver<Vec<u8>>,
+    batch: Vec<Step>,
+    bytes: usize,
+    pending: Option<Item>,
+}
+
+impl Sink {
+    fn new(tx: Sender<Vec<Step>>, spare: Receiver<Vec<u8>>) -> Sink {
+        Sink {
+            tx,
+            spare,
+            batch: Vec::new(),
+            bytes: 0,
+            pending: None,
+        }
+    }
+
+    /// Queue the verified record `rec` (merged into the pending request when it continues it).
+    fn record(&mut self, rec: &crate::log::scan::RawRecord<'_>) -> Result<(), SinkError> {
+        let h = &rec.header;
+        let len = h.data_len as usize;
+        if len == 0 {
+            return Ok(());
+        }
+        let flags = h.flags & FLAG_NO_HOLE;
+        if let Some(p) = self.pending.as_mut() {
+            let joins = p.op == h.op
+                && p.flags == flags
+                && p.pos + p.len as u64 == h.pos
+                && p.len + len <= MERGE_MAX;
+            if joins {
+                rec.decode_into(&mut p.data)?;
+                p.len += len;
+                return Ok(());
+            }
+        }
+        self.close_pending()?;
+        let mut data = if h.op == RecordOp::Write {
+            let mut b = self.spare.try_recv().unwrap_or_default();
+            b.clear();
+            b.reserve(len);
+            b
+        } else {
+            Vec::new()
+        };
+        rec.decode_into(&mut data)?;
+        self.pending = Some(Item {
+            op: h.op,
+            pos: h.pos,
+            len,
+            data,
+            flags,
+        });
+        Ok(())
+    }
+
+    /// Report `pos` and `records` once everything before it is applied.
+    fn progress(&mut self, pos: LogPos, records: u64) -> Result<(), SinkError> {
+        self.close_pending()?;
+        self.batch.push(Step::Progress(pos, records));
+        Ok(())
+    }
+
+    fn close_pending(&mut self) -> Result<(), SinkError> {
+        if let Some(it) = self.pending.take() {
+            self.bytes += it.data.len().max(4096);
+            self.batch.push(Step::Apply(it));
+            if self.bytes >= BATCH_BYTES || self.batch.len() >= BATCH_ITEMS {
+                self.send()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send everything queued.
+    fn send(&mut self) -> Result<(), SinkError> {
+        self.close_pending_no_send();
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        self.tx.send(batch).map_err(|_| SinkError::Hangup)
+    }
+
+    fn close_pending_no_send(&mut self) {
+        if let Some(it) = self.pending.take() {
+            self.batch.push(Step::Apply(it));
+        }
+    }
+}
+
+/// Why the scan thread stopped sending.
+enum SinkError {
+    /// A log problem: reported to the caller.
+    Log(LoggerError),
+    /// The applying side is gone (it failed; its error is the one reported).
+    Hangup,
+}
+
+impl From<LogError> for SinkError {
+    fn from(e: LogError) -> Self {
+        SinkError::Log(e.into())
+    }
+}
+
+impl From<LoggerError> for SinkError {
+    fn from(e: LoggerError) -> Self {
+        SinkError::Log(e)
+    }
+}
+
+/// The scan thread: walk the files and feed `sink`. Returns the report (the applying side
+/// has everything once the sink is flushed).
+fn scan_store(
+    store: &dyn LogStore,
+    from: LogPos,
+    resource: Option<String>,
+    until: Option<LogPos>,
+    sink: &mut Sink,
+) -> Result<ReplayReport> {
+    let out = scan_files(store, from, resource, until, sink);
+    // Whatever was verified before an error is still applied.
+    let sent = sink.send();
+    match (out, sent) {
+        (Err(SinkError::Log(e)), _) => Err(e),
+        (Ok(report), Ok(())) => Ok(report),
+        // The applier failed; its error is the one the caller sees.
+        (Err(SinkError::Hangup), _) | (Ok(_), Err(_)) => Err(brick_core::Error::Brick {
+            brick: "replay".into(),
+            message: "the applying side stopped".into(),
+        }
+        .into()),
+    }
+}
+
+fn scan_files(
+    store: &dyn LogStore,
+    from: LogPos,
+    resource: Option<String>,
+    until: Option<LogPos>,
+    sink: &mut Sink,
+) -> Result<ReplayReport, SinkError> {
     let seqs: Vec<u64> = store
-        .list()?
+        .list()
+        .map_err(LoggerError::from)?
         .into_iter()
         .filter(|&s| s >= from.seq)
         .collect();
@@ -89,23 +349,24 @@ pub fn replay_store(
             return Err(LoggerError::Gap {
                 missing: store.describe(from.seq),
                 context: format!("replay starts at {from}"),
-            });
+            }
+            .into());
         }
     }
-    let mut applier = Applier::new(data, opts.depth)?;
     for (i, &seq) in seqs.iter().enumerate() {
         if i > 0 && seqs[i - 1] + 1 != seq {
             return Err(LoggerError::Gap {
                 missing: store.describe(seqs[i - 1] + 1),
                 context: format!("between {} and {}", seqs[i - 1], seq),
-            });
+            }
+            .into());
         }
-        if opts.until.is_some_and(|u| u.seq < seq) {
+        if until.is_some_and(|u| u.seq < seq) {
             break;
         }
-        let (out, len) = store.open(seq)?;
+        let (out, len) = store.open(seq).map_err(LoggerError::from)?;
         let expect = Expect {
-            resource: opts.resource.clone(),
+            resource: resource.clone(),
             seq: Some(seq),
         };
         let mut scanner = Scanner::open(out, store.describe(seq), len, &expect)?;
@@ -114,13 +375,12 @@ pub fn replay_store(
         } else {
             HEADER_LEN as u64
         };
-        scanner.skip_payloads_until(start);
         report.files += 1;
         report.last_seq = Some(seq);
         if report.reached.seq < seq || report.reached.offset < start {
             report.reached = LogPos::new(seq, start);
         }
-        while let Some(rec) = scanner.next()? {
+        while let Some(rec) = scanner.next_raw()? {
             if let Some((tseq, tend)) = &report.torn {
                 return Err(LogError::Corruption {
                     file: store.describe(*tseq),
@@ -145,26 +405,21 @@ pub fn replay_store(
                 }
                 .into());
             }
-            if opts
-                .until
-                .is_some_and(|u| LogPos::new(seq, rec.offset) >= u)
-            {
+            if until.is_some_and(|u| LogPos::new(seq, rec.offset) >= u) {
                 report.end = scanner.end().cloned();
-                return finish(applier, report, &mut opts);
+                return Ok(report);
             }
             let h = rec.header;
-            if h.op == crate::log::RecordOp::Commit {
+            if h.op == RecordOp::Commit {
                 report.reached = LogPos::new(seq, rec.end);
                 continue;
             }
-            applier.apply(h.op, h.pos, h.data_len as usize, rec.data, h.flags)?;
+            sink.record(&rec)?;
             report.records += 1;
             report.bytes += h.data_len as u64;
             report.reached = LogPos::new(seq, rec.end);
             if report.records.is_multiple_of(4096) {
-                if let Some(p) = opts.progress.as_mut() {
-                    p(report.reached, report.records);
-                }
+                sink.progress(report.reached, report.records)?;
             }
         }
         let end = scanner.end().cloned().expect("scanner finished");
@@ -180,18 +435,7 @@ pub fn replay_store(
             report.torn = Some((seq, end.clone()));
         }
         report.end = Some(end);
-        if let Some(p) = opts.progress.as_mut() {
-            p(report.reached, report.records);
-        }
+        sink.progress(report.reached, report.records)?;
     }
-    finish(applier, report, &mut opts)
-}
-
-fn finish(
-    applier: Applier<'_>,
-    report: ReplayReport,
-    opts: &mut ReplayOptions<'_>,
-) -> Result<ReplayReport> {
-    applier.finish(opts.flush)?;
     Ok(report)
 }
