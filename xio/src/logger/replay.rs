@@ -71,8 +71,8 @@ pub struct ReplayOptions<'a> {
     pub until: Option<LogPos>,
     /// Requests in flight on the data device.
     pub depth: usize,
-    /// Called after each file and every 4096 records with the position reached and the
-    /// records applied so far.
+    /// Called after each file, every 4096 records and when stopping at `until`, with the
+    /// position reached and the records applied so far (all of them submitted to `data`).
     pub progress: Option<&'a mut dyn FnMut(LogPos, u64)>,
     /// Flush the data device at the end (default true). A secondary that replays in steps may
     /// flush only where it persists its replay position.
@@ -407,6 +407,7 @@ fn scan_files(
             }
             if until.is_some_and(|u| LogPos::new(seq, rec.offset) >= u) {
                 report.end = scanner.end().cloned();
+                sink.progress(report.reached, report.records)?;
                 return Ok(report);
             }
             let h = rec.header;
