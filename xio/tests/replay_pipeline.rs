@@ -44,6 +44,29 @@ struct Placed {
     end: LogPos,
 }
 
+/// Big records (payloads read directly, some lz4, overlapping and adjacent ones) replay to
+/// the same device as in-order application.
+#[test]
+fn big_records_equal_in_order_application() {
+    for seed in 1..=12u64 {
+        let files = gen_files(seed * 104_729, 2, 3, 6, BIG);
+        let store = MemLogStore::new(24 << 20);
+        let placed = write_log(&store, &files, seed % 2 == 0);
+        let mut want = vec![0u8; BIG.dev];
+        for p in &placed {
+            apply(&mut want, &p.rec);
+        }
+        let dev = device(&vec![0u8; BIG.dev], MemDiskMode::Threaded(3));
+        let opts = ReplayOptions {
+            read_window: if seed % 3 == 0 { 8 << 20 } else { 64 << 10 },
+            ..ReplayOptions::default()
+        };
+        let r = replay_store(&*dev, &store, LogPos::new(1, 0), opts).unwrap();
+        assert_eq!(r.records, placed.len() as u64, "seed {seed}");
+        assert!(contents(&dev) == want, "seed {seed}: device differs");
+    }
+}
+
 fn apply(model: &mut [u8], r: &Rec) {
     let range = r.pos as usize..r.pos as usize + r.len;
     match r.op {
@@ -114,19 +137,38 @@ fn contents(d: &MemDisk) -> Vec<u8> {
     brick_core::read_all(d, 0, d.info().unwrap().size as usize).unwrap()
 }
 
+/// Record sizes and device size of a generated log.
+#[derive(Clone, Copy)]
+struct Shape {
+    max_sectors: u64,
+    dev: usize,
+}
+
+const SMALL: Shape = Shape {
+    max_sectors: 16,
+    dev: DEV,
+};
+
+/// Records of up to 1 MiB (larger than `replay::DIRECT_MIN`, so that their payloads are read
+/// straight into request buffers) on a 6 MiB device.
+const BIG: Shape = Shape {
+    max_sectors: 2048,
+    dev: 6 << 20,
+};
+
 /// A random record: after `prev`, half of the time it continues it on the device.
-fn gen_rec(seed: &mut u64, prev: Option<&Rec>) -> Rec {
+fn gen_rec(seed: &mut u64, prev: Option<&Rec>, shape: Shape) -> Rec {
     let mut next = || {
         *seed ^= *seed << 13;
         *seed ^= *seed >> 7;
         *seed ^= *seed << 17;
         *seed
     };
-    let sectors = (next() % 16 + 1) as usize;
+    let sectors = (next() % shape.max_sectors + 1) as usize;
     let len = sectors * SECTOR as usize;
-    let max_start = (DEV - len) as u64 / SECTOR;
+    let max_start = (shape.dev - len) as u64 / SECTOR;
     let pos = match prev {
-        Some(p) if next() % 2 == 0 && p.pos + p.len as u64 + len as u64 <= DEV as u64 => {
+        Some(p) if next() % 2 == 0 && p.pos + p.len as u64 + len as u64 <= shape.dev as u64 => {
             p.pos + p.len as u64
         }
         _ => (next() % (max_start + 1)) * SECTOR,
@@ -162,7 +204,13 @@ fn gen_rec(seed: &mut u64, prev: Option<&Rec>) -> Rec {
     }
 }
 
-fn gen_files(seed: u64, files: usize, batches: usize, per_batch: usize) -> Vec<Vec<Vec<Rec>>> {
+fn gen_files(
+    seed: u64,
+    files: usize,
+    batches: usize,
+    per_batch: usize,
+    shape: Shape,
+) -> Vec<Vec<Vec<Rec>>> {
     let mut s = seed | 1;
     let mut prev: Option<Rec> = None;
     (0..files)
@@ -171,7 +219,7 @@ fn gen_files(seed: u64, files: usize, batches: usize, per_batch: usize) -> Vec<V
                 .map(|_| {
                     (0..per_batch)
                         .map(|_| {
-                            let r = gen_rec(&mut s, prev.as_ref());
+                            let r = gen_rec(&mut s, prev.as_ref(), shape);
                             prev = Some(r.clone());
                             r
                         })
@@ -203,8 +251,9 @@ proptest! {
         from_frac in 0.0f64..1.0,
         until_frac in 0.0f64..1.2,
         depth in 1usize..80,
+        window_log2 in 9u32..18,
     ) {
-        let files = gen_files(seed, nfiles, batches, per_batch);
+        let files = gen_files(seed, nfiles, batches, per_batch, SMALL);
         let store = MemLogStore::new(1 << 20);
         let placed = write_log(&store, &files, compress);
         let n = placed.len();
@@ -232,6 +281,7 @@ proptest! {
             depth,
             progress: Some(&mut cb),
             flush: true,
+            read_window: 1 << window_log2,
         };
         let report = replay_store(&*dev, &store, from, opts).unwrap();
         prop_assert_eq!(report.records, applied.len() as u64);
@@ -263,9 +313,29 @@ proptest! {
 /// that record, and the device holds exactly the records before it.
 #[test]
 fn corruption_applies_exactly_the_prefix() {
-    for seed in 1..40u64 {
-        let files = gen_files(seed * 7919, 2, 4, 12);
-        let store = MemLogStore::new(1 << 20);
+    corruption_case(SMALL, 2, 4, 12, 40, 1 << 20, 4096);
+}
+
+/// The same with records read straight into request buffers (a 64 KiB read window, so that
+/// most payloads are outside it).
+#[test]
+fn corruption_of_big_records_applies_exactly_the_prefix() {
+    corruption_case(BIG, 2, 3, 5, 12, 24 << 20, 64 << 10);
+}
+
+fn corruption_case(
+    shape: Shape,
+    nfiles: usize,
+    batches: usize,
+    per_batch: usize,
+    seeds: u64,
+    capacity: usize,
+    window: usize,
+) {
+    let dev_len = shape.dev;
+    for seed in 1..=seeds {
+        let files = gen_files(seed * 7919, nfiles, batches, per_batch, shape);
+        let store = MemLogStore::new(capacity);
         let placed = write_log(&store, &files, false);
         // A write record of the first file outside its last batch (so it is corruption, not
         // a torn tail): the first file's records all come before the second file's.
@@ -280,12 +350,16 @@ fn corruption_applies_exactly_the_prefix() {
         b[0] ^= 0x40;
         brick_core::write_all(&*raw, at, &b).unwrap();
 
-        let mut want = vec![0u8; DEV];
+        let mut want = vec![0u8; dev_len];
         for q in &placed[..bad] {
             apply(&mut want, &q.rec);
         }
-        let dev = device(&vec![0u8; DEV], MemDiskMode::Threaded(3));
-        let err = replay_store(&*dev, &store, LogPos::new(1, 0), ReplayOptions::default())
+        let dev = device(&vec![0u8; dev_len], MemDiskMode::Threaded(3));
+        let opts = ReplayOptions {
+            read_window: window,
+            ..ReplayOptions::default()
+        };
+        let err = replay_store(&*dev, &store, LogPos::new(1, 0), opts)
             .expect_err("a flipped payload byte must fail the replay");
         match err {
             LoggerError::Log(LogError::Corruption { file, offset, .. }) => {

@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 /// Bytes read per window (one read; records larger than this get a window of their own size).
 pub const WINDOW: usize = 8 << 20;
+/// Window read after a directly read payload: its trailer and the next header.
+const SMALL_WINDOW: usize = 4096;
 
 /// What the reader expects of a file.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +60,9 @@ pub struct RawRecord<'a> {
     pub offset: u64,
     /// File offset where it ends (the next record starts).
     pub end: u64,
+    /// The payload was read into a buffer of its own, which [`Scanner::take_direct`] hands
+    /// over once this record is dropped.
+    pub direct: bool,
     file: &'a str,
 }
 
@@ -138,6 +143,17 @@ pub struct Scanner {
     last_closed: bool,
     skip_until: u64,
     end: Option<ScanEnd>,
+    /// Payloads of at least this many bytes that are not in the window are read into a buffer
+    /// of their own ([`Scanner::read_payloads_directly`]).
+    direct_min: Option<usize>,
+    /// The last record's payload when it was read directly (`direct_len` bytes of it).
+    direct: Option<Vec<u8>>,
+    /// Buffers for direct reads.
+    spare: Vec<Vec<u8>>,
+    /// Bytes per window read ([`Scanner::set_window`]).
+    window: usize,
+    /// Bytes of the next window read: `window`, or [`SMALL_WINDOW`] right after a direct read.
+    win_size: usize,
 }
 
 impl Scanner {
@@ -163,6 +179,11 @@ impl Scanner {
             last_closed: true,
             skip_until: 0,
             end: None,
+            direct_min: None,
+            direct: None,
+            spare: Vec::new(),
+            window: WINDOW,
+            win_size: WINDOW,
         };
         let hlen = (len as usize).min(HEADER_LEN);
         let hb = s.bytes(0, hlen)?.to_vec();
@@ -218,6 +239,39 @@ impl Scanner {
         self.skip_until = offset;
     }
 
+    /// Read `bytes` (at least 512) per window instead of [`WINDOW`] (less memory; tests use
+    /// small windows to make records straddle window ends).
+    pub fn set_window(&mut self, bytes: usize) {
+        self.window = bytes.max(512);
+        self.win_size = self.window;
+        self.win.truncate(self.window);
+    }
+
+    /// Read payloads of at least `min_len` bytes that do not lie in the current read window
+    /// into a buffer of their own (one read straight into it, no copy out of the window), for
+    /// [`Scanner::take_direct`]. Checks and results are the same as without.
+    pub fn read_payloads_directly(&mut self, min_len: usize) {
+        self.direct_min = Some(min_len.max(1));
+    }
+
+    /// Whether a buffer for a direct read would be welcome ([`Scanner::give_buffer`]).
+    pub fn wants_buffer(&self) -> bool {
+        self.direct_min.is_some() && self.spare.is_empty()
+    }
+
+    /// A buffer (any capacity; it is resized) to read a payload into directly.
+    pub fn give_buffer(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < 4 {
+            self.spare.push(buf);
+        }
+    }
+
+    /// The payload (as stored) of the record [`Scanner::next_raw`] returned last, when it was
+    /// read directly ([`RawRecord::direct`]); `None` otherwise or when already taken.
+    pub fn take_direct(&mut self) -> Option<Vec<u8>> {
+        self.direct.take()
+    }
+
     /// How the file ended, once [`Scanner::next`] returned `None`.
     pub fn end(&self) -> Option<&ScanEnd> {
         self.end.as_ref()
@@ -260,12 +314,17 @@ impl Scanner {
             stored: self.stored(pos, &h),
             offset: pos,
             end: pos + total,
+            direct: self.direct.is_some(),
             file: &self.name,
         }))
     }
 
-    /// The stored payload of the record at `pos`, which [`Scanner::advance`] left in the window.
+    /// The stored payload of the record at `pos`, which [`Scanner::advance`] left in the window
+    /// (or read directly).
     fn stored(&self, pos: u64, h: &RecordHeader) -> &[u8] {
+        if let Some(d) = &self.direct {
+            return &d[..h.stored_len as usize];
+        }
         let off = (pos - self.win_pos) as usize + REC_HEADER_LEN;
         &self.win[off..off + h.stored_len as usize]
     }
@@ -312,12 +371,23 @@ impl Scanner {
             );
             return self.damage(pos, reason).map(|_| None);
         }
-        let rec = self.bytes(pos, total as usize)?;
-        let payload_end = REC_HEADER_LEN + h.stored_len as usize;
-        let stored = &rec[REC_HEADER_LEN..payload_end];
-        if let Err(reason) =
+        if let Some(old) = self.direct.take() {
+            self.give_buffer(old);
+        }
+        let in_window = pos >= self.win_pos && pos + total <= self.win_pos + self.win.len() as u64;
+        let checked = if !in_window && self.direct_min.is_some_and(|m| h.stored_len as usize >= m) {
+            self.check_direct(pos, &h, &hb)?
+        } else {
+            self.win_size = self.window;
+            let rec = self.bytes(pos, total as usize)?;
+            let payload_end = REC_HEADER_LEN + h.stored_len as usize;
+            let stored = &rec[REC_HEADER_LEN..payload_end];
             check_trailer(rec, stored, &rec[payload_end..payload_end + TRAILER_LEN])
-        {
+        };
+        if let Err(reason) = checked {
+            if let Some(buf) = self.direct.take() {
+                self.give_buffer(buf);
+            }
             return self.damage(pos, reason.to_string()).map(|_| None);
         }
         self.next_rec += 1;
@@ -325,6 +395,31 @@ impl Scanner {
         self.last_closed = h.batch_end();
         self.pos = pos + total;
         Ok(Some((h, pos, total)))
+    }
+
+    /// Read the payload of the record at `pos` (header `h`, bytes `hb`) into a buffer of its
+    /// own (kept in `self.direct`), then check its trailer through a small window.
+    fn check_direct(
+        &mut self,
+        pos: u64,
+        h: &RecordHeader,
+        hb: &[u8],
+    ) -> Result<std::result::Result<(), &'static str>> {
+        let n = h.stored_len as usize;
+        let buf = self.spare.pop().unwrap_or_default();
+        let payload = read_into(&*self.src, pos + REC_HEADER_LEN as u64, n, buf).map_err(|e| {
+            LogError::Io {
+                file: self.name.clone(),
+                source: e,
+            }
+        })?;
+        self.direct = Some(payload);
+        self.win_size = SMALL_WINDOW;
+        let trailer = self
+            .bytes(pos + (REC_HEADER_LEN + n) as u64, TRAILER_LEN)?
+            .to_vec();
+        let payload = self.direct.as_deref().expect("just read");
+        Ok(check_trailer(hb, &payload[..n], &trailer))
     }
 
     /// Read every record to the end; returns them and how the file ended.
@@ -437,7 +532,7 @@ impl Scanner {
     fn bytes(&mut self, pos: u64, n: usize) -> Result<&[u8]> {
         let have = pos >= self.win_pos && pos + n as u64 <= self.win_pos + self.win.len() as u64;
         if !have {
-            let want = n.max(WINDOW).min((self.len - pos) as usize).max(n);
+            let want = n.max(self.win_size).min((self.len - pos) as usize).max(n);
             let buf = std::mem::take(&mut self.win);
             self.win_pos = pos;
             self.win = read_into(&*self.src, pos, want, buf).map_err(|e| LogError::Io {

@@ -30,6 +30,9 @@ pub(crate) fn device_request(
     }
 }
 
+/// Most buffer capacity [`Applier::keep_buffers`] keeps between two takes.
+pub(crate) const SPENT_MAX_BYTES: usize = 64 << 20;
+
 /// Applies requests to a data device with at most `depth` in flight; a request waits while it
 /// overlaps one in flight (so overlapping ones keep their order).
 pub(crate) struct Applier<'a> {
@@ -39,8 +42,10 @@ pub(crate) struct Applier<'a> {
     inflight: Vec<(u64, u64, u64)>,
     depth: usize,
     next_tag: u64,
-    /// With [`Applier::keep_buffers`]: data buffers of completed writes, for reuse.
+    /// With [`Applier::keep_buffers`]: data buffers of completed writes, for reuse, and
+    /// their total capacity.
     spent: Option<Vec<Vec<u8>>>,
+    spent_bytes: usize,
 }
 
 impl<'a> Applier<'a> {
@@ -53,11 +58,12 @@ impl<'a> Applier<'a> {
             depth: depth.max(1),
             next_tag: 1,
             spent: None,
+            spent_bytes: 0,
         })
     }
 
-    /// Keep the data buffers of completed writes (at most `2 * depth` of them) for
-    /// [`Applier::take_spent`] instead of freeing them.
+    /// Keep the data buffers of completed writes (at most [`SPENT_MAX_BYTES`] of capacity
+    /// between two [`Applier::take_spent`] calls) instead of freeing them.
     pub fn keep_buffers(&mut self) {
         self.spent.get_or_insert_with(Vec::new);
     }
@@ -67,6 +73,7 @@ impl<'a> Applier<'a> {
         if let Some(s) = self.spent.as_mut() {
             into.append(s);
         }
+        self.spent_bytes = 0;
     }
 
     /// Apply `op` with `data` (for writes) at `pos`, split at the device's `max_len`.
@@ -112,6 +119,9 @@ impl<'a> Applier<'a> {
             || self.inflight.iter().any(|&(_, a, b)| a < e && s < b)
         {
             self.reap()?;
+            // Take every completion that is already there too: the submissions that follow
+            // then reach the device together (fewer wake-ups on both sides).
+            self.reap_ready()?;
         }
         let tag = self.next_tag;
         self.next_tag += 1;
@@ -121,11 +131,30 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// Handle the completions that are ready without waiting; returns the first error after
+    /// handling all of them.
+    fn reap_ready(&mut self) -> Result<()> {
+        let mut first = Ok(());
+        while let Some(done) = self.cq.try_recv() {
+            let r = self.complete(done);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
     fn reap(&mut self) -> Result<()> {
-        let mut done = self.cq.recv();
+        let done = self.cq.recv();
+        self.complete(done)
+    }
+
+    fn complete(&mut self, mut done: Box<Aio>) -> Result<()> {
         self.inflight.retain(|&(t, _, _)| t != done.tag);
         if let Some(spent) = self.spent.as_mut() {
-            if done.data.capacity() > 0 && spent.len() < 2 * self.depth {
+            let cap = done.data.capacity();
+            if cap > 0 && self.spent_bytes + cap <= SPENT_MAX_BYTES {
+                self.spent_bytes += cap;
                 let mut buf = std::mem::take(&mut done.data);
                 buf.clear();
                 spent.push(buf);

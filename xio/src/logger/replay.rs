@@ -28,21 +28,25 @@
 use super::apply::Applier;
 use super::error::{LoggerError, Result};
 use super::store::LogStore;
-use crate::log::record::FLAG_NO_HOLE;
-use crate::log::{Expect, LogError, LogPos, RecordOp, ScanEnd, Scanner, HEADER_LEN};
+use crate::log::record::{FLAG_LZ4, FLAG_NO_HOLE};
+use crate::log::{Expect, LogError, LogPos, RecordHeader, RecordOp, ScanEnd, Scanner, HEADER_LEN};
 use brick_core::Output;
 use crossbeam_channel::{Receiver, Sender};
 
 /// Largest request that merging builds from adjacent records.
 pub const MERGE_MAX: usize = 1 << 20;
+/// Payloads at least this large that straddle the scanner's window are read straight into
+/// the request's buffer (`Scanner::read_payloads_directly`).
+pub const DIRECT_MIN: usize = 128 << 10;
 /// Payload bytes per batch sent from the scan thread.
 pub const BATCH_BYTES: usize = 4 << 20;
 /// Batches the scan thread may be ahead of the applying thread.
 pub const AHEAD: usize = 4;
 /// Requests per batch at most.
 const BATCH_ITEMS: usize = 1024;
-/// Spare buffers kept for reuse by the scan thread.
-const SPARE_MAX: usize = 256;
+/// Spare buffers kept for reuse by the scan thread (their bytes are bounded by the applier:
+/// `apply::SPENT_MAX_BYTES` per batch).
+const SPARE_MAX: usize = 2048;
 
 /// What a replay did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +81,8 @@ pub struct ReplayOptions<'a> {
     /// Flush the data device at the end (default true). A secondary that replays in steps may
     /// flush only where it persists its replay position.
     pub flush: bool,
+    /// Bytes the scanner reads from a log file at once (default `log::scan::WINDOW`, 8 MiB).
+    pub read_window: usize,
 }
 
 impl Default for ReplayOptions<'_> {
@@ -87,6 +93,7 @@ impl Default for ReplayOptions<'_> {
             depth: 64,
             progress: None,
             flush: true,
+            read_window: crate::log::scan::WINDOW,
         }
     }
 }
@@ -108,6 +115,7 @@ pub fn replay_store(
         depth,
         mut progress,
         flush,
+        read_window,
     } = opts;
     let mut applier = Applier::new(data, depth)?;
     applier.keep_buffers();
@@ -118,7 +126,7 @@ pub fn replay_store(
             .name("replay-scan".into())
             .spawn_scoped(s, move || {
                 let mut sink = Sink::new(tx, spare_rx);
-                scan_store(store, from, resource, until, &mut sink)
+                scan_store(store, from, resource, until, read_window, &mut sink)
             })
             .map_err(|e| brick_core::Error::from_io(&e, "starting the replay scan thread"))?;
         let mut spent = Vec::new();
@@ -242,6 +250,37 @@ impl Sink {
         Ok(())
     }
 
+    /// A spare buffer, if the applying side returned one.
+    fn spare(&mut self) -> Option<Vec<u8>> {
+        self.spare.try_recv().ok()
+    }
+
+    /// Whether the write record `h` (not lz4) would start a request of its own, so that its
+    /// stored payload can become the request's data as it is.
+    fn takes_whole(&self, h: &RecordHeader) -> bool {
+        let plain = h.op == RecordOp::Write && h.flags & FLAG_LZ4 == 0 && h.data_len > 0;
+        let joins = self.pending.as_ref().is_some_and(|p| {
+            p.op == h.op
+                && p.flags == 0
+                && p.pos + p.len as u64 == h.pos
+                && p.len + h.data_len as usize <= MERGE_MAX
+        });
+        plain && !joins
+    }
+
+    /// Queue the plain write `h` whose payload is `data` (see [`Sink::takes_whole`]).
+    fn record_owned(&mut self, h: &RecordHeader, data: Vec<u8>) -> Result<(), SinkError> {
+        self.close_pending()?;
+        self.pending = Some(Item {
+            op: h.op,
+            pos: h.pos,
+            len: h.data_len as usize,
+            data,
+            flags: 0,
+        });
+        Ok(())
+    }
+
     /// Report `pos` and `records` once everything before it is applied.
     fn progress(&mut self, pos: LogPos, records: u64) -> Result<(), SinkError> {
         self.close_pending()?;
@@ -305,9 +344,10 @@ fn scan_store(
     from: LogPos,
     resource: Option<String>,
     until: Option<LogPos>,
+    window: usize,
     sink: &mut Sink,
 ) -> Result<ReplayReport> {
-    let out = scan_files(store, from, resource, until, sink);
+    let out = scan_files(store, from, resource, until, window, sink);
     // Whatever was verified before an error is still applied.
     let sent = sink.send();
     match (out, sent) {
@@ -327,6 +367,7 @@ fn scan_files(
     from: LogPos,
     resource: Option<String>,
     until: Option<LogPos>,
+    window: usize,
     sink: &mut Sink,
 ) -> Result<ReplayReport, SinkError> {
     let seqs: Vec<u64> = store
@@ -370,6 +411,8 @@ fn scan_files(
             seq: Some(seq),
         };
         let mut scanner = Scanner::open(out, store.describe(seq), len, &expect)?;
+        scanner.set_window(window);
+        scanner.read_payloads_directly(DIRECT_MIN);
         let start = if seq == from.seq {
             from.offset.max(HEADER_LEN as u64)
         } else {
@@ -380,7 +423,15 @@ fn scan_files(
         if report.reached.seq < seq || report.reached.offset < start {
             report.reached = LogPos::new(seq, start);
         }
-        while let Some(rec) = scanner.next_raw()? {
+        loop {
+            if scanner.wants_buffer() {
+                if let Some(buf) = sink.spare() {
+                    scanner.give_buffer(buf);
+                }
+            }
+            let Some(rec) = scanner.next_raw()? else {
+                break;
+            };
             if let Some((tseq, tend)) = &report.torn {
                 return Err(LogError::Corruption {
                     file: store.describe(*tseq),
@@ -410,15 +461,23 @@ fn scan_files(
                 sink.progress(report.reached, report.records)?;
                 return Ok(report);
             }
-            let h = rec.header;
+            let (h, rec_end) = (rec.header, rec.end);
             if h.op == RecordOp::Commit {
-                report.reached = LogPos::new(seq, rec.end);
+                report.reached = LogPos::new(seq, rec_end);
                 continue;
             }
-            sink.record(&rec)?;
+            if rec.direct && sink.takes_whole(&h) {
+                // The payload sits in a buffer of its own: it becomes the request's data.
+                let buf = scanner
+                    .take_direct()
+                    .expect("a direct record has its buffer");
+                sink.record_owned(&h, buf)?;
+            } else {
+                sink.record(&rec)?;
+            }
             report.records += 1;
             report.bytes += h.data_len as u64;
-            report.reached = LogPos::new(seq, rec.end);
+            report.reached = LogPos::new(seq, rec_end);
             if report.records.is_multiple_of(4096) {
                 sink.progress(report.reached, report.records)?;
             }
