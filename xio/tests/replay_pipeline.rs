@@ -17,6 +17,7 @@
 use brick_core::bricks::{MemDisk, MemDiskMode};
 use brick_core::Output;
 use proptest::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use xio::fault::MemLogStore;
 use xio::log::record::FLAG_NO_HOLE;
@@ -125,6 +126,34 @@ fn write_log(store: &MemLogStore, files: &[Vec<Vec<Rec>>], compress: bool) -> Ve
     }
     assert!(flat.next().is_none());
     placed
+}
+
+/// Passes requests to `inner`, counting flushes.
+struct Counting {
+    inner: Arc<MemDisk>,
+    flushes: AtomicU64,
+}
+
+impl Counting {
+    fn new(inner: Arc<MemDisk>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            flushes: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Output for Counting {
+    fn info(&self) -> brick_core::Result<brick_core::Info> {
+        self.inner.info()
+    }
+
+    fn submit(&self, req: Box<brick_core::Aio>) -> Result<(), brick_core::Rejected> {
+        if req.op == brick_core::Op::Flush {
+            self.flushes.fetch_add(1, SeqCst);
+        }
+        self.inner.submit(req)
+    }
 }
 
 fn device(model: &[u8], mode: MemDiskMode) -> Arc<MemDisk> {
@@ -252,6 +281,8 @@ proptest! {
         until_frac in 0.0f64..1.2,
         depth in 1usize..80,
         window_log2 in 9u32..18,
+        flush in any::<bool>(),
+        flush_behind in prop::sample::select(vec![0usize, 4096, 65536]),
     ) {
         let files = gen_files(seed, nfiles, batches, per_batch, SMALL);
         let store = MemLogStore::new(1 << 20);
@@ -272,7 +303,7 @@ proptest! {
             apply(&mut want, &p.rec);
         }
 
-        let dev = device(&before, MemDiskMode::Threaded(3));
+        let dev = Counting::new(device(&before, MemDiskMode::Threaded(3)));
         let mut seen: Vec<(LogPos, u64)> = Vec::new();
         let mut cb = |pos: LogPos, recs: u64| seen.push((pos, recs));
         let opts = ReplayOptions {
@@ -280,8 +311,9 @@ proptest! {
             until,
             depth,
             progress: Some(&mut cb),
-            flush: true,
+            flush,
             read_window: 1 << window_log2,
+            flush_behind,
         };
         let report = replay_store(&*dev, &store, from, opts).unwrap();
         prop_assert_eq!(report.records, applied.len() as u64);
@@ -297,7 +329,17 @@ proptest! {
                 Some(u) => prop_assert!(last.end <= report.reached && report.reached <= u),
             }
         }
-        prop_assert!(contents(&dev) == want, "device differs from in-order application");
+        prop_assert!(contents(&dev.inner) == want, "device differs from in-order application");
+        // The final flush, plus one started behind the writes every `flush_behind` bytes (at
+        // most one in flight, so at least one when there was that much to apply).
+        let flushes = dev.flushes.load(SeqCst);
+        if !flush {
+            prop_assert_eq!(flushes, 0);
+        } else if flush_behind > 0 && report.bytes >= flush_behind as u64 {
+            prop_assert!(flushes >= 2, "{} flushes", flushes);
+        } else {
+            prop_assert_eq!(flushes, 1);
+        }
         prop_assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
         if let Some(&(pos, recs)) = seen.last() {
             prop_assert_eq!(recs, report.records);

@@ -46,6 +46,8 @@ pub(crate) struct Applier<'a> {
     /// their total capacity.
     spent: Option<Vec<Vec<u8>>>,
     spent_bytes: usize,
+    /// Tag of the flush started by [`Applier::flush_behind`], while it is in flight.
+    flush_tag: Option<u64>,
 }
 
 impl<'a> Applier<'a> {
@@ -59,7 +61,24 @@ impl<'a> Applier<'a> {
             next_tag: 1,
             spent: None,
             spent_bytes: 0,
+            flush_tag: None,
         })
+    }
+
+    /// Start a device flush without waiting for it (it makes the writes completed before it
+    /// durable early, so that the flush of [`Applier::finish`] has less left to do; writes go
+    /// on meanwhile). At most one is in flight: returns `false` (and does nothing) while the
+    /// previous one is.
+    pub fn flush_behind(&mut self) -> Result<bool> {
+        if self.flush_tag.is_some() {
+            return Ok(false);
+        }
+        self.flush_tag = Some(self.next_tag);
+        if let Err(e) = self.one(Aio::new(Op::Flush, 0, 0)) {
+            self.flush_tag = None;
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Keep the data buffers of completed writes (at most [`SPENT_MAX_BYTES`] of capacity
@@ -151,6 +170,9 @@ impl<'a> Applier<'a> {
 
     fn complete(&mut self, mut done: Box<Aio>) -> Result<()> {
         self.inflight.retain(|&(t, _, _)| t != done.tag);
+        if self.flush_tag == Some(done.tag) {
+            self.flush_tag = None;
+        }
         if let Some(spent) = self.spent.as_mut() {
             let cap = done.data.capacity();
             if cap > 0 && self.spent_bytes + cap <= SPENT_MAX_BYTES {

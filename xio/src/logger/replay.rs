@@ -15,7 +15,9 @@
 //! one would leave). It sends the requests in batches over a bounded channel (at most
 //! [`AHEAD`] batches of about [`BATCH_BYTES`] ahead). The calling thread applies them in
 //! channel order through `Applier` (`depth` in flight, overlapping ones in order), calls the
-//! progress callback, and hands the buffers of completed writes back to the scan thread.
+//! progress callback, and hands the buffers of completed writes back to the scan thread. With
+//! `flush`, it also starts a device flush every `flush_behind` bytes without waiting for it
+//! (disk writeback overlaps the replay; the final flush still covers everything).
 //!
 //! **Invariants** (tested in `xio/tests/replay_*.rs` and the logger tests):
 //! - a record reaches the data device only after it (and every record before it) passed its
@@ -38,6 +40,10 @@ pub const MERGE_MAX: usize = 1 << 20;
 /// Payloads at least this large that straddle the scanner's window are read straight into
 /// the request's buffer (`Scanner::read_payloads_directly`).
 pub const DIRECT_MIN: usize = 128 << 10;
+/// Default of [`ReplayOptions::flush_behind`]: with `flush`, a device flush is started
+/// (without waiting) after every this many bytes applied, so that the disk writes back while
+/// replay goes on and the final flush is short.
+pub const FLUSH_BEHIND: usize = 128 << 20;
 /// Payload bytes per batch sent from the scan thread.
 pub const BATCH_BYTES: usize = 4 << 20;
 /// Batches the scan thread may be ahead of the applying thread.
@@ -83,6 +89,9 @@ pub struct ReplayOptions<'a> {
     pub flush: bool,
     /// Bytes the scanner reads from a log file at once (default `log::scan::WINDOW`, 8 MiB).
     pub read_window: usize,
+    /// With `flush`: start a device flush without waiting every this many bytes applied
+    /// (default [`FLUSH_BEHIND`]; 0: only the final flush).
+    pub flush_behind: usize,
 }
 
 impl Default for ReplayOptions<'_> {
@@ -94,6 +103,7 @@ impl Default for ReplayOptions<'_> {
             progress: None,
             flush: true,
             read_window: crate::log::scan::WINDOW,
+            flush_behind: FLUSH_BEHIND,
         }
     }
 }
@@ -116,6 +126,7 @@ pub fn replay_store(
         mut progress,
         flush,
         read_window,
+        flush_behind,
     } = opts;
     let mut applier = Applier::new(data, depth)?;
     applier.keep_buffers();
@@ -130,7 +141,15 @@ pub fn replay_store(
             })
             .map_err(|e| brick_core::Error::from_io(&e, "starting the replay scan thread"))?;
         let mut spent = Vec::new();
-        let applied = apply_steps(&mut applier, &rx, &spare_tx, &mut spent, &mut progress);
+        let flush_every = (flush && flush_behind > 0).then_some(flush_behind);
+        let applied = apply_steps(
+            &mut applier,
+            &rx,
+            &spare_tx,
+            &mut spent,
+            &mut progress,
+            flush_every,
+        );
         // Dropping the receiver stops a scan thread still sending (after an apply error).
         drop(rx);
         let scanned = match scan.join() {
@@ -153,11 +172,19 @@ fn apply_steps(
     spare_tx: &Sender<Vec<u8>>,
     spent: &mut Vec<Vec<u8>>,
     progress: &mut Option<&mut dyn FnMut(LogPos, u64)>,
+    flush_every: Option<usize>,
 ) -> Result<()> {
+    let mut unflushed = 0usize;
     for batch in rx {
         for step in batch {
             match step {
-                Step::Apply(it) => applier.apply(it.op, it.pos, it.len, it.data, it.flags)?,
+                Step::Apply(it) => {
+                    unflushed += it.len;
+                    applier.apply(it.op, it.pos, it.len, it.data, it.flags)?;
+                    if flush_every.is_some_and(|n| unflushed >= n) && applier.flush_behind()? {
+                        unflushed = 0;
+                    }
+                }
                 Step::Progress(pos, records) => {
                     if let Some(p) = progress.as_mut() {
                         p(pos, records);
