@@ -4,19 +4,24 @@
 //!
 //! - (a) 4 KiB random writes, QD32, no flush: through the logger vs aio directly;
 //! - (b) 4 KiB random writes, QD32, each followed by a FLUSH once acknowledged (fio --fsync=1);
-//! - (c) 1 MiB sequential writes, QD8, sustained for many times the memory budget; once as
-//!   acknowledged throughput, once including the final `close` (logger) or `fdatasync` (aio),
-//!   i.e. until the data is durable on both sides;
+//! - (c) 1 MiB sequential writes, QD8, over the 1 GiB region once (16 times the 64 MiB
+//!   memory budget, so the logger's writeback must keep up); once as acknowledged throughput,
+//!   once including a final FLUSH, i.e. until the data is durable on both sides (aio: on the
+//!   data file; logger: in its log; its writeback of the last budget's worth is not timed);
 //! - (d) replay of a log file onto the data file vs a sequential read of that log file
 //!   (1 MiB reads, QD8, aio), for a log of 4 KiB random records and one of 1 MiB records,
-//!   with and without the data-device flush that ends a replay.
+//!   with and without the data-device flush that ends a replay; **warm** (the log is in the
+//!   page cache, as right after it was written) and **cold** (the log file's pages are evicted
+//!   with `posix_fadvise(DONTNEED)` before every peer read and every replay: both read from
+//!   the disk).
 //!
 //! The logger runs with `LoggerConfig::default()` (256 MiB budget) except (c), which uses a
 //! 64 MiB budget so that each run writes many times the budget. Each logger run starts on a
 //! fresh log directory; its `close` (final writeback) is not timed. Files: a 2 GiB data file
 //! in a temporary directory under `MARS_BENCH_DIR` (default `/work`, not tmpfs); jobs address
 //! its first 1 GiB. IO is buffered. `sync` runs before every job. Job length: `MARS_BENCH_SECS`
-//! (default 4). Page caches cannot be dropped here, so (d) reads a log that is in the cache.
+//! (default 4). Page caches cannot be dropped globally here; (d) evicts the one log file for its
+//! cold rows.
 //!
 //! Run: `cargo bench -p mars-rs --bench logger` (`MARS_BENCH_ONLY=a,b` selects workloads;
 //! `MARS_BENCH_GROUP_WAIT_US` overrides the logger's group-commit wait).
@@ -39,6 +44,8 @@ struct Workload {
     bs: usize,
     qd: usize,
     flush_each: bool,
+    /// Stop after this many bytes (at the latest after the run time).
+    total: Option<u64>,
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -58,19 +65,21 @@ impl Rng {
     }
 }
 
-/// Drive `out` with `w` for `secs`; returns writes per second (a write+flush pair counts once).
-fn drive(out: &dyn Output, w: Workload, secs: u64) -> f64 {
+/// Drive `out` with `w` for `secs` (or until `w.total` bytes); returns writes per second (a
+/// write+flush pair counts once). With `durable`, a final FLUSH is sent and its time counts:
+/// aio then has the data on disk, the logger has it durable in its log.
+fn drive(out: &dyn Output, w: Workload, secs: u64, durable: bool) -> f64 {
     let cq = CompletionQueue::new();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let blocks = REGION / w.bs as u64;
-    let mut seq = 0u64;
-    let mut next_pos = |rng: &mut Rng| {
+    let mut issued = 0u64;
+    let mut next_pos = |rng: &mut Rng, issued: &mut u64| {
         let b = if w.random {
             rng.next() % blocks
         } else {
-            seq % blocks
+            *issued % blocks
         };
-        seq += 1;
+        *issued += 1;
         b * w.bs as u64
     };
     let fill = |req: &mut Aio| {
@@ -78,7 +87,7 @@ fn drive(out: &dyn Output, w: Workload, secs: u64) -> f64 {
         req.data.resize(w.bs, 0x5a);
     };
     for _ in 0..w.qd {
-        let mut r = Aio::write(next_pos(&mut rng), Vec::new());
+        let mut r = Aio::write(next_pos(&mut rng, &mut issued), Vec::new());
         r.len = w.bs;
         fill(&mut r);
         cq.submit(out, r).expect("submit");
@@ -92,28 +101,27 @@ fn drive(out: &dyn Output, w: Workload, secs: u64) -> f64 {
         if let Some(e) = &r.error {
             panic!("benchmark IO failed: {e}");
         }
-        let finished_write = match r.op {
-            Op::Write if w.flush_each => {
-                r.op = Op::Flush;
-                r.len = 0;
-                r.data.clear();
-                cq.submit(out, r).expect("submit");
-                inflight += 1;
-                continue;
-            }
-            _ => true,
-        };
-        if finished_write {
-            done += 1;
+        if r.op == Op::Write && w.flush_each {
+            r.op = Op::Flush;
+            r.len = 0;
+            r.data.clear();
+            cq.submit(out, r).expect("submit");
+            inflight += 1;
+            continue;
         }
-        if Instant::now() < deadline {
+        done += 1;
+        let more = w.total.is_none_or(|t| issued * (w.bs as u64) < t);
+        if more && Instant::now() < deadline {
             r.op = Op::Write;
-            r.pos = next_pos(&mut rng);
+            r.pos = next_pos(&mut rng, &mut issued);
             r.len = w.bs;
             fill(&mut r);
             cq.submit(out, r).expect("submit");
             inflight += 1;
         }
+    }
+    if durable {
+        brick_core::run(out, Aio::new(Op::Flush, 0, 0)).expect("final flush");
     }
     done as f64 / start.elapsed().as_secs_f64()
 }
@@ -131,7 +139,27 @@ fn fmt3((a, b, c): (f64, f64, f64), unit: f64) -> String {
     format!("{:.0} / {:.0} / {:.0}", a / unit, b / unit, c / unit)
 }
 
+/// Open the data file; its region is written once first, with `O_DIRECT` (a provisioned
+/// device, as a block device or an image in use would be). Two traps: writes into a sparse file
+/// allocate blocks, and with ext4's `data=ordered` every journal commit then waits for those
+/// data pages, so any `fdatasync` (the log's too) measures the allocator; and provisioning
+/// through the page cache with large writes leaves large folios behind, on which every 4 KiB
+/// buffered write costs ~10x more (`ext4_block_write_begin` walks the whole folio: measured
+/// 14k instead of 150k+ IOPS for aio).
 fn open_data(path: &Path) -> Arc<FileBrick> {
+    let status = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", path.display()),
+            "bs=1M",
+            &format!("count={}", REGION >> 20),
+            "oflag=direct",
+            "conv=fsync",
+            "status=none",
+        ])
+        .status()
+        .expect("running dd to provision the data file");
+    assert!(status.success(), "dd failed to provision the data file");
     let opts = FileOptions {
         create_size: Some(FILE_SIZE),
         ..FileOptions::default()
@@ -139,8 +167,8 @@ fn open_data(path: &Path) -> Arc<FileBrick> {
     file::open(path, Backend::IoUring, &opts).expect("opening the data file")
 }
 
-/// Writes per second through the logger; with `durable`, the time of the final `close`
-/// (log commit, writeback, data flush) counts too.
+/// Writes per second through the logger (see [`drive`] for `durable`). Its `close` (final
+/// writeback to the data device) is not timed.
 fn logger_run(
     data: &Arc<FileBrick>,
     logs: &Path,
@@ -151,27 +179,26 @@ fn logger_run(
 ) -> f64 {
     let _ = std::fs::remove_dir_all(logs);
     let logger = TransLogger::open(data.clone(), logs, cfg).expect("opening the logger");
-    let start = Instant::now();
-    let r = drive(&*logger, w, secs);
-    let ops = r * start.elapsed().as_secs_f64();
-    logger.close().expect("closing the logger");
-    if durable {
-        ops / start.elapsed().as_secs_f64()
-    } else {
-        r
+    let r = drive(&*logger, w, secs, durable);
+    if std::env::var_os("MARS_BENCH_VERBOSE").is_some() {
+        let st = logger.status();
+        let b = st.batches.max(1);
+        eprintln!(
+            "  logger: {} batches, {:.1} records/batch, {:.0} us log IO per batch, peak budget {} MiB, {} writeback rounds",
+            st.batches,
+            st.records_logged as f64 / b as f64,
+            st.log_io_time.as_micros() as f64 / b as f64,
+            st.mem_peak >> 20,
+            st.writeback_rounds
+        );
     }
+    logger.close().expect("closing the logger");
+    r
 }
 
-/// Writes per second on aio directly; with `durable`, a final flush counts too.
+/// Writes per second on aio directly (see [`drive`] for `durable`).
 fn peer_run(data: &Arc<FileBrick>, w: Workload, secs: u64, durable: bool) -> f64 {
-    let start = Instant::now();
-    let r = drive(&**data, w, secs);
-    if !durable {
-        return r;
-    }
-    let ops = r * start.elapsed().as_secs_f64();
-    brick_core::run(&**data, Aio::new(Op::Flush, 0, 0)).expect("flush");
-    ops / start.elapsed().as_secs_f64()
+    drive(&**data, w, secs, durable)
 }
 
 /// Write a log file of `total` bytes of `bs`-sized records into a fresh `dir`; returns its length.
@@ -216,6 +243,20 @@ fn make_log(dir: &Path, bs: usize, total: u64, random: bool) -> u64 {
         written += (per_batch * bs) as u64;
     }
     w.pos().offset
+}
+
+/// Drop the page-cache pages of the file at `path` after a `sync`, so that the next read comes
+/// from the disk. Caches cannot be dropped globally here; `dd iflag=nocache count=0` is
+/// `posix_fadvise(DONTNEED)` on the whole file (as in benches/xio.rs), which evicts its clean
+/// pages.
+fn evict(path: &Path) {
+    sync_all();
+    let status = Command::new("dd")
+        .arg(format!("if={}", path.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .expect("running dd to evict the log file from the page cache");
+    assert!(status.success(), "dd iflag=nocache failed");
 }
 
 fn seq_read(path: &Path, len: u64) -> f64 {
@@ -268,15 +309,26 @@ fn main() {
     );
 
     let mut rows = Vec::new();
+    let random4k = Workload {
+        random: true,
+        bs: 4096,
+        qd: 32,
+        flush_each: false,
+        total: None,
+    };
+    // (c) writes the 1 GiB region once (16x the budget): wrapping around would let aio's page
+    // cache absorb rewrites that the logger must log.
+    let seq1m = Workload {
+        random: false,
+        bs: 1 << 20,
+        qd: 8,
+        flush_each: false,
+        total: Some(REGION),
+    };
     let cases: [(&str, Workload, u64, &str, bool); 4] = [
         (
             "(a) randwrite 4k QD32, no flush",
-            Workload {
-                random: true,
-                bs: 4096,
-                qd: 32,
-                flush_each: false,
-            },
+            random4k,
             256 << 20,
             "kIOPS",
             false,
@@ -284,35 +336,23 @@ fn main() {
         (
             "(b) randwrite 4k QD32, flush each",
             Workload {
-                random: true,
-                bs: 4096,
-                qd: 32,
                 flush_each: true,
+                ..random4k
             },
             256 << 20,
             "kIOPS",
             false,
         ),
         (
-            "(c) write 1M QD8 (budget 64 MiB)",
-            Workload {
-                random: false,
-                bs: 1 << 20,
-                qd: 8,
-                flush_each: false,
-            },
+            "(c) write 1 GiB seq 1M QD8, budget 64 MiB, acknowledged",
+            seq1m,
             64 << 20,
             "MiB/s",
             false,
         ),
         (
-            "(c) write 1M QD8, incl. final close/flush",
-            Workload {
-                random: false,
-                bs: 1 << 20,
-                qd: 8,
-                flush_each: false,
-            },
+            "(c) write 1 GiB seq 1M QD8, budget 64 MiB, + final flush (durable)",
+            seq1m,
             64 << 20,
             "MiB/s",
             true,
@@ -355,57 +395,57 @@ fn main() {
         rows.push((name.to_string(), unit, fmt3(o, m), fmt3(p, m), o.1 / p.1));
     }
 
-    for (name, bs, total, random, flush) in [
+    // (d): each log is made once; warm rows read it from the page cache, cold rows evict it
+    // before every peer read and every replay, so both read it from the disk.
+    for (name, bs, total, random) in [
         (
-            "(d) replay 4k random records, no final flush",
+            "(d) replay 4k random records",
             4096usize,
             512u64 << 20,
             true,
-            false,
         ),
-        (
-            "(d) replay 4k random records + final flush",
-            4096usize,
-            512u64 << 20,
-            true,
-            true,
-        ),
-        (
-            "(d) replay 1M records, no final flush",
-            1 << 20,
-            1 << 30,
-            false,
-            false,
-        ),
-        (
-            "(d) replay 1M records + final flush",
-            1 << 20,
-            1 << 30,
-            false,
-            true,
-        ),
+        ("(d) replay 1M records", 1 << 20, 1 << 30, false),
     ] {
         if !wanted(name) {
             continue;
         }
         let len = make_log(&logs, bs, total, random);
         let log_file = logs.join(xio::log::file_name(1));
-        let (mut peer, mut ours) = (Vec::new(), Vec::new());
-        for _ in 0..runs {
-            sync_all();
-            peer.push(seq_read(&log_file, len));
-            sync_all();
-            ours.push(replay_run(&data, &logs, len, flush));
+        for (flush, cold) in [(false, false), (true, false), (false, true), (true, true)] {
+            let row = format!(
+                "{name}, {}, {}",
+                if flush {
+                    "+ final flush"
+                } else {
+                    "no final flush"
+                },
+                if cold {
+                    "cold (log read from disk)"
+                } else {
+                    "warm (log in page cache)"
+                }
+            );
+            // MARS_BENCH_D=warm (or cold, flush, ...) runs only the (d) rows naming it.
+            if std::env::var("MARS_BENCH_D").is_ok_and(|f| !row.contains(f.as_str())) {
+                continue;
+            }
+            let (mut peer, mut ours) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                sync_all();
+                if cold {
+                    evict(&log_file);
+                }
+                peer.push(seq_read(&log_file, len));
+                sync_all();
+                if cold {
+                    evict(&log_file);
+                }
+                ours.push(replay_run(&data, &logs, len, flush));
+            }
+            let mib = (1 << 20) as f64;
+            let (p, o) = (stats(peer), stats(ours));
+            rows.push((row, "MiB/s", fmt3(o, mib), fmt3(p, mib), o.1 / p.1));
         }
-        let mib = (1 << 20) as f64;
-        let (p, o) = (stats(peer), stats(ours));
-        rows.push((
-            name.to_string(),
-            "MiB/s",
-            fmt3(o, mib),
-            fmt3(p, mib),
-            o.1 / p.1,
-        ));
     }
 
     println!("| workload | unit | logger (ours) | peer | ratio (median) |");

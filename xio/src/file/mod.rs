@@ -71,7 +71,7 @@
 mod admission;
 pub(crate) mod core;
 pub(crate) mod error;
-mod sys;
+pub(crate) mod sys;
 
 pub use self::core::FileKind;
 pub use error::{from_errno, from_io};

@@ -27,8 +27,10 @@ pub struct LoggerConfig {
     /// at once. Measured: 20 ms turned unsynced random 4 KiB writes into a stream of
     /// `fdatasync`s bound by the disk (0.45× of aio); 1 s gives 0.64–0.77×.
     pub commit_interval: Duration,
-    /// Commit (`fdatasync`) at the latest after this many bytes were written to the log
-    /// (default 16 MiB).
+    /// Commit (`fdatasync`) at the latest after this many bytes were appended to the log
+    /// (default 16 MiB; at most a quarter of `mem_budget`, because writeback only takes
+    /// durable data). Log files start writing appended bytes to disk at once, so a commit
+    /// mostly waits for the tail.
     pub commit_bytes: u64,
     /// Before a commit that someone waits for, wait this long once for more writes to join it
     /// (default 50 µs; zero disables).

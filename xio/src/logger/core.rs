@@ -69,6 +69,10 @@ pub(crate) struct Shared {
     pub oldest_file: u64,
     pub rotations: u64,
     pub batches: u64,
+    /// Records written to the log (all batches).
+    pub records_logged: u64,
+    /// Time the log thread spent in log writes and flushes.
+    pub log_io_time: std::time::Duration,
     pub wb_rounds: u64,
     pub log_threads_done: bool,
 }
@@ -168,6 +172,8 @@ impl Core {
                 oldest_file,
                 rotations: 0,
                 batches: 0,
+                records_logged: 0,
+                log_io_time: std::time::Duration::ZERO,
                 wb_rounds: 0,
                 log_threads_done: false,
             }),

@@ -79,10 +79,18 @@ impl PlainFile {
                     done += n;
                 }
             }
-            Op::Write => self
-                .file
-                .write_all_at(&req.data[..req.len], req.pos)
-                .map_err(|e| io(e, "writing a file"))?,
+            Op::Write => {
+                self.file
+                    .write_all_at(&req.data[..req.len], req.pos)
+                    .map_err(|e| io(e, "writing a file"))?;
+                if self.fixed_size.is_none() {
+                    // A log file: start writing the appended bytes to disk now, so that the
+                    // commit's `fdatasync` finds them on their way (for a stream of appends
+                    // it would otherwise write everything since the last commit at once).
+                    // Only a hint: on failure the `fdatasync` still does all the work.
+                    let _ = crate::file::sys::start_writeback(&self.file, req.pos, req.len as u64);
+                }
+            }
             Op::Flush => self.file.sync_data().map_err(|e| io(e, "syncing a file"))?,
             Op::Discard | Op::WriteZeroes => {
                 let zeros = vec![0u8; req.len.min(1 << 20)];

@@ -50,15 +50,22 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
             continue;
         }
         let age = open.since.map_or(Duration::ZERO, |t| t.elapsed());
+        // Commit once enough is appended: `commit_bytes`, or a quarter of the memory budget
+        // (writeback may only take durable data, and writers wait for the budget). Queued
+        // bytes do not count: a backlog is written as appends and committed once, not as one
+        // `fdatasync` per chunk.
+        let commit_bytes = cfg.commit_bytes.min(core.budget.limit() / 4).max(1);
         let must_commit = g.stop
             || g.rotate_req
-            || open.bytes + g.pending_bytes as u64 >= cfg.commit_bytes
+            || open.bytes >= commit_bytes
             || writer.pos().offset >= cfg.rotate_size
             || (open.since.is_some() && age >= cfg.commit_interval);
         let need_commit = must_commit || !g.waiters.is_empty();
         if g.pending.is_empty() {
             if writer.batch_open() && need_commit {
+                let t0 = Instant::now();
                 let result = MutexGuard::unlocked(&mut g, || writer.commit(&Via(&core.log), &[]));
+                g.log_io_time += t0.elapsed();
                 committed(&core, &mut g, &mut writer, &mut open, result, &[]);
                 continue;
             }
@@ -102,7 +109,10 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
         let last = batch.last().map_or(0, |p| p.seq);
         let commit = must_commit
             || (need_commit && (g.pending.is_empty() || g.waiters.iter().any(|(t, _)| *t <= last)));
+        let t0 = Instant::now();
         let result = MutexGuard::unlocked(&mut g, || write(&core, &mut writer, &batch, commit));
+        g.log_io_time += t0.elapsed();
+        g.records_logged += batch.len() as u64;
         if commit {
             committed(&core, &mut g, &mut writer, &mut open, result, &batch);
         } else {

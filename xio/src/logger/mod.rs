@@ -96,6 +96,11 @@ pub struct LoggerStatus {
     pub mem_peak: u64,
     /// Batches written (group commits).
     pub batches: u64,
+    /// Records written to the log.
+    pub records_logged: u64,
+    /// Time the log thread spent writing and flushing the log (divide by `batches` for the
+    /// mean commit latency).
+    pub log_io_time: Duration,
     /// Writeback rounds done.
     pub writeback_rounds: u64,
     /// Log rotations done.
@@ -157,6 +162,8 @@ impl TransLogger {
             mem_used: self.core.budget.used(),
             mem_peak: self.core.budget.peak(),
             batches: g.batches,
+            records_logged: g.records_logged,
+            log_io_time: g.log_io_time,
             writeback_rounds: g.wb_rounds,
             rotations: g.rotations,
         }
