@@ -168,7 +168,8 @@ impl<'a> Applier<'a> {
         self.complete(done)
     }
 
-    fn complete(&mut self, mut done: Box<Aio>) -> Result<()> {
+    fn complete(&mut self, done: Box<Aio>) -> Result<()> {
+        let mut done = done;
         self.inflight.retain(|&(t, _, _)| t != done.tag);
         if self.flush_tag == Some(done.tag) {
             self.flush_tag = None;
