@@ -490,3 +490,65 @@ fn large_and_straddling_records() {
         "device differs from in-order application"
     );
 }
+
+/// A record whose checksums are right but whose lz4 payload does not decompress is corruption
+/// (naming file and offset), and nothing of it is applied.
+#[test]
+fn undecodable_lz4_payload_is_corruption() {
+    use xio::log::record::{FLAG_BATCH_END, FLAG_LZ4};
+    use xio::log::RecordHeader;
+    let store = MemLogStore::new(1 << 20);
+    let out = store.create(1).unwrap();
+    let header = FileHeader {
+        seq: 1,
+        nonce: 42,
+        created: 1,
+        resource: "replay".into(),
+        node: "n".into(),
+    };
+    let mut w = LogWriter::create(&*out, store.describe(1), header, false).unwrap();
+    let good = vec![7u8; 4096];
+    let rec = RecordIn {
+        op: RecordOp::Write,
+        pos: 0,
+        len: 4096,
+        data: &good,
+        stamp: 1,
+        flags: 0,
+    };
+    w.write_batch(&*out, &[rec, rec]).unwrap();
+    let at = w.pos().offset;
+    let h = RecordHeader {
+        op: RecordOp::Write,
+        flags: FLAG_LZ4 | FLAG_BATCH_END,
+        stored_len: 16,
+        data_len: 4096,
+        nonce: 42,
+        rec_seq: 3,
+        batch: 2,
+        stamp: 1,
+        pos: 8192,
+    };
+    let payload = [0xffu8; 16];
+    let hb = h.encode();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&hb), &payload);
+    let mut bytes = hb.to_vec();
+    bytes.extend_from_slice(&payload);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes.extend_from_slice(b"CERM");
+    brick_core::write_all(&*store.raw(1).unwrap(), at, &bytes).unwrap();
+
+    let dev = device(&vec![0u8; DEV], MemDiskMode::Inline);
+    let err = replay_store(&*dev, &store, LogPos::new(1, 0), ReplayOptions::default())
+        .expect_err("an undecodable payload must fail the replay");
+    match err {
+        LoggerError::Log(LogError::Corruption { file, offset, .. }) => {
+            assert_eq!(file, store.describe(1));
+            assert_eq!(offset, at);
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    let mut want = vec![0u8; DEV];
+    want[..4096].fill(7);
+    assert!(contents(&dev) == want, "only the good batch is applied");
+}
