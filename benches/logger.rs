@@ -381,6 +381,12 @@ fn main() {
             if let Ok(ms) = std::env::var("MARS_BENCH_COMMIT_MS") {
                 cfg.commit_interval = Duration::from_millis(ms.parse().expect("milliseconds"));
             }
+            if let Ok(ms) = std::env::var("MARS_BENCH_DATA_FLUSH_MS") {
+                cfg.data_flush_interval = Duration::from_millis(ms.parse().expect("milliseconds"));
+            }
+            if let Ok(mib) = std::env::var("MARS_BENCH_BUDGET_MIB") {
+                cfg.mem_budget = mib.parse::<u64>().expect("MiB") << 20;
+            }
             if let Ok(us) = std::env::var("MARS_BENCH_GROUP_WAIT_US") {
                 cfg.group_wait = Duration::from_micros(us.parse().expect("microseconds"));
             }

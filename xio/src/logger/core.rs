@@ -62,6 +62,12 @@ pub(crate) struct Shared {
     /// Write back everything durable now (close, `writeback_all`).
     pub wb_force: bool,
     pub wb_busy: bool,
+    /// A flush of the data device for the flusher thread: the epoch it covers.
+    pub flush_todo: Option<u64>,
+    /// A flush of the data device was requested and has not completed yet.
+    pub flush_inflight: bool,
+    /// The writeback thread has ended (the flusher ends after it).
+    pub wb_done: bool,
     /// Emergency: the state file says "do not replay"; non-durable data may be written back.
     pub skip_persisted: bool,
     pub min_pos: LogPos,
@@ -94,6 +100,10 @@ pub(crate) struct Core {
     pub shared: Mutex<Shared>,
     pub log_cv: Condvar,
     pub wb_cv: Condvar,
+    pub flush_cv: Condvar,
+    /// The last watermark persisted, and whether "do not replay" was persisted (then nothing
+    /// else may be). Held while persisting, so the state file is written by one thread at a time.
+    pub published: Mutex<(LogPos, bool)>,
     pub mode_cv: Condvar,
     pub budget: Arc<MemBudget>,
     pub clock: Arc<LamportClock>,
@@ -167,6 +177,9 @@ impl Core {
                 rotate_req: false,
                 wb_force: false,
                 wb_busy: false,
+                flush_todo: None,
+                flush_inflight: false,
+                wb_done: false,
                 skip_persisted: false,
                 min_pos,
                 oldest_file,
@@ -179,6 +192,8 @@ impl Core {
             }),
             log_cv: Condvar::new(),
             wb_cv: Condvar::new(),
+            flush_cv: Condvar::new(),
+            published: Mutex::new((min_pos, false)),
             mode_cv: Condvar::new(),
             clock,
             power: Power::on(),
@@ -300,10 +315,18 @@ impl Core {
             born: Instant::now(),
             refs: 0,
             superseded_by: 0,
-            unflushed: false,
             _mem: mem.clone(),
         };
         g.index.insert(seq, version);
+        // Wake the log thread only when it has something new to decide: a first record (it
+        // starts the batch delay), a full chunk, or a first waiter. It times its own waits
+        // otherwise; a wake-up per request cost a context switch each (2 cores).
+        let chunk = self.cfg.chunk_size;
+        let fua = req.flags.contains(Flags::FUA);
+        let wake = g.pending.is_empty()
+            || (g.pending_bytes < chunk
+                && g.pending_bytes + data.len() + crate::log::record::REC_OVERHEAD >= chunk)
+            || (fua && g.waiters.is_empty());
         g.pending_bytes += data.len() + crate::log::record::REC_OVERHEAD;
         g.pending.push_back(Pending {
             seq,
@@ -316,13 +339,17 @@ impl Core {
             since: Instant::now(),
             _mem: mem,
         });
-        if req.flags.contains(Flags::FUA) {
+        let ack = if fua {
             g.waiters.push((seq, req));
-            drop(g);
-            self.log_cv.notify_one();
+            None
         } else {
-            drop(g);
+            Some(req)
+        };
+        drop(g);
+        if wake {
             self.log_cv.notify_one();
+        }
+        if let Some(req) = ack {
             self.done(req, Ok(()));
         }
     }
@@ -336,9 +363,12 @@ impl Core {
                     drop(g);
                     return self.done(req, Ok(()));
                 }
+                let wake = g.waiters.is_empty();
                 g.waiters.push((target, req));
                 drop(g);
-                self.log_cv.notify_one();
+                if wake {
+                    self.log_cv.notify_one();
+                }
             }
             Mode::Failed(e) => {
                 let e = e.clone();
@@ -422,6 +452,7 @@ impl Core {
         self.mode_cv.notify_all();
         self.log_cv.notify_all();
         self.wb_cv.notify_all();
+        self.flush_cv.notify_all();
     }
 }
 

@@ -11,7 +11,8 @@
 
 use crate::log::{LogPos, RecordOp};
 use brick_core::Reservation;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,8 +32,6 @@ pub(crate) struct Version {
     pub refs: usize,
     /// The newest version that took bytes from this one (0: none).
     pub superseded_by: u64,
-    /// Some of its bytes were written back but the data device was not flushed since.
-    pub unflushed: bool,
     /// Budget held for its data (released when it leaves the index).
     pub _mem: Arc<Reservation>,
 }
@@ -63,6 +62,10 @@ pub(crate) struct WbItem {
     pub src: Option<(Arc<Vec<u8>>, usize)>,
 }
 
+/// Writeback epochs (for flushes of the data device that run while writeback goes on): every
+/// completed writeback is stamped with the current epoch; starting a flush covers that epoch
+/// and opens the next one; when the flush completes, everything stamped with an epoch it
+/// covers is flushed.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     extents: BTreeMap<u64, Ext>,
@@ -71,16 +74,26 @@ pub(crate) struct Index {
     durable: u64,
     /// Retired versions (no extents left) that still hold the watermark.
     zombies: BTreeMap<u64, Zombie>,
-    /// Live versions with written-back, unflushed bytes.
-    unflushed: BTreeMap<u64, ()>,
+    /// Zombies waiting for their superseder to become durable: `(superseded_by, seq)`.
+    awaiting_durable: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Zombies waiting for a flush of the data device: `(epoch, seq)`.
+    awaiting_flush: BinaryHeap<Reverse<(u64, u64)>>,
+    /// Live versions with written-back, unflushed bytes: seq -> epoch of the last writeback.
+    unflushed: BTreeMap<u64, u64>,
+    /// The current writeback epoch.
+    epoch: u64,
+    /// Something was written back in the current epoch (a new flush would cover it).
+    dirty: bool,
 }
 
-/// What is left of a retired version.
+/// What is left of a retired version. It goes once its superseder is durable (if the newer
+/// version were lost in a crash, replaying this one restores the superseded bytes) and its
+/// written-back bytes are flushed (`unflushed: None`).
 #[derive(Debug, Clone, Copy)]
 struct Zombie {
     log: Option<LogPos>,
     superseded_by: u64,
-    unflushed: bool,
+    unflushed: Option<u64>,
 }
 
 impl Index {
@@ -90,38 +103,66 @@ impl Index {
     }
 
     /// Versions up to `seq` are durable now: drop the zombies that this makes safe.
+    /// O(log n) per zombie released.
     pub fn set_durable(&mut self, seq: u64) {
         self.durable = self.durable.max(seq);
-        self.reap();
-    }
-
-    /// The data device was flushed after every writeback completed so far.
-    pub fn data_flushed(&mut self) {
-        for (seq, ()) in std::mem::take(&mut self.unflushed) {
-            if let Some(v) = self.versions.get_mut(&seq) {
-                v.unflushed = false;
+        while let Some(&Reverse((sup, zseq))) = self.awaiting_durable.peek() {
+            if sup > self.durable {
+                break;
+            }
+            self.awaiting_durable.pop();
+            if self
+                .zombies
+                .get(&zseq)
+                .is_some_and(|z| z.unflushed.is_none())
+            {
+                self.zombies.remove(&zseq);
             }
         }
-        for z in self.zombies.values_mut() {
-            z.unflushed = false;
+    }
+
+    /// A flush of the data device starts now: it covers every writeback completed so far.
+    /// Returns the epoch to pass to [`Index::data_flushed`] when it completes.
+    pub fn start_flush(&mut self) -> u64 {
+        let covered = self.epoch;
+        self.epoch += 1;
+        self.dirty = false;
+        covered
+    }
+
+    /// The flush started by [`Index::start_flush`] (returning `covered`) completed.
+    pub fn data_flushed(&mut self, covered: u64) {
+        self.unflushed.retain(|_, e| *e > covered);
+        while let Some(&Reverse((epoch, zseq))) = self.awaiting_flush.peek() {
+            if epoch > covered {
+                break;
+            }
+            self.awaiting_flush.pop();
+            let Some(z) = self.zombies.get_mut(&zseq) else {
+                continue;
+            };
+            z.unflushed = None;
+            if z.superseded_by <= self.durable {
+                self.zombies.remove(&zseq);
+            }
         }
-        self.reap();
     }
 
-    /// Whether written-back data waits for a flush of the data device.
+    /// Whether written-back data waits for a flush of the data device (started or not).
     pub fn has_unflushed(&self) -> bool {
-        !self.unflushed.is_empty() || self.zombies.values().any(|z| z.unflushed)
+        !self.unflushed.is_empty() || !self.awaiting_flush.is_empty()
     }
 
-    fn reap(&mut self) {
-        let durable = self.durable;
-        self.zombies
-            .retain(|_, z| z.superseded_by > durable || z.unflushed);
+    /// Whether data was written back since the last flush started.
+    pub fn needs_flush(&self) -> bool {
+        self.dirty
     }
 
     /// Forget every zombie (emergency mode: the log no longer matters).
     pub fn drop_zombies(&mut self) {
         self.zombies.clear();
+        self.awaiting_durable.clear();
+        self.awaiting_flush.clear();
     }
 
     /// Record where version `seq`'s record starts in the log.
@@ -159,24 +200,36 @@ impl Index {
     }
 
     fn unref(&mut self, seq: u64, written: bool) {
-        if let Some(v) = self.versions.get_mut(&seq) {
-            v.refs -= 1;
-            if written && !v.unflushed {
-                v.unflushed = true;
-                self.unflushed.insert(seq, ());
-            }
-            if v.refs == 0 {
-                let v = self.versions.remove(&seq).expect("present");
-                if v.superseded_by > self.durable || v.unflushed {
-                    self.unflushed.remove(&seq);
-                    let z = Zombie {
-                        log: v.log,
-                        superseded_by: v.superseded_by,
-                        unflushed: v.unflushed,
-                    };
-                    self.zombies.insert(seq, z);
-                }
-            }
+        let Some(v) = self.versions.get_mut(&seq) else {
+            return;
+        };
+        v.refs -= 1;
+        if written {
+            self.unflushed.insert(seq, self.epoch);
+            self.dirty = true;
+        }
+        if v.refs > 0 {
+            return;
+        }
+        let v = self.versions.remove(&seq).expect("present");
+        let unflushed = self.unflushed.remove(&seq);
+        let superseded_later = v.superseded_by > self.durable;
+        if !superseded_later && unflushed.is_none() {
+            return;
+        }
+        self.zombies.insert(
+            seq,
+            Zombie {
+                log: v.log,
+                superseded_by: v.superseded_by,
+                unflushed,
+            },
+        );
+        if superseded_later {
+            self.awaiting_durable.push(Reverse((v.superseded_by, seq)));
+        }
+        if let Some(epoch) = unflushed {
+            self.awaiting_flush.push(Reverse((epoch, seq)));
         }
     }
 
@@ -294,6 +347,18 @@ impl Index {
             assert_eq!(refs.get(seq).copied().unwrap_or(0), v.refs, "refs of {seq}");
             assert!(v.refs > 0 && !self.zombies.contains_key(seq), "live {seq}");
         }
+        for (seq, z) in &self.zombies {
+            assert!(
+                z.superseded_by > self.durable || z.unflushed.is_some(),
+                "zombie {seq} should have been released"
+            );
+            if z.superseded_by > self.durable {
+                assert!(self.awaiting_durable.iter().any(|r| r.0 .1 == *seq));
+            }
+            if let Some(e) = z.unflushed {
+                assert!(self.awaiting_flush.iter().any(|r| r.0 == (e, *seq)));
+            }
+        }
     }
 }
 
@@ -314,9 +379,36 @@ mod tests {
             born: Instant::now(),
             refs: 0,
             superseded_by: 0,
-            unflushed: false,
             _mem: mem.clone(),
         }
+    }
+
+    #[test]
+    fn a_flush_releases_only_what_was_written_back_before_it_started() {
+        let budget = MemBudget::new(1 << 30);
+        let mem = Arc::new(budget.acquire(1));
+        let mut idx = Index::default();
+        idx.insert(1, version(0, 10, 1, &mem));
+        idx.insert(2, version(20, 10, 2, &mem));
+        idx.set_durable(2);
+        let first = idx.select(1, 100);
+        idx.complete(&first);
+        let covered = idx.start_flush();
+        // Written back while the flush runs: not covered by it.
+        let second = idx.select(2, 100);
+        idx.complete(&second);
+        assert!(idx.needs_flush());
+        idx.check();
+        idx.data_flushed(covered);
+        idx.check();
+        let end = LogPos::new(1, 999);
+        assert_eq!(idx.zombies.keys().copied().collect::<Vec<_>>(), vec![2]);
+        assert!(idx.has_unflushed());
+        let covered = idx.start_flush();
+        idx.data_flushed(covered);
+        idx.check();
+        assert!(!idx.has_unflushed() && idx.zombies.is_empty());
+        assert_eq!(idx.min_pos(2, end), end);
     }
 
     proptest! {
@@ -335,7 +427,7 @@ mod tests {
                         for b in it.start..it.end { model[b as usize] = None; }
                     }
                     idx.complete(&items);
-                    if seq.is_multiple_of(3) { idx.data_flushed(); }
+                    if seq.is_multiple_of(3) { let c = idx.start_flush(); idx.data_flushed(c); }
                 } else {
                     let fill = (seq % 250) as u8 + 1;
                     idx.insert(seq, version(pos, len, fill, &mem));

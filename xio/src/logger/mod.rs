@@ -110,7 +110,7 @@ pub struct LoggerStatus {
 impl TransLogger {
     fn start(core: Core, writer: LogWriter, recovered_hole: Option<LogPos>) -> Arc<TransLogger> {
         let core = Arc::new(core);
-        let (c1, c2) = (core.clone(), core.clone());
+        let (c1, c2, c3) = (core.clone(), core.clone(), core.clone());
         let log = std::thread::Builder::new()
             .name("logger-log".into())
             .spawn(move || log_thread::run(c1, writer))
@@ -119,9 +119,13 @@ impl TransLogger {
             .name("logger-writeback".into())
             .spawn(move || writeback::run(c2))
             .expect("spawning the writeback thread");
+        let flusher = std::thread::Builder::new()
+            .name("logger-flush".into())
+            .spawn(move || writeback::run_flusher(c3))
+            .expect("spawning the data flush thread");
         Arc::new(TransLogger {
             core,
-            threads: Mutex::new(vec![log, wb]),
+            threads: Mutex::new(vec![log, wb, flusher]),
             recovered_hole,
         })
     }
@@ -202,6 +206,7 @@ impl TransLogger {
             let durable_left = g.index.oldest().is_some_and(|(s, _)| s <= g.durable_seq);
             if !durable_left
                 && !g.wb_busy
+                && !g.flush_inflight
                 && g.pending.is_empty()
                 && g.waiters.is_empty()
                 && !g.index.has_unflushed()
@@ -263,6 +268,7 @@ impl TransLogger {
     fn join(&self) {
         self.core.log_cv.notify_all();
         self.core.wb_cv.notify_all();
+        self.core.flush_cv.notify_all();
         self.core.mode_cv.notify_all();
         let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
         for t in threads {

@@ -53,28 +53,28 @@ pub(crate) fn run(core: Arc<Core>) {
         } else {
             Vec::new()
         };
-        let flush_due = g.index.has_unflushed()
+        // Flushes of the data device run on the flusher thread while writeback goes on.
+        let flush_due = g.index.needs_flush()
             && (items.is_empty() && (draining || g.wb_force || closing)
                 || last_flush.elapsed() >= core.cfg.data_flush_interval
                 || unflushed_bytes >= core.cfg.data_flush_bytes);
-        if flush_due {
-            g.wb_busy = true;
-            let result = MutexGuard::unlocked(&mut g, || {
-                brick_core::run(&super::core::Via(&core.data), Aio::new(Op::Flush, 0, 0))
-            });
-            g.wb_busy = false;
-            if let Err(e) = result {
-                core.fail(&mut g, e);
-                break;
-            }
-            g.index.data_flushed();
+        if flush_due && !g.flush_inflight {
+            let covered = g.index.start_flush();
+            g.flush_todo = Some(covered);
+            g.flush_inflight = true;
+            core.flush_cv.notify_one();
             last_flush = Instant::now();
             unflushed_bytes = 0;
-            update_min_pos(&core, &mut g);
-            core.wb_cv.notify_all();
             continue;
         }
         if items.is_empty() {
+            if (draining || closing || g.wb_force) && (g.flush_inflight || g.index.has_unflushed())
+            {
+                // The next step (persisting "do not replay", bypass, close, writeback_all)
+                // needs everything written back to be flushed: wait for the flusher.
+                core.wb_cv.wait_for(&mut g, Duration::from_millis(100));
+                continue;
+            }
             if draining && !g.skip_persisted {
                 update_min_pos(&core, &mut g);
                 persist_skip(&core, &mut g);
@@ -100,7 +100,7 @@ pub(crate) fn run(core: Arc<Core>) {
                     .max(Duration::from_millis(1)),
                 None => Duration::from_millis(100),
             };
-            if g.index.has_unflushed() {
+            if g.index.needs_flush() {
                 let left = core
                     .cfg
                     .data_flush_interval
@@ -130,6 +130,41 @@ pub(crate) fn run(core: Arc<Core>) {
             }
         }
     }
+    g.wb_done = true;
+    drop(g);
+    core.flush_cv.notify_all();
+}
+
+/// Body of the flusher thread: runs the data-device flushes that the writeback thread asks
+/// for, then releases what they covered and advances the watermark.
+pub(crate) fn run_flusher(core: Arc<Core>) {
+    let mut g = core.shared.lock();
+    loop {
+        if g.kill || matches!(g.mode, Mode::Failed(_)) {
+            break;
+        }
+        if let Some(covered) = g.flush_todo.take() {
+            let result = MutexGuard::unlocked(&mut g, || {
+                brick_core::run(&super::core::Via(&core.data), Aio::new(Op::Flush, 0, 0))
+            });
+            g.flush_inflight = false;
+            if let Err(e) = result {
+                core.fail(&mut g, e);
+                break;
+            }
+            g.index.data_flushed(covered);
+            update_min_pos(&core, &mut g);
+            core.wb_cv.notify_all();
+            continue;
+        }
+        if g.wb_done {
+            break;
+        }
+        core.flush_cv.wait(&mut g);
+    }
+    g.flush_inflight = false;
+    drop(g);
+    core.wb_cv.notify_all();
 }
 
 fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
@@ -167,6 +202,12 @@ pub(crate) fn update_min_pos(core: &Core, g: &mut MutexGuard<'_, Shared>) {
 
 /// Persist `min_pos`, call the callback, delete files below it; returns the oldest kept file.
 fn publish(core: &Core, mp: LogPos, hole: Option<LogPos>, oldest: u64) -> u64 {
+    // Two threads publish (writeback and flusher): one at a time, and never backwards (a
+    // late, older watermark must not land after a newer one deleted its log files).
+    let mut published = core.published.lock();
+    if published.1 || mp <= published.0 {
+        return oldest;
+    }
     if let Some(store) = &core.store {
         let state = LogState { min_pos: mp, hole };
         if let Err(e) = store.store_state(&state.encode()) {
@@ -174,6 +215,7 @@ fn publish(core: &Core, mp: LogPos, hole: Option<LogPos>, oldest: u64) -> u64 {
             return oldest;
         }
     }
+    published.0 = mp;
     if let Some(cb) = &core.cfg.on_min_pos {
         cb(mp);
     }
@@ -198,6 +240,8 @@ fn persist_skip(core: &Core, g: &mut MutexGuard<'_, Shared>) {
     let next_seq = g.durable_end.seq.max(core.next_log_seq.lock().unwrap_or(0)) + 1;
     let mp = LogPos::new(next_seq, 0);
     let ok = MutexGuard::unlocked(g, || {
+        let mut published = core.published.lock();
+        published.1 = true;
         let Some(store) = &core.store else {
             return Ok(());
         };
