@@ -131,7 +131,7 @@ fn sync_all() {
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     (v[0], v[v.len() / 2], v[v.len() - 1])
 }
 
@@ -283,10 +283,16 @@ fn seq_read(path: &Path, len: u64) -> f64 {
 fn replay_run(data: &Arc<FileBrick>, logs: &Path, len: u64, flush: bool) -> f64 {
     let store = FsLogStore::new(logs).unwrap();
     let start = Instant::now();
-    let opts = ReplayOptions {
+    let mut opts = ReplayOptions {
         flush,
         ..ReplayOptions::default()
     };
+    if let Ok(mib) = std::env::var("MARS_BENCH_FLUSH_BEHIND_MIB") {
+        opts.flush_behind = mib.parse::<usize>().expect("MiB") << 20;
+    }
+    if let Ok(d) = std::env::var("MARS_BENCH_REPLAY_DEPTH") {
+        opts.depth = d.parse().expect("a depth");
+    }
     let r = replay_store(&**data, &store, LogPos::new(1, 0), opts).unwrap();
     assert!(r.records > 0);
     len as f64 / start.elapsed().as_secs_f64()
@@ -369,7 +375,12 @@ fn main() {
         let (mut peer, mut ours) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             sync_all();
-            peer.push(peer_run(&data, w, secs, durable));
+            // MARS_BENCH_NO_PEER=1: profile the logger alone (no ratio is printed then).
+            if std::env::var_os("MARS_BENCH_NO_PEER").is_none() {
+                peer.push(peer_run(&data, w, secs, durable));
+            } else {
+                peer.push(f64::NAN);
+            }
             sync_all();
             let mut cfg = LoggerConfig {
                 mem_budget: budget,

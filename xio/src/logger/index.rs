@@ -84,6 +84,8 @@ pub(crate) struct Index {
     epoch: u64,
     /// Something was written back in the current epoch (a new flush would cover it).
     dirty: bool,
+    /// Reused by `overlapping_scratch` (no allocation per insert).
+    scratch: Vec<(u64, Ext)>,
 }
 
 /// What is left of a retired version. It goes once its superseder is durable (if the newer
@@ -187,16 +189,24 @@ impl Index {
             .fold(durable_end, LogPos::min)
     }
 
-    /// Keys of extents overlapping `[s, e)`.
-    fn overlapping(&self, s: u64, e: u64) -> Vec<(u64, Ext)> {
-        let mut out = Vec::new();
-        if let Some((&k, &x)) = self.extents.range(..s).next_back() {
-            if x.end > s {
-                out.push((k, x));
-            }
-        }
-        out.extend(self.extents.range(s..e).map(|(&k, &x)| (k, x)));
-        out
+    /// Extents overlapping `[s, e)`, **descending**: one B-tree search, then a walk back from
+    /// the last extent starting before `e` (extents are disjoint, so their ends descend too
+    /// and the first one ending at or before `s` ends the walk).
+    fn overlapping_desc(&self, s: u64, e: u64) -> impl Iterator<Item = (u64, Ext)> + '_ {
+        self.extents
+            .range(..e)
+            .rev()
+            .take_while(move |(_, x)| x.end > s)
+            .map(|(&k, &x)| (k, x))
+    }
+
+    /// [`Index::overlapping_desc`] collected into the reusable scratch vector (for callers
+    /// that change the extents while they go); give it back with `self.scratch = v`.
+    fn overlapping_scratch(&mut self, s: u64, e: u64) -> Vec<(u64, Ext)> {
+        let mut v = std::mem::take(&mut self.scratch);
+        v.clear();
+        v.extend(self.overlapping_desc(s, e));
+        v
     }
 
     fn unref(&mut self, seq: u64, written: bool) {
@@ -237,7 +247,8 @@ impl Index {
     pub fn insert(&mut self, seq: u64, mut v: Version) {
         let (s, e) = (v.pos, v.pos + v.len);
         debug_assert!(e > s);
-        for (k, x) in self.overlapping(s, e) {
+        let overlaps = self.overlapping_scratch(s, e);
+        for &(k, x) in &overlaps {
             self.extents.remove(&k);
             let mut keep = 0;
             if k < s {
@@ -260,6 +271,7 @@ impl Index {
             }
             self.unref(x.seq, false);
         }
+        self.scratch = overlaps;
         self.extents.insert(s, Ext { end: e, seq });
         v.refs = 1;
         self.versions.insert(seq, v);
@@ -273,8 +285,8 @@ impl Index {
     /// Covered pieces of `[pos, pos+len)`, ascending; the gaps read from the data device.
     pub fn lookup(&self, pos: u64, len: u64) -> Vec<Piece> {
         let e = pos + len;
-        self.overlapping(pos, e)
-            .into_iter()
+        let mut pieces: Vec<Piece> = self
+            .overlapping_desc(pos, e)
             .map(|(k, x)| {
                 let start = k.max(pos);
                 Piece {
@@ -283,7 +295,9 @@ impl Index {
                     src: self.src_of(x.seq, start),
                 }
             })
-            .collect()
+            .collect();
+        pieces.reverse();
+        pieces
     }
 
     /// Up to about `max_bytes` of extents to write back, oldest versions first, taking only
@@ -295,7 +309,7 @@ impl Index {
             if bytes >= max_bytes {
                 break;
             }
-            for (k, x) in self.overlapping(v.pos, v.pos + v.len) {
+            for (k, x) in self.overlapping_desc(v.pos, v.pos + v.len) {
                 if x.seq == seq {
                     bytes += x.end - k;
                     out.push(WbItem {
@@ -317,12 +331,14 @@ impl Index {
     /// keep holding the watermark until [`Index::data_flushed`].
     pub fn complete(&mut self, items: &[WbItem]) {
         for it in items {
-            for (k, x) in self.overlapping(it.start, it.end) {
+            let overlaps = self.overlapping_scratch(it.start, it.end);
+            for &(k, x) in &overlaps {
                 if x.seq == it.seq && k >= it.start && x.end <= it.end {
                     self.extents.remove(&k);
                     self.unref(x.seq, true);
                 }
             }
+            self.scratch = overlaps;
         }
     }
 
