@@ -33,7 +33,9 @@ pub struct LoggerConfig {
     /// mostly waits for the tail.
     pub commit_bytes: u64,
     /// Before a commit that someone waits for, wait this long once for more writes to join it
-    /// (default 50 µs; zero disables).
+    /// (default zero: off). Group commit happens anyway: what queues during one commit's
+    /// `fdatasync` goes into the next. Measured with 32 writers each flushing after every
+    /// write: 50 µs gave 20–23k writes/s (32 per commit), zero 26–27k (29 per commit).
     pub group_wait: Duration,
     /// Rotate to a new log file once the current one reaches this size (default 1 GiB).
     pub rotate_size: u64,
@@ -43,7 +45,9 @@ pub struct LoggerConfig {
     /// system journal, and deferring de-duplicates more.
     pub writeback_delay: Duration,
     /// Flush the data device (and so advance the watermark) at least this often while written
-    /// back data waits for it (default 1 s).
+    /// back data waits for it (default 5 s; the flush runs beside writeback). Rarer flushes
+    /// disturb log commits less (measured: 1 s → 10 s cut a commit from ~600 to ~450 µs under
+    /// random writes); the price is a longer replay after a crash and log files kept longer.
     pub data_flush_interval: Duration,
     /// ... or once this many bytes were written back since the last flush (default 1 GiB).
     pub data_flush_bytes: u64,
@@ -77,10 +81,10 @@ impl Default for LoggerConfig {
             batch_delay: Duration::from_millis(2),
             commit_interval: Duration::from_secs(1),
             commit_bytes: 16 << 20,
-            group_wait: Duration::from_micros(50),
+            group_wait: Duration::ZERO,
             rotate_size: 1 << 30,
             writeback_delay: Duration::from_secs(5),
-            data_flush_interval: Duration::from_secs(1),
+            data_flush_interval: Duration::from_secs(5),
             data_flush_bytes: 1 << 30,
             writeback_depth: 64,
             writeback_round: 32 << 20,
