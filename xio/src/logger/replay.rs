@@ -246,16 +246,11 @@ impl Sink {
             return Ok(());
         }
         let flags = h.flags & FLAG_NO_HOLE;
-        if let Some(p) = self.pending.as_mut() {
-            let joins = p.op == h.op
-                && p.flags == flags
-                && p.pos + p.len as u64 == h.pos
-                && p.len + len <= MERGE_MAX;
-            if joins {
-                rec.decode_into(&mut p.data)?;
-                p.len += len;
-                return Ok(());
-            }
+        if self.joins(h) {
+            let p = self.pending.as_mut().expect("joins a pending request");
+            rec.decode_into(&mut p.data)?;
+            p.len += len;
+            return Ok(());
         }
         self.close_pending()?;
         let mut data = if h.op == RecordOp::Write {
@@ -286,13 +281,18 @@ impl Sink {
     /// stored payload can become the request's data as it is.
     fn takes_whole(&self, h: &RecordHeader) -> bool {
         let plain = h.op == RecordOp::Write && h.flags & FLAG_LZ4 == 0 && h.data_len > 0;
-        let joins = self.pending.as_ref().is_some_and(|p| {
+        plain && !self.joins(h)
+    }
+
+    /// Whether record `h` continues the pending request: same kind, adjacent on the device
+    /// (so the two do not overlap), and the sum within [`MERGE_MAX`].
+    fn joins(&self, h: &RecordHeader) -> bool {
+        self.pending.as_ref().is_some_and(|p| {
             p.op == h.op
-                && p.flags == 0
+                && p.flags == h.flags & FLAG_NO_HOLE
                 && p.pos + p.len as u64 == h.pos
                 && p.len + h.data_len as usize <= MERGE_MAX
-        });
-        plain && !joins
+        })
     }
 
     /// Queue the plain write `h` whose payload is `data` (see [`Sink::takes_whole`]).
@@ -303,7 +303,7 @@ impl Sink {
             pos: h.pos,
             len: h.data_len as usize,
             data,
-            flags: 0,
+            flags: h.flags & FLAG_NO_HOLE,
         });
         Ok(())
     }
