@@ -9,7 +9,8 @@
 //!   once including a final FLUSH, i.e. until the data is durable on both sides (aio: on the
 //!   data file; logger: in its log; its writeback of the last budget's worth is not timed);
 //! - (d) replay of a log file onto the data file vs a sequential read of that log file
-//!   (1 MiB reads, QD8, aio), for a log of 4 KiB random records and one of 1 MiB records,
+//!   (1 MiB reads, QD8, aio), for a log of 4 KiB random records, one of 1 MiB records and
+//!   one of 4 KiB sequential records (which replay merges into 1 MiB requests),
 //!   with and without the data-device flush that ends a replay; **warm** (the log is in the
 //!   page cache, as right after it was written) and **cold** (the log file's pages are evicted
 //!   with `posix_fadvise(DONTNEED)` before every peer read and every replay: both read from
@@ -24,7 +25,9 @@
 //! cold rows.
 //!
 //! Run: `cargo bench -p mars-rs --bench logger` (`MARS_BENCH_ONLY=a,b` selects workloads;
-//! `MARS_BENCH_GROUP_WAIT_US` overrides the logger's group-commit wait).
+//! `MARS_BENCH_GROUP_WAIT_US` overrides the logger's group-commit wait; for (d),
+//! `MARS_BENCH_D=cold` (any part of a row's name) selects rows, `MARS_BENCH_REPLAY_DEPTH` and
+//! `MARS_BENCH_FLUSH_BEHIND_MIB` override the replay's depth and flush-behind interval).
 
 use brick_core::{Aio, CompletionQueue, Op, Output};
 use std::path::Path;
@@ -422,6 +425,13 @@ fn main() {
             true,
         ),
         ("(d) replay 1M records", 1 << 20, 1 << 30, false),
+        // Adjacent small records: replay merges them into 1 MiB requests.
+        (
+            "(d) replay 4k sequential records",
+            4096usize,
+            512u64 << 20,
+            false,
+        ),
     ] {
         if !wanted(name) {
             continue;
