@@ -112,6 +112,7 @@ pub(crate) struct Core {
     pub info: Info,
     slot: Slot<ReqAspect>,
     empty: Arc<Vec<u8>>,
+    pub bufs: super::bufpool::BufPool,
 }
 
 /// Adapts an [`Input`] to the [`Output`] helpers of brick-core.
@@ -201,6 +202,7 @@ impl Core {
             info,
             slot: Slot::new(),
             empty: Arc::new(Vec::new()),
+            bufs: super::bufpool::BufPool::new(),
             cfg,
         })
     }
@@ -277,7 +279,7 @@ impl Core {
         let write = req.op == Op::Write;
         let mem = Arc::new(self.budget.acquire(if write { req.len as u64 } else { 64 }));
         let data = if write {
-            Arc::new(std::mem::take(&mut req.data))
+            Arc::new(std::mem::replace(&mut req.data, self.bufs.get()))
         } else {
             self.empty.clone()
         };
@@ -318,6 +320,9 @@ impl Core {
             _mem: mem.clone(),
         };
         g.index.insert(seq, version);
+        for buf in g.index.recycled.drain(..) {
+            self.bufs.put(buf);
+        }
         // Wake the log thread only when it has something new to decide: a first record (it
         // starts the batch delay), a full chunk, or a first waiter. It times its own waits
         // otherwise; a wake-up per request cost a context switch each (2 cores).

@@ -86,6 +86,8 @@ pub(crate) struct Index {
     dirty: bool,
     /// Reused by `overlapping_scratch` (no allocation per insert).
     scratch: Vec<(u64, Ext)>,
+    /// Buffers of retired versions that nobody else held: the owner drains them into its pool.
+    pub recycled: Vec<Vec<u8>>,
 }
 
 /// What is left of a retired version. It goes once its superseder is durable (if the newer
@@ -221,7 +223,10 @@ impl Index {
         if v.refs > 0 {
             return;
         }
-        let v = self.versions.remove(&seq).expect("present");
+        let mut v = self.versions.remove(&seq).expect("present");
+        if let Ok(buf) = Arc::try_unwrap(std::mem::take(&mut v.data)) {
+            self.recycled.push(buf);
+        }
         let unflushed = self.unflushed.remove(&seq);
         let superseded_later = v.superseded_by > self.durable;
         if !superseded_later && unflushed.is_none() {

@@ -13,7 +13,9 @@
 //! - A **FUA** write and a **FLUSH** complete only when every mutation accepted before them is
 //!   durable in the log (a FLUSH with nothing pending completes at once: nothing to wait for).
 //! - Discard and write-zeroes are logged records too, so they replicate.
-//! - A write's `data` buffer is consumed: the request completes with an empty `data`.
+//! - A write's `data` buffer is consumed: the request completes with an empty `data` (a
+//!   recycled buffer with capacity when one is free, so a client that refills it allocates
+//!   nothing).
 //!
 //! ## Opening a log directory (what the NBD export calls)
 //! ```no_run
@@ -43,6 +45,7 @@
 //!   wait (inside `submit`) for writeback, nothing is dropped.
 
 mod apply;
+mod bufpool;
 mod config;
 mod core;
 mod error;

@@ -116,7 +116,15 @@ pub(crate) fn run(core: Arc<Core>) {
         match result {
             Ok(()) => {
                 unflushed_bytes += items.iter().map(|i| i.end - i.start).sum::<u64>();
+                // Let go of the data first, so that retired versions can recycle their buffers.
+                let mut items = items;
+                for it in &mut items {
+                    it.src = None;
+                }
                 g.index.complete(&items);
+                for buf in g.index.recycled.drain(..) {
+                    core.bufs.put(buf);
+                }
                 g.wb_rounds += 1;
                 drop(items);
                 if !(draining && g.skip_persisted) {
@@ -177,7 +185,11 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
     while let Some((_, it)) = elevator.pop() {
         let len = (it.end - it.start) as usize;
         let bytes = match &it.src {
-            Some((d, off)) => d[*off..*off + len].to_vec(),
+            Some((d, off)) => {
+                let mut b = core.bufs.get();
+                b.extend_from_slice(&d[*off..*off + len]);
+                b
+            }
             None => Vec::new(),
         };
         applier.apply(it.op, it.start, len, bytes, it.flags)?;
