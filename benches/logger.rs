@@ -398,6 +398,9 @@ fn main() {
             if let Ok(ms) = std::env::var("MARS_BENCH_DATA_FLUSH_MS") {
                 cfg.data_flush_interval = Duration::from_millis(ms.parse().expect("milliseconds"));
             }
+            if let Ok(kib) = std::env::var("MARS_BENCH_WB_ROUND_KIB") {
+                cfg.writeback_round = kib.parse::<usize>().expect("KiB") << 10;
+            }
             if let Ok(mib) = std::env::var("MARS_BENCH_BUDGET_MIB") {
                 cfg.mem_budget = mib.parse::<u64>().expect("MiB") << 20;
             }

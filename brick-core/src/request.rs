@@ -51,6 +51,11 @@ impl Flags {
     pub const FUA: Flags = Flags(1);
     /// For write-zeroes: the range must stay allocated.
     pub const NO_HOLE: Flags = Flags(2);
+    /// A hint from a submitter that may block (a writeback or replay thread, not a client
+    /// path): a brick that would otherwise hand the request to another thread may execute it
+    /// on the submitting thread and complete it before `submit` returns. Bricks that cannot
+    /// pass it on unchanged.
+    pub const MAY_BLOCK: Flags = Flags(4);
 
     /// Whether all bits of `other` are set.
     pub fn contains(self, other: Flags) -> bool {

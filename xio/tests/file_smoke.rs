@@ -44,3 +44,41 @@ fn write_read_flush_discard_zeroes() {
         assert_eq!(f.stats().inflight(), 0);
     }
 }
+
+/// `Flags::MAY_BLOCK`: aio writes the page cache on the submitting thread (the completion is
+/// there before `submit` returns); results, errors and statistics are the same as without it.
+#[test]
+fn may_block_writes_complete_on_the_submitting_thread() {
+    for backend in BACKENDS {
+        let dir = tempfile::tempdir().unwrap();
+        let f = open(&dir, backend, 1 << 20);
+        let cq = brick_core::CompletionQueue::new();
+        let before = f.stats();
+        for i in 0..64u64 {
+            let mut w = Aio::write(i * 4096, vec![i as u8 + 1; 4096]);
+            w.flags = Flags::MAY_BLOCK;
+            cq.submit(&*f, w).unwrap();
+            if backend == Backend::IoUring {
+                let done = cq.try_recv().expect("completed before submit returned");
+                assert!(done.error.is_none(), "{:?}", done.error);
+            } else {
+                assert!(cq.recv().error.is_none());
+            }
+        }
+        let mut past_end = Aio::write((1 << 20) - 100, vec![1; 4096]);
+        past_end.flags = Flags::MAY_BLOCK;
+        cq.submit(&*f, past_end).unwrap();
+        assert!(
+            matches!(cq.recv().error, Some(Error::OutOfRange { .. })),
+            "{backend:?}: range still checked"
+        );
+        for i in 0..64u64 {
+            assert_eq!(
+                read_all(&*f, i * 4096, 4096).unwrap(),
+                vec![i as u8 + 1; 4096]
+            );
+        }
+        let st = f.stats();
+        assert!(st.completed >= before.completed + 65, "{backend:?}: {st:?}");
+    }
+}

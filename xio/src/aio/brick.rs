@@ -6,7 +6,7 @@ use super::state::{self, Stage, Step, UringAspect};
 use crate::file::core::{Admit, FileCore};
 use crate::file::{from_io, FileKind, FileOptions};
 use brick_core::{
-    Aio, Brick, Error, Info, Op, Output, PowerState, Rejected, Result, Slot, StatsSnapshot,
+    Aio, Brick, Error, Flags, Info, Op, Output, PowerState, Rejected, Result, Slot, StatsSnapshot,
 };
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
@@ -261,6 +261,14 @@ impl Output for UringFile {
         }
         match s.core.admit(req, !on_completion_thread)? {
             Admit::Done(req, result) => s.core.complete_now(req, result),
+            // A buffered write is a copy into the page cache that io_uring cannot do without
+            // blocking (ext4: it punts every one to an io-wq worker, one at a time per file).
+            // A submitter that may block saves the hand-off and the wake-ups by doing it here.
+            Admit::Go(mut req) if req.op == Op::Write && req.flags.contains(Flags::MAY_BLOCK) => {
+                let started = Instant::now();
+                let result = s.core.execute_sync(&mut req);
+                s.core.complete(req, started, result);
+            }
             Admit::Go(mut req) => {
                 let stage = state::first_stage(req.op);
                 {

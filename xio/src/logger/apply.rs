@@ -48,6 +48,8 @@ pub(crate) struct Applier<'a> {
     spent_bytes: usize,
     /// Tag of the flush started by [`Applier::flush_behind`], while it is in flight.
     flush_tag: Option<u64>,
+    /// Added to every request (see [`Applier::request_flags`]).
+    extra_flags: Flags,
 }
 
 impl<'a> Applier<'a> {
@@ -62,7 +64,14 @@ impl<'a> Applier<'a> {
             spent: None,
             spent_bytes: 0,
             flush_tag: None,
+            extra_flags: Flags::NONE,
         })
+    }
+
+    /// Add `flags` to every request from now on (e.g. [`Flags::MAY_BLOCK`] from a thread
+    /// that exists to wait for this IO).
+    pub fn request_flags(&mut self, flags: Flags) {
+        self.extra_flags = self.extra_flags.with(flags);
     }
 
     /// Start a device flush without waiting for it (it makes the writes completed before it
@@ -145,6 +154,7 @@ impl<'a> Applier<'a> {
         let tag = self.next_tag;
         self.next_tag += 1;
         req.tag = tag;
+        req.flags = req.flags.with(self.extra_flags);
         self.cq.submit(self.out, req).map_err(|rej| rej.error)?;
         self.inflight.push((tag, s, e));
         Ok(())

@@ -178,6 +178,9 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
 fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
     let data = super::core::Via(&core.data);
     let mut applier = Applier::new(&data, core.cfg.writeback_depth)?;
+    applier.request_flags(brick_core::Flags::MAY_BLOCK);
+    applier.keep_buffers();
+    let mut spent = Vec::new();
     let mut elevator = Elevator::new();
     for it in items {
         elevator.push(it.start, it);
@@ -193,6 +196,10 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
             None => Vec::new(),
         };
         applier.apply(it.op, it.start, len, bytes, it.flags)?;
+        applier.take_spent(&mut spent);
+        for buf in spent.drain(..) {
+            core.bufs.put(buf);
+        }
     }
     applier.finish(false)
 }
