@@ -345,8 +345,10 @@ impl Scanner {
             return Ok(None);
         }
         let avail = (self.len - pos).min(REC_HEADER_LEN as u64) as usize;
-        let hb = self.bytes(pos, avail)?.to_vec();
-        let h = match RecordHeader::decode(&hb) {
+        let mut hbuf = [0u8; REC_HEADER_LEN];
+        hbuf[..avail].copy_from_slice(self.bytes(pos, avail)?);
+        let hb = &hbuf[..avail];
+        let h = match RecordHeader::decode(hb) {
             Ok(h) => h,
             Err(reason) => return self.damage(pos, reason.to_string()).map(|_| None),
         };
@@ -376,7 +378,7 @@ impl Scanner {
         }
         let in_window = pos >= self.win_pos && pos + total <= self.win_pos + self.win.len() as u64;
         let checked = if !in_window && self.direct_min.is_some_and(|m| h.stored_len as usize >= m) {
-            self.check_direct(pos, &h, &hb)?
+            self.check_direct(pos, &h, hb)?
         } else {
             self.win_size = self.window;
             let rec = self.bytes(pos, total as usize)?;
