@@ -156,6 +156,9 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
                 brick_core::run(&super::core::Via(&core.data), Aio::new(Op::Flush, 0, 0))
             });
             g.flush_inflight = false;
+            if g.kill {
+                break;
+            }
             if let Err(e) = result {
                 core.fail(&mut g, e);
                 break;
