@@ -2,10 +2,11 @@
 //!
 //! A round selects durable extents (oldest versions first; only the newest version of each
 //! byte is in the index, so superseded data is never written), issues them in ascending offset
-//! order ([`brick_core::Elevator`]) with a bounded window and drops them from the index once
-//! written (reads then go to the data device; the budget is released). Rounds never overlap,
-//! so two writebacks of one range are never in flight together. The data device is flushed
-//! every `data_flush_interval` (or `data_flush_bytes`, or when draining/closing); only then do
+//! order with adjacent writes merged (up to 1 MiB) and a bounded window, and drops them from the
+//! index once written (reads then go to the data device; the budget is released). Rounds never
+//! overlap, so two writebacks of one range are never in flight together. The data device is
+//! flushed (by the flusher thread, beside writeback) every `data_flush_interval` (or
+//! `data_flush_bytes`, or when draining/closing); only then do
 //! the written versions stop holding the watermark (start of the oldest record whose effect the
 //! flushed data device may lack, or the durable end of the log), which is recomputed,
 //! persisted and reported; log files entirely below it are deleted unless `keep_logs`.
@@ -14,8 +15,8 @@ use super::apply::Applier;
 use super::core::{Core, Mode, Shared};
 use super::index::WbItem;
 use super::state::LogState;
-use crate::log::LogPos;
-use brick_core::{Aio, Elevator, Error, Op};
+use crate::log::{LogPos, RecordOp};
+use brick_core::{Aio, Error, Op};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,31 +179,53 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
     core.wb_cv.notify_all();
 }
 
+/// Adjacent written-back extents are merged into writes of up to this many bytes.
+const MERGE_MAX: usize = 1 << 20;
+
+/// Write one round back: in ascending offset order, adjacent writes merged into one request
+/// (the items of a round are disjoint, so merging cannot reorder overlapping data).
 fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
     let data = super::core::Via(&core.data);
     let mut applier = Applier::new(&data, core.cfg.writeback_depth)?;
     applier.request_flags(brick_core::Flags::MAY_BLOCK);
     applier.keep_buffers();
+    let mut sorted: Vec<&WbItem> = items.iter().collect();
+    sorted.sort_unstable_by_key(|it| it.start);
     let mut spent = Vec::new();
-    let mut elevator = Elevator::new();
-    for it in items {
-        elevator.push(it.start, it);
-    }
-    while let Some((_, it)) = elevator.pop() {
-        let len = (it.end - it.start) as usize;
-        let bytes = match &it.src {
-            Some((d, off)) => {
-                let mut b = core.bufs.get();
-                b.extend_from_slice(&d[*off..*off + len]);
-                b
-            }
-            None => Vec::new(),
-        };
-        applier.apply(it.op, it.start, len, bytes, it.flags)?;
+    let mut run: Option<(u64, Vec<u8>)> = None;
+    let mut write_run = |applier: &mut Applier<'_>, (start, buf): (u64, Vec<u8>)| {
+        applier.apply(RecordOp::Write, start, buf.len(), buf, 0)?;
         applier.take_spent(&mut spent);
         for buf in spent.drain(..) {
             core.bufs.put(buf);
         }
+        Ok::<(), Error>(())
+    };
+    for it in sorted {
+        let len = (it.end - it.start) as usize;
+        let Some((d, off)) = it.src.as_ref().filter(|_| it.op == RecordOp::Write) else {
+            if let Some(r) = run.take() {
+                write_run(&mut applier, r)?;
+            }
+            applier.apply(it.op, it.start, len, Vec::new(), it.flags)?;
+            continue;
+        };
+        let bytes = &d[*off..*off + len];
+        if let Some((start, buf)) = run.as_mut() {
+            if *start + buf.len() as u64 == it.start && buf.len() + len <= MERGE_MAX {
+                buf.extend_from_slice(bytes);
+                continue;
+            }
+        }
+        if let Some(r) = run.take() {
+            write_run(&mut applier, r)?;
+        }
+        let mut buf = core.bufs.get();
+        buf.extend_from_slice(bytes);
+        run = Some((it.start, buf));
+    }
+    if let Some(r) = run.take() {
+        write_run(&mut applier, r)?;
     }
     applier.finish(false)
 }
