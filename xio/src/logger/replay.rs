@@ -94,7 +94,7 @@ pub struct ReplayOptions<'a> {
     /// Bytes the scanner reads from a log file at once (default `log::scan::WINDOW`, 8 MiB).
     pub read_window: usize,
     /// With `flush`: start a device flush without waiting every this many bytes applied
-    /// (default [`FLUSH_BEHIND`]; 0: only the final flush).
+    /// (default 128 MiB; 0: only the final flush).
     pub flush_behind: usize,
 }
 
