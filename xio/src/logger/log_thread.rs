@@ -168,7 +168,11 @@ fn committed(
                 waited: false,
             };
             core.release_waiters(g, None);
-            core.wb_cv.notify_one();
+            // Wake writeback only when it has a reason to act now (it times its own deferred
+            // work); a wake-up per commit was a context switch per commit.
+            if g.wb_force || g.stop || core.budget.used() * 2 >= core.budget.limit() {
+                core.wb_cv.notify_all();
+            }
             if writer.pos().offset >= core.cfg.rotate_size || g.rotate_req {
                 g.rotate_req = false;
                 rotate(core, g, writer);

@@ -220,7 +220,12 @@ impl TransLogger {
             g.wb_force = true;
             self.core.wb_cv.notify_all();
             self.core.log_cv.notify_all();
-            if self.core.wb_cv.wait_until(&mut g, deadline).timed_out() {
+            // Re-check every few milliseconds: the threads wake this condition variable only
+            // when they have a reason to.
+            let slice = (std::time::Instant::now() + Duration::from_millis(5)).min(deadline);
+            if self.core.wb_cv.wait_until(&mut g, slice).timed_out()
+                && std::time::Instant::now() >= deadline
+            {
                 return Err(Error::Timeout {
                     context: "writing back the logger's index",
                     millis: timeout.as_millis() as u64,
