@@ -76,7 +76,7 @@ fn drive(out: &dyn Output, w: Workload, secs: u64, durable: bool) -> f64 {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let blocks = REGION / w.bs as u64;
     let mut issued = 0u64;
-    let mut next_pos = |rng: &mut Rng, issued: &mut u64| {
+    let next_pos = |rng: &mut Rng, issued: &mut u64| {
         let b = if w.random {
             rng.next() % blocks
         } else {

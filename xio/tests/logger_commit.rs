@@ -94,7 +94,9 @@ fn a_backlog_is_committed_once_per_commit_bytes_not_once_per_chunk() {
     let got = data.contents();
     for i in 0..WRITES as usize {
         assert!(
-            got[i * CHUNK..(i + 1) * CHUNK].iter().all(|&b| b == i as u8),
+            got[i * CHUNK..(i + 1) * CHUNK]
+                .iter()
+                .all(|&b| b == i as u8),
             "chunk {i} lost"
         );
     }
