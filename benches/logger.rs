@@ -16,6 +16,10 @@
 //!   with `posix_fadvise(DONTNEED)` before every peer read and every replay: both read from
 //!   the disk).
 //!
+//! The (a) and (b) rows marked `O_DIRECT` put the data file behind `O_DIRECT` on both sides
+//! (the sio backend with 64 threads; aio has no `O_DIRECT`): random writes then cost what they
+//! cost the device instead of a page-cache copy. The log file stays buffered.
+//!
 //! The logger runs with `LoggerConfig::default()` (256 MiB budget) except (c), which uses a
 //! 64 MiB budget so that each run writes many times the budget. Each logger run starts on a
 //! fresh log directory; its `close` (final writeback) is not timed. Files: a 2 GiB data file
@@ -312,6 +316,16 @@ fn main() {
     let data_path = dir.path().join("data.img");
     let logs = dir.path().join("logs");
     let data = open_data(&data_path);
+    let direct_data = file::open(
+        &data_path,
+        Backend::Sync,
+        &FileOptions {
+            direct: true,
+            threads: 64,
+            ..FileOptions::default()
+        },
+    )
+    .expect("opening the data file with O_DIRECT");
     println!(
         "trans_logger vs aio on {} ({runs} runs x {secs} s, min / median / max)\n",
         dir.path().display()
@@ -334,12 +348,16 @@ fn main() {
         flush_each: false,
         total: Some(REGION),
     };
-    let cases: [(&str, Workload, u64, &str, bool); 4] = [
+    // The last field: the data file through O_DIRECT (sio, one thread per request in flight) on
+    // both sides: the IO a production data device sees, with no page cache to absorb random
+    // writes.
+    let cases: [(&str, Workload, u64, &str, bool, bool); 6] = [
         (
             "(a) randwrite 4k QD32, no flush",
             random4k,
             256 << 20,
             "kIOPS",
+            false,
             false,
         ),
         (
@@ -351,12 +369,14 @@ fn main() {
             256 << 20,
             "kIOPS",
             false,
+            false,
         ),
         (
             "(c) write 1 GiB seq 1M QD8, budget 64 MiB, acknowledged",
             seq1m,
             64 << 20,
             "MiB/s",
+            false,
             false,
         ),
         (
@@ -365,17 +385,42 @@ fn main() {
             64 << 20,
             "MiB/s",
             true,
+            false,
+        ),
+        (
+            "(a) randwrite 4k QD32, no flush, data file O_DIRECT",
+            random4k,
+            256 << 20,
+            "kIOPS",
+            false,
+            true,
+        ),
+        (
+            "(b) randwrite 4k QD32, flush each, data file O_DIRECT",
+            Workload {
+                flush_each: true,
+                ..random4k
+            },
+            256 << 20,
+            "kIOPS",
+            false,
+            true,
         ),
     ];
     let only = std::env::var("MARS_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| {
         only.is_empty() || only.split(',').any(|o| name.starts_with(&format!("({o})")))
     };
-    for (name, w, budget, unit, durable) in cases {
+    for (name, w, budget, unit, durable, direct) in cases {
         if !wanted(name) {
             continue;
         }
         let (mut peer, mut ours) = (Vec::new(), Vec::new());
+        let data = if direct {
+            direct_data.clone()
+        } else {
+            data.clone()
+        };
         for _ in 0..runs {
             sync_all();
             // MARS_BENCH_NO_PEER=1: profile the logger alone (no ratio is printed then).
@@ -483,8 +528,10 @@ fn main() {
     for (name, unit, o, p, ratio) in rows {
         let peer = if name.starts_with("(d)") {
             "seq read of the log (aio)"
+        } else if name.ends_with("O_DIRECT") {
+            "sio O_DIRECT, no logger"
         } else {
-            "aio direct"
+            "aio, no logger"
         };
         println!("| {name} | {unit} | {o} | {peer}: {p} | {ratio:.2}x |");
     }

@@ -51,6 +51,12 @@ pub struct UringFile {
 impl UringFile {
     /// Open `path` (see [`crate::file`] for the options and semantics).
     pub fn open(path: impl AsRef<Path>, opts: &FileOptions) -> Result<UringFile> {
+        if opts.direct {
+            return Err(Error::Invalid(
+                "O_DIRECT (FileOptions::direct) is supported by the sio backend only: open with \
+                 Backend::Sync",
+            ));
+        }
         let core = FileCore::open(path.as_ref(), opts)?;
         let ring = Ring::new(core.admission.depth()).map_err(|e| Error::Brick {
             brick: core.name.clone(),

@@ -28,6 +28,26 @@ pub enum FileKind {
 /// Zeroes for the write-zeroes fallback (in `.bss`: costs no memory until touched).
 pub(crate) static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
 
+/// Alignment of `O_DIRECT` bounce buffers (memory).
+const DIRECT_ALIGN: usize = 4096;
+
+thread_local! {
+    /// Per-thread bounce buffer for `O_DIRECT` IO (grows to the largest request seen).
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` on a `DIRECT_ALIGN`-aligned scratch slice of `len` bytes (this thread's).
+fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    BOUNCE.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < len + DIRECT_ALIGN {
+            b.resize(len + DIRECT_ALIGN, 0);
+        }
+        let off = b.as_ptr().align_offset(DIRECT_ALIGN);
+        f(&mut b[off..off + len])
+    })
+}
+
 /// The outcome of admitting a request.
 pub(crate) enum Admit {
     /// Start the IO.
@@ -66,7 +86,11 @@ impl FileCore {
         if opts.create_size.is_some() {
             oo.create(true);
         }
-        oo.custom_flags(libc::O_CLOEXEC);
+        oo.custom_flags(if opts.direct {
+            libc::O_CLOEXEC | libc::O_DIRECT
+        } else {
+            libc::O_CLOEXEC
+        });
         let mut file = oo.open(path).map_err(|e| fail("open", e))?;
         let meta = file.metadata().map_err(|e| fail("stat", e))?;
         let ft = meta.file_type();
@@ -191,6 +215,16 @@ impl FileCore {
     }
 
     fn check(&self, req: &Aio) -> Result<()> {
+        if self.opts.direct && req.op != Op::Flush {
+            let bs = self.block_size as u64;
+            if !req.pos.is_multiple_of(bs) || !(req.len as u64).is_multiple_of(bs) {
+                return Err(Error::Invalid(
+                    "this file is open with O_DIRECT: offset and length must be multiples of \
+                     its block size (Info::block_size); align the request or open it without \
+                     `direct`",
+                ));
+            }
+        }
         if self.opts.read_only && req.op.is_mutation() {
             return Err(from_errno(
                 errno::EROFS,
@@ -279,32 +313,62 @@ impl FileCore {
     fn read_sync(&self, req: &mut Aio) -> Result<()> {
         req.data.clear();
         req.data.resize(req.len, 0);
+        if self.opts.direct {
+            let (pos, len) = (req.pos, req.len);
+            return with_bounce(len, |b| {
+                let result = self.read_into(b, pos);
+                let got = result.as_ref().map_or_else(|(got, _)| *got, |()| len);
+                req.data[..got].copy_from_slice(&b[..got]);
+                result
+            })
+            .map_err(|(got, e)| {
+                req.data.truncate(got);
+                e
+            });
+        }
+        let (pos, len) = (req.pos, req.len);
+        self.read_into(&mut req.data[..len], pos)
+            .map_err(|(got, e)| {
+                req.data.truncate(got);
+                e
+            })
+    }
+
+    /// Fill `buf` from `pos`; on failure, how much was read and the error.
+    fn read_into(&self, buf: &mut [u8], pos: u64) -> std::result::Result<(), (usize, Error)> {
+        let want = buf.len();
         let mut done = 0;
-        while done < req.len {
-            match self
-                .file
-                .read_at(&mut req.data[done..req.len], req.pos + done as u64)
-            {
+        while done < want {
+            match self.file.read_at(&mut buf[done..], pos + done as u64) {
                 Ok(0) => {
-                    req.data.truncate(done);
-                    return Err(Error::ShortRead {
-                        pos: req.pos,
-                        got: done,
-                        want: req.len,
-                    });
+                    return Err((
+                        done,
+                        Error::ShortRead {
+                            pos,
+                            got: done,
+                            want,
+                        },
+                    ))
                 }
                 Ok(n) => done += n,
                 Err(e) if e.raw_os_error().is_some_and(is_transient) => {}
-                Err(e) => {
-                    req.data.truncate(done);
-                    return Err(from_io(&e, "reading"));
-                }
+                Err(e) => return Err((done, from_io(&e, "reading"))),
             }
         }
         Ok(())
     }
 
     fn write_sync(&self, pos: u64, data: &[u8], context: &'static str) -> Result<()> {
+        if self.opts.direct {
+            return with_bounce(data.len(), |b| {
+                b.copy_from_slice(data);
+                self.write_all_at(pos, b, context)
+            });
+        }
+        self.write_all_at(pos, data, context)
+    }
+
+    fn write_all_at(&self, pos: u64, data: &[u8], context: &'static str) -> Result<()> {
         let mut done = 0;
         while done < data.len() {
             match self.file.write_at(&data[done..], pos + done as u64) {

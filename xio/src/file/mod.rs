@@ -122,6 +122,11 @@ pub struct FileOptions {
     pub max_len: usize,
     /// Worker threads of the `Sync` backend (default 4; ignored by `IoUring`).
     pub threads: usize,
+    /// Open with `O_DIRECT`: IO bypasses the page cache (default false). `Sync` backend only
+    /// (data goes through a per-thread aligned bounce buffer); offsets and lengths must be
+    /// multiples of `Info::block_size`, other requests fail with `Invalid`. Give the backend
+    /// as many `threads` as the queue depth you want on the device.
+    pub direct: bool,
 }
 
 impl Default for FileOptions {
@@ -135,6 +140,7 @@ impl Default for FileOptions {
             busy_wait: Duration::from_millis(100),
             max_len: 8 << 20,
             threads: 4,
+            direct: false,
         }
     }
 }
