@@ -339,6 +339,10 @@ fn main() {
         flush_each: false,
         total: None,
     };
+    let random4k_flush = Workload {
+        flush_each: true,
+        ..random4k
+    };
     // (c) writes the 1 GiB region once (16x the budget): wrapping around would let aio's page
     // cache absorb rewrites that the logger must log.
     let seq1m = Workload {
@@ -362,10 +366,7 @@ fn main() {
         ),
         (
             "(b) randwrite 4k QD32, flush each",
-            Workload {
-                flush_each: true,
-                ..random4k
-            },
+            random4k_flush,
             256 << 20,
             "kIOPS",
             false,
@@ -397,10 +398,7 @@ fn main() {
         ),
         (
             "(b) randwrite 4k QD32, flush each, data file O_DIRECT",
-            Workload {
-                flush_each: true,
-                ..random4k
-            },
+            random4k_flush,
             256 << 20,
             "kIOPS",
             false,

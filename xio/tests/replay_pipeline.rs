@@ -37,6 +37,20 @@ struct Rec {
     flags: u8,
 }
 
+impl Rec {
+    /// The record to append (stamp 1).
+    fn as_in(&self) -> RecordIn<'_> {
+        RecordIn {
+            op: self.op,
+            pos: self.pos,
+            len: self.len as u32,
+            data: &self.data,
+            stamp: 1,
+            flags: self.flags,
+        }
+    }
+}
+
 /// A record as written: its position in the log.
 #[derive(Debug, Clone)]
 struct Placed {
@@ -92,17 +106,7 @@ fn write_log(store: &MemLogStore, files: &[Vec<Vec<Rec>>], compress: bool) -> Ve
         };
         let mut w = LogWriter::create(&*out, store.describe(seq), header, compress).unwrap();
         for batch in batches {
-            let ins: Vec<RecordIn<'_>> = batch
-                .iter()
-                .map(|r| RecordIn {
-                    op: r.op,
-                    pos: r.pos,
-                    len: r.len as u32,
-                    data: &r.data,
-                    stamp: 1,
-                    flags: r.flags,
-                })
-                .collect();
+            let ins: Vec<RecordIn<'_>> = batch.iter().map(Rec::as_in).collect();
             w.write_batch(&*out, &ins).unwrap();
         }
     }
@@ -463,17 +467,7 @@ fn large_and_straddling_records() {
         pos += len as u64 - if i % 5 == 4 { 4096 } else { 0 };
     }
     for chunk in recs.chunks(3) {
-        let ins: Vec<RecordIn<'_>> = chunk
-            .iter()
-            .map(|r| RecordIn {
-                op: r.op,
-                pos: r.pos,
-                len: r.len as u32,
-                data: &r.data,
-                stamp: 1,
-                flags: 0,
-            })
-            .collect();
+        let ins: Vec<RecordIn<'_>> = chunk.iter().map(Rec::as_in).collect();
         w.write_batch(&*out, &ins).unwrap();
     }
     let dev = device(&vec![0u8; BIG_DEV], MemDiskMode::Threaded(3));
