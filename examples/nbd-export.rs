@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example nbd-export -- --data disk.img --log-dir logs/ \
 //!     --unix /tmp/disk.sock [--tcp 127.0.0.1:10809] [--name disk] \
-//!     [--backend sio --direct --threads 64]
+//!     [--direct] [--backend sio --threads 64]
 //! qemu-io -f raw -c 'write -P 0xab 0 1M' 'nbd+unix:///disk?socket=/tmp/disk.sock'
 //! ```
 //!
@@ -57,8 +57,8 @@ struct Args {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 128)]
     max_inflight: usize,
-    /// Open the data file with O_DIRECT (no page cache between the logger and the disk).
-    /// Needs `--backend sio`; the export then announces the file's block size as its minimum.
+    /// Open the data file with O_DIRECT (no page cache between the logger and the disk); the
+    /// export then announces the file's block size as its minimum.
     #[arg(long)]
     direct: bool,
     /// IO threads of the sio backend (requests in flight on the data file).
@@ -96,9 +96,6 @@ fn run(args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&args.log_dir)
         .with_context(|| format!("creating the log directory {}", args.log_dir.display()))?;
-    if args.direct && args.backend != Backend::Sync {
-        bail!("--direct needs --backend sio (the aio backend has no O_DIRECT support yet)");
-    }
     let opts = FileOptions {
         name: Some(format!("{}/data", args.name)),
         read_only: args.read_only,

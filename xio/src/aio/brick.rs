@@ -51,12 +51,6 @@ pub struct UringFile {
 impl UringFile {
     /// Open `path` (see [`crate::file`] for the options and semantics).
     pub fn open(path: impl AsRef<Path>, opts: &FileOptions) -> Result<UringFile> {
-        if opts.direct {
-            return Err(Error::Invalid(
-                "O_DIRECT (FileOptions::direct) is supported by the sio backend only: open with \
-                 Backend::Sync",
-            ));
-        }
         let core = FileCore::open(path.as_ref(), opts)?;
         let ring = Ring::new(core.admission.depth()).map_err(|e| Error::Brick {
             brick: core.name.clone(),
@@ -148,12 +142,18 @@ impl Shared {
             a.stage = stage;
             a.done = done;
         }
-        let entry = state::entry(self.fd, &mut req, stage, done);
+        let direct = self.core.opts.direct.then(|| {
+            let a = req.aspect(&self.slot);
+            // SAFETY (pointer arithmetic): `bounce_at` is inside `bounce` (set by `bounce()`).
+            unsafe { a.bounce.as_mut_ptr().add(a.bounce_at) }
+        });
+        let entry = state::entry(self.fd, &mut req, stage, done, direct);
         let ptr = Box::into_raw(req);
         let entry = entry.user_data(ptr as u64);
-        // SAFETY: the entry points into the request's `data` heap buffer (or the static
-        // ZEROES); the request is leaked into the ring (`ptr`) and nobody touches it until the
-        // completion thread takes it back with `Box::from_raw` after this entry's completion.
+        // SAFETY: the entry points into the request's `data` heap buffer, its aspect's bounce
+        // buffer (O_DIRECT) or the static ZEROES; the request is leaked into the ring (`ptr`)
+        // and nobody touches it (or its buffers) until the completion thread takes it back
+        // with `Box::from_raw` after this entry's completion.
         let pushed = unsafe { self.ring.push(&entry) };
         if let Err(e) = pushed {
             // SAFETY: the push failed, so the kernel never saw `ptr`; we own it again.
@@ -178,7 +178,17 @@ impl Shared {
                 Err(Error::ShortRead { got, .. }) => *got,
                 Err(_) => done,
             };
-            state::finish_read_buffer(&mut req, got);
+            if self.core.opts.direct {
+                let a = req.aspect(&self.slot);
+                let bounce = std::mem::take(&mut a.bounce);
+                let at = a.bounce_at;
+                req.data.clear();
+                req.data
+                    .extend_from_slice(&bounce[at..at + got.min(req.len)]);
+                req.aspect(&self.slot).bounce = bounce;
+            } else {
+                state::finish_read_buffer(&mut req, got);
+            }
         }
         self.core.complete(req, started, result);
     }
@@ -270,7 +280,11 @@ impl Output for UringFile {
             // A buffered write is a copy into the page cache that io_uring cannot do without
             // blocking (ext4: it punts every one to an io-wq worker, one at a time per file).
             // A submitter that may block saves the hand-off and the wake-ups by doing it here.
-            Admit::Go(mut req) if req.op == Op::Write && req.flags.contains(Flags::MAY_BLOCK) => {
+            Admit::Go(mut req)
+                if req.op == Op::Write
+                    && req.flags.contains(Flags::MAY_BLOCK)
+                    && !s.core.opts.direct =>
+            {
                 let started = Instant::now();
                 let result = s.core.execute_sync(&mut req);
                 s.core.complete(req, started, result);
@@ -283,6 +297,11 @@ impl Output for UringFile {
                 }
                 if req.op == Op::Read {
                     state::prepare_read_buffer(&mut req);
+                }
+                if s.core.opts.direct {
+                    let mut a = std::mem::take(req.aspect(&s.slot));
+                    state::prepare_bounce(&mut req, &mut a);
+                    *req.aspect(&s.slot) = a;
                 }
                 s.start(req, stage, 0, deferred);
             }

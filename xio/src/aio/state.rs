@@ -32,6 +32,37 @@ pub(crate) struct UringAspect {
     pub(crate) started: Option<Instant>,
     pub(crate) stage: Stage,
     pub(crate) done: usize,
+    /// `O_DIRECT` files: an aligned bounce buffer (over-allocated; the aligned part starts at
+    /// `bounce_at`), kept with the request for reuse.
+    pub(crate) bounce: Vec<u8>,
+    pub(crate) bounce_at: usize,
+}
+
+/// Alignment of `O_DIRECT` bounce buffers (memory).
+const DIRECT_ALIGN: usize = 4096;
+
+impl UringAspect {
+    /// Make the aligned part `len` bytes long; returns it.
+    pub(crate) fn bounce(&mut self, len: usize) -> &mut [u8] {
+        if self.bounce.len() < len + DIRECT_ALIGN {
+            self.bounce.resize(len + DIRECT_ALIGN, 0);
+        }
+        self.bounce_at = self.bounce.as_ptr().align_offset(DIRECT_ALIGN);
+        &mut self.bounce[self.bounce_at..self.bounce_at + len]
+    }
+}
+
+/// Prepare an `O_DIRECT` request's bounce buffer before its first submission: a write's data is
+/// copied in; a read or a zero fill gets room (zeroes for the fill, at most 1 MiB at a time).
+pub(crate) fn prepare_bounce(req: &mut Aio, a: &mut UringAspect) {
+    match req.op {
+        Op::Write => a.bounce(req.len).copy_from_slice(&req.data[..req.len]),
+        Op::Read => {
+            a.bounce(req.len);
+        }
+        Op::Discard | Op::WriteZeroes => a.bounce(req.len.min(ZEROES.len())).fill(0),
+        Op::Flush => {}
+    }
 }
 
 impl Aspect for UringAspect {}
@@ -69,10 +100,37 @@ pub(crate) fn finish_read_buffer(req: &mut Aio, done: usize) {
 }
 
 /// The submission for the request's current stage. `user_data` is set by the caller.
-pub(crate) fn entry(fd: i32, req: &mut Aio, stage: Stage, done: usize) -> squeue::Entry {
+/// `direct`: the aligned bounce buffer of an `O_DIRECT` request (see [`prepare_bounce`]), which
+/// reads, writes and zero fills use instead of `data` / `ZEROES`.
+pub(crate) fn entry(
+    fd: i32,
+    req: &mut Aio,
+    stage: Stage,
+    done: usize,
+    direct: Option<*mut u8>,
+) -> squeue::Entry {
     let fd = types::Fd(fd);
     let pos = req.pos + done as u64;
     let n = (req.len - done.min(req.len)).min(MAX_CHUNK) as u32;
+    if let Some(base) = direct {
+        match stage {
+            Stage::Rw if req.op == Op::Read => {
+                // SAFETY (pointer arithmetic): the bounce buffer holds `len` bytes, `done < len`.
+                let buf = unsafe { base.add(done) };
+                return opcode::Read::new(fd, buf, n).offset(pos).build();
+            }
+            Stage::Rw => {
+                // SAFETY (pointer arithmetic): as above.
+                let buf = unsafe { base.add(done) };
+                return opcode::Write::new(fd, buf, n).offset(pos).build();
+            }
+            Stage::ZeroFill => {
+                let n = (req.len - done).min(ZEROES.len()) as u32;
+                return opcode::Write::new(fd, base, n).offset(pos).build();
+            }
+            Stage::Sync | Stage::Falloc => {}
+        }
+    }
     match stage {
         Stage::Rw if req.op == Op::Read => {
             // SAFETY (pointer arithmetic): `done < len <= capacity` (reserved up front).

@@ -122,10 +122,10 @@ pub struct FileOptions {
     pub max_len: usize,
     /// Worker threads of the `Sync` backend (default 4; ignored by `IoUring`).
     pub threads: usize,
-    /// Open with `O_DIRECT`: IO bypasses the page cache (default false). `Sync` backend only
-    /// (data goes through a per-thread aligned bounce buffer); offsets and lengths must be
-    /// multiples of `Info::block_size`, other requests fail with `Invalid`. Give the backend
-    /// as many `threads` as the queue depth you want on the device.
+    /// Open with `O_DIRECT`: IO bypasses the page cache (default false). Data goes through an
+    /// aligned bounce buffer (aio: one per request, kept with it; sio: one per worker thread);
+    /// offsets and lengths must be multiples of `Info::block_size`, other requests fail with
+    /// `Invalid`. `Flags::MAY_BLOCK` is ignored (an inline write would wait for the device).
     pub direct: bool,
 }
 
