@@ -16,9 +16,9 @@
 //!   with `posix_fadvise(DONTNEED)` before every peer read and every replay: both read from
 //!   the disk).
 //!
-//! The (a) and (b) rows marked `O_DIRECT` put the data file behind `O_DIRECT` on both sides
-//! (the sio backend with 64 threads; aio has no `O_DIRECT`): random writes then cost what they
-//! cost the device instead of a page-cache copy. The log file stays buffered.
+//! The (a) and (b) rows marked `O_DIRECT` put the data file behind `O_DIRECT` (aio) on both
+//! sides: random writes then cost what they cost the device instead of a page-cache copy. The
+//! log file stays buffered.
 //!
 //! The logger runs with `LoggerConfig::default()` (256 MiB budget) except (c), which uses a
 //! 64 MiB budget so that each run writes many times the budget. Each logger run starts on a
@@ -318,10 +318,9 @@ fn main() {
     let data = open_data(&data_path);
     let direct_data = file::open(
         &data_path,
-        Backend::Sync,
+        Backend::IoUring,
         &FileOptions {
             direct: true,
-            threads: 64,
             ..FileOptions::default()
         },
     )
@@ -352,8 +351,7 @@ fn main() {
         flush_each: false,
         total: Some(REGION),
     };
-    // The last field: the data file through O_DIRECT (sio, one thread per request in flight) on
-    // both sides: the IO a production data device sees, with no page cache to absorb random
+    // The last field: the data file through O_DIRECT (aio) on both sides: the IO a production data device sees, with no page cache to absorb random
     // writes.
     let cases: [(&str, Workload, u64, &str, bool, bool); 6] = [
         (
@@ -527,7 +525,7 @@ fn main() {
         let peer = if name.starts_with("(d)") {
             "seq read of the log (aio)"
         } else if name.ends_with("O_DIRECT") {
-            "sio O_DIRECT, no logger"
+            "aio O_DIRECT, no logger"
         } else {
             "aio, no logger"
         };
