@@ -65,7 +65,23 @@ pub(crate) fn prepare_bounce(req: &mut Aio, a: &mut UringAspect) {
     }
 }
 
-impl Aspect for UringAspect {}
+/// Bounce buffers up to this size stay with a recycled request.
+const KEEP_BOUNCE: usize = (1 << 20) + DIRECT_ALIGN;
+
+impl Aspect for UringAspect {
+    /// A recycled request keeps its bounce buffer (if not too large): steady-state `O_DIRECT`
+    /// IO through an `AioPool` then allocates nothing.
+    fn reset(&mut self) {
+        let mut bounce = std::mem::take(&mut self.bounce);
+        if bounce.capacity() > KEEP_BOUNCE {
+            bounce = Vec::new();
+        }
+        *self = UringAspect {
+            bounce,
+            ..UringAspect::default()
+        };
+    }
+}
 
 /// What to do after a completion.
 pub(crate) enum Step {
