@@ -328,11 +328,11 @@ impl Core {
         // otherwise; a wake-up per request cost a context switch each (2 cores).
         let chunk = self.cfg.chunk_size;
         let fua = req.flags.contains(Flags::FUA);
+        let record_bytes = data.len() + crate::log::record::REC_OVERHEAD;
         let wake = g.pending.is_empty()
-            || (g.pending_bytes < chunk
-                && g.pending_bytes + data.len() + crate::log::record::REC_OVERHEAD >= chunk)
+            || (g.pending_bytes < chunk && g.pending_bytes + record_bytes >= chunk)
             || (fua && g.waiters.is_empty());
-        g.pending_bytes += data.len() + crate::log::record::REC_OVERHEAD;
+        g.pending_bytes += record_bytes;
         g.pending.push_back(Pending {
             seq,
             op,

@@ -203,7 +203,8 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
     };
     for it in sorted {
         let len = (it.end - it.start) as usize;
-        let Some((d, off)) = it.src.as_ref().filter(|_| it.op == RecordOp::Write) else {
+        // Only writes carry data (`src`); discards and write-zeroes go on their own.
+        let Some((d, off)) = &it.src else {
             if let Some(r) = run.take() {
                 write_run(&mut applier, r)?;
             }
