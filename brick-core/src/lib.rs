@@ -28,8 +28,8 @@
 //!   first, successors off first).
 //!
 //! Helper libraries: [`LamportClock`], [`Limiter`] (hierarchical ops/s and bytes/s),
-//! [`Stats`] (counters and latency histogram), [`MemBudget`] (memory with back-pressure),
-//! [`Elevator`] (C-LOOK ordering). Logging goes through `tracing`.
+//! [`Stats`] (counters and latency histogram), [`MemBudget`] (memory with back-pressure).
+//! Logging goes through `tracing`.
 //!
 //! **Architecture invariant:** brick-core knows nothing of files, sockets or MARS.
 #![forbid(unsafe_code)]
@@ -40,7 +40,6 @@ mod brick;
 pub mod bricks;
 mod budget;
 mod completion;
-mod elevator;
 mod error;
 mod graph;
 mod input;
@@ -54,7 +53,6 @@ pub use aspect::{Aspect, Slot};
 pub use brick::{Brick, Info, Output};
 pub use budget::{MemBudget, Reservation};
 pub use completion::{read_all, run, submit_wait, write_all, CompletionQueue};
-pub use elevator::Elevator;
 pub use error::{Error, Rejected, Result};
 pub use graph::Graph;
 pub use input::{Drain, Input};

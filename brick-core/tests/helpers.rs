@@ -1,7 +1,6 @@
-//! Memory budget back-pressure and the elevator's ordering.
+//! Memory budget back-pressure.
 
-use brick_core::{Elevator, MemBudget};
-use proptest::prelude::*;
+use brick_core::MemBudget;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,30 +58,4 @@ fn budget_waits_instead_of_failing_and_admits_an_oversized_request_alone() {
     assert!(budget
         .acquire_timeout(1, Duration::from_millis(20))
         .is_none());
-}
-
-proptest! {
-    #[test]
-    fn elevator_serves_in_c_look_order(ops in proptest::collection::vec(prop_oneof![
-        (0u64..1000).prop_map(Some), Just(None)], 1..300)) {
-        let mut q = Elevator::new();
-        let mut model: Vec<(u64, usize)> = Vec::new(); // (pos, insertion seq)
-        let mut cursor = 0u64;
-        for (seq, op) in ops.into_iter().enumerate() {
-            match op {
-                Some(pos) => { q.push(pos, seq); model.push((pos, seq)); }
-                None => {
-                    let want = model.iter().filter(|(p, _)| *p >= cursor).min()
-                        .or_else(|| model.iter().min()).copied();
-                    let got = q.pop();
-                    prop_assert_eq!(got, want);
-                    if let Some(w) = want {
-                        model.retain(|e| *e != w);
-                        cursor = w.0;
-                    }
-                }
-            }
-            prop_assert_eq!(q.len(), model.len());
-        }
-    }
 }
