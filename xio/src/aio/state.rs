@@ -3,7 +3,7 @@
 //! `fdatasync` of FUA), how to build its next submission, and what a completion means.
 #![allow(unsafe_code)]
 
-use crate::file::core::{FileCore, ZEROES};
+use crate::file::core::{align_bounce, FileCore, DIRECT_ALIGN, ZEROES};
 use crate::file::from_errno;
 use brick_core::{Aio, Aspect, Error, Flags, Op};
 use io_uring::{opcode, squeue, types};
@@ -38,16 +38,10 @@ pub(crate) struct UringAspect {
     pub(crate) bounce_at: usize,
 }
 
-/// Alignment of `O_DIRECT` bounce buffers (memory).
-const DIRECT_ALIGN: usize = 4096;
-
 impl UringAspect {
     /// Make the aligned part `len` bytes long; returns it.
     pub(crate) fn bounce(&mut self, len: usize) -> &mut [u8] {
-        if self.bounce.len() < len + DIRECT_ALIGN {
-            self.bounce.resize(len + DIRECT_ALIGN, 0);
-        }
-        self.bounce_at = self.bounce.as_ptr().align_offset(DIRECT_ALIGN);
+        self.bounce_at = align_bounce(&mut self.bounce, len);
         &mut self.bounce[self.bounce_at..self.bounce_at + len]
     }
 }

@@ -29,7 +29,17 @@ pub enum FileKind {
 pub(crate) static ZEROES: [u8; 1 << 20] = [0; 1 << 20];
 
 /// Alignment of `O_DIRECT` bounce buffers (memory).
-const DIRECT_ALIGN: usize = 4096;
+pub(crate) const DIRECT_ALIGN: usize = 4096;
+
+/// Grow `buf` (over-allocated, so no `unsafe` aligned allocation is needed) until it holds `len`
+/// bytes from a `DIRECT_ALIGN`-aligned address; returns that address's offset in `buf`. The
+/// `O_DIRECT` bounce buffers of both backends (sio: per thread, aio: per request).
+pub(crate) fn align_bounce(buf: &mut Vec<u8>, len: usize) -> usize {
+    if buf.len() < len + DIRECT_ALIGN {
+        buf.resize(len + DIRECT_ALIGN, 0);
+    }
+    buf.as_ptr().align_offset(DIRECT_ALIGN)
+}
 
 thread_local! {
     /// Per-thread bounce buffer for `O_DIRECT` IO (grows to the largest request seen).
@@ -40,10 +50,7 @@ thread_local! {
 fn with_bounce<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
     BOUNCE.with(|b| {
         let mut b = b.borrow_mut();
-        if b.len() < len + DIRECT_ALIGN {
-            b.resize(len + DIRECT_ALIGN, 0);
-        }
-        let off = b.as_ptr().align_offset(DIRECT_ALIGN);
+        let off = align_bounce(&mut b, len);
         f(&mut b[off..off + len])
     })
 }
