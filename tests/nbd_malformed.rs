@@ -128,6 +128,18 @@ fn connect(sock: &Path, export: &str, structured: bool) -> Client {
 }
 
 /// After a violation the server must close: reads end in EOF (or a reset), never hang.
+/// A raw request header at offset 0 (flags 0, cookie 1), for violations written byte by byte.
+fn request_header(kind: u16, length: u32) -> [u8; xio::nbd::proto::REQUEST_LEN] {
+    xio::nbd::proto::Request {
+        flags: 0,
+        kind,
+        cookie: 1,
+        offset: 0,
+        length,
+    }
+    .encode()
+}
+
 fn assert_closed(c: &mut Client, what: &str) {
     let mut b = [0u8; 64];
     match c.raw().read(&mut b) {
@@ -206,14 +218,7 @@ fn session(sock: &Path, rng: &mut StdRng, tally: &Tally, budget: u64) {
     match rng.gen_range(0..7) {
         0 => c.disconnect().unwrap(),
         1 => {
-            let mut h = xio::nbd::proto::Request {
-                flags: 0,
-                kind: cmd::READ,
-                cookie: 1,
-                offset: 0,
-                length: 512,
-            }
-            .encode();
+            let mut h = request_header(cmd::READ, 512);
             let i = rng.gen_range(0..4);
             h[i] ^= 1 << rng.gen_range(0..8);
             c.raw().write_all(&h).unwrap();
@@ -221,27 +226,13 @@ fn session(sock: &Path, rng: &mut StdRng, tally: &Tally, budget: u64) {
             tally.violations.fetch_add(1, Ordering::Relaxed);
         }
         2 => {
-            let h = xio::nbd::proto::Request {
-                flags: 0,
-                kind: cmd::WRITE,
-                cookie: 1,
-                offset: 0,
-                length: rng.gen_range(MAX_PAYLOAD + 1..=u32::MAX),
-            }
-            .encode();
+            let h = request_header(cmd::WRITE, rng.gen_range(MAX_PAYLOAD + 1..=u32::MAX));
             c.raw().write_all(&h).unwrap();
             assert_closed(&mut c, "an oversized write");
             tally.violations.fetch_add(1, Ordering::Relaxed);
         }
         3 => {
-            let h = xio::nbd::proto::Request {
-                flags: 0,
-                kind: cmd::READ,
-                cookie: 1,
-                offset: 0,
-                length: 512,
-            }
-            .encode();
+            let h = request_header(cmd::READ, 512);
             let cut = rng.gen_range(1..h.len());
             c.raw().write_all(&h[..cut]).unwrap();
             c.raw().shutdown(Shutdown::Write);
@@ -249,14 +240,7 @@ fn session(sock: &Path, rng: &mut StdRng, tally: &Tally, budget: u64) {
             tally.violations.fetch_add(1, Ordering::Relaxed);
         }
         4 => {
-            let h = xio::nbd::proto::Request {
-                flags: 0,
-                kind: cmd::WRITE,
-                cookie: 1,
-                offset: 0,
-                length: 8192,
-            }
-            .encode();
+            let h = request_header(cmd::WRITE, 8192);
             c.raw().write_all(&h).unwrap();
             c.raw()
                 .write_all(&payload[..rng.gen_range(0..8192)])
