@@ -408,7 +408,10 @@ fn main() {
         only.is_empty() || only.split(',').any(|o| name.starts_with(&format!("({o})")))
     };
     for (name, w, budget, unit, durable, direct) in cases {
-        if !wanted(name) {
+        // MARS_BENCH_ROW=O_DIRECT (any part of a row's name) runs only the rows naming it.
+        if !wanted(name)
+            || std::env::var("MARS_BENCH_ROW").is_ok_and(|f| !name.contains(f.as_str()))
+        {
             continue;
         }
         let (mut peer, mut ours) = (Vec::new(), Vec::new());
@@ -441,6 +444,9 @@ fn main() {
             }
             if let Ok(kib) = std::env::var("MARS_BENCH_WB_ROUND_KIB") {
                 cfg.writeback_round = kib.parse::<usize>().expect("KiB") << 10;
+            }
+            if let Ok(n) = std::env::var("MARS_BENCH_WB_DEPTH") {
+                cfg.writeback_depth = n.parse().expect("a depth");
             }
             if let Ok(mib) = std::env::var("MARS_BENCH_BUDGET_MIB") {
                 cfg.mem_budget = mib.parse::<u64>().expect("MiB") << 20;

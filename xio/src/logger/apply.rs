@@ -3,11 +3,13 @@
 
 use crate::log::record::FLAG_NO_HOLE;
 use crate::log::RecordOp;
-use brick_core::{Aio, CompletionQueue, Error, Flags, Info, Op, Output, Result};
+use brick_core::{Aio, AioPool, CompletionQueue, Error, Flags, Info, Op, Output, Result};
 
-/// The data-device request for `op` on `[pos, pos+len)`. Discard and write-zeroes fall back to
-/// writing zeroes when the device lacks them (both read back as zeroes).
+/// The data-device request for `op` on `[pos, pos+len)`, built in a request from `pool`.
+/// Discard and write-zeroes fall back to writing zeroes when the device lacks them (both
+/// read back as zeroes).
 pub(crate) fn device_request(
+    pool: &AioPool,
     info: &Info,
     op: RecordOp,
     pos: u64,
@@ -15,18 +17,22 @@ pub(crate) fn device_request(
     data: Vec<u8>,
     flags: u8,
 ) -> Box<Aio> {
-    let zeros = |pos, len| Aio::write(pos, vec![0u8; len]);
+    let write = |data: Vec<u8>| {
+        let mut r = pool.get(Op::Write, pos, data.len());
+        r.data = data;
+        r
+    };
     match op {
-        RecordOp::Write => Aio::write(pos, data),
-        RecordOp::Discard if info.can_discard => Aio::new(Op::Discard, pos, len),
+        RecordOp::Write => write(data),
+        RecordOp::Discard if info.can_discard => pool.get(Op::Discard, pos, len),
         RecordOp::Discard | RecordOp::WriteZeroes if info.can_write_zeroes => {
-            let mut r = Aio::new(Op::WriteZeroes, pos, len);
+            let mut r = pool.get(Op::WriteZeroes, pos, len);
             if flags & FLAG_NO_HOLE != 0 && op == RecordOp::WriteZeroes {
                 r.flags = Flags::NO_HOLE;
             }
             r
         }
-        _ => zeros(pos, len),
+        _ => write(vec![0u8; len]),
     }
 }
 
@@ -50,6 +56,9 @@ pub(crate) struct Applier<'a> {
     flush_tag: Option<u64>,
     /// Added to every request (see [`Applier::request_flags`]).
     extra_flags: Flags,
+    /// Completed requests, reused (with their aspects, e.g. an `O_DIRECT` bounce buffer):
+    /// a stream of writes allocates no requests.
+    pool: AioPool,
 }
 
 impl<'a> Applier<'a> {
@@ -65,6 +74,7 @@ impl<'a> Applier<'a> {
             spent_bytes: 0,
             flush_tag: None,
             extra_flags: Flags::NONE,
+            pool: AioPool::new(depth.max(1) + 1),
         })
     }
 
@@ -83,7 +93,7 @@ impl<'a> Applier<'a> {
             return Ok(false);
         }
         self.flush_tag = Some(self.next_tag);
-        if let Err(e) = self.one(Aio::new(Op::Flush, 0, 0)) {
+        if let Err(e) = self.one(self.pool.get(Op::Flush, 0, 0)) {
             self.flush_tag = None;
             return Err(e);
         }
@@ -118,7 +128,8 @@ impl<'a> Applier<'a> {
         }
         let max = self.info.max_len.max(512);
         if len <= max {
-            return self.one(device_request(&self.info, op, pos, len, data, flags));
+            let req = device_request(&self.pool, &self.info, op, pos, len, data, flags);
+            return self.one(req);
         }
         let mut done = 0;
         while done < len {
@@ -129,6 +140,7 @@ impl<'a> Applier<'a> {
                 Vec::new()
             };
             self.one(device_request(
+                &self.pool,
                 &self.info,
                 op,
                 pos + done as u64,
@@ -193,10 +205,12 @@ impl<'a> Applier<'a> {
                 spent.push(buf);
             }
         }
-        match &done.error {
-            Some(e) => Err(e.clone()),
+        let result = match done.error.take() {
+            Some(e) => Err(e),
             None => Ok(()),
-        }
+        };
+        self.pool.put(done);
+        result
     }
 
     /// Wait for everything in flight, then flush the device (with `flush`).

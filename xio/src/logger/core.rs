@@ -7,11 +7,12 @@
 
 use super::config::LoggerConfig;
 use super::index::{Index, Version};
+use super::payload::Payload;
 use super::store::LogStore;
 use crate::log::{LogPos, RecordOp};
 use brick_core::{
     Aio, Aspect, Completer, Error, Flags, Info, Input, LamportClock, MemBudget, Op, Output, Power,
-    Rejected, Reservation, Result, Slot, Stats,
+    Rejected, Result, Slot, Stats,
 };
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
@@ -37,11 +38,10 @@ pub(crate) struct Pending {
     pub op: RecordOp,
     pub pos: u64,
     pub len: u32,
-    pub data: Arc<Vec<u8>>,
+    pub data: Arc<Payload>,
     pub stamp: u64,
     pub flags: u8,
     pub since: Instant,
-    pub _mem: Arc<Reservation>,
 }
 
 pub(crate) struct Shared {
@@ -111,7 +111,6 @@ pub(crate) struct Core {
     pub stats: Stats,
     pub info: Info,
     slot: Slot<ReqAspect>,
-    empty: Arc<Vec<u8>>,
     pub bufs: super::bufpool::BufPool,
 }
 
@@ -201,8 +200,11 @@ impl Core {
             stats: Stats::new(),
             info,
             slot: Slot::new(),
-            empty: Arc::new(Vec::new()),
-            bufs: super::bufpool::BufPool::new(),
+            // Two rounds' worth: a round takes a buffer per item for its writes and
+            // returns them, and then releases the versions' buffers, in bursts.
+            bufs: super::bufpool::BufPool::new(
+                (2 * cfg.writeback_round).min((cfg.mem_budget / 4) as usize),
+            ),
             cfg,
         })
     }
@@ -277,12 +279,13 @@ impl Core {
             return self.done(req, Ok(()));
         }
         let write = req.op == Op::Write;
-        let mem = Arc::new(self.budget.acquire(if write { req.len as u64 } else { 64 }));
-        let data = if write {
-            Arc::new(std::mem::replace(&mut req.data, self.bufs.get()))
+        let mem = self.budget.acquire(if write { req.len as u64 } else { 64 });
+        let bytes = if write {
+            std::mem::replace(&mut req.data, self.bufs.get())
         } else {
-            self.empty.clone()
+            Vec::new()
         };
+        let data = Payload::new(bytes, mem);
         let op = match req.op {
             Op::Write => RecordOp::Write,
             Op::Discard => RecordOp::Discard,
@@ -317,7 +320,6 @@ impl Core {
             born: Instant::now(),
             refs: 0,
             superseded_by: 0,
-            _mem: mem.clone(),
         };
         g.index.insert(seq, version);
         for buf in g.index.recycled.drain(..) {
@@ -342,7 +344,6 @@ impl Core {
             stamp,
             flags,
             since: Instant::now(),
-            _mem: mem,
         });
         let ack = if fua {
             g.waiters.push((seq, req));
@@ -473,7 +474,7 @@ fn record_flags(flags: Flags) -> u8 {
 }
 
 /// Give a write its data back before forwarding it.
-fn restore(req: &mut Aio, data: &Arc<Vec<u8>>) {
+fn restore(req: &mut Aio, data: &Payload) {
     if req.op == Op::Write {
         req.data = (**data).clone();
     }

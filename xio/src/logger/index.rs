@@ -9,8 +9,8 @@
 //!   were lost in a crash, replaying this one is what restores the superseded bytes);
 //! - for every byte, the extent covering it points to the newest version written there.
 
+use super::payload::Payload;
 use crate::log::{LogPos, RecordOp};
-use brick_core::Reservation;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub(crate) struct Version {
     pub pos: u64,
     pub len: u64,
     /// Bytes of a write (empty for discard / write-zeroes).
-    pub data: Arc<Vec<u8>>,
+    pub data: Arc<Payload>,
     pub flags: u8,
     /// Where its record starts in the log, once written.
     pub log: Option<LogPos>,
@@ -32,8 +32,6 @@ pub(crate) struct Version {
     pub refs: usize,
     /// The newest version that took bytes from this one (0: none).
     pub superseded_by: u64,
-    /// Budget held for its data (released when it leaves the index).
-    pub _mem: Arc<Reservation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +46,7 @@ pub(crate) struct Piece {
     pub start: u64,
     pub end: u64,
     /// The version's data and the offset of `start` in it; `None` reads as zeroes.
-    pub src: Option<(Arc<Vec<u8>>, usize)>,
+    pub src: Option<(Arc<Payload>, usize)>,
 }
 
 /// A range to write back from one version.
@@ -59,7 +57,7 @@ pub(crate) struct WbItem {
     pub seq: u64,
     pub op: RecordOp,
     pub flags: u8,
-    pub src: Option<(Arc<Vec<u8>>, usize)>,
+    pub src: Option<(Arc<Payload>, usize)>,
 }
 
 /// Writeback epochs (for flushes of the data device that run while writeback goes on): every
@@ -223,8 +221,9 @@ impl Index {
         if v.refs > 0 {
             return;
         }
-        let mut v = self.versions.remove(&seq).expect("present");
-        if let Ok(buf) = Arc::try_unwrap(std::mem::take(&mut v.data)) {
+        let v = self.versions.remove(&seq).expect("present");
+        // The budget is released with the payload (here, or by the last other holder).
+        if let Some(buf) = Payload::try_into_bytes(v.data) {
             self.recycled.push(buf);
         }
         let unflushed = self.unflushed.remove(&seq);
@@ -282,7 +281,7 @@ impl Index {
         self.versions.insert(seq, v);
     }
 
-    fn src_of(&self, seq: u64, start: u64) -> Option<(Arc<Vec<u8>>, usize)> {
+    fn src_of(&self, seq: u64, start: u64) -> Option<(Arc<Payload>, usize)> {
         let v = &self.versions[&seq];
         (v.op == RecordOp::Write).then(|| (v.data.clone(), (start - v.pos) as usize))
     }
@@ -389,28 +388,26 @@ mod tests {
     use brick_core::MemBudget;
     use proptest::prelude::*;
 
-    fn version(pos: u64, len: u64, fill: u8, mem: &Arc<Reservation>) -> Version {
+    fn version(pos: u64, len: u64, fill: u8, budget: &Arc<MemBudget>) -> Version {
         Version {
             op: RecordOp::Write,
             pos,
             len,
-            data: Arc::new(vec![fill; len as usize]),
+            data: Payload::new(vec![fill; len as usize], budget.acquire(1)),
             flags: 0,
             log: None,
             born: Instant::now(),
             refs: 0,
             superseded_by: 0,
-            _mem: mem.clone(),
         }
     }
 
     #[test]
     fn a_flush_releases_only_what_was_written_back_before_it_started() {
         let budget = MemBudget::new(1 << 30);
-        let mem = Arc::new(budget.acquire(1));
         let mut idx = Index::default();
-        idx.insert(1, version(0, 10, 1, &mem));
-        idx.insert(2, version(20, 10, 2, &mem));
+        idx.insert(1, version(0, 10, 1, &budget));
+        idx.insert(2, version(20, 10, 2, &budget));
         idx.set_durable(2);
         let first = idx.select(1, 100);
         idx.complete(&first);
@@ -436,7 +433,6 @@ mod tests {
         #[test]
         fn index_matches_model(ops in prop::collection::vec((0u64..60, 1u64..20, any::<bool>()), 1..60)) {
             let budget = MemBudget::new(1 << 30);
-            let mem = Arc::new(budget.acquire(1));
             let mut idx = Index::default();
             let mut model: Vec<Option<u8>> = vec![None; 100];
             for (i, (pos, len, wb)) in ops.into_iter().enumerate() {
@@ -451,7 +447,7 @@ mod tests {
                     if seq.is_multiple_of(3) { let c = idx.start_flush(); idx.data_flushed(c); }
                 } else {
                     let fill = (seq % 250) as u8 + 1;
-                    idx.insert(seq, version(pos, len, fill, &mem));
+                    idx.insert(seq, version(pos, len, fill, &budget));
                     for b in pos..pos + len { model[b as usize] = Some(fill); }
                 }
                 idx.check();

@@ -53,6 +53,7 @@ mod fs;
 mod index;
 mod log_thread;
 mod open;
+mod payload;
 mod replay;
 mod state;
 mod store;
