@@ -6,6 +6,7 @@
 //! at a time (group commit), so there is nothing to overlap, and a synchronous call has the
 //! lowest latency. Data devices should use `crate::file` (io_uring).
 
+use super::slots;
 use super::store::LogStore;
 use brick_core::{
     Aio, Brick, Error, Info, Op, Output, Power, PowerState, Rejected, Result, Stats, StatsSnapshot,
@@ -156,9 +157,17 @@ impl Brick for PlainFile {
 }
 
 /// A log directory: `log-<seq>` files and the `state` file.
+///
+/// The state file is written once with a rename and then replaced in place, in one of two
+/// slots (see `slots.rs`): on a full file system the logger can still record that it
+/// stopped using the log. A state file of another length (before slots) is read as the
+/// state itself and replaced by a slotted one on the next store.
 #[derive(Debug, Clone)]
 pub struct FsLogStore {
     dir: PathBuf,
+    /// The open slotted state file and the newest generation in it (after the first store
+    /// or load).
+    state: Arc<parking_lot::Mutex<Option<(File, u64)>>>,
 }
 
 impl FsLogStore {
@@ -168,7 +177,51 @@ impl FsLogStore {
             .map_err(|e| Error::from_io(&e, "creating the log directory"))?;
         Ok(FsLogStore {
             dir: dir.to_path_buf(),
+            state: Arc::default(),
         })
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Open the slotted state file if there is one: the file and its newest generation.
+    fn open_slotted(&self) -> std::io::Result<Option<(File, u64)>> {
+        let f = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.state_path())
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if f.metadata()?.len() != slots::FILE_LEN as u64 {
+            return Ok(None);
+        }
+        let mut b = vec![0u8; slots::FILE_LEN];
+        f.read_exact_at(&mut b, 0)?;
+        Ok(slots::newest(&b).map(|(g, _)| (f, g)))
+    }
+
+    /// First store (or replacing a state file from before slots): a new slotted file, made
+    /// durable and renamed into place.
+    fn create_slotted(&self, bytes: &[u8]) -> std::io::Result<(File, u64)> {
+        let tmp = self.dir.join("state.tmp");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        let mut b = slots::encode(1, bytes);
+        b.resize(slots::FILE_LEN, 0);
+        // Generation 1 goes to the second slot (`offset_of(1)`): put it there.
+        b.rotate_right(slots::offset_of(1) as usize);
+        f.write_all_at(&b, 0)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, self.state_path())?;
+        Ok((f, 1))
     }
 
     fn path(&self, seq: u64) -> PathBuf {
@@ -242,26 +295,107 @@ impl LogStore for FsLogStore {
     }
 
     fn load_state(&self) -> Result<Option<Vec<u8>>> {
-        match std::fs::read(self.dir.join("state")) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::from_io(&e, "reading the log state file")),
+        let b = match std::fs::read(self.state_path()) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::from_io(&e, "reading the log state file")),
+        };
+        if b.len() != slots::FILE_LEN {
+            // Written before slots: the whole file is the state.
+            return Ok(Some(b));
+        }
+        match slots::newest(&b) {
+            Some((_, payload)) => Ok(Some(payload)),
+            None => Err(Error::Brick {
+                brick: self.state_path().display().to_string(),
+                message: "the log state file is damaged in both of its slots (checksums fail). \
+                          If no log hole was reported, delete it: the next start replays every \
+                          log file (replay is idempotent). If a hole was reported, move the log \
+                          files away first, or they would be replayed over newer direct writes"
+                    .into(),
+            }),
         }
     }
 
     fn store_state(&self, bytes: &[u8]) -> Result<()> {
-        let tmp = self.dir.join("state.tmp");
-        let write = || -> std::io::Result<()> {
-            let f = File::create(&tmp)?;
-            std::io::Write::write_all(&mut &f, bytes)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, self.dir.join("state"))
-        };
-        write().map_err(|e| Error::from_io(&e, "writing the log state file"))?;
-        self.sync_dir()
+        let err = |e: std::io::Error| Error::from_io(&e, "writing the log state file");
+        let mut state = self.state.lock();
+        if state.is_none() {
+            *state = self.open_slotted().map_err(err)?;
+        }
+        match state.as_mut() {
+            Some((f, generation)) => {
+                // In place: the slot written never holds the newest state (see `slots.rs`).
+                let next = *generation + 1;
+                f.write_all_at(&slots::encode(next, bytes), slots::offset_of(next))
+                    .and_then(|()| f.sync_data())
+                    .map_err(err)?;
+                *generation = next;
+                Ok(())
+            }
+            None => {
+                *state = Some(self.create_slotted(bytes).map_err(err)?);
+                self.sync_dir()
+            }
+        }
     }
 
     fn describe(&self, seq: u64) -> String {
         self.path(seq).display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod state_tests {
+    use super::*;
+
+    #[test]
+    fn the_state_is_replaced_in_place_and_survives_a_damaged_newest_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsLogStore::new(dir.path()).unwrap();
+        assert_eq!(store.load_state().unwrap(), None);
+        for s in [b"one".as_slice(), b"two", b"three"] {
+            store.store_state(s).unwrap();
+        }
+        let path = dir.path().join("state");
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&path);
+        store.store_state(b"four").unwrap();
+        assert_eq!(inode(&path), before, "replaced in place, not renamed");
+        // A fresh store (a restart) reads the newest state.
+        let again = FsLogStore::new(dir.path()).unwrap();
+        assert_eq!(again.load_state().unwrap().as_deref(), Some(&b"four"[..]));
+        // The newest slot torn: the previous state is read.
+        let mut b = std::fs::read(&path).unwrap();
+        let newest = slots::offset_of(4) as usize;
+        b[newest + 24] ^= 0xff;
+        std::fs::write(&path, &b).unwrap();
+        assert_eq!(again.load_state().unwrap().as_deref(), Some(&b"three"[..]));
+        // Both slots damaged: an error that says what to do.
+        let other = slots::offset_of(3) as usize;
+        b[other + 24] ^= 0xff;
+        std::fs::write(&path, &b).unwrap();
+        let err = again.load_state().unwrap_err().to_string();
+        assert!(
+            err.contains("damaged in both") && err.contains("delete it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_state_file_from_before_slots_is_read_and_then_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state"), b"legacy state").unwrap();
+        let store = FsLogStore::new(dir.path()).unwrap();
+        assert_eq!(
+            store.load_state().unwrap().as_deref(),
+            Some(&b"legacy state"[..])
+        );
+        store.store_state(b"new").unwrap();
+        store.store_state(b"newer").unwrap();
+        let len = std::fs::metadata(dir.path().join("state")).unwrap().len();
+        assert_eq!(len, slots::FILE_LEN as u64);
+        let again = FsLogStore::new(dir.path()).unwrap();
+        assert_eq!(again.load_state().unwrap().as_deref(), Some(&b"newer"[..]));
     }
 }

@@ -55,6 +55,7 @@ mod log_thread;
 mod open;
 mod payload;
 mod replay;
+mod slots;
 mod state;
 mod store;
 mod writeback;
@@ -244,6 +245,10 @@ impl TransLogger {
             g.wb_force = true;
         }
         self.join();
+        // Let go of the log files: a restart on a full log file system needs their space
+        // once it deletes them (an open file keeps its blocks).
+        drop(self.core.log.disconnect());
+        drop(self.core.next_log.disconnect());
         let mut g = self.core.shared.lock();
         self.core.release_waiters(
             &mut g,

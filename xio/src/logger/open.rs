@@ -77,15 +77,12 @@ impl TransLogger {
             }
         }
         let new_seq = (last + 1).max(from.seq).max(1);
-        let out = store.create(new_seq)?;
-        let writer = LogWriter::create(
-            &*out,
-            store.describe(new_seq),
-            header_for(&cfg, new_seq),
-            cfg.compress,
-        )?;
         let min_pos = LogPos::new(new_seq, HEADER_LEN as u64);
         let hole = state.and_then(|s| s.hole);
+        // The watermark moves to the new file first, then the old files go, and only then is
+        // the new file created: on a full log file system the space of the old files is what
+        // the new one needs. A crash in between finds a state pointing at a file that does not
+        // exist yet: nothing to replay, and the file is created again.
         store.store_state(&LogState { min_pos, hole }.encode())?;
         let mut oldest = seqs.first().copied().unwrap_or(new_seq);
         if !cfg.keep_logs {
@@ -94,6 +91,26 @@ impl TransLogger {
             }
             oldest = new_seq;
         }
+        let made = store
+            .create(new_seq)
+            .map_err(LoggerError::from)
+            .and_then(|out| {
+                let writer = LogWriter::create(
+                    &*out,
+                    store.describe(new_seq),
+                    header_for(&cfg, new_seq),
+                    cfg.compress,
+                )?;
+                Ok((out, writer))
+            });
+        let (out, writer) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                // Leave no half-made file behind (a restart would seal it anyway).
+                let _ = store.remove(new_seq);
+                return Err(e);
+            }
+        };
         let name = format!("{}/logger", cfg.resource);
         let core = Core::new(name, cfg, data, out, Some(store), min_pos, min_pos, oldest)?;
         let logger = TransLogger::start(core, writer, hole);

@@ -297,6 +297,12 @@ fn persist_skip(core: &Core, g: &mut MutexGuard<'_, Shared>) {
         }
         .encode();
         if store.store_state(&state).is_ok() {
+            // Every log file is below the new watermark now.
+            if !core.cfg.keep_logs {
+                for seq in store.list()?.into_iter().filter(|&s| s < mp.seq) {
+                    let _ = store.remove(seq);
+                }
+            }
             return Ok(());
         }
         // The log space may be full: every durable record is on the data device now, so the
