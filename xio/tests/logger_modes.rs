@@ -259,3 +259,44 @@ fn replay_is_idempotent_reports_progress_and_stops_at_until() {
     .unwrap();
     assert_eq!((r.records, r.reached), (200, until));
 }
+
+/// The data device dies (every request fails with EIO) while writeback is behind: the logger
+/// fails, says so on every later request, and keeps its log; on a replacement view of the
+/// medium the restart replays what the dead device never got. Nothing acknowledged is lost.
+#[test]
+fn a_dead_data_device_fails_the_logger_and_the_log_restores_everything() {
+    use xio::fault::{CrashMode, FaultDisk};
+    const BLOCKS: usize = 64;
+    let mem = MemDisk::new("data", BLOCKS * BLOCK, MemDiskMode::Inline);
+    let data = FaultDisk::new("data", mem.clone());
+    let store = MemLogStore::new(16 << 20);
+    let cfg = || LoggerConfig {
+        // Writeback only when asked: the device dies with most data still in the log.
+        writeback_delay: Duration::from_secs(600),
+        ..cfg()
+    };
+    let logger = TransLogger::open_store(data.clone(), Arc::new(store.clone()), cfg()).unwrap();
+    let mut model = vec![0u8; BLOCKS * BLOCK];
+    for i in 0..200u32 {
+        let b = (i as usize * 7) % BLOCKS;
+        let d = payload(3, i);
+        model[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&d);
+        brick_core::run(&*logger, Aio::write((b * BLOCK) as u64, d)).unwrap();
+    }
+    flush(&*logger);
+    // The device dies: what reached it stays, everything later fails with EIO.
+    data.crash(1, CrashMode::KeepAll);
+    let err = logger
+        .writeback_all(Duration::from_secs(30))
+        .expect_err("writeback onto a dead device");
+    assert_eq!(err.errno(), libc::EIO, "{err}");
+    assert_eq!(logger.status().mode, "failed");
+    let later = brick_core::run(&*logger, Aio::write(0, vec![1; BLOCK])).unwrap_err();
+    assert_eq!(later.errno(), libc::EIO, "later writes fail with the device's error: {later}");
+    assert!(logger.close().is_err(), "close reports the failure");
+    // A replacement view of the medium (what the dead device had stored) and the same log.
+    let logger = TransLogger::open_store(data.reboot(), Arc::new(store.reboot()), cfg()).unwrap();
+    assert!(brick_core::read_all(&*logger, 0, BLOCKS * BLOCK).unwrap() == model);
+    logger.close().unwrap();
+    assert!(mem.contents() == model, "the replay wrote everything to the device");
+}
