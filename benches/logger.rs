@@ -33,6 +33,10 @@
 //! `MARS_BENCH_D=cold` (any part of a row's name) selects rows, `MARS_BENCH_REPLAY_DEPTH` and
 //! `MARS_BENCH_FLUSH_BEHIND_MIB` override the replay's depth and flush-behind interval).
 
+// The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use brick_core::{Aio, CompletionQueue, Op, Output};
 use std::path::Path;
 use std::process::Command;
@@ -444,6 +448,9 @@ fn main() {
             }
             if let Ok(kib) = std::env::var("MARS_BENCH_WB_ROUND_KIB") {
                 cfg.writeback_round = kib.parse::<usize>().expect("KiB") << 10;
+            }
+            if let Ok(mib) = std::env::var("MARS_BENCH_COMMIT_MIB") {
+                cfg.commit_bytes = mib.parse::<u64>().expect("MiB") << 20;
             }
             if let Ok(n) = std::env::var("MARS_BENCH_WB_DEPTH") {
                 cfg.writeback_depth = n.parse().expect("a depth");

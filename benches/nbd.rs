@@ -9,6 +9,10 @@
 //! default the system temp dir), `NBD_BENCH_SIZE_GIB` (file size, default 2; fio uses half),
 //! `NBD_BENCH_OURS` = `logger` (default) | `aio` (no logger: isolates the NBD layer's cost on
 //! the same file IO as nbdkit) | `mem` (MemDisk: the NBD layer alone).
+// The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use brick_core::Output;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

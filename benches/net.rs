@@ -21,6 +21,10 @@
 // `setns(2)` has no safe wrapper in our dependencies; it is a plain syscall on an fd we own.
 #![allow(unsafe_code)]
 
+// The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use mars_net::{ChannelKind, ClusterId, NetConfig, Secret};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -38,6 +38,10 @@
 //!   request: 10 reads per request for 5 probes). That is the measured +20-25 % CPU per
 //!   request; the costs are in brick-core, not in aio.
 
+// The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use brick_core::bricks::Probe;
 use brick_core::Completer;
 use brick_core::{Aio, CompletionQueue, Output};

@@ -12,6 +12,10 @@
 //! Run: `cargo run --release --example demo-cluster` (takes a few seconds).
 //! The daemon (`marsd`) and `marsadm` will drive the same bricks from the metadata store.
 
+// The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, Context, Result};
 use mars_net::{ChannelKind, ClusterId, NetConfig, Secret};
 use parking_lot::Mutex;

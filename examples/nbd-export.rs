@@ -11,6 +11,10 @@
 //! SIGINT/SIGTERM shut down gracefully: stop accepting, finish in-flight requests, flush the
 //! logger, write everything back and close it, exit 0. A line `ready` on stdout says the
 //! sockets are listening.
+// The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{bail, Context, Result};
 use brick_core::{Aio, Op, Output};
 use clap::Parser;
