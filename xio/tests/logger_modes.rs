@@ -292,11 +292,18 @@ fn a_dead_data_device_fails_the_logger_and_the_log_restores_everything() {
     assert_eq!(err.errno(), libc::EIO, "{err}");
     assert_eq!(logger.status().mode, "failed");
     let later = brick_core::run(&*logger, Aio::write(0, vec![1; BLOCK])).unwrap_err();
-    assert_eq!(later.errno(), libc::EIO, "later writes fail with the device's error: {later}");
+    assert_eq!(
+        later.errno(),
+        libc::EIO,
+        "later writes fail with the device's error: {later}"
+    );
     assert!(logger.close().is_err(), "close reports the failure");
     // A replacement view of the medium (what the dead device had stored) and the same log.
     let logger = TransLogger::open_store(data.reboot(), Arc::new(store.reboot()), cfg()).unwrap();
     assert!(brick_core::read_all(&*logger, 0, BLOCKS * BLOCK).unwrap() == model);
     logger.close().unwrap();
-    assert!(mem.contents() == model, "the replay wrote everything to the device");
+    assert!(
+        mem.contents() == model,
+        "the replay wrote everything to the device"
+    );
 }
