@@ -59,3 +59,27 @@ fn budget_waits_instead_of_failing_and_admits_an_oversized_request_alone() {
         .acquire_timeout(1, Duration::from_millis(20))
         .is_none());
 }
+
+/// Acquirers that can only go one at a time, released at once by another thread: a lost
+/// wake-up between the atomic fast path and the waiters' condition variable would leave one
+/// asleep forever (seen as a timeout here).
+#[test]
+fn budget_wakes_every_waiter_when_contended() {
+    let budget = MemBudget::new(4);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..4 {
+        let (b, tx) = (budget.clone(), tx.clone());
+        std::thread::spawn(move || {
+            for _ in 0..20_000 {
+                drop(b.acquire(3));
+            }
+            tx.send(()).unwrap();
+        });
+    }
+    for _ in 0..4 {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("an acquirer never woke up: lost wake-up");
+    }
+    assert_eq!(budget.used(), 0);
+    assert!(budget.peak() <= 4);
+}

@@ -209,6 +209,16 @@ impl Core {
         })
     }
 
+    /// Let go of retired payloads: buffers that nobody else holds go back to the pool, and
+    /// the budget they held is released.
+    pub fn retire(&self, payloads: impl Iterator<Item = Arc<Payload>>) {
+        for p in payloads {
+            if let Some(buf) = Payload::try_into_bytes(p) {
+                self.bufs.put(buf);
+            }
+        }
+    }
+
     /// Complete a request this brick admitted.
     pub fn done(&self, mut req: Box<Aio>, result: Result<()>) {
         self.account(&mut req, result.is_err());
@@ -322,9 +332,10 @@ impl Core {
             superseded_by: 0,
         };
         g.index.insert(seq, version);
-        for buf in g.index.recycled.drain(..) {
-            self.bufs.put(buf);
-        }
+        // Rare here (a write that covers a whole older version): let go under the lock.
+        let mut retired = Vec::new();
+        g.index.take_retired(&mut retired);
+        self.retire(retired.drain(..));
         // Wake the log thread only when it has something new to decide: a first record (it
         // starts the batch delay), a full chunk, or a first waiter. It times its own waits
         // otherwise; a wake-up per request cost a context switch each (2 cores).

@@ -84,8 +84,10 @@ pub(crate) struct Index {
     dirty: bool,
     /// Reused by `overlapping_scratch` (no allocation per insert).
     scratch: Vec<(u64, Ext)>,
-    /// Buffers of retired versions that nobody else held: the owner drains them into its pool.
-    pub recycled: Vec<Vec<u8>>,
+    /// Payloads of retired versions. The caller lets go of them (recycling their buffers,
+    /// releasing their budget), preferably after it released the logger's lock: see
+    /// [`Index::take_retired`].
+    retired: Vec<Arc<Payload>>,
 }
 
 /// What is left of a retired version. It goes once its superseder is durable (if the newer
@@ -222,10 +224,7 @@ impl Index {
             return;
         }
         let v = self.versions.remove(&seq).expect("present");
-        // The budget is released with the payload (here, or by the last other holder).
-        if let Some(buf) = Payload::try_into_bytes(v.data) {
-            self.recycled.push(buf);
-        }
+        self.retired.push(v.data);
         let unflushed = self.unflushed.remove(&seq);
         let superseded_later = v.superseded_by > self.durable;
         if !superseded_later && unflushed.is_none() {
@@ -344,6 +343,11 @@ impl Index {
             }
             self.scratch = overlaps;
         }
+    }
+
+    /// Move the payloads of the versions retired since the last call into `into`.
+    pub fn take_retired(&mut self, into: &mut Vec<Arc<Payload>>) {
+        into.append(&mut self.retired);
     }
 
     /// The oldest live version.

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 pub(crate) fn run(core: Arc<Core>) {
     let mut last_flush = Instant::now();
     let mut unflushed_bytes = 0u64;
+    let mut retired = Vec::new();
     let mut g = core.shared.lock();
     loop {
         if g.kill || matches!(g.mode, Mode::Failed(_)) {
@@ -123,11 +124,11 @@ pub(crate) fn run(core: Arc<Core>) {
                     it.src = None;
                 }
                 g.index.complete(&items);
-                for buf in g.index.recycled.drain(..) {
-                    core.bufs.put(buf);
-                }
+                g.index.take_retired(&mut retired);
                 g.wb_rounds += 1;
                 drop(items);
+                // Outside the lock: releasing the budget wakes writers, who then need it.
+                MutexGuard::unlocked(&mut g, || core.retire(retired.drain(..)));
                 if !(draining && g.skip_persisted) {
                     update_min_pos(&core, &mut g);
                 }
