@@ -10,7 +10,9 @@
 //! On start the logger replays the log directory onto the data file (crash recovery).
 //! SIGINT/SIGTERM shut down gracefully: stop accepting, finish in-flight requests, flush the
 //! logger, write everything back and close it, exit 0. A line `ready` on stdout says the
-//! sockets are listening.
+//! sockets are listening. A line `status mode=... min_pos=... hole=...` (the logger's state)
+//! follows on stdout at once, whenever the logger's mode changes, and every
+//! `--status-interval` seconds; a mode change is also logged with what to do about it.
 // The binaries' allocator: see ARCHITECTURE.md, "Allocator".
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use xio::file::{Backend, FileOptions};
 use xio::logger::{LoggerConfig, TransLogger};
 use xio::nbd::{Export, NbdServer, ServerConfig};
@@ -68,6 +70,9 @@ struct Args {
     /// IO threads of the sio backend (requests in flight on the data file).
     #[arg(long, default_value_t = 4)]
     threads: usize,
+    /// Print the logger's status line every this many seconds (0: only on changes of mode).
+    #[arg(long, default_value_t = 60)]
+    status_interval: u64,
 }
 
 fn main() -> ExitCode {
@@ -148,8 +153,11 @@ fn run(args: Args) -> Result<()> {
     println!("ready");
     std::io::stdout().flush().ok();
 
+    let mut monitor = StatusMonitor::new(&args);
+    monitor.check(&logger);
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
+        monitor.check(&logger);
     }
     tracing::info!("signal received: finishing in-flight requests");
     if !server.shutdown(Duration::from_secs(60)) {
@@ -157,6 +165,65 @@ fn run(args: Args) -> Result<()> {
     }
     brick_core::run(&*out, Aio::new(Op::Flush, 0, 0)).context("final flush")?;
     logger.close().context("closing the logger")?;
+    monitor.check(&logger);
     tracing::info!("flushed and written back; exiting");
     Ok(())
+}
+
+/// Prints the logger's status on stdout: on start, on every change of mode (with a log line
+/// that tells the operator what happened and what to do), and every `--status-interval`.
+struct StatusMonitor {
+    log_dir: PathBuf,
+    interval: Option<Duration>,
+    last_mode: &'static str,
+    last_print: Instant,
+}
+
+impl StatusMonitor {
+    fn new(args: &Args) -> StatusMonitor {
+        StatusMonitor {
+            log_dir: args.log_dir.clone(),
+            interval: (args.status_interval > 0).then(|| Duration::from_secs(args.status_interval)),
+            last_mode: "",
+            last_print: Instant::now(),
+        }
+    }
+
+    fn check(&mut self, logger: &TransLogger) {
+        let st = logger.status();
+        let changed = st.mode != self.last_mode;
+        let due = self
+            .interval
+            .is_some_and(|i| self.last_print.elapsed() >= i);
+        if !changed && !due {
+            return;
+        }
+        if changed && !self.last_mode.is_empty() {
+            let hole = st.hole.map_or_else(|| "?".into(), |h| h.to_string());
+            match st.mode {
+                "draining" => tracing::warn!(
+                    "the log cannot be written ({}): writing everything in memory back to the \
+                     data device, then writes bypass the log",
+                    self.log_dir.display()
+                ),
+                "bypass" => tracing::warn!(
+                    "writes now bypass the log: it has a hole from {hole}. Free space in {} (or \
+                     fix its device) and restart the export to log again; replicas fed from \
+                     this log need a full sync",
+                    self.log_dir.display()
+                ),
+                "failed" => tracing::error!(
+                    "the data device failed ({}): every request fails now. The log keeps every \
+                     acknowledged write: fix or replace the data device and restart the export \
+                     (it replays the log)",
+                    st.error.as_deref().unwrap_or("unknown error")
+                ),
+                _ => tracing::info!("logger mode: {}", st.mode),
+            }
+        }
+        println!("status {st}");
+        std::io::stdout().flush().ok();
+        self.last_mode = st.mode;
+        self.last_print = Instant::now();
+    }
 }

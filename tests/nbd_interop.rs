@@ -39,6 +39,8 @@ fn example() -> &'static Path {
 struct ExportProc {
     child: Option<Child>,
     sock: PathBuf,
+    /// Its stdout lines after `ready` (`status ...` lines).
+    lines: mpsc::Receiver<String>,
 }
 
 impl ExportProc {
@@ -47,12 +49,16 @@ impl ExportProc {
     }
 
     fn start_with(dir: &Path, size: u64, name: &str, extra: &[&str]) -> ExportProc {
+        Self::start_logs(dir, &dir.join("logs"), size, name, extra)
+    }
+
+    fn start_logs(dir: &Path, logs: &Path, size: u64, name: &str, extra: &[&str]) -> ExportProc {
         let sock = dir.join("nbd.sock");
         let mut child = Command::new(example())
             .arg("--data")
             .arg(dir.join("data.img"))
             .arg("--log-dir")
-            .arg(dir.join("logs"))
+            .arg(logs)
             .arg("--unix")
             .arg(&sock)
             .args(["--name", name, "--create-size", &size.to_string()])
@@ -70,16 +76,37 @@ impl ExportProc {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { break };
-                if line == "ready" {
-                    let _ = tx.send(());
+                if tx.send(line).is_err() {
+                    break;
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("nbd-export did not become ready");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == "ready" => break,
+                Ok(_) => continue,
+                Err(_) => panic!("nbd-export did not become ready"),
+            }
+        }
         ExportProc {
             child: Some(child),
             sock,
+            lines: rx,
+        }
+    }
+
+    /// Wait for a `status` line containing `what`; returns it.
+    fn wait_status(&self, what: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with("status ") && line.contains(what) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no status line with `{what}` within {timeout:?}"),
+            }
         }
     }
 
@@ -523,4 +550,58 @@ fn direct_round_trip(backend: &str) {
             "data file lacks the write at {off}+{len}"
         );
     }
+}
+
+/// The log directory fills up under qemu-io's writes (a 2 MiB tmpfs, needs root): every write
+/// succeeds, the export reports the bypass and the log's hole on its status line, shuts down
+/// cleanly, restarts (logging again, the hole still reported), and the data reads back.
+#[test]
+fn a_full_log_directory_bypasses_the_log_and_loses_nothing() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "none"])
+        .arg(&logs));
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&logs);
+    let size: u64 = 16 << 20;
+    let exp = ExportProc::start_logs(dir.path(), &logs, size, "full", &["--status-interval", "0"]);
+    exp.wait_status("mode=logging", Duration::from_secs(10));
+    // 8 MiB into a 2 MiB log file system, then a flush.
+    run(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        "-c",
+        "write -P 0x5a 0 8M",
+        "-c",
+        "flush",
+        &exp.uri("full"),
+    ]));
+    let line = exp.wait_status("mode=bypass", Duration::from_secs(30));
+    assert!(!line.contains("hole=none"), "the hole is reported: {line}");
+    exp.stop();
+    let exp = ExportProc::start_logs(dir.path(), &logs, size, "full", &["--status-interval", "0"]);
+    let line = exp.wait_status("mode=logging", Duration::from_secs(10));
+    assert!(
+        !line.contains("hole=none"),
+        "the hole is still reported after a restart: {line}"
+    );
+    let out = stdout(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        "-c",
+        "read -P 0x5a 0 8M",
+        "-c",
+        "read -P 0 8M 8M",
+        &exp.uri("full"),
+    ]));
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    assert_eq!(out.matches("read 8388608/8388608 bytes").count(), 2, "{out}");
+    exp.stop();
 }

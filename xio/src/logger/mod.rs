@@ -110,6 +110,47 @@ pub struct LoggerStatus {
     pub writeback_rounds: u64,
     /// Log rotations done.
     pub rotations: u64,
+    /// Where the log stopped being complete (see [`TransLogger::log_hole`]): replicas fed
+    /// from this log need a full sync.
+    pub hole: Option<LogPos>,
+    /// Why the logger failed (mode `"failed"`).
+    pub error: Option<String>,
+}
+
+impl std::fmt::Display for LoggerStatus {
+    /// One line of `key=value` pairs (for logs and status output).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let commit_us = if self.batches == 0 {
+            0
+        } else {
+            self.log_io_time.as_micros() / u128::from(self.batches)
+        };
+        write!(
+            f,
+            "mode={} min_pos={} durable_end={} hole={} mem_used_mib={:.1} mem_peak_mib={:.1} \
+             pending={} versions={} batches={} records={} commit_mean_us={} writeback_rounds={} \
+             rotations={}",
+            self.mode,
+            self.min_pos,
+            self.durable_end,
+            self.hole
+                .map_or_else(|| "none".to_string(), |h| h.to_string()),
+            mib(self.mem_used),
+            mib(self.mem_peak),
+            self.pending,
+            self.versions,
+            self.batches,
+            self.records_logged,
+            commit_us,
+            self.writeback_rounds,
+            self.rotations,
+        )?;
+        if let Some(e) = &self.error {
+            write!(f, " error={e:?}")?;
+        }
+        Ok(())
+    }
 }
 
 impl TransLogger {
@@ -175,6 +216,14 @@ impl TransLogger {
             log_io_time: g.log_io_time,
             writeback_rounds: g.wb_rounds,
             rotations: g.rotations,
+            hole: match &g.mode {
+                Mode::Draining { hole } | Mode::Bypass { hole } => Some(*hole),
+                _ => self.recovered_hole,
+            },
+            error: match &g.mode {
+                Mode::Failed(e) => Some(e.to_string()),
+                _ => None,
+            },
         }
     }
 
