@@ -602,6 +602,10 @@ fn a_full_log_directory_bypasses_the_log_and_loses_nothing() {
         &exp.uri("full"),
     ]));
     assert!(!out.contains("Pattern verification failed"), "{out}");
-    assert_eq!(out.matches("read 8388608/8388608 bytes").count(), 2, "{out}");
+    assert_eq!(
+        out.matches("read 8388608/8388608 bytes").count(),
+        2,
+        "{out}"
+    );
     exp.stop();
 }
