@@ -80,7 +80,7 @@ fn steady_state_writes_allocate_little_with_writeback_running() {
         rng ^= rng << 17;
         (rng % (REGION / 4096)) * 4096
     };
-    let mut submit = |mut req: Box<brick_core::Aio>, pos: u64| {
+    let submit = |mut req: Box<brick_core::Aio>, pos: u64| {
         req.op = Op::Write;
         req.pos = pos;
         req.len = 4096;
