@@ -4,44 +4,12 @@
 //!
 //! Requests are recycled through an `AioPool` and completed into a pre-allocated slot.
 
-// A global allocator cannot be written without `unsafe`; it only forwards to `System`.
-#![allow(unsafe_code)]
-
 use brick_core::{Aio, AioPool, Completer, Op, Output};
 use parking_lot::{Condvar, Mutex};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use xio::file::{self, Backend, FileOptions};
 
-struct Counting;
-static ON: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ON.load(SeqCst) {
-            ALLOCS.fetch_add(1, SeqCst);
-        }
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if ON.load(SeqCst) {
-            ALLOCS.fetch_add(1, SeqCst);
-        }
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod counting;
 
 struct Park {
     slot: Mutex<Option<Box<Aio>>>,
@@ -108,13 +76,11 @@ fn steady_state_requests_allocate_nothing() {
             one(i);
         }
         let n = 3000;
-        ALLOCS.store(0, SeqCst);
-        ON.store(true, SeqCst);
-        for i in 0..n {
-            one(i);
-        }
-        ON.store(false, SeqCst);
-        let allocs = ALLOCS.load(SeqCst);
+        let ((), allocs) = counting::count(|| {
+            for i in 0..n {
+                one(i);
+            }
+        });
         eprintln!("{backend:?} (direct: {direct}): {allocs} allocations in {n} requests");
         // Per-request allocation would show as >= n. A handful of one-off allocations (a
         // worker thread parking for the first time grows a waiter list inside the channel or

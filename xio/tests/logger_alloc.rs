@@ -5,48 +5,16 @@
 //! The client recycles its requests and refills the buffer each completed write hands back
 //! (the logger keeps the written buffer and returns a recycled one). Measured: 5.6 allocations
 //! per write before writeback's requests were pooled, the buffer pool covered two writeback
-//! rounds and a write's bytes and budget shared one `Arc`; 2.3 after. What is left: the
+//! rounds and a write's bytes and budget shared one `Arc`; 2.1–2.3 after. What is left: the
 //! payload `Arc` (1), B-tree node churn of the index (~0.5), per-round vectors, and buffer
 //! pool misses in bursts.
 
-// A global allocator cannot be written without `unsafe`; it only forwards to `System`.
-#![allow(unsafe_code)]
-
 use brick_core::{AioPool, CompletionQueue, Op};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 use xio::file::{self, Backend, FileOptions};
 use xio::logger::{LoggerConfig, TransLogger};
 
-struct Counting;
-static ON: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ON.load(SeqCst) {
-            ALLOCS.fetch_add(1, SeqCst);
-        }
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if ON.load(SeqCst) {
-            ALLOCS.fetch_add(1, SeqCst);
-        }
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+mod counting;
 
 #[test]
 fn steady_state_writes_allocate_little_with_writeback_running() {
@@ -102,11 +70,7 @@ fn steady_state_writes_allocate_little_with_writeback_running() {
     // reached their steady state.
     run(12_000);
     let n = 20_000;
-    ALLOCS.store(0, SeqCst);
-    ON.store(true, SeqCst);
-    run(n);
-    ON.store(false, SeqCst);
-    let allocs = ALLOCS.load(SeqCst);
+    let ((), allocs) = counting::count(|| run(n));
     for _ in 0..QD {
         cq.recv();
     }

@@ -350,6 +350,11 @@ impl Index {
         into.append(&mut self.retired);
     }
 
+    /// The payloads of the versions retired since the last call (no allocation).
+    pub fn drain_retired(&mut self) -> std::vec::Drain<'_, Arc<Payload>> {
+        self.retired.drain(..)
+    }
+
     /// The oldest live version.
     pub fn oldest(&self) -> Option<(u64, &Version)> {
         self.versions.iter().next().map(|(&s, v)| (s, v))
