@@ -17,6 +17,7 @@ pub mod header;
 mod pos;
 pub mod record;
 pub mod scan;
+mod scanned;
 pub mod writer;
 
 pub use error::{LogError, Result};

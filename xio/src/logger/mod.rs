@@ -55,6 +55,7 @@ mod log_thread;
 mod open;
 mod payload;
 mod replay;
+mod replay_scan;
 mod slots;
 mod state;
 mod store;
