@@ -9,9 +9,9 @@
 //! ## Pipeline
 //! Two threads overlap the work. A **scan thread** (`replay_scan.rs`) reads the log files in
 //! large windows (`Scanner`), verifies every record (header and trailer CRC) and decodes the
-//! payloads of verified records into write buffers (payloads of at least [`DIRECT_MIN`] bytes that are
-//! not in the window are read straight into the buffer the request will carry, and checked
-//! there); consecutive records that are adjacent on the device
+//! payloads of verified records into write buffers (payloads of at least [`DIRECT_MIN`] bytes
+//! that are not in the window are read straight into the buffer the request will carry, and
+//! checked there); consecutive records that are adjacent on the device
 //! and of the same kind are **merged** into one request of at most [`MERGE_MAX`] bytes
 //! (consecutive in log order, so the merged request holds exactly what applying them one by
 //! one would leave). It sends the requests in batches over a bounded channel (at most
