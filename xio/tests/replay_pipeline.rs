@@ -91,20 +91,30 @@ fn apply(model: &mut [u8], r: &Rec) {
     }
 }
 
+/// The header of log file `seq` of the test resource.
+fn header(seq: u64, nonce: u64) -> FileHeader {
+    FileHeader {
+        seq,
+        nonce,
+        created: 1,
+        resource: "replay".into(),
+        node: "n".into(),
+    }
+}
+
 /// Write `files` (each a list of batches) into a fresh store; returns where each record went.
 fn write_log(store: &MemLogStore, files: &[Vec<Vec<Rec>>], compress: bool) -> Vec<Placed> {
     let mut placed = Vec::new();
     for (i, batches) in files.iter().enumerate() {
         let seq = i as u64 + 1;
         let out = store.create(seq).unwrap();
-        let header = FileHeader {
-            seq,
-            nonce: 1000 + seq,
-            created: 1,
-            resource: "replay".into(),
-            node: "n".into(),
-        };
-        let mut w = LogWriter::create(&*out, store.describe(seq), header, compress).unwrap();
+        let mut w = LogWriter::create(
+            &*out,
+            store.describe(seq),
+            header(seq, 1000 + seq),
+            compress,
+        )
+        .unwrap();
         for batch in batches {
             let ins: Vec<RecordIn<'_>> = batch.iter().map(Rec::as_in).collect();
             w.write_batch(&*out, &ins).unwrap();
@@ -428,14 +438,7 @@ fn large_and_straddling_records() {
     const BIG_DEV: usize = 24 << 20;
     let store = MemLogStore::new(40 << 20);
     let out = store.create(1).unwrap();
-    let header = FileHeader {
-        seq: 1,
-        nonce: 5,
-        created: 1,
-        resource: "replay".into(),
-        node: "n".into(),
-    };
-    let mut w = LogWriter::create(&*out, store.describe(1), header, false).unwrap();
+    let mut w = LogWriter::create(&*out, store.describe(1), header(1, 5), false).unwrap();
     let mut model = vec![0u8; BIG_DEV];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut recs = Vec::new();
@@ -493,14 +496,7 @@ fn undecodable_lz4_payload_is_corruption() {
     use xio::log::RecordHeader;
     let store = MemLogStore::new(1 << 20);
     let out = store.create(1).unwrap();
-    let header = FileHeader {
-        seq: 1,
-        nonce: 42,
-        created: 1,
-        resource: "replay".into(),
-        node: "n".into(),
-    };
-    let mut w = LogWriter::create(&*out, store.describe(1), header, false).unwrap();
+    let mut w = LogWriter::create(&*out, store.describe(1), header(1, 42), false).unwrap();
     let good = vec![7u8; 4096];
     let rec = RecordIn {
         op: RecordOp::Write,
