@@ -62,10 +62,9 @@ pub(crate) struct Shared {
     /// Write back everything durable now (close, `writeback_all`).
     pub wb_force: bool,
     pub wb_busy: bool,
-    /// A flush of the data device for the flusher thread: the epoch it covers.
-    pub flush_todo: Option<u64>,
-    /// A flush of the data device was requested and has not completed yet.
-    pub flush_inflight: bool,
+    /// The data-device flush that was requested and has not completed yet (the flusher
+    /// thread runs it): the writeback epoch it covers.
+    pub flush: Option<u64>,
     /// The writeback thread has ended (the flusher ends after it).
     pub wb_done: bool,
     /// Emergency: the state file says "do not replay"; non-durable data may be written back.
@@ -177,8 +176,7 @@ impl Core {
                 rotate_req: false,
                 wb_force: false,
                 wb_busy: false,
-                flush_todo: None,
-                flush_inflight: false,
+                flush: None,
                 wb_done: false,
                 skip_persisted: false,
                 min_pos,
@@ -207,6 +205,12 @@ impl Core {
             ),
             cfg,
         })
+    }
+
+    /// At least half of the memory budget is in use: writeback should run now, not wait for
+    /// `writeback_delay`.
+    pub fn budget_pressure(&self) -> bool {
+        self.budget.used() * 2 >= self.budget.limit()
     }
 
     /// Let go of retired payloads: buffers that nobody else holds go back to the pool, and

@@ -86,7 +86,7 @@ pub(crate) struct Index {
     scratch: Vec<(u64, Ext)>,
     /// Payloads of retired versions. The caller lets go of them (recycling their buffers,
     /// releasing their budget), preferably after it released the logger's lock: see
-    /// [`Index::take_retired`].
+    /// [`Index::drain_retired`].
     retired: Vec<Arc<Payload>>,
 }
 
@@ -343,11 +343,6 @@ impl Index {
             }
             self.scratch = overlaps;
         }
-    }
-
-    /// Move the payloads of the versions retired since the last call into `into`.
-    pub fn take_retired(&mut self, into: &mut Vec<Arc<Payload>>) {
-        into.append(&mut self.retired);
     }
 
     /// The payloads of the versions retired since the last call (no allocation).

@@ -170,7 +170,7 @@ fn committed(
             core.release_waiters(g, None);
             // Wake writeback only when it has a reason to act now (it times its own deferred
             // work); a wake-up per commit was a context switch per commit.
-            if g.wb_force || g.stop || core.budget.used() * 2 >= core.budget.limit() {
+            if g.wb_force || g.stop || core.budget_pressure() {
                 core.wb_cv.notify_all();
             }
             if writer.pos().offset >= core.cfg.rotate_size || g.rotate_req {

@@ -185,7 +185,11 @@ impl TransLogger {
     /// Where the log stopped being complete (emergency mode now, or recorded in the state file
     /// by an earlier run).
     pub fn log_hole(&self) -> Option<LogPos> {
-        match &self.core.shared.lock().mode {
+        self.hole_in(&self.core.shared.lock().mode)
+    }
+
+    fn hole_in(&self, mode: &Mode) -> Option<LogPos> {
+        match mode {
             Mode::Draining { hole } | Mode::Bypass { hole } => Some(*hole),
             _ => self.recovered_hole,
         }
@@ -217,10 +221,7 @@ impl TransLogger {
             log_io_time: g.log_io_time,
             writeback_rounds: g.wb_rounds,
             rotations: g.rotations,
-            hole: match &g.mode {
-                Mode::Draining { hole } | Mode::Bypass { hole } => Some(*hole),
-                _ => self.recovered_hole,
-            },
+            hole: self.hole_in(&g.mode),
             error: match &g.mode {
                 Mode::Failed(e) => Some(e.to_string()),
                 _ => None,
@@ -261,7 +262,7 @@ impl TransLogger {
             let durable_left = g.index.oldest().is_some_and(|(s, _)| s <= g.durable_seq);
             if !durable_left
                 && !g.wb_busy
-                && !g.flush_inflight
+                && g.flush.is_none()
                 && g.pending.is_empty()
                 && g.waiters.is_empty()
                 && !g.index.has_unflushed()

@@ -48,7 +48,7 @@ pub(crate) fn run(core: Arc<Core>) {
         let due = draining
             || g.wb_force
             || closing
-            || core.budget.used() * 2 >= core.budget.limit()
+            || core.budget_pressure()
             || oldest_age.is_some_and(|a| a >= core.cfg.writeback_delay);
         let items = if due {
             g.index.select(upto, core.cfg.writeback_round as u64)
@@ -60,17 +60,15 @@ pub(crate) fn run(core: Arc<Core>) {
             && (items.is_empty() && (draining || g.wb_force || closing)
                 || last_flush.elapsed() >= core.cfg.data_flush_interval
                 || unflushed_bytes >= core.cfg.data_flush_bytes);
-        if flush_due && !g.flush_inflight {
-            let covered = g.index.start_flush();
-            g.flush_todo = Some(covered);
-            g.flush_inflight = true;
+        if flush_due && g.flush.is_none() {
+            g.flush = Some(g.index.start_flush());
             core.flush_cv.notify_one();
             last_flush = Instant::now();
             unflushed_bytes = 0;
             continue;
         }
         if items.is_empty() {
-            if (draining || closing || g.wb_force) && (g.flush_inflight || g.index.has_unflushed())
+            if (draining || closing || g.wb_force) && (g.flush.is_some() || g.index.has_unflushed())
             {
                 // The next step (persisting "do not replay", bypass, close, writeback_all)
                 // needs everything written back to be flushed: wait for the flusher.
@@ -124,7 +122,7 @@ pub(crate) fn run(core: Arc<Core>) {
                     it.src = None;
                 }
                 g.index.complete(&items);
-                g.index.take_retired(&mut retired);
+                retired.extend(g.index.drain_retired());
                 g.wb_rounds += 1;
                 drop(items);
                 // Outside the lock: releasing the budget wakes writers, who then need it.
@@ -153,11 +151,11 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
         if g.kill || matches!(g.mode, Mode::Failed(_)) {
             break;
         }
-        if let Some(covered) = g.flush_todo.take() {
+        if let Some(covered) = g.flush {
             let result = MutexGuard::unlocked(&mut g, || {
                 brick_core::run(&super::core::Via(&core.data), Aio::new(Op::Flush, 0, 0))
             });
-            g.flush_inflight = false;
+            g.flush = None;
             if g.kill {
                 break;
             }
@@ -175,7 +173,7 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
         }
         core.flush_cv.wait(&mut g);
     }
-    g.flush_inflight = false;
+    g.flush = None;
     drop(g);
     core.wb_cv.notify_all();
 }
