@@ -214,11 +214,7 @@ impl FsLogStore {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        let mut b = slots::encode(1, bytes);
-        b.resize(slots::FILE_LEN, 0);
-        // Generation 1 goes to the second slot (`offset_of(1)`): put it there.
-        b.rotate_right(slots::offset_of(1) as usize);
-        f.write_all_at(&b, 0)?;
+        f.write_all_at(&slots::first_file(bytes), 0)?;
         f.sync_data()?;
         std::fs::rename(&tmp, self.state_path())?;
         Ok((f, 1))

@@ -31,6 +31,14 @@ pub(crate) fn encode(generation: u64, payload: &[u8]) -> Vec<u8> {
     b
 }
 
+/// A whole slotted file holding `payload` as generation 1 (the other slot empty).
+pub(crate) fn first_file(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; FILE_LEN];
+    let at = offset_of(1) as usize;
+    f[at..at + SLOT].copy_from_slice(&encode(1, payload));
+    f
+}
+
 /// The slot's generation and payload, if it is intact.
 fn decode(slot: &[u8]) -> Option<(u64, &[u8])> {
     if slot.len() < HEADER || &slot[0..8] != MAGIC {
@@ -65,8 +73,8 @@ mod tests {
     use proptest::prelude::*;
 
     fn file_after(stores: &[&[u8]]) -> Vec<u8> {
-        let mut f = vec![0u8; FILE_LEN];
-        for (i, p) in stores.iter().enumerate() {
+        let mut f = first_file(stores[0]);
+        for (i, p) in stores.iter().enumerate().skip(1) {
             let g = i as u64 + 1;
             let at = offset_of(g) as usize;
             f[at..at + SLOT].copy_from_slice(&encode(g, p));
