@@ -320,25 +320,21 @@ impl FileCore {
     fn read_sync(&self, req: &mut Aio) -> Result<()> {
         req.data.clear();
         req.data.resize(req.len, 0);
-        if self.opts.direct {
-            let (pos, len) = (req.pos, req.len);
-            return with_bounce(len, |b| {
+        let (pos, len) = (req.pos, req.len);
+        let result = if self.opts.direct {
+            with_bounce(len, |b| {
                 let result = self.read_into(b, pos);
                 let got = result.as_ref().map_or_else(|(got, _)| *got, |()| len);
                 req.data[..got].copy_from_slice(&b[..got]);
                 result
             })
-            .map_err(|(got, e)| {
-                req.data.truncate(got);
-                e
-            });
-        }
-        let (pos, len) = (req.pos, req.len);
-        self.read_into(&mut req.data[..len], pos)
-            .map_err(|(got, e)| {
-                req.data.truncate(got);
-                e
-            })
+        } else {
+            self.read_into(&mut req.data[..len], pos)
+        };
+        result.map_err(|(got, e)| {
+            req.data.truncate(got);
+            e
+        })
     }
 
     /// Fill `buf` from `pos`; on failure, how much was read and the error.
