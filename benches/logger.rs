@@ -65,6 +65,49 @@ struct Workload {
     total: Option<u64>,
 }
 
+/// A numeric knob from the environment, if set (a value that is not a number stops the bench).
+fn knob(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: not a number")),
+    )
+}
+
+/// The logger's configuration for a case with memory budget `budget`, with the knobs'
+/// overrides (see the module docs).
+fn logger_config(budget: u64) -> LoggerConfig {
+    let mut cfg = LoggerConfig {
+        mem_budget: budget,
+        ..LoggerConfig::default()
+    };
+    if let Some(ms) = knob("MARS_BENCH_WRITEBACK_DELAY_MS") {
+        cfg.writeback_delay = Duration::from_millis(ms);
+    }
+    if let Some(ms) = knob("MARS_BENCH_COMMIT_MS") {
+        cfg.commit_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = knob("MARS_BENCH_DATA_FLUSH_MS") {
+        cfg.data_flush_interval = Duration::from_millis(ms);
+    }
+    if let Some(kib) = knob("MARS_BENCH_WB_ROUND_KIB") {
+        cfg.writeback_round = (kib as usize) << 10;
+    }
+    if let Some(mib) = knob("MARS_BENCH_COMMIT_MIB") {
+        cfg.commit_bytes = mib << 20;
+    }
+    if let Some(n) = knob("MARS_BENCH_WB_DEPTH") {
+        cfg.writeback_depth = n as usize;
+    }
+    if let Some(mib) = knob("MARS_BENCH_BUDGET_MIB") {
+        cfg.mem_budget = mib << 20;
+    }
+    if let Some(us) = knob("MARS_BENCH_GROUP_WAIT_US") {
+        cfg.group_wait = Duration::from_micros(us);
+    }
+    cfg
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -365,11 +408,11 @@ fn replay_run(data: &Arc<FileBrick>, logs: &Path, len: u64, flush: bool) -> f64 
         flush,
         ..ReplayOptions::default()
     };
-    if let Ok(mib) = std::env::var("MARS_BENCH_FLUSH_BEHIND_MIB") {
-        opts.flush_behind = mib.parse::<usize>().expect("MiB") << 20;
+    if let Some(mib) = knob("MARS_BENCH_FLUSH_BEHIND_MIB") {
+        opts.flush_behind = (mib as usize) << 20;
     }
-    if let Ok(d) = std::env::var("MARS_BENCH_REPLAY_DEPTH") {
-        opts.depth = d.parse().expect("a depth");
+    if let Some(d) = knob("MARS_BENCH_REPLAY_DEPTH") {
+        opts.depth = d as usize;
     }
     let r = replay_store(&**data, &store, LogPos::new(1, 0), opts).unwrap();
     assert!(r.records > 0);
@@ -503,34 +546,7 @@ fn main() {
                 peer.push(f64::NAN);
             }
             sync_all();
-            let mut cfg = LoggerConfig {
-                mem_budget: budget,
-                ..LoggerConfig::default()
-            };
-            if let Ok(ms) = std::env::var("MARS_BENCH_WRITEBACK_DELAY_MS") {
-                cfg.writeback_delay = Duration::from_millis(ms.parse().expect("milliseconds"));
-            }
-            if let Ok(ms) = std::env::var("MARS_BENCH_COMMIT_MS") {
-                cfg.commit_interval = Duration::from_millis(ms.parse().expect("milliseconds"));
-            }
-            if let Ok(ms) = std::env::var("MARS_BENCH_DATA_FLUSH_MS") {
-                cfg.data_flush_interval = Duration::from_millis(ms.parse().expect("milliseconds"));
-            }
-            if let Ok(kib) = std::env::var("MARS_BENCH_WB_ROUND_KIB") {
-                cfg.writeback_round = kib.parse::<usize>().expect("KiB") << 10;
-            }
-            if let Ok(mib) = std::env::var("MARS_BENCH_COMMIT_MIB") {
-                cfg.commit_bytes = mib.parse::<u64>().expect("MiB") << 20;
-            }
-            if let Ok(n) = std::env::var("MARS_BENCH_WB_DEPTH") {
-                cfg.writeback_depth = n.parse().expect("a depth");
-            }
-            if let Ok(mib) = std::env::var("MARS_BENCH_BUDGET_MIB") {
-                cfg.mem_budget = mib.parse::<u64>().expect("MiB") << 20;
-            }
-            if let Ok(us) = std::env::var("MARS_BENCH_GROUP_WAIT_US") {
-                cfg.group_wait = Duration::from_micros(us.parse().expect("microseconds"));
-            }
+            let cfg = logger_config(budget);
             ours.push(logger_run(&data, &logs, cfg, w, secs, durable));
             if with_through {
                 sync_all();
