@@ -305,12 +305,8 @@ impl Scanner {
     ) -> Result<std::result::Result<(), &'static str>> {
         let n = h.stored_len as usize;
         let buf = self.spare.pop().unwrap_or_default();
-        let payload = read_into(&*self.src, pos + REC_HEADER_LEN as u64, n, buf).map_err(|e| {
-            LogError::Io {
-                file: self.name.clone(),
-                source: e,
-            }
-        })?;
+        let payload = read_into(&*self.src, pos + REC_HEADER_LEN as u64, n, buf)
+            .map_err(|e| self.io_error(e))?;
         self.direct = Some(payload);
         self.win_size = SMALL_WINDOW;
         let trailer = self
@@ -339,6 +335,14 @@ impl Scanner {
                 reason: format!("batch {} is incomplete", self.last_batch),
             }
         });
+    }
+
+    /// A failed read of this file.
+    fn io_error(&self, source: brick_core::Error) -> LogError {
+        LogError::Io {
+            file: self.name.clone(),
+            source,
+        }
     }
 
     /// Classify damage at `pos`: corruption (error) or the torn tail (sets `end`).
@@ -433,10 +437,7 @@ impl Scanner {
             let want = n.max(self.win_size).min((self.len - pos) as usize).max(n);
             let buf = std::mem::take(&mut self.win);
             self.win_pos = pos;
-            self.win = read_into(&*self.src, pos, want, buf).map_err(|e| LogError::Io {
-                file: self.name.clone(),
-                source: e,
-            })?;
+            self.win = read_into(&*self.src, pos, want, buf).map_err(|e| self.io_error(e))?;
         }
         let off = (pos - self.win_pos) as usize;
         Ok(&self.win[off..off + n])
