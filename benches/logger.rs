@@ -325,7 +325,7 @@ fn peer_run(data: &Arc<FileBrick>, w: Workload, secs: u64, durable: bool) -> f64
 /// Write a log file of `total` bytes of `bs`-sized records into a fresh `dir`; returns its length.
 fn make_log(dir: &Path, bs: usize, total: u64, random: bool) -> u64 {
     let _ = std::fs::remove_dir_all(dir);
-    let store = FsLogStore::new(dir).unwrap();
+    let store = FsLogStore::new(dir, "n").unwrap();
     let out = store.create(1).unwrap();
     let header = FileHeader {
         seq: 1,
@@ -402,7 +402,7 @@ fn seq_read(path: &Path, len: u64) -> f64 {
 }
 
 fn replay_run(data: &Arc<FileBrick>, logs: &Path, len: u64, flush: bool) -> f64 {
-    let store = FsLogStore::new(logs).unwrap();
+    let store = FsLogStore::new(logs, "n").unwrap();
     let start = Instant::now();
     let mut opts = ReplayOptions {
         flush,
@@ -594,7 +594,7 @@ fn main() {
             continue;
         }
         let len = make_log(&logs, bs, total, random);
-        let log_file = logs.join(xio::log::file_name(1));
+        let log_file = logs.join(xio::log::LogName::new(1, "n").to_string());
         for (flush, cold) in [(false, false), (true, false), (false, true), (true, true)] {
             let row = format!(
                 "{name}, {}, {}",

@@ -317,21 +317,26 @@ fn main() {
         let logs = d("logs");
         std::fs::create_dir(&logs).unwrap();
         let log_size = 1u64 << 30;
-        make_image(&logs.join("log-000000001"), log_size, 1);
-        std::fs::write(logs.join("log-000000002"), [0u8; 512]).unwrap();
+        make_image(&logs.join("log-000000001-alice"), log_size, 1);
+        std::fs::write(logs.join("log-000000002-alice"), [0u8; 512]).unwrap();
         let ex = Exports::new(Some(logs.clone()));
         let node = ex.listen("127.0.0.1:0", net("a")).unwrap();
         let port = free_port();
-        let kit = nbdkit(None, Ipv4Addr::LOCALHOST, port, &logs.join("log-000000001"));
+        let kit = nbdkit(
+            None,
+            Ipv4Addr::LOCALHOST,
+            port,
+            &logs.join("log-000000001-alice"),
+        );
         let (mut ours, mut raw, mut nbd) = (vec![], vec![], vec![]);
         for _ in 0..runs {
             ours.push(mib(
                 log_size,
-                our_fetch(node.local_addr(), "log-000000001", &d("fetched")),
+                our_fetch(node.local_addr(), "log-000000001-alice", &d("fetched")),
             ));
             raw.push(mib(
                 log_size,
-                raw_tcp_copy(&logs.join("log-000000001"), &d("rawcopy")),
+                raw_tcp_copy(&logs.join("log-000000001-alice"), &d("rawcopy")),
             ));
             nbd.push(mib(
                 log_size,

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xio::file::{self, Backend, FileOptions};
-use xio::log::{file_name, LogPos};
+use xio::log::{LogName, LogPos};
 use xio::logger::{replay_store, FsLogStore, LoggerConfig, ReplayOptions, TransLogger};
 use xio::nbd::client::Client;
 use xio::nbd::{Export, NbdServer, ServerConfig};
@@ -221,13 +221,14 @@ fn secondary(
     s: &Secondary,
 ) -> Result<()> {
     let log_dir: PathBuf = dir.join("log");
-    let store = FsLogStore::new(&log_dir)?;
+    let store = FsLogStore::new(&log_dir, "bob")?;
     let mut from = LogPos::new(1, 0);
     for seq in 1.. {
         if s.done.load(Ordering::SeqCst) && seq > s.last_seq.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let name = file_name(seq);
+        // Fetched logs keep their creator's name.
+        let name = LogName::new(seq, "alice").to_string();
         let client = RemoteClient::start(
             format!("{name}@alice"),
             ClientConfig::new(

@@ -127,7 +127,7 @@ fn log_fetch_survives_random_link_cuts() {
     let pair = NetPair::new();
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
-    let name = "log-000000001";
+    let name = "log-000000001-alice";
     std::fs::write(src.path().join(name), b"").unwrap();
     let (_node, addr) = serve(&pair, Some(src.path().into()), None);
     // The log grows until the cutter is done, then its successor finishes it.
@@ -148,7 +148,7 @@ fn log_fetch_survives_random_link_cuts() {
                 i += 1;
                 std::thread::sleep(Duration::from_millis(4));
             }
-            std::fs::write(dir.join("log-000000002"), [0u8; 512]).unwrap();
+            std::fs::write(dir.join("log-000000002-alice"), [0u8; 512]).unwrap();
             written
         })
     };
@@ -355,8 +355,8 @@ fn tbf_cap_and_limiter_are_respected_without_spurious_timeouts() {
 
     // Log fetch under the cap: no restarts.
     pair.tbf("100mbit");
-    std::fs::copy(&src, dir.path().join("log-000000001")).unwrap();
-    std::fs::write(dir.path().join("log-000000002"), [0u8; 512]).unwrap();
+    std::fs::copy(&src, dir.path().join("log-000000001-alice")).unwrap();
+    std::fs::write(dir.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
     let local = dir.path().join("fetched");
     let l2 = local.clone();
     let h = NetPair::run_in(&pair.ns_b, move || {
@@ -364,11 +364,11 @@ fn tbf_cap_and_limiter_are_respected_without_spurious_timeouts() {
             "log",
             client_cfg(
                 addr,
-                Target::Log("log-000000001".into()),
+                Target::Log("log-000000001-alice".into()),
                 Duration::from_secs(1),
             ),
         );
-        LogFetch::new(client, FetchConfig::new(&l2, "log-000000001")).run()
+        LogFetch::new(client, FetchConfig::new(&l2, "log-000000001-alice")).run()
     });
     let p = h.join().unwrap().unwrap();
     assert_eq!(p.restarts, 0);
@@ -379,7 +379,7 @@ fn tbf_cap_and_limiter_are_respected_without_spurious_timeouts() {
 fn authentication_across_namespaces() {
     let pair = NetPair::new();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("log-000000001"), b"hello").unwrap();
+    std::fs::write(dir.path().join("log-000000001-alice"), b"hello").unwrap();
     let (node, addr) = serve(&pair, Some(dir.path().into()), None);
     let results = NetPair::run_in(&pair.ns_b, move || {
         let good = mars_net::connect(addr, &net("secondary"), ChannelKind::Fetch)

@@ -140,10 +140,7 @@ impl Sim {
             put(format!("resource-{r}/log-000000001-{m0}"), "", &m0);
             let v1 = crate::views::VersionLink::next(
                 "",
-                crate::views::LogName {
-                    seq: 1,
-                    host: m0.to_string(),
-                },
+                crate::views::LogName::new(1, m0.to_string()),
                 0,
             );
             for &m in &members {

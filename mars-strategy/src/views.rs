@@ -1,7 +1,8 @@
 //! Typed views over upstream's key names and values. Parsers reject malformed values with an
 //! [`Error::Malformed`] that names the key, the value and the expected form.
 //!
-//! - `resource-<r>/log-<seq %09d>-<h>`: a transaction log ([`LogName`]).
+//! - `resource-<r>/log-<seq %09d>-<h>`: a transaction log ([`LogName`], xio's log file name:
+//!   the key names the same file as the log directories and the log server).
 //! - `resource-<r>/replay-<h>` = `log-<seq>-<loghost>,<pos>,<len>` ([`ReplayLink`]).
 //! - `resource-<r>/version-<seq>-<h>` = `<digest>,log-<seq>-<loghost>,<logpos>:<prev digest>`
 //!   where `<digest>` = blake3 hex of `<seq>,<loghost>,<logpos>:<previous version value>`:
@@ -10,9 +11,9 @@
 //! - `resource-<r>/todo-<h>/<switch>` = `0|1` ([`Switch`]), `resource-<r>/actual-<h>/<led>`.
 
 use crate::error::{Error, Result};
-use crate::names::check_node;
 use crate::store::MetaStore;
 use std::fmt;
+pub use xio::log::LogName;
 
 fn malformed(key: &str, value: &str, expected: &'static str) -> Error {
     Error::Malformed {
@@ -51,38 +52,6 @@ pub mod keys {
     /// `resource-<r>/actual-<h>/<led>`.
     pub fn actual(r: &str, h: &str, led: &str) -> String {
         format!("resource-{r}/actual-{h}/{led}")
-    }
-}
-
-/// A log file name: `log-<seq %09d>-<host>`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LogName {
-    /// Sequence number.
-    pub seq: u64,
-    /// Creator.
-    pub host: String,
-}
-
-impl LogName {
-    /// Parse `log-<digits>-<host>`.
-    pub fn parse(s: &str) -> Result<LogName> {
-        let bad = || malformed(s, s, "log-<sequence digits>-<host>");
-        let rest = s.strip_prefix("log-").ok_or_else(bad)?;
-        let (digits, host) = rest.split_once('-').ok_or_else(bad)?;
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 19 {
-            return Err(bad());
-        }
-        check_node(host).map_err(|_| bad())?;
-        Ok(LogName {
-            seq: digits.parse().map_err(|_| bad())?,
-            host: host.to_string(),
-        })
-    }
-}
-
-impl fmt::Display for LogName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "log-{:09}-{}", self.seq, self.host)
     }
 }
 
@@ -154,7 +123,7 @@ impl VersionLink {
     /// The next link of the chain after `prev_value` (the previous link's whole value, or ""
     /// for the first version of a resource).
     pub fn next(prev_value: &str, log: LogName, pos: u64) -> VersionLink {
-        let input = format!("{},{},{}:{}", log.seq, log.host, pos, prev_value);
+        let input = format!("{},{},{}:{}", log.seq, log.creator, pos, prev_value);
         let digest = blake3::hash(input.as_bytes()).to_hex().to_string();
         let prev = prev_value.split(',').next().unwrap_or("").to_string();
         VersionLink {
@@ -315,7 +284,11 @@ impl<'a> ResourceView<'a> {
         let pre = format!("resource-{}/", self.res);
         let mut v = Vec::new();
         for (k, _) in self.store.list(&format!("{pre}log-")) {
-            v.push(LogName::parse(&k[pre.len()..])?);
+            let name = &k[pre.len()..];
+            v.push(
+                LogName::parse(name)
+                    .map_err(|_| malformed(name, name, "log-<sequence digits>-<host>"))?,
+            );
         }
         v.sort();
         Ok(v)
@@ -330,7 +303,7 @@ mod tests {
     fn replay_link_roundtrip_and_errors() {
         let r = ReplayLink::parse("k", "log-000000007-node-a,4096,512").unwrap();
         assert_eq!(r.log.seq, 7);
-        assert_eq!(r.log.host, "node-a");
+        assert_eq!(r.log.creator, "node-a");
         assert_eq!(r.to_string(), "log-000000007-node-a,4096,512");
         for bad in [
             "",

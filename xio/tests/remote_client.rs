@@ -78,15 +78,57 @@ fn unknown_export_and_bad_log_names_are_refused() {
 }
 
 #[test]
+fn logs_in_a_subdirectory_are_served_and_other_names_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("resource-r0");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("log-000000001-alice"), b"first").unwrap();
+    std::fs::write(dir.path().join(".hidden"), b"").unwrap();
+    std::fs::write(sub.join("notes"), b"secret").unwrap();
+    let node = Exports::new(Some(dir.path().into()))
+        .listen("127.0.0.1:0", net("server"))
+        .unwrap();
+    let log = |name: &str| {
+        RemoteClient::start(
+            name,
+            client_cfg(node.local_addr(), Target::Log(name.into())),
+        )
+    };
+    let c = log("resource-r0/log-000000001-alice");
+    assert_eq!(c.stat().unwrap(), (5, false));
+    assert_eq!(c.read_at(0, 100, 0).unwrap().0, b"first");
+    // A successor of another creator in the same subdirectory finishes it.
+    std::fs::write(sub.join("log-000000002-bob"), [0u8; 512]).unwrap();
+    assert_eq!(c.stat().unwrap(), (5, true));
+    for bad in [
+        "../x",
+        "a/b/c",
+        ".hidden/log-000000001-alice",
+        "resource-r0/notes",
+        "resource-r0/log-000000001",
+        "resource-r0/",
+    ] {
+        match log(bad).stat().unwrap_err() {
+            RemoteError::Server { message, errno } => {
+                assert!(message.contains("invalid log name"), "{bad}: {message}");
+                assert!(message.contains(&format!("{bad:?}")), "{bad}: {message}");
+                assert_eq!(errno, 22, "{bad}: {message}");
+            }
+            e => panic!("{bad}: {e}"),
+        }
+    }
+}
+
+#[test]
 fn log_reads_follow_growth_and_report_finished() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log-000000001");
+    let path = dir.path().join("log-000000001-alice");
     std::fs::write(&path, b"first").unwrap();
     let ex = Exports::new(Some(dir.path().into()));
     let node = ex.listen("127.0.0.1:0", net("server")).unwrap();
     let c = RemoteClient::start(
         "log",
-        client_cfg(node.local_addr(), Target::Log("log-000000001".into())),
+        client_cfg(node.local_addr(), Target::Log("log-000000001-alice".into())),
     );
     assert_eq!(c.stat().unwrap(), (5, false));
     let (d, size, fin) = c.read_at(0, 100, 0).unwrap();
@@ -103,7 +145,7 @@ fn log_reads_follow_growth_and_report_finished() {
     assert_eq!(d, b"second");
     assert_eq!(size, 11);
     // The next log appears: this one is finished, and a read at its end returns at once.
-    std::fs::write(dir.path().join("log-000000002"), [0u8; 512]).unwrap();
+    std::fs::write(dir.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
     assert_eq!(c.read_at(11, 100, 1500).unwrap(), (vec![], 11, true));
 }
 

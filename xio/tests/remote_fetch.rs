@@ -24,7 +24,7 @@ fn grow(
         let data = pattern(11, total);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
-            .open(dir.join("log-000000001"))
+            .open(dir.join("log-000000001-alice"))
             .unwrap();
         let mut off = 0;
         while off < total {
@@ -33,7 +33,7 @@ fn grow(
             off += n;
             std::thread::sleep(pause);
         }
-        std::fs::write(dir.join("log-000000002"), [0u8; 512]).unwrap();
+        std::fs::write(dir.join("log-000000002-alice"), [0u8; 512]).unwrap();
         data
     })
 }
@@ -41,7 +41,7 @@ fn grow(
 fn setup() -> (tempfile::TempDir, tempfile::TempDir, mars_net::Node) {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("log-000000001"), b"").unwrap();
+    std::fs::write(src.path().join("log-000000001-alice"), b"").unwrap();
     let node = Exports::new(Some(src.path().into()))
         .listen("127.0.0.1:0", net("primary"))
         .unwrap();
@@ -54,9 +54,12 @@ fn fetches_a_growing_log_to_its_end() {
     let grower = grow(src.path(), 6 << 20, 100_000, Duration::from_millis(2));
     let client = RemoteClient::start(
         "log",
-        client_cfg(node.local_addr(), Target::Log("log-000000001".into())),
+        client_cfg(node.local_addr(), Target::Log("log-000000001-alice".into())),
     );
-    let mut cfg = FetchConfig::new(dst.path().join("log-000000001"), "log-000000001");
+    let mut cfg = FetchConfig::new(
+        dst.path().join("log-000000001-alice"),
+        "log-000000001-alice",
+    );
     cfg.chunk = 256 << 10;
     cfg.follow_wait_ms = 100;
     let f = LogFetch::new(client, cfg);
@@ -65,7 +68,7 @@ fn fetches_a_growing_log_to_its_end() {
     assert!(p.finished);
     assert_eq!(p.local, data.len() as u64);
     assert_eq!(
-        std::fs::read(dst.path().join("log-000000001")).unwrap(),
+        std::fs::read(dst.path().join("log-000000001-alice")).unwrap(),
         data
     );
 }
@@ -75,13 +78,13 @@ fn resumes_from_the_local_size_after_cuts_and_restarts() {
     let (src, dst, node) = setup();
     let grower = grow(src.path(), 8 << 20, 200_000, Duration::from_millis(3));
     let proxy = Arc::new(FaultProxy::start(node.local_addr(), FaultPlan::default()).unwrap());
-    let mut ccfg = client_cfg(proxy.addr(), Target::Log("log-000000001".into()));
+    let mut ccfg = client_cfg(proxy.addr(), Target::Log("log-000000001-alice".into()));
     ccfg.timeout = Duration::from_millis(300);
-    let local = dst.path().join("log-000000001");
+    let local = dst.path().join("log-000000001-alice");
     // A first, partial fetch that is stopped.
     {
         let client = RemoteClient::start("log", ccfg.clone());
-        let f = LogFetch::new(client, FetchConfig::new(&local, "log-000000001"));
+        let f = LogFetch::new(client, FetchConfig::new(&local, "log-000000001-alice"));
         let f2 = f.clone();
         let h = std::thread::spawn(move || f2.run());
         std::thread::sleep(Duration::from_millis(100));
@@ -92,7 +95,7 @@ fn resumes_from_the_local_size_after_cuts_and_restarts() {
     // The next fetch starts there; the link goes down repeatedly, sometimes long enough for
     // the client's timeout to fire.
     let client = RemoteClient::start("log", ccfg);
-    let mut cfg = FetchConfig::new(&local, "log-000000001");
+    let mut cfg = FetchConfig::new(&local, "log-000000001-alice");
     cfg.chunk = 128 << 10;
     cfg.follow_wait_ms = 50;
     let f = LogFetch::new(client, cfg);
@@ -124,13 +127,13 @@ fn resumes_from_the_local_size_after_cuts_and_restarts() {
 #[test]
 fn verifier_runs_incrementally_and_stops_on_damage() {
     let (src, dst, node) = setup();
-    std::fs::write(src.path().join("log-000000001"), pattern(2, 3 << 20)).unwrap();
-    std::fs::write(src.path().join("log-000000002"), [0u8; 512]).unwrap();
+    std::fs::write(src.path().join("log-000000001-alice"), pattern(2, 3 << 20)).unwrap();
+    std::fs::write(src.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
     let client = RemoteClient::start(
         "log",
-        client_cfg(node.local_addr(), Target::Log("log-000000001".into())),
+        client_cfg(node.local_addr(), Target::Log("log-000000001-alice".into())),
     );
-    let mut cfg = FetchConfig::new(dst.path().join("a"), "log-000000001");
+    let mut cfg = FetchConfig::new(dst.path().join("a"), "log-000000001-alice");
     cfg.chunk = 1 << 20;
     let calls = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let c2 = calls.clone();
@@ -163,20 +166,23 @@ fn verifier_runs_incrementally_and_stops_on_damage() {
 #[test]
 fn a_local_copy_longer_than_the_remote_is_refused() {
     let (src, dst, node) = setup();
-    std::fs::write(src.path().join("log-000000001"), b"short").unwrap();
-    std::fs::write(dst.path().join("log-000000001"), b"much longer local").unwrap();
+    std::fs::write(src.path().join("log-000000001-alice"), b"short").unwrap();
+    std::fs::write(dst.path().join("log-000000001-alice"), b"much longer local").unwrap();
     let client = RemoteClient::start(
         "log",
-        client_cfg(node.local_addr(), Target::Log("log-000000001".into())),
+        client_cfg(node.local_addr(), Target::Log("log-000000001-alice".into())),
     );
     let f = LogFetch::new(
         client,
-        FetchConfig::new(dst.path().join("log-000000001"), "log-000000001"),
+        FetchConfig::new(
+            dst.path().join("log-000000001-alice"),
+            "log-000000001-alice",
+        ),
     );
     let e = f.run().unwrap_err();
     assert!(e.to_string().contains("longer than the remote"), "{e}");
     assert_eq!(
-        std::fs::read(dst.path().join("log-000000001")).unwrap(),
+        std::fs::read(dst.path().join("log-000000001-alice")).unwrap(),
         b"much longer local"
     );
 }

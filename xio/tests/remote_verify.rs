@@ -10,7 +10,7 @@ use xio::file::{self, Backend, FileOptions};
 use xio::log::{FileHeader, LogWriter, RecordIn, RecordOp};
 use xio::remote::*;
 
-const NAME: &str = "log-000000001";
+const NAME: &str = "log-000000001-alice";
 
 /// Write `batches` batches of records into `dir/NAME`, pausing between batches.
 fn write_log(dir: &Path, batches: usize, pause: Duration) {
@@ -64,7 +64,7 @@ fn a_growing_real_log_verifies_as_it_arrives() {
     let dir = src.path().to_path_buf();
     let writer = std::thread::spawn(move || {
         write_log(&dir, 200, Duration::from_millis(2));
-        std::fs::write(dir.join("log-000000002"), [0u8; 512]).unwrap();
+        std::fs::write(dir.join("log-000000002-alice"), [0u8; 512]).unwrap();
     });
     let client = RemoteClient::start(
         "log",
@@ -88,7 +88,7 @@ fn a_corrupt_record_stops_the_fetch_with_its_offset() {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     write_log(src.path(), 20, Duration::ZERO);
-    std::fs::write(src.path().join("log-000000002"), [0u8; 512]).unwrap();
+    std::fs::write(src.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
     let mut bytes = std::fs::read(src.path().join(NAME)).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;

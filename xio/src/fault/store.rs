@@ -24,9 +24,14 @@ pub struct MemLogStore {
     medium: Arc<Medium>,
     frozen: Arc<AtomicBool>,
     disks: Arc<Mutex<BTreeMap<u64, Arc<FaultDisk>>>>,
+    /// The creator in the files' names ([`MemLogStore::DEFAULT_CREATOR`] unless set).
+    creator: String,
 }
 
 impl MemLogStore {
+    /// The creator of the files of a store made by [`MemLogStore::new`].
+    pub const DEFAULT_CREATOR: &'static str = "mem";
+
     /// An empty store whose files hold `capacity` bytes each.
     pub fn new(capacity: usize) -> MemLogStore {
         MemLogStore {
@@ -38,7 +43,14 @@ impl MemLogStore {
             }),
             frozen: Arc::new(AtomicBool::new(false)),
             disks: Arc::new(Mutex::new(BTreeMap::new())),
+            creator: MemLogStore::DEFAULT_CREATOR.into(),
         }
+    }
+
+    /// Name the files after `creator` instead.
+    pub fn with_creator(mut self, creator: impl Into<String>) -> MemLogStore {
+        self.creator = creator.into();
+        self
     }
 
     /// Make writes beyond `limit` bytes of any log file fail with ENOSPC.
@@ -68,6 +80,7 @@ impl MemLogStore {
             medium: self.medium.clone(),
             frozen: Arc::new(AtomicBool::new(false)),
             disks: Arc::new(Mutex::new(BTreeMap::new())),
+            creator: self.creator.clone(),
         }
     }
 
@@ -173,6 +186,9 @@ impl LogStore for MemLogStore {
     }
 
     fn describe(&self, seq: u64) -> String {
-        format!("mem:{}", crate::log::file_name(seq))
+        format!(
+            "mem:{}",
+            crate::log::LogName::new(seq, self.creator.as_str())
+        )
     }
 }

@@ -7,13 +7,15 @@
 //! - [`writer`]: [`LogWriter`], group commit of one file (one write + one flush per batch);
 //! - [`scan`]: [`Scanner`], which walks a file and tells a clean end from a torn tail, and both
 //!   from corruption, unknown versions and foreign files;
-//! - [`LogPos`], positions across a sequence of files.
+//! - [`LogPos`], positions across a sequence of files;
+//! - [`name`]: [`LogName`], the file name `log-<seq %09d>-<creator>`.
 //!
 //! Log files are reached through [`brick_core::Output`]s, so the same code runs on real files
 //! and on the in-memory, fault-injecting disks of the tests.
 
 pub mod error;
 pub mod header;
+pub mod name;
 mod pos;
 pub mod record;
 pub mod scan;
@@ -22,12 +24,8 @@ pub mod writer;
 
 pub use error::{LogError, Result};
 pub use header::{FileHeader, HEADER_LEN};
+pub use name::{LogName, LogNameError};
 pub use pos::LogPos;
 pub use record::{RecordHeader, RecordIn, RecordOp};
 pub use scan::{Expect, Record, ScanEnd, Scanner};
 pub use writer::{BatchSpans, LogWriter};
-
-/// The canonical file name of log file `seq`.
-pub fn file_name(seq: u64) -> String {
-    format!("log-{seq:09}")
-}

@@ -13,7 +13,9 @@ pub type WatermarkFn = Arc<dyn Fn(LogPos) + Send + Sync>;
 pub struct LoggerConfig {
     /// Resource name written into (and expected in) every log file header.
     pub resource: String,
-    /// This node's name, written into log file headers.
+    /// This node's name, written into log file headers and, as their creator, into the names
+    /// of the log files it creates (`log-<seq>-<node>`; default `$HOSTNAME` if it is a valid
+    /// creator, else `local`).
     pub node: String,
     /// Memory for written-but-not-written-back data; writers wait beyond it (default 256 MiB).
     pub mem_budget: u64,
@@ -74,7 +76,7 @@ impl Default for LoggerConfig {
             resource: "default".into(),
             node: std::env::var("HOSTNAME")
                 .ok()
-                .filter(|h| !h.is_empty() && h.len() <= 200)
+                .filter(|h| crate::log::LogName::check_creator(h).is_ok())
                 .unwrap_or_else(|| "local".into()),
             mem_budget: 256 << 20,
             chunk_size: 1 << 20,

@@ -22,6 +22,17 @@ pub enum LoggerError {
         /// What is wrong.
         reason: String,
     },
+    /// Two log files of one sequence number made by different nodes: both claim the same place
+    /// in the history.
+    #[error(
+        "{first} and {second}: two logs with the same sequence number from different creators (split brain): resolve it before using this directory"
+    )]
+    SplitBrain {
+        /// One of the files (a path).
+        first: String,
+        /// The other one.
+        second: String,
+    },
     /// Log files are missing between the replay start and the newest file.
     #[error(
         "log file {missing} is missing ({context}): the log has a gap, replay cannot continue"

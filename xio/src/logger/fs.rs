@@ -6,8 +6,10 @@
 //! at a time (group commit), so there is nothing to overlap, and a synchronous call has the
 //! lowest latency. Data devices should use `crate::file` (io_uring).
 
+use super::error::LoggerError;
 use super::slots;
 use super::store::LogStore;
+use crate::log::LogName;
 use brick_core::{
     Aio, Brick, Error, Info, Op, Output, Power, PowerState, Rejected, Result, Stats, StatsSnapshot,
 };
@@ -156,7 +158,14 @@ impl Brick for PlainFile {
     }
 }
 
-/// A log directory: `log-<seq>` files and the `state` file.
+/// A log directory: log files `log-<seq %09d>-<creator>` ([`LogName`]) and the `state` file.
+///
+/// The store creates its files under its own creator name and finds a sequence number's file
+/// whatever its creator: after a handover a node's directory holds logs made by other nodes
+/// (a secondary keeps fetched logs under their own names). Two files of one sequence number
+/// from different creators are a split brain: every lookup of that number, and
+/// [`LogStore::list`], fails with [`LoggerError::SplitBrain`] (flattened to a
+/// `brick_core::Error` by the trait) until an operator resolves it.
 ///
 /// The state file is written once with a rename and then replaced in place, in one of two
 /// slots (see `slots.rs`): on a full file system the logger can still record that it
@@ -165,20 +174,99 @@ impl Brick for PlainFile {
 #[derive(Debug, Clone)]
 pub struct FsLogStore {
     dir: PathBuf,
+    creator: String,
     /// The open slotted state file and the newest generation in it (after the first store
     /// or load).
     state: Arc<parking_lot::Mutex<Option<(File, u64)>>>,
 }
 
 impl FsLogStore {
-    /// Use (and create if needed) the directory `dir`.
-    pub fn new(dir: &Path) -> Result<FsLogStore> {
+    /// Use (and create if needed) the directory `dir`; the files it creates are named after
+    /// `creator` (this node), which must be a valid [`LogName`] creator.
+    pub fn new(dir: &Path, creator: &str) -> Result<FsLogStore> {
+        LogName::check_creator(creator).map_err(|e| Error::Brick {
+            brick: dir.display().to_string(),
+            message: format!("invalid log creator: {e}"),
+        })?;
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::from_io(&e, "creating the log directory"))?;
         Ok(FsLogStore {
             dir: dir.to_path_buf(),
+            creator: creator.to_string(),
             state: Arc::default(),
         })
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The creator of the files this store creates.
+    pub fn creator(&self) -> &str {
+        &self.creator
+    }
+
+    /// The name of the log file of sequence number `seq`, if there is exactly one.
+    pub fn name(&self, seq: u64) -> Option<LogName> {
+        self.scan(Some(seq)).ok().and_then(|v| v.into_iter().next())
+    }
+
+    /// Every log file in the directory (any creator), sorted by sequence number; names that
+    /// are not log names are ignored. Fails on a split brain.
+    pub fn logs(&self) -> std::result::Result<Vec<LogName>, LoggerError> {
+        self.scan(None)
+    }
+
+    /// The log files of the directory (only those of `seq` if given), sorted, each sequence
+    /// number at most once.
+    fn scan(&self, only: Option<u64>) -> std::result::Result<Vec<LogName>, LoggerError> {
+        let list_err = |e: std::io::Error| Error::from_io(&e, "listing the log directory");
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(list_err)? {
+            let entry = entry.map_err(list_err)?;
+            let Some(name) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| LogName::parse(n).ok())
+            else {
+                continue;
+            };
+            if only.is_none_or(|seq| seq == name.seq) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0].seq == w[1].seq) {
+            return Err(LoggerError::SplitBrain {
+                first: self.dir.join(w[0].to_string()).display().to_string(),
+                second: self.dir.join(w[1].to_string()).display().to_string(),
+            });
+        }
+        Ok(names)
+    }
+
+    /// The existing file of `seq` (as a `brick_core` error for the [`LogStore`] methods).
+    fn find(&self, seq: u64) -> Result<Option<LogName>> {
+        self.scan(Some(seq))
+            .map(|v| v.into_iter().next())
+            .map_err(|e| self.flatten(&e))
+    }
+
+    fn flatten(&self, e: &LoggerError) -> Error {
+        e.to_brick(&self.dir.display().to_string())
+    }
+
+    /// The path of the existing file of `seq`; ENOENT (as opening a missing file) if none.
+    fn existing(&self, seq: u64, context: &'static str) -> Result<PathBuf> {
+        const ENOENT: i32 = 2;
+        match self.find(seq)? {
+            Some(n) => Ok(self.dir.join(n.to_string())),
+            None => Err(Error::Os {
+                errno: ENOENT,
+                context,
+            }),
+        }
     }
 
     fn state_path(&self) -> PathBuf {
@@ -220,10 +308,6 @@ impl FsLogStore {
         Ok((f, 1))
     }
 
-    fn path(&self, seq: u64) -> PathBuf {
-        self.dir.join(crate::log::file_name(seq))
-    }
-
     fn sync_dir(&self) -> Result<()> {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -233,25 +317,22 @@ impl FsLogStore {
 
 impl LogStore for FsLogStore {
     fn list(&self) -> Result<Vec<u64>> {
-        let mut seqs = Vec::new();
-        let rd = std::fs::read_dir(&self.dir)
-            .map_err(|e| Error::from_io(&e, "listing the log directory"))?;
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::from_io(&e, "listing the log directory"))?;
-            let name = entry.file_name();
-            let Some(num) = name.to_str().and_then(|n| n.strip_prefix("log-")) else {
-                continue;
-            };
-            if let Ok(seq) = num.parse::<u64>() {
-                seqs.push(seq);
-            }
-        }
-        seqs.sort_unstable();
-        Ok(seqs)
+        let names = self.scan(None).map_err(|e| self.flatten(&e))?;
+        Ok(names.into_iter().map(|n| n.seq).collect())
     }
 
     fn create(&self, seq: u64) -> Result<Arc<dyn Output>> {
-        let path = self.path(seq);
+        let name = LogName::new(seq, self.creator.as_str());
+        if let Some(other) = self.find(seq)? {
+            // Creating ours beside it would make a split brain.
+            return Err(Error::Brick {
+                brick: self.dir.display().to_string(),
+                message: format!(
+                    "cannot create log file {name}: {other} has the same sequence number"
+                ),
+            });
+        }
+        let path = self.dir.join(name.to_string());
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -263,7 +344,7 @@ impl LogStore for FsLogStore {
     }
 
     fn open(&self, seq: u64) -> Result<(Arc<dyn Output>, u64)> {
-        let path = self.path(seq);
+        let path = self.existing(seq, "opening a log file")?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -279,7 +360,7 @@ impl LogStore for FsLogStore {
     fn truncate(&self, seq: u64, len: u64) -> Result<()> {
         let file = OpenOptions::new()
             .write(true)
-            .open(self.path(seq))
+            .open(self.existing(seq, "sealing a log file")?)
             .map_err(|e| Error::from_io(&e, "opening a log file to seal it"))?;
         file.set_len(len)
             .and_then(|()| file.sync_all())
@@ -287,7 +368,8 @@ impl LogStore for FsLogStore {
     }
 
     fn remove(&self, seq: u64) -> Result<()> {
-        std::fs::remove_file(self.path(seq)).map_err(|e| Error::from_io(&e, "deleting a log file"))
+        std::fs::remove_file(self.existing(seq, "deleting a log file")?)
+            .map_err(|e| Error::from_io(&e, "deleting a log file"))
     }
 
     fn load_state(&self) -> Result<Option<Vec<u8>>> {
@@ -336,8 +418,14 @@ impl LogStore for FsLogStore {
         }
     }
 
+    /// The path of the file of `seq`, or of the one `create` would make.
     fn describe(&self, seq: u64) -> String {
-        self.path(seq).display().to_string()
+        let name = self
+            .find(seq)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| LogName::new(seq, self.creator.as_str()));
+        self.dir.join(name.to_string()).display().to_string()
     }
 }
 
@@ -348,7 +436,7 @@ mod state_tests {
     #[test]
     fn the_state_is_replaced_in_place_and_survives_a_damaged_newest_slot() {
         let dir = tempfile::tempdir().unwrap();
-        let store = FsLogStore::new(dir.path()).unwrap();
+        let store = FsLogStore::new(dir.path(), "a").unwrap();
         assert_eq!(store.load_state().unwrap(), None);
         for s in [b"one".as_slice(), b"two", b"three"] {
             store.store_state(s).unwrap();
@@ -359,7 +447,7 @@ mod state_tests {
         store.store_state(b"four").unwrap();
         assert_eq!(inode(&path), before, "replaced in place, not renamed");
         // A fresh store (a restart) reads the newest state.
-        let again = FsLogStore::new(dir.path()).unwrap();
+        let again = FsLogStore::new(dir.path(), "a").unwrap();
         assert_eq!(again.load_state().unwrap().as_deref(), Some(&b"four"[..]));
         // The newest slot torn: the previous state is read.
         let mut b = std::fs::read(&path).unwrap();
@@ -382,7 +470,7 @@ mod state_tests {
     fn a_state_file_from_before_slots_is_read_and_then_replaced() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("state"), b"legacy state").unwrap();
-        let store = FsLogStore::new(dir.path()).unwrap();
+        let store = FsLogStore::new(dir.path(), "a").unwrap();
         assert_eq!(
             store.load_state().unwrap().as_deref(),
             Some(&b"legacy state"[..])
@@ -391,7 +479,78 @@ mod state_tests {
         store.store_state(b"newer").unwrap();
         let len = std::fs::metadata(dir.path().join("state")).unwrap().len();
         assert_eq!(len, slots::FILE_LEN as u64);
-        let again = FsLogStore::new(dir.path()).unwrap();
+        let again = FsLogStore::new(dir.path(), "a").unwrap();
         assert_eq!(again.load_state().unwrap().as_deref(), Some(&b"newer"[..]));
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    #[test]
+    fn files_are_named_after_the_creator_and_found_whatever_their_creator() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsLogStore::new(dir.path(), "node-b").unwrap();
+        assert_eq!(store.dir(), dir.path());
+        // A log fetched from another node keeps its name; other names are ignored.
+        std::fs::write(dir.path().join("log-000000001-node-a"), b"one").unwrap();
+        for other in ["log-000000009", "log-x-a", "state.tmp", "notes"] {
+            std::fs::write(dir.path().join(other), b"").unwrap();
+        }
+        store.create(2).unwrap();
+        assert!(dir.path().join("log-000000002-node-b").exists());
+        assert_eq!(store.list().unwrap(), [1, 2]);
+        assert_eq!(store.name(1), Some(LogName::new(1, "node-a")));
+        assert_eq!(store.name(2), Some(LogName::new(2, "node-b")));
+        assert_eq!(store.name(3), None);
+        assert_eq!(store.open(1).unwrap().1, 3);
+        assert!(store.describe(1).ends_with("/log-000000001-node-a"));
+        assert!(store.describe(3).ends_with("/log-000000003-node-b"));
+        store.truncate(1, 1).unwrap();
+        assert_eq!(store.open(1).unwrap().1, 1);
+        store.remove(1).unwrap();
+        assert!(!dir.path().join("log-000000001-node-a").exists());
+        assert_eq!(store.open(1).err().unwrap().errno(), 2);
+        // Creating a sequence number another node's file holds would make a split brain.
+        std::fs::write(dir.path().join("log-000000003-node-a"), b"").unwrap();
+        let e = store.create(3).err().unwrap().to_string();
+        assert!(e.contains("log-000000003-node-a"), "{e}");
+        assert!(FsLogStore::new(dir.path(), "-bad").is_err());
+        assert!(FsLogStore::new(dir.path(), "a/b").is_err());
+    }
+
+    #[test]
+    fn two_creators_of_one_sequence_number_are_a_split_brain() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsLogStore::new(dir.path(), "a").unwrap();
+        std::fs::write(dir.path().join("log-000000001-a"), b"").unwrap();
+        std::fs::write(dir.path().join("log-000000002-a"), b"").unwrap();
+        std::fs::write(dir.path().join("log-000000002-b"), b"").unwrap();
+        match store.logs().unwrap_err() {
+            LoggerError::SplitBrain { first, second } => {
+                assert!(first.ends_with("/log-000000002-a"), "{first}");
+                assert!(second.ends_with("/log-000000002-b"), "{second}");
+            }
+            e => panic!("{e}"),
+        }
+        let msg = store.list().unwrap_err().to_string();
+        assert!(
+            msg.contains("log-000000002-a")
+                && msg.contains("log-000000002-b")
+                && msg.contains("two logs with the same sequence number from different creators (split brain): resolve it before using this directory"),
+            "{msg}"
+        );
+        for e in [
+            store.open(2).err().unwrap(),
+            store.remove(2).unwrap_err(),
+            store.truncate(2, 0).unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("split brain"), "{e}");
+        }
+        assert_eq!(store.name(2), None);
+        // Other sequence numbers still work.
+        assert_eq!(store.name(1), Some(LogName::new(1, "a")));
+        store.open(1).unwrap();
     }
 }

@@ -5,7 +5,7 @@
 //! synced before the `log` input is rewired to it).
 
 use super::core::{Core, Mode, Pending, Shared, Via};
-use crate::log::{file_name, FileHeader, LogError, LogPos, LogWriter, RecordIn};
+use crate::log::{FileHeader, LogError, LogName, LogPos, LogWriter, RecordIn};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -274,10 +274,10 @@ fn rotate(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
     };
     let out = drain.output();
     let header = new_header(core, seq);
-    let name = core
-        .store
-        .as_ref()
-        .map_or_else(|| file_name(seq), |s| s.describe(seq));
+    let name = core.store.as_ref().map_or_else(
+        || LogName::new(seq, core.cfg.node.as_str()).to_string(),
+        |s| s.describe(seq),
+    );
     let compress = core.cfg.compress;
     match MutexGuard::unlocked(g, || LogWriter::create(&*out, name, header, compress)) {
         Ok(w) => {

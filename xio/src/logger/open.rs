@@ -8,13 +8,14 @@ use super::replay::{replay_store, ReplayOptions, ReplayReport};
 use super::state::LogState;
 use super::store::LogStore;
 use super::{LoggerConfig, TransLogger};
-use crate::log::{file_name, LogPos, LogWriter, HEADER_LEN};
+use crate::log::{LogName, LogPos, LogWriter, HEADER_LEN};
 use brick_core::{Output, TimeSource};
 use std::path::Path;
 use std::sync::Arc;
 
 impl TransLogger {
-    /// Open the log directory `log_dir` for the data device `data`: (1) scan the log files,
+    /// Open the log directory `log_dir` for the data device `data` (new log files are named
+    /// after `cfg.node`, which must be a valid [`LogName`] creator): (1) scan the log files,
     /// (2) replay them from the persisted min_pos onto `data` (and flush it), (3) seal a torn
     /// tail and start a fresh log file, (4) persist the new watermark and return the running
     /// brick. See the module docs for the full contract.
@@ -23,7 +24,9 @@ impl TransLogger {
         log_dir: &Path,
         cfg: LoggerConfig,
     ) -> Result<Arc<TransLogger>> {
-        let store = Arc::new(FsLogStore::new(log_dir)?);
+        let store = Arc::new(FsLogStore::new(log_dir, &cfg.node)?);
+        // A split brain as its own error before anything else reads the directory.
+        store.logs()?;
         TransLogger::open_store(data, store, cfg)
     }
 
@@ -129,7 +132,7 @@ impl TransLogger {
     ) -> Result<Arc<TransLogger>> {
         let writer = LogWriter::create(
             &*log,
-            file_name(log_seq),
+            LogName::new(log_seq, cfg.node.as_str()).to_string(),
             header_for(&cfg, log_seq),
             cfg.compress,
         )?;

@@ -5,7 +5,8 @@
 use brick_core::{Output, Result};
 use std::sync::Arc;
 
-/// A directory of log files `log-<seq>` plus one small state file.
+/// A directory of log files (`log-<seq %09d>-<creator>`, [`crate::log::LogName`]; one file per
+/// sequence number) plus one small state file.
 ///
 /// Durability contract: `create` makes the new file's existence durable; `store_state` replaces
 /// the state atomically and durably (old or new content after a crash, never a mixture);

@@ -1,12 +1,16 @@
-//! The server brick: serves a node's exported data devices and its log directory to remote
-//! clients over mars-net (`fetch` and `sync` channels). One thread per connection; requests on a
-//! connection are served in order (clients bundle several connections for parallelism).
+//! The server brick: serves a node's exported data devices and its log files to remote
+//! clients over mars-net (`fetch` and `sync` channels). A log is named relative to the
+//! exported log root: `<file>` or `<subdir>/<file>` (one directory per resource, e.g.
+//! `resource-r0/log-000000001-alice`), where `<file>` is a [`LogName`]. One thread per
+//! connection; requests on a connection are served in order (clients bundle several
+//! connections for parallelism).
 //!
 //! On a send error the server just drops the connection: the client resubmits what is lost.
 
 use super::proto::{
     chunk_sum, RemoteReply, RemoteReq, Target, MAX_READ, MAX_SUM_RANGE, MAX_WAIT_MS, MIN_SUM_CHUNK,
 };
+use crate::log::LogName;
 use brick_core::Output;
 use mars_net::{ChannelKind, Connection, Handlers, Message, NetConfig, Node};
 use parking_lot::RwLock;
@@ -18,17 +22,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Decides whether a log file is finished (will not grow any more).
+/// Decides whether a log file is finished (will not grow any more), given its directory and its
+/// file name.
 pub type FinishedFn = Arc<dyn Fn(&Path, &str) -> bool + Send + Sync>;
 
-/// The default rule: log `log-<seq>...` is finished once a log with a higher sequence number
-/// exists in the same directory **and has its header written** (the logger rotated away from
-/// it), as upstream MARS. The trans_logger creates the next file early, empty, half way to the
-/// rotation size and writes its header only when it switches to it, after the last batch of the
-/// old file completed; an empty successor therefore says nothing about its predecessor.
+/// The default rule: log `log-<seq>-<creator>` (in directory `dir`) is finished once a log with
+/// a higher sequence number (any creator) exists in the same directory **and has its header
+/// written** (the logger rotated away from it), as upstream MARS. The trans_logger creates the
+/// next file early, empty, half way to the rotation size and writes its header only when it
+/// switches to it, after the last batch of the old file completed; an empty successor
+/// therefore says nothing about its predecessor.
 pub fn finished_when_successor_exists() -> FinishedFn {
     Arc::new(|dir: &Path, name: &str| {
-        let Some(seq) = log_seq(name) else {
+        let Ok(LogName { seq, .. }) = LogName::parse(name) else {
             return false;
         };
         std::fs::read_dir(dir)
@@ -36,8 +42,8 @@ pub fn finished_when_successor_exists() -> FinishedFn {
                 rd.flatten().any(|e| {
                     e.file_name()
                         .to_str()
-                        .and_then(log_seq)
-                        .is_some_and(|s| s > seq)
+                        .and_then(|n| LogName::parse(n).ok())
+                        .is_some_and(|n| n.seq > seq)
                         && e.metadata()
                             .is_ok_and(|m| m.len() >= crate::log::HEADER_LEN as u64)
                 })
@@ -46,10 +52,27 @@ pub fn finished_when_successor_exists() -> FinishedFn {
     })
 }
 
-fn log_seq(name: &str) -> Option<u64> {
-    let rest = name.strip_prefix("log-")?;
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
+/// Split a log target `<file>` or `<subdir>/<file>` into the directory below `root` and the
+/// file name, or say why it is not one.
+fn log_path(root: &Path, target: &str) -> Result<(PathBuf, String), String> {
+    let (dir, file) = match target.split_once('/') {
+        Some((sub, file)) => (Some(sub), file),
+        None => (None, target),
+    };
+    let expected = "expected <log file name> or <subdirectory>/<log file name>";
+    for c in dir.iter().chain([&file]) {
+        if c.is_empty() || c.starts_with('.') || c.contains(['/', '\0']) {
+            return Err(format!(
+                "invalid log name {target:?}: component {c:?} is empty, starts with '.' or \
+                 holds '/' or NUL ({expected})"
+            ));
+        }
+    }
+    LogName::parse(file).map_err(|e| format!("invalid log name {target:?}: {e}"))?;
+    Ok((
+        dir.map_or_else(|| root.to_path_buf(), |d| root.join(d)),
+        file.to_string(),
+    ))
 }
 
 /// What a node exports.
@@ -61,7 +84,8 @@ pub struct Exports {
 }
 
 impl Exports {
-    /// Export the log files of `log_dir` (if any) and no devices yet.
+    /// Export the log files of `log_dir` (if any; its files and those of its subdirectories,
+    /// one level deep) and no devices yet.
     pub fn new(log_dir: Option<PathBuf>) -> Exports {
         Exports {
             devices: Arc::default(),
@@ -202,15 +226,9 @@ impl Exports {
                 let Some(dir) = &self.log_dir else {
                     return Err(err("this node exports no log directory".into(), 2));
                 };
-                if name.is_empty()
-                    || name.contains('/')
-                    || name.starts_with('.')
-                    || name.contains('\0')
-                {
-                    return Err(err(format!("invalid log name {name:?}"), 22));
-                }
+                let (sub, file) = log_path(dir, name).map_err(|m| err(m, 22))?;
                 if !files.contains_key(name) {
-                    let f = File::open(dir.join(name)).map_err(|e| {
+                    let f = File::open(sub.join(&file)).map_err(|e| {
                         err(
                             format!("opening log {name}: {e}"),
                             e.raw_os_error().unwrap_or(5),
@@ -218,7 +236,7 @@ impl Exports {
                     })?;
                     files.insert(name.clone(), f);
                 }
-                let finished = (self.finished)(dir, name);
+                let finished = (self.finished)(&sub, &file);
                 Ok(Source::Log {
                     file: &files[name],
                     finished,
@@ -310,18 +328,77 @@ fn err(message: String, errno: i32) -> RemoteReply {
 mod tests {
     use super::*;
 
+    const L1: &str = "log-000000001-alice";
+    const L2: &str = "log-000000002-bob";
+
     #[test]
     fn a_log_is_finished_once_a_successor_exists() {
         let d = tempfile::tempdir().unwrap();
         let f = finished_when_successor_exists();
-        std::fs::write(d.path().join("log-000000001"), b"x").unwrap();
-        assert!(!f(d.path(), "log-000000001"));
+        std::fs::write(d.path().join(L1), b"x").unwrap();
+        assert!(!f(d.path(), L1));
+        // Not log names: say nothing.
+        std::fs::write(d.path().join("log-000000005"), [0u8; 512]).unwrap();
+        std::fs::write(d.path().join("state"), [0u8; 512]).unwrap();
+        assert!(!f(d.path(), L1));
         // The logger pre-creates its next file empty: that says nothing yet.
-        std::fs::write(d.path().join("log-000000002"), b"").unwrap();
-        assert!(!f(d.path(), "log-000000001"));
-        std::fs::write(d.path().join("log-000000002"), [0u8; 512]).unwrap();
-        assert!(f(d.path(), "log-000000001"));
-        assert!(!f(d.path(), "log-000000002"));
+        std::fs::write(d.path().join(L2), b"").unwrap();
+        assert!(!f(d.path(), L1));
+        // A successor of any creator with its header written.
+        std::fs::write(d.path().join(L2), [0u8; 512]).unwrap();
+        assert!(f(d.path(), L1));
+        assert!(!f(d.path(), L2));
         assert!(!f(d.path(), "state"));
+    }
+
+    #[test]
+    fn the_finished_rule_works_inside_a_subdirectory() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("resource-r0");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join(L1), b"x").unwrap();
+        // A successor in the root or in another resource's directory does not count.
+        std::fs::write(d.path().join(L2), [0u8; 512]).unwrap();
+        std::fs::create_dir(d.path().join("resource-r1")).unwrap();
+        std::fs::write(d.path().join("resource-r1").join(L2), [0u8; 512]).unwrap();
+        let (dir, file) = log_path(d.path(), &format!("resource-r0/{L1}")).unwrap();
+        assert_eq!((dir.as_path(), file.as_str()), (sub.as_path(), L1));
+        let f = finished_when_successor_exists();
+        assert!(!f(&dir, &file));
+        std::fs::write(sub.join(L2), [0u8; 512]).unwrap();
+        assert!(f(&dir, &file));
+    }
+
+    #[test]
+    fn log_targets_are_a_log_name_with_at_most_one_subdirectory() {
+        let root = Path::new("/logs");
+        assert_eq!(
+            log_path(root, L1).unwrap(),
+            (root.to_path_buf(), L1.to_string())
+        );
+        assert_eq!(
+            log_path(root, &format!("resource-r0/{L1}")).unwrap(),
+            (root.join("resource-r0"), L1.to_string())
+        );
+        for bad in [
+            "".to_string(),
+            "../x".to_string(),
+            format!("../{L1}"),
+            format!("a/b/{L1}"),
+            "a/b/c".to_string(),
+            format!(".hidden/{L1}"),
+            format!("/{L1}"),
+            "r0/".to_string(),
+            format!("r0\0/{L1}"),
+            "resource-r0/state".to_string(),
+            "resource-r0/log-000000001".to_string(),
+            "notes.txt".to_string(),
+            format!(".{L1}"),
+        ] {
+            let e = log_path(root, &bad).unwrap_err();
+            assert!(e.contains("invalid log name"), "{bad:?}: {e}");
+        }
+        let e = log_path(root, "r0/log-000000001").unwrap_err();
+        assert!(e.contains("expected log-<"), "{e}");
     }
 }
