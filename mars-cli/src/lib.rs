@@ -1,2 +1,15 @@
-//! The `marsd` daemon and `marsadm` admin tool of MARS. They land after the library issues (DESIGN.md §7).
+//! # mars-cli: the `marsd` daemon and the `marsadm` admin tool
+//!
+//! - [`daemon`]: `marsd`, one owner thread per node: metadata, derive, execute.
+//! - [`runtime`]: the executors of one resource (brick graphs and workers from
+//!   `xio::replica`), turning strategy actions into running pipelines and facts.
+//! - [`control`]: the versioned request/response protocol of the control socket
+//!   (`FORMAT.md`), used by `marsadm` and by scripts.
+//! - [`view`]: what `marsadm view` prints.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod control;
+pub mod daemon;
+pub mod runtime;
+pub mod view;

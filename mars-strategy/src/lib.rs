@@ -11,6 +11,8 @@
 //! - [`MetaNode`]: propagation that scales. Resource keys travel only among the resource's
 //!   members; global keys by bounded-fanout anti-entropy (digest, then only the differences)
 //!   plus an immediate rumour push; cluster uuid checked on every message.
+//! - [`strategy`]: the pure `derive(snapshot, facts) -> actions` per resource, and the
+//!   state `marsadm view` shows for each replica.
 //! - Membership operations (create/join/leave/merge-cluster) on [`MetaNode`].
 //! - Shells with IO: [`disk`] (redb persistence, one transaction per logical update) and
 //!   [`net`] (the real transport over mars-net and a node runner), and [`sim`], thousands of nodes in one process.
@@ -40,6 +42,7 @@ pub mod node;
 pub mod proto;
 pub mod sim;
 pub mod store;
+pub mod strategy;
 pub mod transport;
 pub mod views;
 

@@ -37,6 +37,19 @@ pub struct NetTransport {
     pub dropped: u64,
 }
 
+/// The mars-net settings of node `me` in the cluster of `secret`: the same for the metadata
+/// channel and for the daemon's fetch and sync clients.
+pub fn net_config(me: &str, secret: &[u8]) -> Result<NetConfig> {
+    let id = net_cluster_id(secret);
+    let secret = Secret::new(secret).map_err(|e| Error::Io {
+        context: "the cluster secret".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut cfg = NetConfig::new(id, me, secret);
+    cfg.handshake_timeout = Duration::from_secs(1);
+    Ok(cfg)
+}
+
 /// The transport-level cluster id: derived from the secret (the metadata cluster uuid is
 /// checked on every message by [`MetaNode`]; a joining node does not know it yet).
 fn net_cluster_id(secret: &[u8]) -> ClusterId {
@@ -49,19 +62,24 @@ fn net_cluster_id(secret: &[u8]) -> ClusterId {
 impl NetTransport {
     /// Listen on `listen` as node `me`, authenticating peers with `secret`.
     pub fn start(listen: &str, me: &str, secret: &[u8]) -> Result<NetTransport> {
+        NetTransport::start_with(listen, me, secret, mars_net::Handlers::new())
+    }
+
+    /// [`NetTransport::start`] on a listener that also serves the channels of `others` (the
+    /// daemon's log and device server: one TCP listener per node).
+    pub fn start_with(
+        listen: &str,
+        me: &str,
+        secret: &[u8],
+        others: mars_net::Handlers,
+    ) -> Result<NetTransport> {
         let net_err = |e: mars_net::NetError| Error::Io {
-            context: format!("metadata transport on {listen}"),
+            context: format!("listening on {listen}"),
             source: std::io::Error::other(e.to_string()),
         };
-        let mut cfg = NetConfig::new(
-            net_cluster_id(secret),
-            me,
-            Secret::new(secret).map_err(net_err)?,
-        );
-        cfg.handshake_timeout = Duration::from_secs(1);
+        let cfg = net_config(me, secret)?;
         let (tx, inbox) = crossbeam_channel::bounded::<Envelope>(65536);
-        let handlers = mars_net::Handlers::new()
-            .on(ChannelKind::Meta, move |conn: Connection| serve(conn, &tx));
+        let handlers = others.on(ChannelKind::Meta, move |conn: Connection| serve(conn, &tx));
         let listener = mars_net::Node::listen(listen, cfg.clone(), handlers).map_err(net_err)?;
         Ok(NetTransport {
             cfg,
@@ -81,6 +99,24 @@ impl NetTransport {
     /// Incoming messages.
     pub fn inbox(&self) -> &Receiver<Envelope> {
         &self.inbox
+    }
+
+    /// Whether a metadata connection to `name` is open now.
+    pub fn connected(&self, name: &str) -> bool {
+        self.peers
+            .get(name)
+            .and_then(|p| p.sender.as_ref())
+            .is_some_and(|s| !s.is_closed())
+    }
+
+    /// The transport settings (for other channels to the same peers).
+    pub fn config(&self) -> &NetConfig {
+        &self.cfg
+    }
+
+    /// Where node `name` listens, as learnt from `ips/ip-<name>`.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.addrs.get(name).copied()
     }
 
     /// Where node `name` listens (from `ips/ip-<name>`).
@@ -188,12 +224,24 @@ impl Runner {
         secret: &[u8],
         tick: Duration,
     ) -> Result<Runner> {
+        Runner::open_with(dir, me, listen, secret, tick, mars_net::Handlers::new())
+    }
+
+    /// [`Runner::open`] whose listener also serves the channels of `others`.
+    pub fn open_with(
+        dir: &Path,
+        me: &str,
+        listen: &str,
+        secret: &[u8],
+        tick: Duration,
+        others: mars_net::Handlers,
+    ) -> Result<Runner> {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let (disk, store) = DiskStore::open(&dir.join("meta.redb"), me, ClockSource::System)?;
         let seed = crate::names::fnv64(me.as_bytes()) ^ std::process::id() as u64;
         let node = MetaNode::new(store, PropConfig::default(), seed);
-        let net = NetTransport::start(listen, me, secret)?;
+        let net = NetTransport::start_with(listen, me, secret, others)?;
         let mut r = Runner {
             node,
             disk,
@@ -233,6 +281,19 @@ impl Runner {
                     self.net.set_addr(&name, a);
                 }
             }
+        }
+    }
+
+    /// The transport (read access).
+    pub fn net(&self) -> &NetTransport {
+        &self.net
+    }
+
+    /// Run the propagation tick if it is due.
+    pub fn tick_if_due(&mut self) {
+        if Instant::now() >= self.next_tick {
+            self.node.tick();
+            self.next_tick = Instant::now() + self.tick;
         }
     }
 

@@ -17,4 +17,5 @@ pub mod log;
 pub mod logger;
 pub mod nbd;
 pub mod remote;
+pub mod replica;
 pub mod sio;

@@ -70,6 +70,7 @@ pub(crate) fn serve(
         Err(e) => return Err(e),
     };
     tracing::debug!(export = %neg.export.name, structured = neg.structured, "nbd: transmission");
+    let _client = ClientGuard::new(&neg.export.clients);
 
     let slots = max_inflight.max(1);
     let (free_tx, free_rx) = crossbeam_channel::bounded(slots);
@@ -253,5 +254,21 @@ impl Transmit<'_> {
                 }
             }
         }
+    }
+}
+
+/// Counts a connection in transmission on its export for as long as it lives.
+struct ClientGuard(Arc<std::sync::atomic::AtomicU64>);
+
+impl ClientGuard {
+    fn new(c: &Arc<std::sync::atomic::AtomicU64>) -> ClientGuard {
+        c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ClientGuard(c.clone())
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -21,6 +21,9 @@ pub struct Export {
     pub(crate) output: Arc<dyn Output>,
     pub(crate) read_only: bool,
     pub(crate) multi_conn: bool,
+    /// Connections in transmission on this export now (shared by its clones, so one counter
+    /// covers an export served on several listeners).
+    pub(crate) clients: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Export {
@@ -46,7 +49,14 @@ impl Export {
             output,
             read_only: false,
             multi_conn: false,
+            clients: Arc::default(),
         })
+    }
+
+    /// The number of clients in transmission on this export (and its clones) now: the
+    /// daemon's `open-count`, which keeps a primary from handing over under a client.
+    pub fn client_count(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.clients.clone()
     }
 
     /// Refuse writes (`NBD_FLAG_READ_ONLY`; writes get `EPERM`).

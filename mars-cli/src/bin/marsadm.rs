@@ -1,0 +1,367 @@
+//! `marsadm`: the admin tool. It talks only to the local `marsd` (DIR/marsd.sock).
+//! Exit codes: 0 done, 1 refused or failed (the message says why and what to do), 2 usage.
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use mars_cli::control::{call, Outcome, Request, Response};
+use mars_cli::view::{render, NodeStatus, ReplicaStatus};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Administer the local MARS node (via its marsd).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The mars directory of the local marsd.
+    #[arg(long, env = "MARS_DIR", default_value = "/var/lib/mars", global = true)]
+    mars_dir: PathBuf,
+    /// Print the daemon's responses as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    /// How long waiting commands wait (seconds).
+    #[arg(long, default_value_t = 60.0, global = true)]
+    timeout: f64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start a new cluster with this node.
+    CreateCluster,
+    /// Join the cluster of the node at HOST:PORT (same secret).
+    JoinCluster { peer: String },
+    /// Leave the cluster (refused while this node holds resource data).
+    LeaveCluster,
+    /// Create resource RES on device DEV; this node becomes its primary.
+    CreateResource {
+        res: String,
+        dev: String,
+        /// Size (bytes, or with K/M/G/T); default: the device's size.
+        #[arg(long)]
+        size: Option<String>,
+    },
+    /// Join resource RES with device DEV (full sync, then fetch + replay).
+    JoinResource { res: String, dev: String },
+    /// Leave resource RES (after `down`).
+    LeaveResource { res: String },
+    /// Delete resource RES (after every member left).
+    DeleteResource { res: String },
+    /// Attach the local disk of RES.
+    Attach { res: String },
+    /// Detach the local disk of RES.
+    Detach { res: String },
+    /// Attach, fetch, sync and replay RES.
+    Up { res: String },
+    /// Stop everything of RES here and wait until it is detached.
+    Down { res: String },
+    /// Make this node the primary of RES (planned handover: waits, loses nothing).
+    Primary { res: String },
+    /// Give up the primary role of RES.
+    Secondary { res: String },
+    /// Pause the full sync of RES.
+    PauseSync { res: String },
+    /// Resume the full sync of RES.
+    ResumeSync { res: String },
+    /// Pause fetching logs of RES.
+    PauseFetch { res: String },
+    /// Resume fetching logs of RES.
+    ResumeFetch { res: String },
+    /// Pause replaying logs of RES.
+    PauseReplay { res: String },
+    /// Resume replaying logs of RES.
+    ResumeReplay { res: String },
+    /// Start a new log file of RES (on its primary).
+    LogRotate { res: String },
+    /// Delete the logs of RES that no member needs any more.
+    LogDelete { res: String },
+    /// log-rotate and log-delete for every resource here.
+    Cron,
+    /// Wait until every node of the cluster is connected.
+    WaitCluster,
+    /// Wait until RES reaches a state here.
+    WaitResource {
+        res: String,
+        #[arg(value_parser = ["is-primary", "is-secondary", "is-uptodate"])]
+        cond: String,
+    },
+    /// Show the state of the resources (all replicas).
+    View { res: Option<String> },
+    /// Show the disk state of RES here.
+    ViewDiskstate { res: String },
+    /// Show the replication state of RES here.
+    ViewReplstate { res: String },
+    /// Show the flags of RES here.
+    ViewFlags { res: String },
+    /// Show the role of RES here.
+    ViewRole { res: String },
+    /// Show the designated primary of RES.
+    ViewPrimarynode { res: String },
+    /// Print a metadata key's value.
+    GetLink { key: String },
+    /// Write a metadata key (expert use).
+    SetLink { key: String, value: String },
+    /// List metadata keys under a prefix.
+    LowlevelLs { prefix: Option<String> },
+}
+
+fn parse_size(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        Some('T' | 't') => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--size {s}: expected bytes or a number with K, M, G or T"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow::anyhow!("--size {s} is too large"))
+}
+
+struct Adm {
+    sock: PathBuf,
+    json: bool,
+    timeout: Duration,
+}
+
+impl Adm {
+    fn call(&self, r: Request) -> Result<Response> {
+        call(&self.sock, r)
+    }
+
+    /// Send a command and print its answer; refused or failed → error (exit 1).
+    fn run(&self, r: Request) -> Result<Response> {
+        let resp = self.call(r)?;
+        if self.json {
+            println!("{}", serde_json::to_string(&resp)?);
+        } else if !resp.message.is_empty() && resp.status == Outcome::Ok {
+            println!("{}", resp.message);
+        }
+        match resp.status {
+            Outcome::Ok => Ok(resp),
+            _ => bail!("{}", resp.message),
+        }
+    }
+
+    fn status(&self, res: Option<&str>) -> Result<NodeStatus> {
+        let resp = self.call(Request::Status {
+            res: res.map(str::to_string),
+        })?;
+        if resp.status != Outcome::Ok {
+            bail!("{}", resp.message);
+        }
+        Ok(serde_json::from_value(resp.data)?)
+    }
+
+    fn mine(&self, res: &str) -> Result<(NodeStatus, Option<ReplicaStatus>)> {
+        let s = self.status(Some(res))?;
+        let Some(r) = s.resources.iter().find(|r| r.name == res) else {
+            bail!("no resource {res} in this cluster (`marsadm view` lists them)");
+        };
+        let m = r.replicas.iter().find(|m| m.host == s.node).cloned();
+        Ok((s, m))
+    }
+
+    /// Poll until `done` says yes; print `progress` lines when they change.
+    fn wait(&self, what: &str, mut done: impl FnMut(&Adm) -> Result<(bool, String)>) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        let mut last = String::new();
+        loop {
+            let (ok, progress) = done(self)?;
+            if ok {
+                return Ok(());
+            }
+            if progress != last && !self.json {
+                eprintln!("  {progress}");
+                last = progress.clone();
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "timed out after {:?} waiting for {what}; last state: {last}",
+                    self.timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn switch(&self, res: &str, switch: &str, on: bool) -> Result<()> {
+        self.run(Request::Switch {
+            res: res.into(),
+            switch: switch.into(),
+            on,
+        })
+        .map(drop)
+    }
+
+    fn field(&self, res: &str, f: impl Fn(&ReplicaStatus) -> String) -> Result<()> {
+        let (_, m) = self.mine(res)?;
+        match m {
+            Some(m) => println!("{}", f(&m)),
+            None => println!("NotJoined"),
+        }
+        Ok(())
+    }
+}
+
+fn describe(m: &Option<ReplicaStatus>) -> String {
+    match m {
+        None => "not a member".into(),
+        Some(m) => format!(
+            "{} {} {} {}{}",
+            m.disk,
+            m.repl,
+            m.flags,
+            m.role,
+            m.msg.as_ref().map(|x| format!(": {x}")).unwrap_or_default()
+        ),
+    }
+}
+
+fn main() {
+    let a = Args::parse();
+    let adm = Adm {
+        sock: Path::new(&a.mars_dir).join("marsd.sock"),
+        json: a.json,
+        timeout: Duration::from_secs_f64(a.timeout.max(0.0)),
+    };
+    if let Err(e) = run(&adm, a.cmd) {
+        eprintln!("marsadm: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::CreateCluster => adm.run(Request::CreateCluster).map(drop),
+        Cmd::JoinCluster { peer } => {
+            adm.run(Request::JoinCluster { peer })?;
+            adm.wait("the cluster to welcome this node", |a| {
+                let s = a.status(None)?;
+                Ok((
+                    s.cluster.is_some(),
+                    "waiting for the cluster's answer".into(),
+                ))
+            })?;
+            println!("joined");
+            Ok(())
+        }
+        Cmd::LeaveCluster => adm.run(Request::LeaveCluster).map(drop),
+        Cmd::CreateResource { res, dev, size } => {
+            let size = size.as_deref().map(parse_size).transpose()?;
+            adm.run(Request::CreateResource { res, dev, size })
+                .map(drop)
+        }
+        Cmd::JoinResource { res, dev } => {
+            adm.run(Request::JoinResource {
+                res: res.clone(),
+                dev,
+            })?;
+            adm.wait("the resource's metadata", |a| {
+                let (_, m) = a.mine(&res)?;
+                Ok((m.as_ref().is_some_and(|m| m.replay.is_some()), describe(&m)))
+            })
+        }
+        Cmd::LeaveResource { res } => adm.run(Request::LeaveResource { res }).map(drop),
+        Cmd::DeleteResource { res } => adm.run(Request::DeleteResource { res }).map(drop),
+        Cmd::Attach { res } => adm.switch(&res, "attach", true),
+        Cmd::Detach { res } => adm.switch(&res, "attach", false),
+        Cmd::Up { res } => adm.switch(&res, "all", true),
+        Cmd::Down { res } => {
+            adm.switch(&res, "all", false)?;
+            adm.wait("the resource to detach", |a| {
+                let (_, m) = a.mine(&res)?;
+                Ok((
+                    m.as_ref().is_none_or(|m| m.disk == "Detached"),
+                    describe(&m),
+                ))
+            })
+        }
+        Cmd::Primary { res } => {
+            adm.run(Request::Primary { res: res.clone() })?;
+            adm.wait("this node to become primary", |a| {
+                let (_, m) = a.mine(&res)?;
+                Ok((
+                    m.as_ref().is_some_and(|m| m.role == "Primary"),
+                    describe(&m),
+                ))
+            })?;
+            println!("{res}: primary here");
+            Ok(())
+        }
+        Cmd::Secondary { res } => adm.run(Request::Secondary { res }).map(drop),
+        Cmd::PauseSync { res } => adm.switch(&res, "sync", false),
+        Cmd::ResumeSync { res } => adm.switch(&res, "sync", true),
+        Cmd::PauseFetch { res } => adm.switch(&res, "connect", false),
+        Cmd::ResumeFetch { res } => adm.switch(&res, "connect", true),
+        Cmd::PauseReplay { res } => adm.switch(&res, "allow-replay", false),
+        Cmd::ResumeReplay { res } => adm.switch(&res, "allow-replay", true),
+        Cmd::LogRotate { res } => adm.run(Request::LogRotate { res }).map(drop),
+        Cmd::LogDelete { res } => adm.run(Request::LogDelete { res }).map(drop),
+        Cmd::Cron => adm.run(Request::Cron).map(drop),
+        Cmd::WaitCluster => adm.wait("every node of the cluster", |a| {
+            let s = a.status(None)?;
+            let down: Vec<String> = s
+                .peers
+                .iter()
+                .filter(|p| !p.connected)
+                .map(|p| p.name.clone())
+                .collect();
+            Ok((
+                s.cluster.is_some() && down.is_empty(),
+                format!("not connected: {down:?}"),
+            ))
+        }),
+        Cmd::WaitResource { res, cond } => adm.wait(&format!("{res} {cond}"), |a| {
+            let (_, m) = a.mine(&res)?;
+            let ok = m.as_ref().is_some_and(|m| match cond.as_str() {
+                "is-primary" => m.role == "Primary",
+                "is-secondary" => m.role == "Secondary",
+                _ => m.up_to_date,
+            });
+            Ok((ok, describe(&m)))
+        }),
+        Cmd::View { res } => {
+            let s = adm.status(res.as_deref())?;
+            if adm.json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", render(&s));
+            }
+            Ok(())
+        }
+        Cmd::ViewDiskstate { res } => adm.field(&res, |m| m.disk.clone()),
+        Cmd::ViewReplstate { res } => adm.field(&res, |m| m.repl.clone()),
+        Cmd::ViewFlags { res } => adm.field(&res, |m| m.flags.clone()),
+        Cmd::ViewRole { res } => adm.field(&res, |m| m.role.clone()),
+        Cmd::ViewPrimarynode { res } => {
+            let s = adm.status(Some(&res))?;
+            let p = s
+                .resources
+                .iter()
+                .find(|r| r.name == res)
+                .and_then(|r| r.primary.clone());
+            println!("{}", p.unwrap_or_else(|| "(none)".into()));
+            Ok(())
+        }
+        Cmd::GetLink { key } => {
+            let r = adm.call(Request::GetLink { key })?;
+            if r.status != Outcome::Ok {
+                bail!("{}", r.message);
+            }
+            println!("{}", r.message);
+            Ok(())
+        }
+        Cmd::SetLink { key, value } => adm.run(Request::SetLink { key, value }).map(drop),
+        Cmd::LowlevelLs { prefix } => {
+            let r = adm.call(Request::Ls {
+                prefix: prefix.unwrap_or_default(),
+            })?;
+            println!("{}", r.message);
+            Ok(())
+        }
+    }
+}

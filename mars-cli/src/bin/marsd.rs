@@ -1,0 +1,68 @@
+//! `marsd`: the MARS node daemon. See `mars_cli::daemon`.
+
+// The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// MARS node daemon: replicates the resources of this node (primary: log + NBD export;
+/// secondary: fetch + replay). Everything lives under --mars-dir; restarted, it resumes.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// The mars directory: metadata store, logs, control socket (marsd.sock), NBD sockets.
+    #[arg(long, env = "MARS_DIR", default_value = "/var/lib/mars")]
+    mars_dir: PathBuf,
+    /// Address to listen on for peers (metadata, log fetch, sync), e.g. 10.0.0.1:7777.
+    #[arg(long)]
+    listen: String,
+    /// This node's name (letters, digits, '.', '_', '-').
+    #[arg(long)]
+    node: String,
+    /// File holding the cluster secret (at least 16 bytes; the same on every node).
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// Also export each primary resource R over NBD on TCP here, with export name R.
+    #[arg(long)]
+    nbd_listen: Option<String>,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("marsd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(a: Args) -> Result<()> {
+    let mut secret = std::fs::read(&a.secret_file)
+        .with_context(|| format!("reading the secret file {}", a.secret_file.display()))?;
+    while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        secret.pop();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let d = mars_cli::daemon::Daemon::open(mars_cli::daemon::Options {
+        dir: a.mars_dir,
+        listen: a.listen,
+        node: a.node,
+        secret,
+        nbd_listen: a.nbd_listen,
+    })?;
+    println!("marsd listening on {}", d.local_addr());
+    d.run(&stop)
+}

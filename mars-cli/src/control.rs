@@ -1,0 +1,265 @@
+//! The control protocol between `marsadm` (or any script) and the local `marsd`, over the
+//! Unix socket `DIR/marsd.sock`: one JSON object per line each way, request then response,
+//! several requests per connection allowed. Documented in `FORMAT.md` next to this file.
+
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+/// Longest request or response line accepted (checked before the line is buffered whole).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// A request: `{"version":1,"cmd":"<name>", ...arguments}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Protocol version of the sender.
+    pub version: u32,
+    /// The request.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// The commands (`cmd` field; arguments as fields beside it).
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    CreateCluster,
+    JoinCluster {
+        peer: String,
+    },
+    LeaveCluster,
+    CreateResource {
+        res: String,
+        dev: String,
+        size: Option<u64>,
+    },
+    JoinResource {
+        res: String,
+        dev: String,
+    },
+    LeaveResource {
+        res: String,
+    },
+    DeleteResource {
+        res: String,
+    },
+    /// Set `todo-<me>/<switch>` (attach, connect, sync, allow-replay) of a resource.
+    Switch {
+        res: String,
+        switch: String,
+        on: bool,
+    },
+    Primary {
+        res: String,
+    },
+    Secondary {
+        res: String,
+    },
+    LogRotate {
+        res: String,
+    },
+    LogDelete {
+        res: String,
+    },
+    Cron,
+    Status {
+        res: Option<String>,
+    },
+    GetLink {
+        key: String,
+    },
+    SetLink {
+        key: String,
+        value: String,
+    },
+    Ls {
+        prefix: String,
+    },
+}
+
+/// How a request ended (`status` field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Done.
+    Ok,
+    /// Refused: a precondition failed (the message says which and what to do). Exit code 1.
+    Refused,
+    /// The request could not be understood (bad JSON, unknown command, newer version).
+    BadRequest,
+    /// Something failed while doing it. Exit code 1.
+    Failed,
+}
+
+/// A response: `{"version":1,"status":"ok","message":"...","data":...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version of the daemon.
+    pub version: u32,
+    /// How it ended.
+    pub status: Outcome,
+    /// For people: what happened, or what is wrong and what to do.
+    pub message: String,
+    /// For machines: command-specific (status, link values).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub data: serde_json::Value,
+}
+
+impl Response {
+    /// Done.
+    pub fn ok(message: impl Into<String>) -> Response {
+        Response::with(Outcome::Ok, message)
+    }
+    /// Refused.
+    pub fn refused(message: impl Into<String>) -> Response {
+        Response::with(Outcome::Refused, message)
+    }
+    /// Failed.
+    pub fn failed(message: impl Into<String>) -> Response {
+        Response::with(Outcome::Failed, message)
+    }
+    /// Not understood.
+    pub fn bad(message: impl Into<String>) -> Response {
+        Response::with(Outcome::BadRequest, message)
+    }
+    fn with(status: Outcome, message: impl Into<String>) -> Response {
+        Response {
+            version: VERSION,
+            status,
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+    /// Attach data.
+    pub fn data(mut self, data: serde_json::Value) -> Response {
+        self.data = data;
+        self
+    }
+}
+
+/// Read one line of at most [`MAX_LINE`] bytes. `Ok(None)` at a clean end of stream.
+pub fn read_line<R: BufRead>(r: &mut R) -> std::io::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let n = std::io::Read::take(&mut *r, MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        let what = if buf.len() > MAX_LINE {
+            format!("line longer than {MAX_LINE} bytes")
+        } else {
+            "truncated line (no newline before the end of the stream)".to_string()
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+    }
+    buf.pop();
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "line is not UTF-8"))
+}
+
+/// Parse a request line into a request or the response that refuses it.
+pub fn parse_request(line: &str) -> Result<Request, Response> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| Response::bad(format!("not JSON: {e}")))?;
+    let version = v.get("version").and_then(|x| x.as_u64());
+    match version {
+        Some(x) if x == u64::from(VERSION) => {}
+        Some(x) => {
+            return Err(Response::bad(format!(
+                "protocol version {x} is not supported (this marsd speaks {VERSION}): use the marsadm of the same release"
+            )))
+        }
+        None => return Err(Response::bad("missing \"version\" field")),
+    }
+    serde_json::from_value::<Envelope>(v)
+        .map(|e| e.request)
+        .map_err(|e| Response::bad(format!("not a valid request: {e}")))
+}
+
+/// Write one JSON line.
+pub fn write_line<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<()> {
+    let mut s = serde_json::to_string(msg).map_err(std::io::Error::other)?;
+    s.push('\n');
+    w.write_all(s.as_bytes())?;
+    w.flush()
+}
+
+/// Send one request to the daemon at `sock` and read its response.
+pub fn call(sock: &std::path::Path, request: Request) -> anyhow::Result<Response> {
+    use anyhow::Context;
+    let s = std::os::unix::net::UnixStream::connect(sock).with_context(|| {
+        format!(
+            "cannot reach marsd at {} (is it running for this --mars-dir? start it with `marsd --mars-dir ...`)",
+            sock.display()
+        )
+    })?;
+    let mut w = s.try_clone()?;
+    write_line(
+        &mut w,
+        &Envelope {
+            version: VERSION,
+            request,
+        },
+    )?;
+    let mut r = std::io::BufReader::new(s);
+    let line = read_line(&mut r)?.context("marsd closed the connection without answering")?;
+    serde_json::from_str(&line).context("marsd sent a response that is not valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_roundtrip_and_bad_ones_are_refused() {
+        let e = Envelope {
+            version: VERSION,
+            request: Request::CreateResource {
+                res: "r0".into(),
+                dev: "/d".into(),
+                size: Some(4096),
+            },
+        };
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            line,
+            r#"{"version":1,"cmd":"create-resource","res":"r0","dev":"/d","size":4096}"#
+        );
+        assert_eq!(parse_request(&line).unwrap(), e.request);
+        for (bad, why) in [
+            ("{", "not JSON"),
+            (r#"{"cmd":"cron"}"#, "missing \"version\""),
+            (r#"{"version":9,"cmd":"cron"}"#, "version 9"),
+            (
+                r#"{"version":1,"cmd":"format-disk"}"#,
+                "not a valid request",
+            ),
+            (
+                r#"{"version":1,"cmd":"join-resource","res":"r0"}"#,
+                "not a valid request",
+            ),
+        ] {
+            let r = parse_request(bad).unwrap_err();
+            assert_eq!(r.status, Outcome::BadRequest);
+            assert!(r.message.contains(why), "{bad}: {}", r.message);
+        }
+    }
+
+    #[test]
+    fn lines_are_bounded_and_must_be_complete() {
+        let mut r = std::io::Cursor::new(b"abc\ndef".to_vec());
+        assert_eq!(read_line(&mut r).unwrap().as_deref(), Some("abc"));
+        let e = read_line(&mut r).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let long = vec![b'x'; MAX_LINE + 10];
+        let e = read_line(&mut std::io::Cursor::new(long)).unwrap_err();
+        assert!(e.to_string().contains("longer"), "{e}");
+        assert_eq!(
+            read_line(&mut std::io::Cursor::new(Vec::new())).unwrap(),
+            None
+        );
+    }
+}

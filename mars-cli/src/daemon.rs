@@ -1,0 +1,884 @@
+//! `marsd`: one owner thread holds the node's state. It loops: wait for an event (metadata
+//! message, control request, tick), apply it, then for every resource derive the actions
+//! from the metadata and the local facts and execute them; the changes of one round are
+//! persisted in one transaction and propagated.
+
+use crate::control::{self, Request, Response};
+use crate::runtime::{Env, LinkWrite, ResourceRt};
+use crate::view::{NodeStatus, PeerStatus, ReplicaStatus, ResourceStatus};
+use anyhow::{bail, Context, Result};
+use brick_core::TimeSource;
+use crossbeam_channel::{Receiver, Sender};
+use mars_net::ChannelKind;
+use mars_strategy::names::check_node;
+use mars_strategy::net::Runner;
+use mars_strategy::strategy::{derive, replica_state, Action, Snapshot};
+use mars_strategy::views::{LogName, ReplayLink, Switch};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use xio::nbd::{NbdServer, ServerConfig};
+use xio::remote::Exports;
+
+/// How often the owner thread wakes without events.
+const ROUND: Duration = Duration::from_millis(100);
+/// Smallest resource accepted (upstream: more than 64 KiB).
+const MIN_SIZE: u64 = 64 << 10;
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The mars directory: metadata, logs, sockets.
+    pub dir: PathBuf,
+    /// Where the node listens for peers.
+    pub listen: String,
+    /// The node's name.
+    pub node: String,
+    /// The cluster secret.
+    pub secret: Vec<u8>,
+    /// Also export primaries' devices over NBD on TCP here.
+    pub nbd_listen: Option<String>,
+}
+
+type ControlMsg = (Request, Sender<Response>);
+
+/// The running node.
+pub struct Daemon {
+    opts: Options,
+    _lock: File,
+    runner: Runner,
+    exports: Exports,
+    tcp_nbd: Option<Arc<NbdServer>>,
+    rts: BTreeMap<String, ResourceRt>,
+    control: Receiver<ControlMsg>,
+    sock: PathBuf,
+}
+
+/// Take the directory's lock: one marsd per DIR.
+fn lock_dir(dir: &Path) -> Result<File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the mars directory {}", dir.display()))?;
+    let path = dir.join("marsd.lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another marsd already runs on {} (it holds {}): stop it first, or give this one another --mars-dir",
+            dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+impl Daemon {
+    /// Lock DIR, open the metadata store, listen for peers and on the control socket.
+    pub fn open(opts: Options) -> Result<Daemon> {
+        let lock = lock_dir(&opts.dir)?;
+        check_node(&opts.node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
+        let exports = Exports::new(Some(opts.dir.clone()));
+        let mut runner = Runner::open_with(
+            &opts.dir,
+            &opts.node,
+            &opts.listen,
+            &opts.secret,
+            Duration::from_millis(500),
+            exports.handlers(),
+        )
+        .with_context(|| format!("starting node {} on {}", opts.node, opts.listen))?;
+        let addr = runner.local_addr().to_string();
+        if runner.node().cluster().is_some() {
+            let key = format!("ips/ip-{}", opts.node);
+            if runner.node().store().get(&key) != Some(addr.as_str()) {
+                runner.node_mut().set(&key, &addr)?;
+            }
+        }
+        runner.commit()?;
+        let tcp_nbd = match &opts.nbd_listen {
+            Some(a) => {
+                let s = Arc::new(NbdServer::new(ServerConfig::default()));
+                s.listen_tcp(a.as_str())
+                    .with_context(|| format!("--nbd-listen {a}"))?;
+                Some(s)
+            }
+            None => None,
+        };
+        let sock = opts.dir.join("marsd.sock");
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock)
+            .with_context(|| format!("binding the control socket {}", sock.display()))?;
+        let (tx, control) = crossbeam_channel::unbounded();
+        std::thread::Builder::new()
+            .name("marsd-control".into())
+            .spawn(move || accept_control(listener, tx))?;
+        tracing::info!(node = %opts.node, %addr, dir = %opts.dir.display(), "marsd ready");
+        Ok(Daemon {
+            opts,
+            _lock: lock,
+            runner,
+            exports,
+            tcp_nbd,
+            rts: BTreeMap::new(),
+            control,
+            sock,
+        })
+    }
+
+    /// Where the node listens for peers.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.runner.local_addr()
+    }
+
+    /// Run until `stop` is set.
+    pub fn run(mut self, stop: &AtomicBool) -> Result<()> {
+        let inbox = self.runner.net().inbox().clone();
+        while !stop.load(Ordering::Acquire) {
+            crossbeam_channel::select! {
+                recv(inbox) -> m => if let Ok(env) = m { self.runner.node_mut().handle(env) },
+                recv(self.control) -> c => if let Ok((req, reply)) = c {
+                    let r = self.handle(req);
+                    let _ = reply.send(r);
+                },
+                default(ROUND) => {},
+            }
+            // Drain what else queued up before deriving once.
+            while let Ok(env) = inbox.try_recv() {
+                self.runner.node_mut().handle(env);
+            }
+            self.runner.tick_if_due();
+            self.round();
+            if let Err(e) = self.runner.commit() {
+                tracing::error!("persisting metadata: {e}");
+            }
+        }
+        tracing::info!("marsd stopping");
+        for rt in self.rts.values_mut() {
+            rt.shutdown();
+        }
+        let _ = self.runner.commit();
+        let _ = std::fs::remove_file(&self.sock);
+        Ok(())
+    }
+
+    fn me(&self) -> String {
+        self.opts.node.clone()
+    }
+
+    fn write(&mut self, key: &str, value: Option<&str>) {
+        let node = self.runner.node_mut();
+        let r = match value {
+            Some(v) if node.store().get(key) == Some(v) => Ok(()),
+            Some(v) => node.set(key, v),
+            None if node.store().get(key).is_none() => Ok(()),
+            None => node.delete(key),
+        };
+        if let Err(e) = r {
+            tracing::warn!("writing {key}: {e}");
+        }
+    }
+
+    fn apply(&mut self, res: &str, links: Vec<LinkWrite>) {
+        for (k, v) in links {
+            self.write(&format!("resource-{res}/{k}"), v.as_deref());
+        }
+    }
+
+    /// One round of derive-and-execute over every resource this node is (or was) part of.
+    fn round(&mut self) {
+        let me = self.me();
+        let store = self.runner.node().store();
+        let mut names: BTreeSet<String> = store
+            .resources()
+            .iter()
+            .filter(|r| store.get(&format!("resource-{r}/data-{me}")).is_some())
+            .map(|r| r.to_string())
+            .collect();
+        names.extend(self.rts.keys().cloned());
+        let addrs: HashMap<String, SocketAddr> = store
+            .list("ips/ip-")
+            .into_iter()
+            .filter_map(|(k, v)| Some((k["ips/ip-".len()..].to_string(), v.parse().ok()?)))
+            .collect();
+        let net = self.runner.net().config().clone();
+        for res in names {
+            self.complete_join(&res);
+            let now = brick_core::SystemTimeSource.now_ns();
+            let mut rt = self
+                .rts
+                .remove(&res)
+                .unwrap_or_else(|| ResourceRt::new(&self.opts.dir, &res));
+            let links = rt.poll(&me, now);
+            self.apply(&res, links);
+            let snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
+            let facts = rt.facts(&snap, now);
+            let actions = derive(&snap, &facts);
+            let addr = |h: &str| addrs.get(h).copied();
+            let env = Env {
+                me: &me,
+                dir: &self.opts.dir,
+                net: &net,
+                addr: &addr,
+                exports: &self.exports,
+                tcp_nbd: self.tcp_nbd.as_ref(),
+                now,
+            };
+            let mut links = Vec::new();
+            for a in &actions {
+                tracing::debug!(%res, "action: {a}");
+                links.extend(rt.execute(a, &snap, &env));
+            }
+            let reported = actions.iter().any(|a| matches!(a, Action::Report { .. }));
+            links.extend(rt.end_round(&me, reported));
+            self.apply(&res, links);
+            if !(snap.mine().is_none() && rt.is_idle()) {
+                self.rts.insert(res, rt);
+            }
+        }
+    }
+
+    /// A joined member without a replay link starts at the primary's current log (its full
+    /// sync covers everything before), with the primary's version link of the log before it
+    /// as the start of its own chain (upstream's join-resource).
+    fn complete_join(&mut self, res: &str) {
+        let me = self.me();
+        let snap = Snapshot::from_store(self.runner.node().store(), res, &me);
+        let Some(m) = snap.mine() else { return };
+        if m.replay.is_some() || snap.designated_me() {
+            return;
+        }
+        let Some(p) = snap.primary.clone() else {
+            return;
+        };
+        let Some(link) = snap.members.get(&p).and_then(|x| x.replay.clone()) else {
+            return;
+        };
+        let start = ReplayLink {
+            log: link.log.clone(),
+            pos: 0,
+            len: 0,
+        };
+        let seq = link.log.seq;
+        let prev = snap
+            .versions
+            .keys()
+            .find(|(q, _)| *q + 1 == seq)
+            .and_then(|(q, h)| snap.version_value(*q, h).map(|v| (*q, v.to_string())));
+        if let Some((q, v)) = prev {
+            self.write(&format!("resource-{res}/version-{q:09}-{me}"), Some(&v));
+        }
+        self.write(&format!("resource-{res}/syncstatus-{me}"), Some("0"));
+        self.write(
+            &format!("resource-{res}/replay-{me}"),
+            Some(&start.to_string()),
+        );
+        tracing::info!(%res, "joined: full sync from {p}, then replay from {start}");
+    }
+
+    fn handle(&mut self, req: Request) -> Response {
+        let r = match req {
+            Request::Status { res } => {
+                return Response::ok("status")
+                    .data(serde_json::to_value(self.status(res.as_deref())).unwrap_or_default())
+            }
+            other => self.command(other),
+        };
+        // Make what the command wrote durable and propagated before answering.
+        if let Err(e) = self.runner.commit() {
+            return Response::failed(format!(
+                "the command's metadata could not be persisted: {e}"
+            ));
+        }
+        r
+    }
+
+    fn in_cluster(&self) -> Result<(), Response> {
+        match self.runner.node().cluster() {
+            Some(_) => Ok(()),
+            None => Err(Response::refused(format!(
+                "node {} is not in a cluster: run `marsadm create-cluster` (first node) or `marsadm join-cluster HOST:PORT`",
+                self.opts.node
+            ))),
+        }
+    }
+
+    fn snapshot(&self, res: &str) -> Snapshot {
+        Snapshot::from_store(self.runner.node().store(), res, &self.opts.node)
+    }
+
+    fn known(&self, res: &str) -> Result<Snapshot, Response> {
+        self.in_cluster()?;
+        if self
+            .runner
+            .node()
+            .store()
+            .get(&format!("resources/{res}"))
+            .is_none()
+        {
+            return Err(Response::refused(format!(
+                "no resource {res} in this cluster: `marsadm view` lists the resources, `marsadm create-resource {res} DEV` makes one"
+            )));
+        }
+        Ok(self.snapshot(res))
+    }
+
+    fn member(&self, res: &str) -> Result<Snapshot, Response> {
+        let s = self.known(res)?;
+        if s.mine().is_none() {
+            return Err(Response::refused(format!(
+                "node {} is not a member of {res}: run `marsadm join-resource {res} DEV` first",
+                self.opts.node
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Check a device for a new member: it exists, is big enough, and no other resource of
+    /// this node uses it. Returns its canonical path and size.
+    fn check_dev(&self, dev: &str, need: Option<u64>) -> Result<(String, u64), Response> {
+        let path = std::fs::canonicalize(dev).map_err(|e| {
+            Response::refused(format!("device {dev} cannot be used: {e} (create it first, e.g. `truncate -s 10G {dev}` for a file)"))
+        })?;
+        let size = device_size(&path)
+            .map_err(|e| Response::refused(format!("cannot read the size of {dev}: {e}")))?;
+        if let Some(n) = need {
+            if size < n {
+                return Err(Response::refused(format!(
+                    "device {dev} has {size} bytes, less than the resource's {n}: use a device of at least {n} bytes"
+                )));
+            }
+        }
+        let p = path.display().to_string();
+        let me = &self.opts.node;
+        let store = self.runner.node().store();
+        for r in store.resources() {
+            if store.get(&format!("resource-{r}/data-{me}")) == Some(p.as_str()) {
+                return Err(Response::refused(format!(
+                    "device {dev} is already the data device of resource {r} on this node: use another device"
+                )));
+            }
+        }
+        Ok((p, size))
+    }
+
+    fn command(&mut self, req: Request) -> Response {
+        match self.command_inner(req) {
+            Ok(r) | Err(r) => r,
+        }
+    }
+
+    fn command_inner(&mut self, req: Request) -> Result<Response, Response> {
+        let me = self.me();
+        let failed = |e: mars_strategy::Error| Response::failed(e.to_string());
+        match req {
+            Request::Status { .. } => unreachable!("handled before"),
+            Request::CreateCluster => {
+                if let Some(u) = self.runner.node().cluster() {
+                    return Err(Response::refused(format!(
+                        "node {me} is already in cluster {u}: nothing to do"
+                    )));
+                }
+                let addr = self.runner.local_addr().to_string();
+                let u = self
+                    .runner
+                    .node_mut()
+                    .create_cluster(&addr)
+                    .map_err(failed)?;
+                Ok(Response::ok(format!(
+                    "created cluster {u} with node {me} at {addr}"
+                )))
+            }
+            Request::JoinCluster { peer } => {
+                if let Some(u) = self.runner.node().cluster() {
+                    return Err(Response::refused(format!(
+                        "node {me} is already in cluster {u}: run `marsadm leave-cluster` first"
+                    )));
+                }
+                let addr: SocketAddr = peer.parse().map_err(|_| {
+                    Response::refused(format!("{peer} is not an address: give HOST:PORT of a cluster member (e.g. 10.0.0.1:7777)"))
+                })?;
+                let conn = mars_net::connect(addr, self.runner.net().config(), ChannelKind::Meta).map_err(|e| {
+                    let hint = match &e {
+                        mars_net::NetError::AuthFailed { .. } | mars_net::NetError::Refused { .. } => {
+                            "authentication failed: this node's --secret-file differs from the cluster's; use the cluster's secret"
+                        }
+                        _ => "nothing answers there: check the address and that marsd runs on that node",
+                    };
+                    Response::refused(format!("cannot join via {peer}: {e} ({hint})"))
+                })?;
+                let name = conn.peer().node.clone();
+                drop(conn);
+                let name: mars_strategy::NodeName = Arc::from(name.as_str());
+                self.runner.net_mut().set_addr(&name, addr);
+                let mine = self.runner.local_addr().to_string();
+                self.runner
+                    .node_mut()
+                    .join_cluster(&name, &mine)
+                    .map_err(failed)?;
+                Ok(Response::ok(format!(
+                    "join request sent to {name} at {addr}"
+                )))
+            }
+            Request::LeaveCluster => {
+                self.in_cluster()?;
+                self.runner
+                    .node_mut()
+                    .leave_cluster()
+                    .map_err(|e| Response::refused(e.to_string()))?;
+                Ok(Response::ok(format!("node {me} left the cluster")))
+            }
+            Request::CreateResource { res, dev, size } => {
+                self.in_cluster()?;
+                check_node(&res).map_err(|e| Response::refused(format!("resource name: {e}")))?;
+                if let Some(creator) = self.runner.node().store().get(&format!("resources/{res}")) {
+                    return Err(Response::refused(format!(
+                        "resource {res} exists already (created by {creator}): pick another name, or delete-resource it first"
+                    )));
+                }
+                let (path, devsize) = self.check_dev(&dev, size)?;
+                let size = size.unwrap_or(devsize);
+                if size < MIN_SIZE {
+                    return Err(Response::refused(format!(
+                        "a resource needs more than {MIN_SIZE} bytes; {size} is too small"
+                    )));
+                }
+                let node = self.runner.node_mut();
+                node.create_resource(&res, size).map_err(failed)?;
+                for (k, v) in [
+                    (format!("sizes/{res}"), size.to_string()),
+                    (format!("resource-{res}/data-{me}"), path.clone()),
+                    (format!("resource-{res}/syncstatus-{me}"), size.to_string()),
+                    (format!("resource-{res}/actsize-{me}"), devsize.to_string()),
+                ] {
+                    node.set(&k, &v).map_err(failed)?;
+                }
+                Ok(Response::ok(format!(
+                    "created resource {res} ({size} bytes on {path}); {me} is its primary"
+                )))
+            }
+            Request::JoinResource { res, dev } => {
+                let s = self.known(&res)?;
+                if s.mine().is_some() {
+                    return Err(Response::refused(format!(
+                        "node {me} is already a member of {res}"
+                    )));
+                }
+                let size = self
+                    .runner
+                    .node()
+                    .store()
+                    .get(&format!("sizes/{res}"))
+                    .and_then(|v| v.parse().ok());
+                let (path, devsize) = self.check_dev(&dev, size)?;
+                let contact = self
+                    .runner
+                    .node()
+                    .store()
+                    .get(&format!("resources/{res}"))
+                    .unwrap_or_default()
+                    .to_string();
+                let node = self.runner.node_mut();
+                node.join_resource(&res, &contact).map_err(failed)?;
+                node.set(&format!("resource-{res}/data-{me}"), &path)
+                    .map_err(failed)?;
+                node.set(
+                    &format!("resource-{res}/actsize-{me}"),
+                    &devsize.to_string(),
+                )
+                .map_err(failed)?;
+                Ok(Response::ok(format!(
+                    "joining {res} with {path}: full sync, then fetch and replay"
+                )))
+            }
+            Request::LeaveResource { res } => {
+                let s = self.member(&res)?;
+                if s.designated_me() {
+                    return Err(Response::refused(format!(
+                        "node {me} is the primary of {res}: hand over first (`marsadm primary {res}` on another member), or delete-resource"
+                    )));
+                }
+                let m = s.mine().expect("member");
+                if m.switch(Switch::Attach) {
+                    return Err(Response::refused(format!(
+                        "{res} is attached here: run `marsadm down {res}` first"
+                    )));
+                }
+                if self.rts.get(&res).is_some_and(|rt| !rt.is_idle()) {
+                    return Err(Response::refused(format!("{res} is still detaching here: wait for `marsadm view {res}` to say Detached, then retry")));
+                }
+                self.forget_member(&res, &s);
+                Ok(Response::ok(format!("node {me} left {res}")))
+            }
+            Request::DeleteResource { res } => {
+                let s = self.known(&res)?;
+                let others: Vec<&String> = s.members.keys().filter(|h| **h != me).collect();
+                if !others.is_empty() {
+                    return Err(Response::refused(format!(
+                        "{res} still has members {others:?}: run `marsadm down {res}` and `marsadm leave-resource {res}` on them first"
+                    )));
+                }
+                if s.mine().is_some_and(|m| m.switch(Switch::Attach))
+                    || self.rts.get(&res).is_some_and(|rt| !rt.is_idle())
+                {
+                    return Err(Response::refused(format!("{res} is attached here: run `marsadm down {res}` first and wait until it is Detached")));
+                }
+                let keys: Vec<String> = self
+                    .runner
+                    .node()
+                    .store()
+                    .list(&format!("resource-{res}/"))
+                    .into_iter()
+                    .map(|(k, _)| k.to_string())
+                    .collect();
+                for k in keys {
+                    self.write(&k, None);
+                }
+                self.write(&format!("resources/{res}"), None);
+                self.write(&format!("sizes/{res}"), None);
+                let _ = std::fs::remove_dir_all(self.opts.dir.join(format!("resource-{res}")));
+                Ok(Response::ok(format!("deleted resource {res}")))
+            }
+            Request::Switch { res, switch, on } => {
+                self.member(&res)?;
+                let switches: Vec<Switch> = if switch == "all" {
+                    vec![
+                        Switch::Attach,
+                        Switch::Connect,
+                        Switch::Sync,
+                        Switch::AllowReplay,
+                    ]
+                } else {
+                    vec![Switch::from_name(&switch)
+                        .ok_or_else(|| Response::bad(format!("unknown switch {switch}")))?]
+                };
+                for sw in switches {
+                    self.write(
+                        &format!("resource-{res}/todo-{me}/{}", sw.name()),
+                        Some(if on { "1" } else { "0" }),
+                    );
+                }
+                Ok(Response::ok(format!(
+                    "{res}: {switch} {}",
+                    if on { "on" } else { "off" }
+                )))
+            }
+            Request::Primary { res } => {
+                let s = self.member(&res)?;
+                let m = s.mine().expect("member");
+                let size = s.size.unwrap_or(0);
+                if s.designated_me() {
+                    return Ok(Response::ok(format!(
+                        "{me} is already the designated primary of {res}"
+                    )));
+                }
+                if m.syncstatus < size {
+                    return Err(Response::refused(format!(
+                        "{res} on {me} is not a complete replica (full sync at {} of {size} bytes): wait for `marsadm wait-resource {res} is-uptodate`",
+                        m.syncstatus
+                    )));
+                }
+                if !m.switch(Switch::Attach) {
+                    return Err(Response::refused(format!(
+                        "{res} is detached here: run `marsadm up {res}` first"
+                    )));
+                }
+                if let Some(old) = &s.primary {
+                    let clients = s.members.get(old).map_or(0, |o| o.count("open-count"));
+                    if clients > 0 {
+                        return Err(Response::refused(format!(
+                            "{old} still serves {clients} NBD client(s) on {res}: disconnect them (stop the application or unmount) on {old}, then retry"
+                        )));
+                    }
+                }
+                self.write(&format!("resource-{res}/primary"), Some(&me));
+                Ok(Response::ok(format!(
+                    "{me} is now the designated primary of {res}; it takes over once {} stopped and its logs are replayed here",
+                    s.primary.as_deref().unwrap_or("(none)")
+                )))
+            }
+            Request::Secondary { res } => {
+                let s = self.member(&res)?;
+                if !s.designated_me() {
+                    return Ok(Response::ok(format!(
+                        "{me} is not the designated primary of {res}: nothing to do"
+                    )));
+                }
+                self.write(&format!("resource-{res}/primary"), Some("(none)"));
+                Ok(Response::ok(format!("{res}: no designated primary now; the export on {me} stops once its clients disconnect")))
+            }
+            Request::LogRotate { res } => {
+                let s = self.member(&res)?;
+                match self.rts.get(&res).and_then(|rt| rt.primary()) {
+                    Some(p) => {
+                        p.logger().rotate();
+                        Ok(Response::ok(format!("{res}: rotating away from {}", p.current_log())))
+                    }
+                    None => Err(Response::refused(format!(
+                        "{me} is not the running primary of {res} (the primary is {}): run log-rotate there",
+                        s.primary.as_deref().unwrap_or("(none)")
+                    ))),
+                }
+            }
+            Request::LogDelete { res } => {
+                let s = self.member(&res)?;
+                Ok(self.log_delete(&res, &s))
+            }
+            Request::Cron => {
+                self.in_cluster()?;
+                let mut done = Vec::new();
+                let names: Vec<String> = self.rts.keys().cloned().collect();
+                for res in names {
+                    if let Some(p) = self.rts.get(&res).and_then(|rt| rt.primary()) {
+                        p.logger().rotate();
+                        done.push(format!("{res}: log rotated"));
+                    }
+                    let s = self.snapshot(&res);
+                    if s.mine().is_some() {
+                        done.push(self.log_delete(&res, &s).message);
+                    }
+                }
+                Ok(Response::ok(if done.is_empty() {
+                    "cron: nothing to do".to_string()
+                } else {
+                    done.join("; ")
+                }))
+            }
+            Request::GetLink { key } => match self.runner.node().store().get(&key) {
+                Some(v) => Ok(Response::ok(v.to_string()).data(serde_json::json!(v))),
+                None => Err(Response::refused(format!(
+                    "no key {key} (`marsadm lowlevel-ls` lists them)"
+                ))),
+            },
+            Request::SetLink { key, value } => {
+                self.runner
+                    .node_mut()
+                    .set(&key, &value)
+                    .map_err(|e| Response::refused(e.to_string()))?;
+                Ok(Response::ok(format!("{key} = {value}")))
+            }
+            Request::Ls { prefix } => {
+                let list: Vec<(String, String)> = self
+                    .runner
+                    .node()
+                    .store()
+                    .list(&prefix)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let text = list
+                    .iter()
+                    .map(|(k, v)| format!("{k} -> {v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Ok(Response::ok(text).data(serde_json::to_value(list).unwrap_or_default()))
+            }
+        }
+    }
+
+    /// Ask every member to delete the logs below what all members still need.
+    fn log_delete(&mut self, res: &str, s: &Snapshot) -> Response {
+        let Some(keep) = s.min_needed_seq() else {
+            return Response::ok(format!("{res}: no replay positions yet, nothing deleted"));
+        };
+        let lagging: Vec<String> = s
+            .members
+            .iter()
+            .filter(|(_, m)| m.replay.as_ref().is_some_and(|r| r.log.seq == keep))
+            .map(|(h, _)| h.clone())
+            .collect();
+        self.write(
+            &format!("resource-{res}/logdelete-below"),
+            Some(&keep.to_string()),
+        );
+        Response::ok(format!(
+            "{res}: logs below {keep} are deleted on every member; {} still need log {keep}",
+            lagging.join(", ")
+        ))
+    }
+
+    fn forget_member(&mut self, res: &str, s: &Snapshot) {
+        let me = self.me();
+        let mut keys: Vec<String> = self
+            .runner
+            .node()
+            .store()
+            .list(&format!("resource-{res}/"))
+            .into_iter()
+            .map(|(k, _)| k.to_string())
+            .filter(|k| {
+                let rel = &k[format!("resource-{res}/").len()..];
+                rel.starts_with(&format!("actual-{me}/"))
+                    || rel.starts_with(&format!("todo-{me}/"))
+                    || (rel.starts_with("version-") && rel.ends_with(&format!("-{me}")))
+            })
+            .collect();
+        for k in ["replay", "syncstatus", "syncpos", "actsize"] {
+            keys.push(format!("resource-{res}/{k}-{me}"));
+        }
+        for k in keys {
+            self.write(&k, None);
+        }
+        if let Err(e) = self.runner.node_mut().leave_resource(res) {
+            tracing::warn!("leave-resource {res}: {e}");
+        }
+        let _ = s;
+        if let Some(mut rt) = self.rts.remove(res) {
+            rt.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(self.opts.dir.join(format!("resource-{res}")));
+    }
+
+    fn status(&self, only: Option<&str>) -> NodeStatus {
+        let me = self.me();
+        let store = self.runner.node().store();
+        let peers = store
+            .list("ips/ip-")
+            .into_iter()
+            .filter(|(k, _)| k["ips/ip-".len()..] != *me)
+            .map(|(k, v)| {
+                let name = k["ips/ip-".len()..].to_string();
+                PeerStatus {
+                    connected: self.runner.net().connected(&name),
+                    name,
+                    addr: v.to_string(),
+                }
+            })
+            .collect();
+        let mut resources = Vec::new();
+        for r in store.resources() {
+            if only.is_some_and(|o| o != &*r) {
+                continue;
+            }
+            let s = Snapshot::from_store(store, &r, &me);
+            if s.mine().is_none() && only.is_none() {
+                continue;
+            }
+            resources.push(resource_status(&s, self.rts.get(&*r)));
+        }
+        if let Some(o) = only {
+            if resources.is_empty() && store.get(&format!("resources/{o}")).is_some() {
+                resources.push(resource_status(&self.snapshot(o), None));
+            }
+        }
+        NodeStatus {
+            node: me,
+            cluster: self.runner.node().cluster().map(|u| u.to_string()),
+            listen: self.runner.local_addr().to_string(),
+            peers,
+            resources,
+        }
+    }
+}
+
+fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>) -> ResourceStatus {
+    let primary_pos = s
+        .primary
+        .as_ref()
+        .and_then(|p| s.members.get(p))
+        .and_then(|m| m.replay.clone());
+    let mut hosts: Vec<&String> = s.members.keys().collect();
+    hosts.sort_by_key(|h| (**h != s.me, (*h).clone()));
+    let replicas = hosts
+        .into_iter()
+        .map(|h| {
+            let m = &s.members[h];
+            let st = replica_state(s, h);
+            let lag = match (&m.replay, &primary_pos) {
+                (Some(r), Some(p)) if r.log == p.log => Some(p.pos.saturating_sub(r.pos)),
+                _ => None,
+            };
+            ReplicaStatus {
+                host: h.clone(),
+                disk: st.disk,
+                repl: st.repl,
+                flags: st.flags,
+                role: st.role,
+                replay: m.replay.as_ref().map(|r| r.to_string()),
+                syncstatus: m.syncstatus.min(s.size.unwrap_or(0)),
+                lag,
+                clients: m.count("open-count"),
+                msg: m.actual.get("msg").filter(|v| *v != "OK").cloned(),
+                consistent: st.consistent,
+                up_to_date: st.up_to_date,
+            }
+        })
+        .collect();
+    ResourceStatus {
+        name: s.res.clone(),
+        size: s.size.unwrap_or(0),
+        primary: s.primary.clone(),
+        replicas,
+        logs: s.logs.iter().map(LogName::to_string).collect(),
+        nbd_socket: rt.and_then(|rt| rt.primary()).map(|_| {
+            rt.map(|r| {
+                r.log_dir()
+                    .parent()
+                    .unwrap_or(Path::new(""))
+                    .join("nbd")
+                    .join(format!("{}.sock", s.res))
+                    .display()
+                    .to_string()
+            })
+            .unwrap_or_default()
+        }),
+    }
+}
+
+/// The size of a file or block device.
+fn device_size(path: &Path) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::End(0))
+}
+
+fn accept_control(listener: UnixListener, tx: Sender<ControlMsg>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let tx = tx.clone();
+        let _ = std::thread::Builder::new()
+            .name("marsd-client".into())
+            .spawn(move || serve_control(conn, &tx));
+    }
+}
+
+/// One control connection: request lines in, response lines out.
+fn serve_control(conn: UnixStream, tx: &Sender<ControlMsg>) {
+    let Ok(mut w) = conn.try_clone() else { return };
+    let mut r = std::io::BufReader::new(conn);
+    loop {
+        let line = match control::read_line(&mut r) {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                let _ =
+                    control::write_line(&mut w, &Response::bad(format!("unreadable request: {e}")));
+                return;
+            }
+        };
+        let resp = match control::parse_request(&line) {
+            Ok(req) => {
+                let (rtx, rrx) = crossbeam_channel::bounded(1);
+                if tx.send((req, rtx)).is_err() {
+                    return;
+                }
+                match rrx.recv() {
+                    Ok(r) => r,
+                    Err(_) => Response::failed("marsd is shutting down"),
+                }
+            }
+            Err(r) => r,
+        };
+        if control::write_line(&mut w, &resp).is_err() {
+            return;
+        }
+    }
+}

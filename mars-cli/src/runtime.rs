@@ -1,0 +1,452 @@
+//! The executors of one resource on this node: they own the brick graphs and workers that
+//! [`mars_strategy::strategy::derive`]'s actions ask for, and report [`Facts`] back.
+
+use mars_net::{ChannelKind, NetConfig};
+use mars_strategy::strategy::{
+    Action, Facts, FetchFact, LocalLog, PrimaryFact, Running, Snapshot, SyncFact,
+};
+use mars_strategy::views::{LogName, ReplayLink, Switch, VersionLink};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use xio::file::{self, Backend, FileOptions};
+use xio::nbd::NbdServer;
+use xio::remote::{ClientConfig, Exports, Target};
+use xio::replica::{
+    local_log_state, verified_prefix, FetchWorker, PrimaryConfig, PrimaryGraph, ReplayWorker,
+    SyncWorker,
+};
+
+/// How long a stopping primary waits for its NBD clients' last requests.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the executors need from the daemon.
+pub struct Env<'a> {
+    /// This node.
+    pub me: &'a str,
+    /// The mars directory.
+    pub dir: &'a Path,
+    /// Transport settings for fetch and sync clients.
+    pub net: &'a NetConfig,
+    /// Peer addresses.
+    pub addr: &'a dyn Fn(&str) -> Option<SocketAddr>,
+    /// The node's log and device server.
+    pub exports: &'a Exports,
+    /// The shared TCP NBD server (`--nbd-listen`).
+    pub tcp_nbd: Option<&'a Arc<NbdServer>>,
+    /// The node clock (ns).
+    pub now: u64,
+}
+
+/// A metadata write the executors want (relative to `resource-<r>/`; `None` deletes).
+pub type LinkWrite = (String, Option<String>);
+
+/// One resource's graphs and workers.
+pub struct ResourceRt {
+    res: String,
+    log_dir: PathBuf,
+    primary: Option<PrimaryGraph>,
+    data: Option<Arc<dyn brick_core::Output>>,
+    fetch: Option<(LogName, String, FetchWorker)>,
+    fetch_ended: Option<FetchFact>,
+    replay: Option<(LogName, ReplayWorker)>,
+    replay_failed: Option<String>,
+    sync: Option<SyncWorker>,
+    sync_fact: Option<SyncFact>,
+    verified: BTreeMap<LogName, (u64, u64)>,
+    last_report: Option<String>,
+    last_log: Option<(LogName, u64)>,
+}
+
+impl ResourceRt {
+    /// The executors of `res`, keeping its logs in `DIR/resource-<res>/`.
+    pub fn new(dir: &Path, res: &str) -> ResourceRt {
+        ResourceRt {
+            res: res.to_string(),
+            log_dir: dir.join(format!("resource-{res}")),
+            primary: None,
+            data: None,
+            fetch: None,
+            fetch_ended: None,
+            replay: None,
+            replay_failed: None,
+            sync: None,
+            sync_fact: None,
+            verified: BTreeMap::new(),
+            last_report: None,
+            last_log: None,
+        }
+    }
+
+    /// The resource's log directory.
+    pub fn log_dir(&self) -> &Path {
+        &self.log_dir
+    }
+
+    /// The running primary graph.
+    pub fn primary(&self) -> Option<&PrimaryGraph> {
+        self.primary.as_ref()
+    }
+
+    /// The last message reported.
+    pub fn report(&self) -> Option<&str> {
+        self.last_report.as_deref()
+    }
+
+    /// After a round: a condition reported earlier that no rule reports any more is cleared
+    /// (`actual-<me>/msg` = `OK`), so that `view` never shows a stale reason.
+    pub fn end_round(&mut self, me: &str, reported: bool) -> Vec<LinkWrite> {
+        if reported || self.last_report.take().is_none() {
+            return Vec::new();
+        }
+        vec![(format!("actual-{me}/msg"), Some("OK".into()))]
+    }
+
+    /// Whether anything runs.
+    pub fn is_idle(&self) -> bool {
+        self.primary.is_none()
+            && self.fetch.is_none()
+            && self.replay.is_none()
+            && self.sync.is_none()
+    }
+
+    /// Collect finished workers: the links they leave (replay position) and their facts.
+    pub fn poll(&mut self, me: &str, now: u64) -> Vec<LinkWrite> {
+        let mut links = Vec::new();
+        if let Some((log, w)) = &self.replay {
+            let st = w.state();
+            if !st.running {
+                if let Some(to) = st.reached {
+                    let link = ReplayLink {
+                        log: log.clone(),
+                        pos: to,
+                        len: 0,
+                    };
+                    links.push((format!("replay-{me}"), Some(link.to_string())));
+                    self.replay_failed = None;
+                } else if let Some(e) = st.failed {
+                    tracing::error!(res = %self.res, log = %log, "replay failed: {e}");
+                    self.replay_failed = Some(e);
+                }
+                self.replay = None;
+            }
+        }
+        if let Some((log, peer, w)) = &self.fetch {
+            let st = w.state();
+            if st.done || st.failed.is_some() {
+                self.fetch_ended = Some(FetchFact {
+                    log: log.clone(),
+                    peer: peer.clone(),
+                    done: st.done,
+                    failed: st.failed.clone(),
+                });
+                self.verified.insert(log.clone(), (st.local, st.verified));
+                self.fetch = None;
+            }
+        }
+        if let Some(w) = &self.sync {
+            let st = w.state();
+            let f = self.sync_fact.get_or_insert(SyncFact {
+                pos: st.pos,
+                done_at: None,
+                failed: None,
+            });
+            f.pos = st.pos;
+            if st.done && f.done_at.is_none() {
+                f.done_at = Some(now);
+            }
+            if st.failed.is_some() {
+                f.failed = st.failed.clone();
+                self.sync = None;
+            }
+        }
+        links
+    }
+
+    /// What runs and how far it got.
+    pub fn facts(&mut self, s: &Snapshot, now: u64) -> Facts {
+        let attached = s.mine().is_some_and(|m| m.switch(Switch::Attach));
+        let running = if self.primary.is_some() {
+            Running::Primary
+        } else if !self.is_idle() || (attached && s.mine().is_some()) {
+            Running::Secondary
+        } else {
+            Running::Nothing
+        };
+        let mut local_logs = BTreeMap::new();
+        for (log, len) in local_log_state(&self.log_dir) {
+            let verified = match &self.fetch {
+                Some((l, _, w)) if *l == log => w.state().verified,
+                _ if log.creator == s.me && self.primary.is_some() => len,
+                _ => match self.verified.get(&log) {
+                    Some((l, v)) if *l == len => *v,
+                    _ => {
+                        let v = verified_prefix(&self.log_dir.join(log.to_string()), &log);
+                        self.verified.insert(log.clone(), (len, v));
+                        v
+                    }
+                },
+            };
+            local_logs.insert(log, LocalLog { len, verified });
+        }
+        let fetch = match &self.fetch {
+            Some((log, peer, w)) => {
+                let st = w.state();
+                Some(FetchFact {
+                    log: log.clone(),
+                    peer: peer.clone(),
+                    done: st.done,
+                    failed: st.failed,
+                })
+            }
+            None => self.fetch_ended.clone(),
+        };
+        let primary = self.primary.as_ref().map(|p| {
+            let (end, min) = p.positions();
+            PrimaryFact {
+                log: LogName::new(end.seq, s.me.clone()),
+                end: end.offset,
+                clients: p.clients(),
+                min_seq: min.seq,
+            }
+        });
+        if let Some(p) = &primary {
+            self.last_log = Some((p.log.clone(), p.end));
+        }
+        Facts {
+            running,
+            local_logs,
+            fetch,
+            replay_busy: self.replay.is_some(),
+            replay_failed: self.replay_failed.clone(),
+            sync: self.sync_fact.clone(),
+            primary,
+            device_size: None,
+            now,
+        }
+    }
+
+    fn data_device(&mut self, s: &Snapshot) -> Result<Arc<dyn brick_core::Output>, String> {
+        if let Some(d) = &self.data {
+            return Ok(d.clone());
+        }
+        let path = &s.mine().ok_or("not a member")?.data;
+        let d: Arc<dyn brick_core::Output> =
+            file::open(path, Backend::IoUring, &FileOptions::default())
+                .map_err(|e| format!("opening the data device {path}: {e}"))?;
+        self.data = Some(d.clone());
+        Ok(d)
+    }
+
+    fn client(
+        &self,
+        env: &Env<'_>,
+        peer: &str,
+        kind: ChannelKind,
+        target: Target,
+    ) -> Result<ClientConfig, String> {
+        let addr = (env.addr)(peer)
+            .ok_or_else(|| format!("no address known for node {peer} (ips/ip-{peer})"))?;
+        let mut c = ClientConfig::new(env.net.clone(), addr, kind, target);
+        c.timeout = Duration::from_secs(10);
+        Ok(c)
+    }
+
+    fn stop_secondary(&mut self) {
+        if let Some((_, _, w)) = self.fetch.take() {
+            w.stop();
+        }
+        if let Some((_, w)) = self.replay.take() {
+            let _ = w.join();
+        }
+        if let Some(w) = self.sync.take() {
+            w.stop();
+        }
+        self.fetch_ended = None;
+        self.sync_fact = None;
+        self.data = None;
+    }
+
+    /// Stop everything (daemon shutdown, leave-resource).
+    pub fn shutdown(&mut self) {
+        self.stop_secondary();
+        if let Some(p) = self.primary.take() {
+            if let Err(e) = p.stop(STOP_TIMEOUT) {
+                tracing::error!(res = %self.res, "stopping the primary: {e}");
+            }
+        }
+    }
+
+    /// Execute one action. Link writes it leads to are returned.
+    pub fn execute(&mut self, a: &Action, s: &Snapshot, env: &Env<'_>) -> Vec<LinkWrite> {
+        let mut links = Vec::new();
+        let res = self.res.clone();
+        match a {
+            Action::SetLink { key, value } => links.push((key.clone(), Some(value.clone()))),
+            Action::DeleteLink { key } => links.push((key.clone(), None)),
+            Action::Report { msg } => {
+                if self.last_report.as_deref() != Some(msg) {
+                    tracing::info!(%res, "{msg}");
+                    self.last_report = Some(msg.clone());
+                    links.push((format!("actual-{}/msg", env.me), Some(msg.clone())));
+                }
+            }
+            Action::StopSecondary => self.stop_secondary(),
+            Action::StartPrimary => {
+                self.stop_secondary();
+                let Some(me) = s.mine() else { return links };
+                let mut cfg = PrimaryConfig::new(
+                    &res,
+                    env.me,
+                    Path::new(&me.data),
+                    s.size.unwrap_or(0),
+                    &self.log_dir,
+                    &env.dir.join("nbd").join(format!("{res}.sock")),
+                );
+                cfg.logger.rotate_size = 256 << 20;
+                match PrimaryGraph::start(cfg) {
+                    Ok(mut p) => {
+                        if let Some(t) = env.tcp_nbd {
+                            p.serve_tcp(t.clone());
+                        }
+                        env.exports.add_device(&res, p.logger().clone());
+                        tracing::info!(%res, log = %p.current_log(), "primary: logger and NBD export started");
+                        self.primary = Some(p);
+                        self.last_report = None;
+                        links.push((format!("actual-{}/msg", env.me), Some("OK".into())));
+                    }
+                    Err(e) => {
+                        let msg = format!("cannot start the primary: {e}");
+                        tracing::error!(%res, "{msg}");
+                        links.push((format!("actual-{}/msg", env.me), Some(msg)));
+                    }
+                }
+            }
+            Action::StopPrimary { reason } => {
+                let Some(p) = self.primary.take() else {
+                    return links;
+                };
+                env.exports.remove_device(&res);
+                tracing::info!(%res, "stopping the primary: {reason}");
+                match p.stop(STOP_TIMEOUT) {
+                    Ok(st) => {
+                        // The last log is finished: its version link (chained onto mine of
+                        // the log before it) tells the others where it ends.
+                        let prev = s
+                            .version_value(st.last_log.seq.wrapping_sub(1), env.me)
+                            .unwrap_or("")
+                            .to_string();
+                        let v = VersionLink::next(&prev, st.last_log.clone(), st.last_len);
+                        links.push((
+                            format!("version-{:09}-{}", st.last_log.seq, env.me),
+                            Some(v.to_string()),
+                        ));
+                        let here = ReplayLink {
+                            log: st.last_log,
+                            pos: st.last_len,
+                            len: 0,
+                        };
+                        links.push((format!("replay-{}", env.me), Some(here.to_string())));
+                        links.push((format!("actual-{}/is-primary", env.me), Some("0".into())));
+                        links.push((format!("actual-{}/open-count", env.me), Some("0".into())));
+                    }
+                    Err(e) => {
+                        let msg = format!("stopping the primary failed: {e}");
+                        tracing::error!(%res, "{msg}");
+                        links.push((format!("actual-{}/msg", env.me), Some(msg)));
+                    }
+                }
+            }
+            Action::Fetch { log, peer, .. } => {
+                if let Some((_, _, w)) = self.fetch.take() {
+                    w.stop();
+                }
+                self.fetch_ended = None;
+                let remote = format!("resource-{res}/{log}");
+                match self.client(env, peer, ChannelKind::Fetch, Target::Log(remote.clone())) {
+                    Ok(c) => {
+                        let _ = std::fs::create_dir_all(&self.log_dir);
+                        let w =
+                            FetchWorker::start(log, &remote, self.log_dir.join(log.to_string()), c);
+                        self.fetch = Some((log.clone(), peer.clone(), w));
+                    }
+                    Err(e) => {
+                        self.fetch_ended = Some(FetchFact {
+                            log: log.clone(),
+                            peer: peer.clone(),
+                            done: false,
+                            failed: Some(e),
+                        })
+                    }
+                }
+            }
+            Action::StopFetch => {
+                if let Some((_, _, w)) = self.fetch.take() {
+                    w.stop();
+                }
+                self.fetch_ended = None;
+            }
+            Action::Replay { log, from, to } => match self.data_device(s) {
+                Ok(d) => {
+                    let w = ReplayWorker::start(d, &self.log_dir, env.me, &res, log, *from, *to);
+                    self.replay = Some((log.clone(), w));
+                }
+                Err(e) => self.replay_failed = Some(e),
+            },
+            Action::StartSync { peer, from, size } => {
+                if let Some(w) = self.sync.take() {
+                    w.stop();
+                }
+                let started = self.data_device(s).and_then(|d| {
+                    Ok((
+                        d,
+                        self.client(env, peer, ChannelKind::Sync, Target::Device(res.clone()))?,
+                    ))
+                });
+                match started {
+                    Ok((d, c)) => {
+                        let _ = std::fs::create_dir_all(&self.log_dir);
+                        let w = SyncWorker::start(
+                            &res,
+                            c,
+                            d,
+                            *from,
+                            *size,
+                            self.log_dir.join("sync.restart"),
+                        );
+                        self.sync_fact = Some(SyncFact {
+                            pos: *from,
+                            done_at: None,
+                            failed: None,
+                        });
+                        self.sync = Some(w);
+                    }
+                    Err(e) => {
+                        self.sync_fact = Some(SyncFact {
+                            pos: *from,
+                            done_at: None,
+                            failed: Some(e),
+                        })
+                    }
+                }
+            }
+            Action::StopSync => {
+                if let Some(w) = self.sync.take() {
+                    w.stop();
+                }
+                self.sync_fact = None;
+            }
+            Action::DeleteLocalLog { log } => {
+                let path = self.log_dir.join(log.to_string());
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::info!(%res, "deleted {}", path.display()),
+                    Err(e) => tracing::warn!(%res, "cannot delete {}: {e}", path.display()),
+                }
+                self.verified.remove(log);
+            }
+        }
+        links
+    }
+}

@@ -1,0 +1,426 @@
+//! [`derive`]: the rules. Each function below owns one concern and only appends actions.
+
+use super::action::Action;
+use super::facts::{Facts, Running};
+use super::snapshot::{Member, Snapshot};
+use crate::views::{LogName, ReplayLink, Switch, VersionLink};
+
+/// How long after a full sync's copy ended the primary's replay link is taken as `syncpos`:
+/// every write the copy could have read is in the log by then (the logger appends within
+/// milliseconds, commits within a second, and the primary publishes its position each tick).
+pub const SYNCPOS_SETTLE_NS: u64 = 3_000_000_000;
+
+/// Sync progress is published in steps of at least this many bytes.
+const SYNCSTATUS_STEP: u64 = 64 << 20;
+
+/// What node `s.me` must do next for resource `s.res`.
+pub fn derive(s: &Snapshot, f: &Facts) -> Vec<Action> {
+    let mut out = Vec::new();
+    let Some(me) = s.mine() else {
+        match f.running {
+            Running::Primary => out.push(Action::StopPrimary {
+                reason: "this node is no longer a member of the resource".into(),
+            }),
+            Running::Secondary => out.push(Action::StopSecondary),
+            Running::Nothing => {}
+        }
+        return out;
+    };
+    leds(s, me, f, &mut out);
+    log_delete(s, f, &mut out);
+    if !me.switch(Switch::Attach) {
+        match f.running {
+            Running::Primary => stop_primary_when_idle(f, "the resource was detached", &mut out),
+            Running::Secondary => out.push(Action::StopSecondary),
+            Running::Nothing => {}
+        }
+        return out;
+    }
+    match f.running {
+        Running::Primary => primary(s, me, f, &mut out),
+        _ if s.designated_me() => become_primary(s, me, f, &mut out),
+        _ => secondary(s, me, f, &mut out),
+    }
+    out
+}
+
+/// The LEDs in `actual-<me>/`, written when they differ from the truth.
+fn leds(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    let fetching = f
+        .fetch
+        .as_ref()
+        .is_some_and(|x| !x.done && x.failed.is_none());
+    let syncing = f
+        .sync
+        .as_ref()
+        .is_some_and(|x| x.done_at.is_none() && x.failed.is_none());
+    let clients = f.primary.as_ref().map_or(0, |p| p.clients);
+    let want = [
+        ("is-attached", flag(f.running != Running::Nothing)),
+        ("is-primary", flag(f.running == Running::Primary)),
+        ("is-fetching", flag(fetching)),
+        ("is-syncing", flag(syncing)),
+        ("open-count", clients.to_string()),
+    ];
+    for (led, v) in want {
+        if me.actual.get(led) != Some(&v) {
+            out.push(Action::link(format!("actual-{}/{led}", s.me), v));
+        }
+    }
+}
+
+fn flag(b: bool) -> String {
+    if b { "1" } else { "0" }.to_string()
+}
+
+/// `log-delete` (the shared key `log-delete` = first sequence to keep): my own log keys and
+/// any local copies below it go, but never what a member still needs (its replay link), the
+/// newest log, or what the local logger's crash recovery needs.
+fn log_delete(s: &Snapshot, f: &Facts, out: &mut Vec<Action>) {
+    let Some(below) = s.log_delete_below else {
+        return;
+    };
+    let needed = s.min_needed_seq().unwrap_or(0);
+    let recovery = f.primary.as_ref().map_or(u64::MAX, |p| p.min_seq);
+    let last = s.last_log().map_or(0, |l| l.seq);
+    let limit = below.min(needed).min(recovery).min(last);
+    for l in s.logs.iter().filter(|l| l.seq < limit && l.creator == s.me) {
+        out.push(Action::DeleteLink { key: l.to_string() });
+    }
+    for l in f.local_logs.keys().filter(|l| l.seq < limit) {
+        out.push(Action::DeleteLocalLog { log: l.clone() });
+    }
+}
+
+fn stop_primary_when_idle(f: &Facts, reason: &str, out: &mut Vec<Action>) {
+    let clients = f.primary.as_ref().map_or(0, |p| p.clients);
+    if clients > 0 {
+        out.push(Action::Report {
+            msg: format!(
+                "RemainsPrimary: {reason}, but {clients} NBD client(s) are still connected; \
+                 the export stays until they disconnect"
+            ),
+        });
+    } else {
+        out.push(Action::StopPrimary {
+            reason: reason.to_string(),
+        });
+    }
+}
+
+/// The primary graph runs: stay (and publish links) or hand over.
+fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    if !s.designated_me() {
+        let who = s.primary.as_deref().unwrap_or("(none)");
+        stop_primary_when_idle(f, &format!("{who} is the designated primary now"), out);
+        return;
+    }
+    let Some(p) = &f.primary else {
+        return;
+    };
+    if !s.logs.contains(&p.log) {
+        out.push(Action::link(p.log.to_string(), "1"));
+    }
+    let here = ReplayLink {
+        log: p.log.clone(),
+        pos: p.end,
+        len: 0,
+    };
+    if me.replay.as_ref() != Some(&here) {
+        out.push(Action::link(format!("replay-{}", s.me), here.to_string()));
+    }
+    // Version links of the logs I finished (rotated away from), oldest first, chained.
+    let mut carry: Option<String> = None;
+    for (log, local) in &f.local_logs {
+        if log.creator != s.me || log.seq >= p.log.seq || s.version(log.seq, &s.me).is_some() {
+            carry = None;
+            continue;
+        }
+        let prev = match carry.take() {
+            Some(v) => Some(v),
+            None => prev_version(s, log.seq),
+        };
+        let Some(prev) = prev else {
+            out.push(Action::Report {
+                msg: format!(
+                    "cannot write the version link of {log}: the version link of log {} is missing",
+                    log.seq - 1
+                ),
+            });
+            return;
+        };
+        let v = VersionLink::next(&prev, log.clone(), local.len).to_string();
+        out.push(Action::link(version_key(log.seq, &s.me), v.clone()));
+        carry = Some(v);
+    }
+}
+
+/// `version-<seq %09d>-<h>`.
+fn version_key(seq: u64, h: &str) -> String {
+    format!("version-{seq:09}-{h}")
+}
+
+/// The value my version link of log `seq` chains onto: my own link of `seq - 1`, or the start
+/// of the history when nobody has a link for `seq - 1`. `None`: mine is missing.
+fn prev_version(s: &Snapshot, seq: u64) -> Option<String> {
+    if let Some(v) = s.version_value(seq.wrapping_sub(1), &s.me) {
+        return Some(v.to_string());
+    }
+    let anyone = s.versions.keys().any(|(q, _)| *q + 1 == seq);
+    (!anyone).then(String::new)
+}
+
+/// Designated primary, not running it yet: wait for the old primary and for every log to be
+/// here and replayed (planned handover), then start.
+fn become_primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    let size = s.size.unwrap_or(0);
+    if me.syncstatus < size {
+        out.push(Action::Report {
+            msg: format!(
+                "NotYetPrimary: this replica's full sync is incomplete ({} of {size} bytes); \
+                 it cannot become primary (make a complete replica primary instead)",
+                me.syncstatus
+            ),
+        });
+        return;
+    }
+    let others = s.other_actual_primaries();
+    if !others.is_empty() {
+        out.push(Action::Report {
+            msg: format!(
+                "NotYetPrimary: waiting for {} to stop being primary (its NBD clients must disconnect)",
+                others.join(", ")
+            ),
+        });
+        catch_up(s, me, f, out);
+        return;
+    }
+    if let Some(last) = s.last_log() {
+        if last.creator != s.me {
+            let done = match (s.log_end(last), &me.replay) {
+                (Some(end), Some(r)) => {
+                    r.log == *last && r.pos >= end && s.version(last.seq, &s.me).is_some()
+                }
+                _ => false,
+            };
+            if !done {
+                out.push(Action::Report {
+                    msg: format!(
+                        "NotYetPrimary: fetching and replaying the logs of {} up to {last} first",
+                        last.creator
+                    ),
+                });
+                catch_up(s, me, f, out);
+                return;
+            }
+        }
+    }
+    if f.running == Running::Secondary {
+        out.push(Action::StopSecondary);
+    }
+    out.push(Action::StartPrimary);
+}
+
+/// A designated primary that still has to catch up runs the secondary rules (without sync).
+fn catch_up(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    fetch(s, me, f, out);
+    replay(s, me, f, out);
+}
+
+/// The secondary pipeline: sync, fetch, replay.
+fn secondary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    if s.primary.is_none() {
+        out.push(Action::Report {
+            msg: "NoPrimaryDesignated: no node is primary; run `marsadm primary <res>` on one"
+                .into(),
+        });
+    }
+    sync(s, me, f, out);
+    fetch(s, me, f, out);
+    replay(s, me, f, out);
+}
+
+fn sync(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    let size = s.size.unwrap_or(0);
+    let running = f
+        .sync
+        .as_ref()
+        .is_some_and(|x| x.done_at.is_none() && x.failed.is_none());
+    if me.syncstatus >= size {
+        if running {
+            out.push(Action::StopSync);
+        }
+        return;
+    }
+    let Some(primary) = s.primary.clone() else {
+        return;
+    };
+    if !me.switch(Switch::Sync) {
+        if running {
+            out.push(Action::StopSync);
+        }
+        return;
+    }
+    match &f.sync {
+        None => out.push(Action::StartSync {
+            peer: primary,
+            from: me.syncstatus,
+            size,
+        }),
+        Some(x) if x.failed.is_some() => {
+            out.push(Action::Report {
+                msg: format!(
+                    "full sync from {primary} interrupted at {} ({}); resuming",
+                    x.pos,
+                    x.failed.as_deref().unwrap_or_default()
+                ),
+            });
+            out.push(Action::StartSync {
+                peer: primary,
+                from: x.pos.max(me.syncstatus),
+                size,
+            });
+        }
+        Some(x) => match x.done_at {
+            Some(t) if f.now >= t.saturating_add(SYNCPOS_SETTLE_NS) => {
+                let pos = s.members.get(&primary).and_then(|p| p.replay.clone());
+                if let Some(pos) = pos {
+                    out.push(Action::link(format!("syncpos-{}", s.me), pos.to_string()));
+                    out.push(Action::link(
+                        format!("syncstatus-{}", s.me),
+                        size.to_string(),
+                    ));
+                }
+            }
+            Some(_) => {}
+            None if x.pos >= me.syncstatus.saturating_add(SYNCSTATUS_STEP) => {
+                out.push(Action::link(
+                    format!("syncstatus-{}", s.me),
+                    x.pos.to_string(),
+                ));
+            }
+            None => {}
+        },
+    }
+}
+
+/// Whether `log` is completely here: its creator finished it and we verified that far.
+fn complete(s: &Snapshot, f: &Facts, log: &LogName) -> bool {
+    s.log_end(log).is_some_and(|end| f.verified(log) >= end)
+}
+
+fn fetch(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    let running = f
+        .fetch
+        .as_ref()
+        .is_some_and(|x| !x.done && x.failed.is_none());
+    let from_seq = me.replay.as_ref().map_or(0, |r| r.log.seq);
+    let want = s
+        .logs
+        .iter()
+        .find(|l| l.seq >= from_seq && !complete(s, f, l));
+    let (Some(log), true) = (want, me.switch(Switch::Connect)) else {
+        if running {
+            out.push(Action::StopFetch);
+        }
+        return;
+    };
+    let peer = if log.creator != s.me && s.members.contains_key(&log.creator) {
+        log.creator.clone()
+    } else {
+        match &s.primary {
+            Some(p) if *p != s.me => p.clone(),
+            _ => {
+                out.push(Action::Report {
+                    msg: format!("no member to fetch {log} from (its creator left the resource)"),
+                });
+                return;
+            }
+        }
+    };
+    match &f.fetch {
+        Some(x) if x.log == *log && x.failed.is_none() => {} // running, or done: waits for the version link
+        other => {
+            if let Some(e) = other.as_ref().and_then(|x| x.failed.as_ref()) {
+                out.push(Action::Report {
+                    msg: format!("fetch interrupted ({e}); retrying"),
+                });
+            }
+            if running {
+                out.push(Action::StopFetch);
+            }
+            let from = f.local_logs.get(log).map_or(0, |l| l.len);
+            out.push(Action::Fetch {
+                log: log.clone(),
+                peer,
+                from,
+            });
+        }
+    }
+}
+
+fn replay(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    if me.syncstatus < s.size.unwrap_or(0) || !me.switch(Switch::AllowReplay) || f.replay_busy {
+        return;
+    }
+    let Some(r) = &me.replay else {
+        return;
+    };
+    if let Some(e) = &f.replay_failed {
+        out.push(Action::Report {
+            msg: format!("replay of {} stopped: {e}", r.log),
+        });
+        return;
+    }
+    let end = s.log_end(&r.log);
+    let avail = f.verified(&r.log);
+    let to = end.map_or(avail, |e| avail.min(e));
+    if to > r.pos {
+        out.push(Action::Replay {
+            log: r.log.clone(),
+            from: r.pos,
+            to,
+        });
+        return;
+    }
+    if end != Some(r.pos) {
+        return; // the log still grows (or its end is not known yet)
+    }
+    // At the end of a finished log: the version chain check, then the next log.
+    let seq = r.log.seq;
+    let Some(mine) = s.version(seq, &s.me) else {
+        match prev_version(s, seq) {
+            Some(prev) => out.push(Action::link(
+                version_key(seq, &s.me),
+                VersionLink::next(&prev, r.log.clone(), r.pos).to_string(),
+            )),
+            None => out.push(Action::Report {
+                msg: format!(
+                    "cannot check the version chain at {}: my version link of log {} is missing",
+                    r.log,
+                    seq - 1
+                ),
+            }),
+        }
+        return;
+    };
+    let theirs = s.version(seq, &r.log.creator);
+    if theirs.is_some_and(|t| t.digest != mine.digest) {
+        out.push(Action::Report {
+            msg: format!(
+                "split brain: my history at the end of {} differs from {}'s (version links differ); \
+                 replay stops here",
+                r.log, r.log.creator
+            ),
+        });
+        return;
+    }
+    if let Some(next) = s.next_log(&r.log) {
+        let link = ReplayLink {
+            log: next.clone(),
+            pos: 0,
+            len: 0,
+        };
+        out.push(Action::link(format!("replay-{}", s.me), link.to_string()));
+    }
+}

@@ -1,0 +1,120 @@
+//! [`replica_state`]: what `marsadm view` says about one replica, from the metadata alone
+//! (every node publishes its LEDs and links, so any node tells the truth about all of them).
+
+use super::snapshot::Snapshot;
+use crate::views::{ReplayLink, Switch};
+
+/// The view of one replica, in upstream's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// `UpToDate`, `OutDated[R]`, `InConsistent`, `Detached`, `NotJoined`.
+    pub disk: String,
+    /// `Replicating`, `Replaying`, `Syncing`, `PausedSync`, `PausedFetch`, `PausedReplay`,
+    /// `NotYetPrimary`, `NoPrimaryDesignated`, `NotJoined`.
+    pub repl: String,
+    /// Six flags: device, consistent, attach, sync, fetch, replay (`-` when off).
+    pub flags: String,
+    /// `Primary`, `RemainsPrimary`, `NotYetPrimary`, `Secondary`, `None`.
+    pub role: String,
+    /// Whether the replica is consistent (sync complete and replay past the sync position).
+    pub consistent: bool,
+    /// Whether it equals the primary's current position.
+    pub up_to_date: bool,
+}
+
+fn order(l: &ReplayLink) -> (u64, u64) {
+    (l.log.seq, l.pos)
+}
+
+/// The state of replica `h` of the snapshot's resource.
+pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
+    let Some(m) = s.members.get(h) else {
+        return ReplicaState {
+            disk: "NotJoined".into(),
+            repl: "NotJoined".into(),
+            flags: "------".into(),
+            role: "None".into(),
+            consistent: false,
+            up_to_date: false,
+        };
+    };
+    let size = s.size.unwrap_or(0);
+    let designated = s.primary.as_deref() == Some(h);
+    let is_primary = m.led("is-primary");
+    let synced = m.syncstatus >= size;
+    let past_syncpos = match (&m.syncpos, &m.replay) {
+        (None, _) => true,
+        (Some(p), Some(r)) => order(r) >= order(p),
+        (Some(_), None) => false,
+    };
+    let consistent = synced && past_syncpos;
+    let primary_pos = s
+        .primary
+        .as_ref()
+        .and_then(|p| s.members.get(p))
+        .and_then(|p| p.replay.as_ref());
+    let up_to_date = consistent
+        && (is_primary
+            || matches!((&m.replay, primary_pos), (Some(r), Some(p)) if order(r) >= order(p)));
+    let attach = m.switch(Switch::Attach);
+    let disk = if !attach {
+        if m.led("is-attached") {
+            "Detaching"
+        } else {
+            "Detached"
+        }
+    } else if !consistent {
+        "InConsistent"
+    } else if up_to_date {
+        "UpToDate"
+    } else {
+        "OutDated[R]"
+    };
+    let role = match (is_primary, designated) {
+        (true, true) => "Primary",
+        (true, false) => "RemainsPrimary",
+        (false, true) => "NotYetPrimary",
+        (false, false) if m.led("is-attached") => "Secondary",
+        (false, false) => "None",
+    };
+    let repl = if is_primary && designated {
+        "Replicating"
+    } else if designated {
+        "NotYetPrimary"
+    } else if s.primary.is_none() {
+        "NoPrimaryDesignated"
+    } else if !synced && !m.switch(Switch::Sync) {
+        "PausedSync"
+    } else if !synced {
+        "Syncing"
+    } else if !m.switch(Switch::Connect) {
+        "PausedFetch"
+    } else if !m.switch(Switch::AllowReplay) {
+        "PausedReplay"
+    } else {
+        "Replaying"
+    };
+    let ch = |on: bool, up: char, low: char| if on { up } else { low };
+    let flags: String = [
+        if is_primary { 'D' } else { 'd' },
+        ch(consistent, 'C', '-'),
+        ch(attach, 'A', '-'),
+        if synced {
+            'S'
+        } else {
+            ch(m.switch(Switch::Sync), 's', '-')
+        },
+        ch(m.switch(Switch::Connect), 'F', '-'),
+        ch(m.switch(Switch::AllowReplay), 'R', '-'),
+    ]
+    .into_iter()
+    .collect();
+    ReplicaState {
+        disk: disk.into(),
+        repl: repl.into(),
+        flags,
+        role: role.into(),
+        consistent,
+        up_to_date,
+    }
+}
