@@ -28,7 +28,24 @@ fn create_join_write_then_planned_handover_and_back() {
     );
 
     // While alice still has a client, the handover is refused and says who is connected.
-    a.wait_state("r0", "open-count published", |m| m.clients == 1);
+    // (bob decides from the metadata: wait until alice's open-count reached him)
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "bob to see alice's client",
+        || {
+            let s = b.status();
+            let n = s.resources[0]
+                .replicas
+                .iter()
+                .find(|m| m.host == "alice")
+                .map(|m| m.clients);
+            if n == Some(1) {
+                Ok(())
+            } else {
+                Err(format!("{n:?}"))
+            }
+        },
+    );
     let err = b.refused(&["primary", "r0"], "NBD client");
     assert!(err.contains("alice"), "{err}");
     assert_eq!(b.replica("r0").unwrap().role, "Secondary");
