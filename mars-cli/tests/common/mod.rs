@@ -44,6 +44,30 @@ pub struct Node {
 }
 
 impl Node {
+    /// A node (not started) with its dir under `root` and the secret in `secret`.
+    pub fn new(root: &Path, name: &str, secret: &Path) -> Node {
+        Node {
+            name: name.to_string(),
+            dir: root.join(name),
+            port: free_port(),
+            secret: secret.to_path_buf(),
+            child: None,
+            log: root.join(format!("{name}.log")),
+        }
+    }
+
+    /// Start marsd and expect it to refuse: returns its exit code and stderr.
+    pub fn start_refused(&self) -> (Option<i32>, String) {
+        let o = Command::new(env!("CARGO_BIN_EXE_marsd"))
+            .args(["--mars-dir", self.dir.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--node", &self.name])
+            .args(["--secret-file", self.secret.to_str().unwrap()])
+            .output()
+            .expect("running marsd");
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -212,14 +236,7 @@ impl Cluster {
         std::fs::write(&secret, SECRET).unwrap();
         let mut nodes = Vec::new();
         for n in names {
-            let mut node = Node {
-                name: n.to_string(),
-                dir: root.path().join(n),
-                port: free_port(),
-                secret: secret.clone(),
-                child: None,
-                log: root.path().join(format!("{n}.log")),
-            };
+            let mut node = Node::new(root.path(), n, &secret);
             node.start();
             nodes.push(node);
         }
