@@ -1,0 +1,151 @@
+//! Bad input gets a clear error (what is wrong, what to do), exit code 1, and changes
+//! nothing: unknown resources, devices too small or already used, duplicate names, a wrong
+//! cluster secret, an address where nothing listens, corrupt control requests, a second
+//! marsd on the same directory, commands whose preconditions fail.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+const SIZE: u64 = 8 << 20;
+
+fn keys(n: &Node, prefix: &str) -> String {
+    n.ok(&["lowlevel-ls", prefix])
+}
+
+#[test]
+fn refusals_name_the_problem_and_change_nothing() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let (da, db) = (c.device("a.img", SIZE), c.device("b.img", SIZE));
+    let small = c.device("small.img", SIZE / 2);
+
+    a.refused(&["join-resource", "r0", &db], "no resource r0");
+    a.ok(&["create-resource", "r0", &da]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    let before = keys(a, "resources/");
+
+    // A second create-resource with an existing name.
+    let err = b.refused(&["create-resource", "r0", &db], "exists already");
+    assert!(err.contains("alice"), "{err}");
+    // A device already used by another resource of this node.
+    a.refused(
+        &["create-resource", "r1", &da],
+        "already the data device of resource r0",
+    );
+    // A device smaller than the resource; a device that does not exist.
+    b.refused(&["join-resource", "r0", &small], "less than the resource's");
+    b.refused(
+        &["join-resource", "r0", "/nonexistent/dev"],
+        "cannot be used",
+    );
+    assert_eq!(
+        keys(a, "resources/"),
+        before,
+        "refusals changed the resource directory"
+    );
+    assert!(
+        keys(b, "resource-r0/data-bob").trim().is_empty(),
+        "bob became a member"
+    );
+    assert!(b.replica("r0").is_none());
+
+    // Preconditions of lifecycle commands name the command that fixes them.
+    b.ok(&["join-resource", "r0", &db]);
+    b.wait_uptodate("r0");
+    b.refused(&["leave-resource", "r0"], "marsadm down r0");
+    a.refused(&["leave-resource", "r0"], "hand over first");
+    a.refused(&["delete-resource", "r0"], "still has members");
+    b.refused(&["log-rotate", "r0"], "run log-rotate there");
+    b.refused(&["view-role", "nope"], "no resource nope");
+    // set-link of a key another node owns.
+    b.refused(
+        &["set-link", "resource-r0/replay-alice", "x"],
+        "belongs to node alice",
+    );
+
+    // leave-resource after down works, and the replica is gone everywhere.
+    b.ok(&["down", "r0"]);
+    b.ok(&["leave-resource", "r0"]);
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "alice to see bob leave",
+        || {
+            let n = a.status().resources[0].replicas.len();
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(format!("{n} replicas"))
+            }
+        },
+    );
+    // Usage errors exit with 2.
+    let o = b.adm(&["create-resource"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn join_cluster_with_a_wrong_secret_or_to_nowhere_is_refused() {
+    let c = Cluster::new(&["alice"]);
+    let other = c.path("other-secret");
+    std::fs::write(&other, "a completely different cluster secret").unwrap();
+    let mut mallory = Node::new(c.root.path(), "mallory", &other);
+    mallory.start();
+    let err = mallory.refused(&["join-cluster", &c.nodes[0].addr()], "authentication");
+    assert!(err.contains("secret"), "{err}");
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    mallory.refused(&["join-cluster", &nowhere], "nothing answers there");
+    mallory.refused(&["join-cluster", "not-an-address"], "HOST:PORT");
+    let s = mallory.status();
+    assert!(s.cluster.is_none(), "mallory joined something: {s:?}");
+    assert!(keys(&c.nodes[0], "ips/")
+        .lines()
+        .all(|l| !l.contains("mallory")));
+}
+
+#[test]
+fn corrupt_control_requests_get_an_error_and_the_daemon_keeps_running() {
+    let c = Cluster::new(&["alice"]);
+    let a = &c.nodes[0];
+    let sock = a.dir.join("marsd.sock");
+    for (bad, want) in [
+        (&b"this is not json\n"[..], "not JSON"),
+        (
+            b"{\"version\":1,\"cmd\":\"format-disk\"}\n",
+            "not a valid request",
+        ),
+        (b"{\"version\":7,\"cmd\":\"cron\"}\n", "version 7"),
+        (b"{\"cmd\":\"cron\"}\n", "missing"),
+        (b"{\"version\":1,\"cmd\":\"crea", "truncated"),
+    ] {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.write_all(bad).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let r: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(r["status"], "bad-request", "{line}");
+        assert!(r["message"].as_str().unwrap().contains(want), "{line}");
+    }
+    // Oversized request: refused before it is buffered whole.
+    let mut s = UnixStream::connect(&sock).unwrap();
+    let big = vec![b'x'; (1 << 20) + 100];
+    let _ = s.write_all(&big);
+    let mut line = String::new();
+    let _ = BufReader::new(&s).read_line(&mut line);
+    assert!(line.contains("longer than"), "{line}");
+    // Still serving.
+    assert_eq!(a.status().node, "alice");
+    a.ok(&["view"]);
+}
+
+#[test]
+fn a_second_marsd_on_the_same_directory_refuses_to_start() {
+    let c = Cluster::new(&["alice"]);
+    let a = &c.nodes[0];
+    let (code, err) = a.start_refused();
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("another marsd already runs"), "{err}");
+    assert_eq!(a.status().node, "alice", "the first one still runs");
+}
