@@ -1,0 +1,153 @@
+//! Several resources and nodes: k > 2 replicas, different primaries, log rotation and
+//! deletion that respects a member with fetch paused, and the seed's data migration
+//! (join on a new node, leave on an old one, under write load).
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const SIZE: u64 = 16 << 20;
+
+fn logs_of(n: &Node, res: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(n.dir.join(format!("resource-{res}")))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.starts_with("log-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn three_nodes_two_resources_log_delete_keeps_what_a_paused_member_needs() {
+    let c = Cluster::new(&["alice", "bob", "carol"]);
+    let (a, b, k) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    a.ok(&["create-resource", "r0", &c.device("a0.img", SIZE)]);
+    b.ok(&["create-resource", "r1", &c.device("b1.img", SIZE)]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    b.wait_state("r1", "Primary", |m| m.role == "Primary");
+    b.ok(&["join-resource", "r0", &c.device("b0.img", SIZE)]);
+    k.ok(&["join-resource", "r0", &c.device("k0.img", SIZE)]);
+    a.ok(&["join-resource", "r1", &c.device("a1.img", SIZE)]);
+    k.ok(&["join-resource", "r1", &c.device("k1.img", SIZE)]);
+    for n in [b, k] {
+        n.wait_uptodate("r0");
+    }
+    for n in [a, k] {
+        n.wait_uptodate("r1");
+    }
+    let mut m0 = vec![0u8; SIZE as usize];
+    let mut m1 = vec![0u8; SIZE as usize];
+    let (mut n0, mut n1) = (a.nbd("r0"), b.nbd("r1"));
+    k.ok(&["pause-fetch", "r0"]);
+    k.wait_state("r0", "PausedFetch", |m| m.repl == "PausedFetch");
+    let carol_at = k.replica("r0").unwrap().replay.unwrap();
+    let carol_log = carol_at.split(',').next().unwrap().to_string();
+    for round in 0..4u64 {
+        write_blocks(&mut n0, &mut m0, 10 + round, 300, 50);
+        write_blocks(&mut n1, &mut m1, 20 + round, 200, 50);
+        a.ok(&["log-rotate", "r0"]);
+        b.ok(&["cron"]);
+    }
+    b.wait_uptodate("r0");
+    a.wait_uptodate("r1");
+    k.wait_uptodate("r1");
+    a.ok(&["log-delete", "r0"]);
+    b.ok(&["log-delete", "r1"]);
+    // r1's logs go below what every member of r1 needs (all are up to date). Once
+    // alice deleted her copies, her rounds have also applied r0's log-delete.
+    for n in [b, a] {
+        wait_until(Duration::from_secs(20), "old r1 logs to go", || {
+            let l = logs_of(n, "r1");
+            if l.len() <= 2 {
+                Ok(())
+            } else {
+                Err(format!("{}: {l:?}", n.name))
+            }
+        });
+    }
+    // Nothing carol (fetch paused) still needs is deleted: her log is still on alice.
+    let on_alice = logs_of(a, "r0");
+    assert!(
+        on_alice.contains(&carol_log),
+        "alice deleted {carol_log} that carol needs: {on_alice:?}"
+    );
+    assert!(
+        on_alice.len() >= 5,
+        "alice deleted r0 logs although carol needs them: {on_alice:?}"
+    );
+    k.ok(&["resume-fetch", "r0"]);
+    k.wait_uptodate("r0");
+    n0.disconnect().unwrap();
+    n1.disconnect().unwrap();
+    for (f, m) in [
+        ("b0.img", &m0),
+        ("k0.img", &m0),
+        ("a1.img", &m1),
+        ("k1.img", &m1),
+    ] {
+        wait_equal(&c.path(f), m, f);
+    }
+    // Now that carol caught up, log-delete removes r0's old logs on every member.
+    a.ok(&["log-delete", "r0"]);
+    for n in [a, b, k] {
+        wait_until(Duration::from_secs(20), "old r0 logs to go", || {
+            let l = logs_of(n, "r0");
+            if l.len() <= 2 && !l.contains(&carol_log) {
+                Ok(())
+            } else {
+                Err(format!("{}: {l:?}", n.name))
+            }
+        });
+    }
+}
+
+#[test]
+fn migrate_by_join_and_leave_under_write_load() {
+    let c = Cluster::new(&["alice", "bob", "carol"]);
+    let (a, b, k) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    b.wait_uptodate("r0");
+    let mut model = vec![0u8; SIZE as usize];
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 5, 500, 50);
+    // The load keeps going while carol joins and bob leaves.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || {
+        let mut seed = 1000;
+        while stop_rx.try_recv().is_err() {
+            write_blocks(&mut nbd, &mut model, seed, 100, 25);
+            seed += 1;
+        }
+        (nbd, model)
+    });
+    k.ok(&["join-resource", "r0", &c.device("k.img", SIZE)]);
+    k.wait_state("r0", "consistent", |m| m.consistent);
+    b.ok(&["down", "r0"]);
+    b.ok(&["leave-resource", "r0"]);
+    stop_tx.send(()).unwrap();
+    let (nbd, model) = writer.join().unwrap();
+    nbd.disconnect().unwrap();
+    k.wait_uptodate("r0");
+    wait_equal(
+        &c.path("k.img"),
+        &model,
+        "carol's device after the migration",
+    );
+    assert!(
+        !b.dir.join("resource-r0").exists(),
+        "bob kept r0's logs after leaving"
+    );
+    let s = a.status();
+    let hosts: Vec<&str> = s.resources[0]
+        .replicas
+        .iter()
+        .map(|m| m.host.as_str())
+        .collect();
+    assert_eq!(hosts, ["alice", "carol"]);
+}
