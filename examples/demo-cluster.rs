@@ -1,281 +1,234 @@
-//! The main demo: one resource replicated from a primary to a secondary over loopback.
+//! The main demo: two MARS nodes (`marsd` daemons, in this process) replicate one resource,
+//! driven only through the control protocol that `marsadm` speaks.
 //!
-//! - **alice** (primary) keeps the resource's data on a file (io_uring backend), logs every
-//!   write through the trans_logger and exports the resource over NBD on a Unix socket.
-//! - An NBD client writes random 4 KiB blocks with a flush every 256 writes; the logger rotates
-//!   its log files along the way.
-//! - **bob** (secondary) fetches alice's log files over mars-net (HMAC-authenticated,
-//!   records verified as they arrive) and replays each finished log onto his own data file.
-//! - A peer with the wrong cluster secret is refused.
-//! - At the end bob's device equals alice's byte for byte, and both equal what the client wrote.
+//! 1. alice creates a cluster, bob joins it (authenticated; a peer with a wrong secret is
+//!    refused), alice creates resource `r0` on a 64 MiB file and becomes its primary.
+//! 2. An NBD client writes random 4 KiB blocks with periodic flushes; meanwhile bob joins
+//!    `r0`: a fast full sync, then he fetches alice's logs and replays them.
+//! 3. bob's device equals what the client wrote, byte for byte.
+//! 4. Planned handover: bob becomes primary (nothing lost), the client writes to him, alice
+//!    replays his log, and both devices are equal again.
 //!
-//! Run: `cargo run --release --example demo-cluster` (takes a few seconds).
-//! The daemon (`marsd`) and `marsadm` will drive the same bricks from the metadata store.
+//! Run: `cargo run --release --example demo-cluster` (takes a few seconds). The same steps
+//! with separate processes: `marsd --mars-dir DIR ...` on each node, then `marsadm`.
 
 // The binaries' allocator: see ARCHITECTURE.md, "Allocator".
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{bail, Context, Result};
-use mars_net::{ChannelKind, ClusterId, NetConfig, Secret};
-use parking_lot::Mutex;
-use std::net::SocketAddr;
+use mars_cli::control::{call, Outcome, Request, Response};
+use mars_cli::daemon::{Daemon, Options};
+use mars_cli::view::{render, NodeStatus, ReplicaStatus};
+use mars_net::ChannelKind;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use xio::file::{self, Backend, FileOptions};
-use xio::log::{LogName, LogPos};
-use xio::logger::{replay_store, FsLogStore, LoggerConfig, ReplayOptions, TransLogger};
 use xio::nbd::client::Client;
-use xio::nbd::{Export, NbdServer, ServerConfig};
-use xio::remote::{
-    log_verifier, ClientConfig, Exports, FetchConfig, LogFetch, RemoteClient, Target,
-};
 
 const SIZE: u64 = 64 << 20;
 const BLOCK: usize = 4096;
-const WRITES: u64 = 12_000;
-const RESOURCE: &str = "r0";
+const SECRET: &str = "demo cluster secret, at least 16 bytes";
 
-fn net(node: &str, secret: &str) -> NetConfig {
-    NetConfig::new(
-        ClusterId([0x4d; 16]),
-        node,
-        Secret::new(secret).expect("secret is long enough"),
-    )
+struct Node {
+    name: &'static str,
+    dir: PathBuf,
+    addr: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<()>>>,
 }
 
-/// What the secondary's fetch+replay loop shares with the main thread.
-#[derive(Default)]
-struct Secondary {
-    /// The log being fetched now.
-    current: Mutex<Option<(u64, Arc<LogFetch>)>>,
-    /// Set once the primary is done: the last log that holds data.
-    last_seq: AtomicU64,
-    done: AtomicBool,
-    replayed_seq: AtomicU64,
-    fetched_bytes: AtomicU64,
-    records: AtomicU64,
+impl Node {
+    fn start(root: &Path, name: &'static str) -> Result<Node> {
+        let dir = root.join(name);
+        let d = Daemon::open(Options {
+            dir: dir.clone(),
+            listen: "127.0.0.1:0".into(),
+            node: name.into(),
+            secret: SECRET.into(),
+            nbd_listen: None,
+        })?;
+        let addr = d.local_addr().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || d.run(&s2));
+        println!("{name}: marsd on {addr}, mars dir {}", dir.display());
+        Ok(Node {
+            name,
+            dir,
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// One `marsadm` command: the daemon must say ok.
+    fn adm(&self, r: Request) -> Result<Response> {
+        let resp = call(&self.dir.join("marsd.sock"), r)?;
+        if resp.status != Outcome::Ok {
+            bail!("{}: {}", self.name, resp.message);
+        }
+        println!("{}$ marsadm ... -> {}", self.name, resp.message);
+        Ok(resp)
+    }
+
+    fn status(&self) -> Result<NodeStatus> {
+        let r = self.adm_quiet(Request::Status { res: None })?;
+        Ok(serde_json::from_value(r.data)?)
+    }
+
+    fn adm_quiet(&self, r: Request) -> Result<Response> {
+        call(&self.dir.join("marsd.sock"), r)
+    }
+
+    fn replica(&self, res: &str) -> Result<Option<ReplicaStatus>> {
+        let s = self.status()?;
+        Ok(s.resources
+            .iter()
+            .find(|r| r.name == res)
+            .and_then(|r| r.replicas.iter().find(|m| m.host == self.name).cloned()))
+    }
+
+    fn wait(&self, what: &str, f: impl Fn(&ReplicaStatus) -> bool) -> Result<()> {
+        wait_for(Duration::from_secs(60), || {
+            Ok(self.replica("r0")?.as_ref().is_some_and(&f))
+        })
+        .with_context(|| format!("{} did not become {what}", self.name))
+    }
+
+    fn nbd(&self) -> Result<Client> {
+        Client::unix(self.dir.join("nbd/r0.sock"), "r0", true)
+            .context("connecting to the NBD export")
+    }
+
+    fn stop(mut self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("marsd thread panicked")?;
+        }
+        Ok(())
+    }
 }
 
 pub fn main() -> Result<()> {
     let started = Instant::now();
     let root = tempfile::tempdir().context("creating a temp dir")?;
-    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
-    for d in [alice.join("log"), alice.join("nbd"), bob.join("log")] {
-        std::fs::create_dir_all(&d)?;
-    }
-    let secret = "demo cluster secret, at least 16 bytes";
+    let alice = Node::start(root.path(), "alice")?;
+    let bob = Node::start(root.path(), "bob")?;
+    alice.adm(Request::CreateCluster)?;
+    bob.adm(Request::JoinCluster {
+        peer: alice.addr.clone(),
+    })?;
+    wait_for(Duration::from_secs(10), || {
+        Ok(bob.status()?.cluster.is_some())
+    })?;
 
-    // ---- alice: data file → trans_logger → NBD export; log directory served over mars-net.
-    let opts = FileOptions {
-        create_size: Some(SIZE),
-        ..FileOptions::default()
-    };
-    let alice_data = file::open(alice.join("r0.img"), Backend::IoUring, &opts)?;
-    let logger = TransLogger::open(
-        alice_data.clone(),
-        &alice.join("log"),
-        LoggerConfig {
-            resource: RESOURCE.into(),
-            node: "alice".into(),
-            keep_logs: true, // the secondary fetches them
-            rotate_size: 16 << 20,
-            ..LoggerConfig::default()
-        },
-    )?;
-    let nbd = NbdServer::new(ServerConfig::default());
-    nbd.add_export(Export::new(RESOURCE, logger.clone())?.multi_conn(true))?;
-    let sock = alice.join("nbd").join("r0.sock");
-    nbd.listen_unix(&sock)?;
-    let alice_node =
-        Exports::new(Some(alice.join("log"))).listen("127.0.0.1:0", net("alice", secret))?;
-    let peer = alice_node.local_addr();
-    println!(
-        "alice: primary of `{RESOURCE}` ({} MiB), NBD at {}, mars-net at {peer}",
-        SIZE >> 20,
-        sock.display()
-    );
-
-    // ---- an intruder with the wrong secret is refused.
-    match mars_net::connect(
-        peer,
-        &net("mallory", "not the cluster secret at all"),
-        ChannelKind::Fetch,
-    ) {
+    // An intruder with the wrong secret is refused.
+    let wrong = mars_strategy::net::net_config("mallory", b"not the cluster secret at all")?;
+    match mars_net::connect(alice.addr.parse()?, &wrong, ChannelKind::Meta) {
         Ok(_) => bail!("a peer with the wrong secret was accepted"),
         Err(e) => println!("mallory: refused as expected: {e}"),
     }
 
-    // ---- bob: fetch and replay in the background.
-    let opts = FileOptions {
-        create_size: Some(SIZE),
-        ..FileOptions::default()
-    };
-    let bob_data = file::open(bob.join("r0.img"), Backend::IoUring, &opts)?;
-    let shared = Arc::new(Secondary::default());
-    let bob_thread = {
-        let (shared, bob_dir, data) = (shared.clone(), bob.clone(), bob_data.clone());
-        let cfg = net("bob", secret);
-        std::thread::spawn(move || secondary(peer, cfg, &bob_dir, &*data, &shared))
-    };
+    let (a_img, b_img) = (root.path().join("alice.img"), root.path().join("bob.img"));
+    for p in [&a_img, &b_img] {
+        std::fs::File::create(p)?.set_len(SIZE)?;
+    }
+    alice.adm(Request::CreateResource {
+        res: "r0".into(),
+        dev: a_img.display().to_string(),
+        size: None,
+    })?;
+    alice.wait("primary", |m| m.role == "Primary")?;
 
-    // ---- the workload: random 4 KiB writes over NBD with periodic flushes.
+    // The workload, with bob joining while it runs.
     let mut model = vec![0u8; SIZE as usize];
-    let mut client = Client::unix(&sock, RESOURCE, true).context("connecting to the NBD export")?;
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut client = alice.nbd()?;
     let t0 = Instant::now();
-    for i in 0..WRITES {
+    write_random(&mut client, &mut model, 1, 6000)?;
+    bob.adm(Request::JoinResource {
+        res: "r0".into(),
+        dev: b_img.display().to_string(),
+    })?;
+    write_random(&mut client, &mut model, 2, 6000)?;
+    println!(
+        "client: 12000 writes (47 MiB) in {:.2?}, all acknowledged",
+        t0.elapsed()
+    );
+    let t1 = Instant::now();
+    bob.wait("UpToDate", |m| m.up_to_date)?;
+    wait_equal(&b_img, &model, "bob's device")?;
+    println!(
+        "bob: synced and replayed in {:.2?}; bob == client model (blake3 {})",
+        t1.elapsed(),
+        &blake3::hash(&model).to_hex()[..16]
+    );
+    print!("{}", render(&alice.status()?));
+
+    // Planned handover: the client leaves alice, bob takes over, nothing is lost.
+    client.disconnect()?;
+    wait_for(Duration::from_secs(10), || {
+        Ok(bob.status()?.resources[0]
+            .replicas
+            .iter()
+            .all(|m| m.clients == 0))
+    })?;
+    let t2 = Instant::now();
+    bob.adm(Request::Primary { res: "r0".into() })?;
+    bob.wait("primary", |m| m.role == "Primary")?;
+    println!("handover to bob in {:.2?}", t2.elapsed());
+    let mut client = bob.nbd()?;
+    write_random(&mut client, &mut model, 3, 3000)?;
+    client.disconnect()?;
+    alice.wait("UpToDate", |m| m.up_to_date)?;
+    wait_equal(&a_img, &model, "alice's device after the handover")?;
+    print!("{}", render(&bob.status()?));
+    println!(
+        "consistent: alice == bob == client model ({} MiB), demo took {:.1?}",
+        SIZE >> 20,
+        started.elapsed()
+    );
+    alice.stop()?;
+    bob.stop()?;
+    Ok(())
+}
+
+fn write_random(c: &mut Client, model: &mut [u8], seed: u64, n: u64) -> Result<()> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ seed;
+    for i in 0..n {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let off = (x % (SIZE / BLOCK as u64)) * BLOCK as u64;
         let block = vec![(i % 251) as u8 + 1; BLOCK];
         model[off as usize..off as usize + BLOCK].copy_from_slice(&block);
-        let err = client.write(off, &block)?;
-        if err != 0 {
-            bail!("NBD write at {off} failed with error {err}");
+        if c.write(off, &block)? != 0 {
+            bail!("NBD write at {off} failed");
         }
-        if i % 256 == 255 && client.flush()? != 0 {
+        if i % 256 == 255 && c.flush()? != 0 {
             bail!("NBD flush failed");
         }
-        if i % 3000 == 2999 {
-            let s = logger.status();
-            println!(
-                "alice: {} writes, log at {}, written back to {}; bob replayed through log {}",
-                i + 1,
-                s.durable_end,
-                s.min_pos,
-                shared.replayed_seq.load(Ordering::SeqCst)
-            );
-        }
     }
-    if client.flush()? != 0 {
-        bail!("final NBD flush failed");
-    }
-    let mib = (WRITES * BLOCK as u64) as f64 / (1 << 20) as f64;
-    println!(
-        "client: {WRITES} writes ({mib:.0} MiB) in {:.2?}, all acknowledged",
-        t0.elapsed()
-    );
-    client.disconnect()?;
-
-    // ---- primary finishes its current log (rotation) and writes everything back.
-    let last_data_seq = logger.status().durable_end.seq;
-    logger.rotate();
-    wait_for(Duration::from_secs(10), || {
-        logger.status().durable_end.seq > last_data_seq
-    })
-    .context("the logger did not rotate")?;
-    nbd.shutdown(Duration::from_secs(10));
-    logger.close()?;
-    shared.last_seq.store(last_data_seq, Ordering::SeqCst);
-    shared.done.store(true, Ordering::SeqCst);
-    println!("alice: closed; logs 1..={last_data_seq} hold the data");
-
-    // ---- wait until bob has replayed every log with data.
-    wait_for(Duration::from_secs(30), || {
-        if let Some((seq, f)) = shared.current.lock().as_ref() {
-            if *seq > last_data_seq {
-                f.stop(); // nothing more will come: the primary is gone
-            }
-        }
-        bob_thread.is_finished()
-    })
-    .context("bob did not catch up in time")?;
-    bob_thread.join().expect("bob's thread panicked")?;
-    println!(
-        "bob: fetched {} KiB in logs 1..={}, replayed {} records",
-        shared.fetched_bytes.load(Ordering::SeqCst) >> 10,
-        shared.replayed_seq.load(Ordering::SeqCst),
-        shared.records.load(Ordering::SeqCst)
-    );
-
-    // ---- the proof: both replicas are identical and equal the client's view.
-    let a = std::fs::read(alice.join("r0.img"))?;
-    let b = std::fs::read(bob.join("r0.img"))?;
-    if a != model {
-        bail!("alice's device differs from what the client wrote");
-    }
-    if a != b {
-        let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(0);
-        bail!("bob's device differs from alice's at byte {first}");
-    }
-    println!(
-        "consistent: bob == alice == client model ({} MiB, blake3 {}), demo took {:.1?}",
-        SIZE >> 20,
-        &blake3_hex(&a)[..16],
-        started.elapsed()
-    );
-    Ok(())
-}
-
-/// bob's loop: fetch log 1, 2, ... from alice as each finishes, verifying records on arrival,
-/// and replay each finished log onto the local device in log order.
-fn secondary(
-    peer: SocketAddr,
-    cfg: NetConfig,
-    dir: &Path,
-    data: &dyn brick_core::Output,
-    s: &Secondary,
-) -> Result<()> {
-    let log_dir: PathBuf = dir.join("log");
-    let store = FsLogStore::new(&log_dir, "bob")?;
-    let mut from = LogPos::new(1, 0);
-    for seq in 1.. {
-        if s.done.load(Ordering::SeqCst) && seq > s.last_seq.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        // Fetched logs keep their creator's name.
-        let name = LogName::new(seq, "alice").to_string();
-        let client = RemoteClient::start(
-            format!("{name}@alice"),
-            ClientConfig::new(
-                cfg.clone(),
-                peer,
-                ChannelKind::Fetch,
-                Target::Log(name.clone()),
-            ),
-        );
-        let mut fc = FetchConfig::new(log_dir.join(&name), &name);
-        fc.follow_wait_ms = 100;
-        fc.verify = Some(log_verifier(Some(seq)));
-        let fetch = LogFetch::new(client, fc);
-        *s.current.lock() = Some((seq, fetch.clone()));
-        let p = fetch.run().with_context(|| format!("fetching {name}"))?;
-        if !p.finished {
-            return Ok(()); // stopped: the primary is gone and this log holds nothing
-        }
-        s.fetched_bytes.fetch_add(p.local, Ordering::SeqCst);
-        let report = replay_store(
-            data,
-            &store,
-            from,
-            ReplayOptions {
-                resource: Some(RESOURCE.into()),
-                ..ReplayOptions::default()
-            },
-        )
-        .with_context(|| format!("replaying {name}"))?;
-        s.records.fetch_add(report.records, Ordering::SeqCst);
-        from = report.reached;
-        s.replayed_seq.store(seq, Ordering::SeqCst);
+    if c.flush()? != 0 {
+        bail!("NBD flush failed");
     }
     Ok(())
 }
 
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+fn wait_equal(path: &Path, want: &[u8], what: &str) -> Result<()> {
+    wait_for(Duration::from_secs(30), || Ok(std::fs::read(path)? == want))
+        .with_context(|| format!("{what} does not equal the client's model"))
+}
+
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + limit;
-    while !cond() {
+    while !cond()? {
         if Instant::now() > deadline {
             bail!("timed out after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
-}
-
-fn blake3_hex(data: &[u8]) -> String {
-    blake3::hash(data).to_hex().to_string()
 }

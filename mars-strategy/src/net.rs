@@ -50,13 +50,12 @@ pub fn net_config(me: &str, secret: &[u8]) -> Result<NetConfig> {
     Ok(cfg)
 }
 
-/// The transport-level cluster id: derived from the secret (the metadata cluster uuid is
-/// checked on every message by [`MetaNode`]; a joining node does not know it yet).
-fn net_cluster_id(secret: &[u8]) -> ClusterId {
-    let h = blake3::hash(secret);
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&h.as_bytes()[..16]);
-    ClusterId(id)
+/// The transport-level cluster id: one constant for every MARS node. Membership is proven by
+/// the HMAC over the cluster secret (a wrong secret fails as "authentication failed"), and the
+/// metadata cluster uuid is checked on every message by [`MetaNode`] (a joining node does not
+/// know it yet). An id derived from the secret would put a hash of the secret on the wire.
+fn net_cluster_id(_secret: &[u8]) -> ClusterId {
+    ClusterId(*b"mars-rs:meta:v1\0")
 }
 
 impl NetTransport {

@@ -10,8 +10,10 @@ use crate::views::{LogName, ReplayLink, Switch, VersionLink};
 /// milliseconds, commits within a second, and the primary publishes its position each tick).
 pub const SYNCPOS_SETTLE_NS: u64 = 3_000_000_000;
 
-/// Sync progress is published in steps of at least this many bytes.
-const SYNCSTATUS_STEP: u64 = 64 << 20;
+/// Sync progress is published in steps of 2% of the size, at least 1 MiB, at most 64 MiB.
+fn syncstatus_step(size: u64) -> u64 {
+    (size / 50).clamp(1 << 20, 64 << 20)
+}
 
 /// What node `s.me` must do next for resource `s.res`.
 pub fn derive(s: &Snapshot, f: &Facts) -> Vec<Action> {
@@ -293,7 +295,7 @@ fn sync(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
                 }
             }
             Some(_) => {}
-            None if x.pos >= me.syncstatus.saturating_add(SYNCSTATUS_STEP) => {
+            None if x.pos >= me.syncstatus.saturating_add(syncstatus_step(size)) => {
                 out.push(Action::link(
                     format!("syncstatus-{}", s.me),
                     x.pos.to_string(),
