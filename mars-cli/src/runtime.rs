@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use xio::file::{self, Backend, FileOptions};
 use xio::nbd::NbdServer;
 use xio::remote::{ClientConfig, Exports, Target};
@@ -21,6 +21,10 @@ use xio::replica::{
 
 /// How long a stopping primary waits for its NBD clients' last requests.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A failed fetch or sync is started again at the earliest after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A failed replay step is tried again after this long (the error is reported meanwhile).
+const REPLAY_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// What the executors need from the daemon.
 pub struct Env<'a> {
@@ -52,7 +56,9 @@ pub struct ResourceRt {
     fetch: Option<(LogName, String, FetchWorker)>,
     fetch_ended: Option<FetchFact>,
     replay: Option<(LogName, ReplayWorker)>,
-    replay_failed: Option<String>,
+    replay_failed: Option<(String, Instant)>,
+    fetch_failed_at: Option<Instant>,
+    sync_failed_at: Option<Instant>,
     sync: Option<SyncWorker>,
     sync_fact: Option<SyncFact>,
     verified: BTreeMap<LogName, (u64, u64)>,
@@ -72,6 +78,8 @@ impl ResourceRt {
             fetch_ended: None,
             replay: None,
             replay_failed: None,
+            fetch_failed_at: None,
+            sync_failed_at: None,
             sync: None,
             sync_fact: None,
             verified: BTreeMap::new(),
@@ -128,7 +136,7 @@ impl ResourceRt {
                     self.replay_failed = None;
                 } else if let Some(e) = st.failed {
                     tracing::error!(res = %self.res, log = %log, "replay failed: {e}");
-                    self.replay_failed = Some(e);
+                    self.replay_failed = Some((e, Instant::now()));
                 }
                 self.replay = None;
             }
@@ -136,6 +144,22 @@ impl ResourceRt {
         if let Some((log, peer, w)) = &self.fetch {
             let st = w.state();
             if st.done || st.failed.is_some() {
+                if st.failed.is_some() {
+                    self.fetch_failed_at = Some(Instant::now());
+                }
+                if let Some(at) = st.corrupt_at {
+                    // Cut the copy back to what verified, so that the next fetch gets those
+                    // bytes again instead of appending after a corrupt record.
+                    let path = self.log_dir.join(log.to_string());
+                    tracing::warn!(res = %self.res, log = %log, at, "fetched bytes do not verify: cutting the local copy back to the verified prefix and fetching again");
+                    if let Err(e) = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(at))
+                    {
+                        tracing::error!(res = %self.res, "cannot cut {}: {e}", path.display());
+                    }
+                }
                 self.fetch_ended = Some(FetchFact {
                     log: log.clone(),
                     peer: peer.clone(),
@@ -160,6 +184,7 @@ impl ResourceRt {
             if st.failed.is_some() {
                 f.failed = st.failed.clone();
                 self.sync = None;
+                self.sync_failed_at = Some(Instant::now());
             }
         }
         links
@@ -220,7 +245,11 @@ impl ResourceRt {
             local_logs,
             fetch,
             replay_busy: self.replay.is_some(),
-            replay_failed: self.replay_failed.clone(),
+            replay_failed: self
+                .replay_failed
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < REPLAY_RETRY_AFTER)
+                .map(|(e, _)| e.clone()),
             sync: self.sync_fact.clone(),
             primary,
             device_size: None,
@@ -360,6 +389,13 @@ impl ResourceRt {
                 }
             }
             Action::Fetch { log, peer, .. } => {
+                if self.fetch.is_none()
+                    && self
+                        .fetch_failed_at
+                        .is_some_and(|t| t.elapsed() < RETRY_AFTER)
+                {
+                    return links; // retried after a pause
+                }
                 if let Some((_, _, w)) = self.fetch.take() {
                     w.stop();
                 }
@@ -373,6 +409,7 @@ impl ResourceRt {
                         self.fetch = Some((log.clone(), peer.clone(), w));
                     }
                     Err(e) => {
+                        self.fetch_failed_at = Some(Instant::now());
                         self.fetch_ended = Some(FetchFact {
                             log: log.clone(),
                             peer: peer.clone(),
@@ -393,9 +430,16 @@ impl ResourceRt {
                     let w = ReplayWorker::start(d, &self.log_dir, env.me, &res, log, *from, *to);
                     self.replay = Some((log.clone(), w));
                 }
-                Err(e) => self.replay_failed = Some(e),
+                Err(e) => self.replay_failed = Some((e, Instant::now())),
             },
             Action::StartSync { peer, from, size } => {
+                if self.sync.is_none()
+                    && self
+                        .sync_failed_at
+                        .is_some_and(|t| t.elapsed() < RETRY_AFTER)
+                {
+                    return links; // retried after a pause
+                }
                 if let Some(w) = self.sync.take() {
                     w.stop();
                 }
@@ -424,6 +468,7 @@ impl ResourceRt {
                         self.sync = Some(w);
                     }
                     Err(e) => {
+                        self.sync_failed_at = Some(Instant::now());
                         self.sync_fact = Some(SyncFact {
                             pos: *from,
                             done_at: None,

@@ -149,3 +149,64 @@ fn a_second_marsd_on_the_same_directory_refuses_to_start() {
     assert!(err.contains("another marsd already runs"), "{err}");
     assert_eq!(a.status().node, "alice", "the first one still runs");
 }
+
+#[test]
+fn a_corrupt_log_record_is_reported_and_nothing_after_it_is_applied() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    b.wait_uptodate("r0");
+    b.ok(&["pause-fetch", "r0"]);
+    b.wait_state("r0", "PausedFetch", |m| m.repl == "PausedFetch");
+    let before = std::fs::read(c.path("b.img")).unwrap();
+    let mut model = vec![0u8; SIZE as usize];
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 9, 400, 50);
+    // Flip one byte in the middle of alice's current log (inside some record).
+    let log = std::fs::read_dir(a.dir.join("resource-r0"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log-"))
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(&log, &bytes).unwrap();
+    b.ok(&["resume-fetch", "r0"]);
+    b.wait_state("r0", "the corruption reported", |m| {
+        m.msg
+            .as_deref()
+            .is_some_and(|x| x.contains("does not verify"))
+    });
+    let m = b.replica("r0").unwrap();
+    let pos: u64 = m
+        .replay
+        .unwrap()
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        pos < at as u64,
+        "bob replayed to {pos}, past the corrupt byte at {at}"
+    );
+    assert!(
+        !m.up_to_date,
+        "bob claims to be up to date past a corrupt record"
+    );
+    // What bob has is a prefix of the history: every block is either as before or as written.
+    let now = std::fs::read(c.path("b.img")).unwrap();
+    for (i, chunk) in now.chunks(4096).enumerate() {
+        let r = i * 4096..(i + 1) * 4096;
+        assert!(
+            chunk == &before[r.clone()] || chunk == &model[r],
+            "block {i} is neither old nor new"
+        );
+    }
+    nbd.disconnect().unwrap();
+}

@@ -42,6 +42,17 @@ pub enum RemoteError {
         #[source]
         source: std::io::Error,
     },
+    /// The local copy is longer than the remote log: they are not the same log (after a
+    /// split brain, or the remote file was replaced). Nothing is appended.
+    #[error("the local copy of {name} ({local} bytes) is longer than the remote log ({remote} bytes): not the same log (split brain?)")]
+    Diverged {
+        /// Log name.
+        name: String,
+        /// Local length.
+        local: u64,
+        /// Remote length.
+        remote: u64,
+    },
     /// A fetched log does not verify.
     #[error("fetched log {name} does not verify at offset {pos}: {reason}")]
     Verify {

@@ -184,12 +184,10 @@ impl LogFetch {
                 return Ok(self.progress());
             }
             if local > remote {
-                return Err(RemoteError::Verify {
+                return Err(RemoteError::Diverged {
                     name: self.cfg.name.clone(),
-                    pos: remote,
-                    reason: format!(
-                        "the local copy ({local} bytes) is longer than the remote log ({remote} bytes): not the same log (split brain?)"
-                    ),
+                    local,
+                    remote,
                 });
             }
             if local == remote && finished && inflight.is_empty() {

@@ -49,6 +49,9 @@ pub struct FetchState {
     pub done: bool,
     /// It stopped with this error.
     pub failed: Option<String>,
+    /// It stopped because the bytes after this offset do not verify (a corrupt record): the
+    /// local copy should be cut back to it before fetching again.
+    pub corrupt_at: Option<u64>,
 }
 
 /// A log fetch on a thread: `log` from a peer into `local_path`, following its growth.
@@ -84,6 +87,9 @@ impl FetchWorker {
                     Ok(p) => s.done = p.finished && p.local == p.remote,
                     Err(e) => {
                         tracing::warn!(log = %name, "log fetch failed: {e}");
+                        if let crate::remote::RemoteError::Verify { pos, .. } = &e {
+                            s.corrupt_at = Some(*pos);
+                        }
                         s.failed = Some(e.to_string());
                     }
                 }
