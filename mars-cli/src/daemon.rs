@@ -740,7 +740,7 @@ impl Daemon {
     fn status(&self, only: Option<&str>) -> NodeStatus {
         let me = self.me();
         let store = self.runner.node().store();
-        let peers = store
+        let peers: Vec<PeerStatus> = store
             .list("ips/ip-")
             .into_iter()
             .filter(|(k, _)| k["ips/ip-".len()..] != *me)
@@ -762,11 +762,11 @@ impl Daemon {
             if s.mine().is_none() && only.is_none() {
                 continue;
             }
-            resources.push(resource_status(&s, self.rts.get(&*r)));
+            resources.push(resource_status(&s, self.rts.get(&*r), &peers));
         }
         if let Some(o) = only {
             if resources.is_empty() && store.get(&format!("resources/{o}")).is_some() {
-                resources.push(resource_status(&self.snapshot(o), None));
+                resources.push(resource_status(&self.snapshot(o), None, &peers));
             }
         }
         NodeStatus {
@@ -779,7 +779,8 @@ impl Daemon {
     }
 }
 
-fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>) -> ResourceStatus {
+fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) -> ResourceStatus {
+    let unreachable = |h: &str| peers.iter().any(|p| p.name == h && !p.connected);
     let primary_pos = s
         .primary
         .as_ref()
@@ -796,17 +797,25 @@ fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>) -> ResourceStatus {
                 (Some(r), Some(p)) if r.log == p.log => Some(p.pos.saturating_sub(r.pos)),
                 _ => None,
             };
+            let (repl, msg) = if unreachable(h) {
+                (
+                    "UnResponsive".to_string(),
+                    Some(format!("no connection to {h}: its marsd is down or the link is cut; its state below is the last known")),
+                )
+            } else {
+                (st.repl, m.actual.get("msg").filter(|v| *v != "OK").cloned())
+            };
             ReplicaStatus {
                 host: h.clone(),
                 disk: st.disk,
-                repl: st.repl,
+                repl,
                 flags: st.flags,
                 role: st.role,
                 replay: m.replay.as_ref().map(|r| r.to_string()),
                 syncstatus: m.syncstatus.min(s.size.unwrap_or(0)),
                 lag,
                 clients: m.count("open-count"),
-                msg: m.actual.get("msg").filter(|v| *v != "OK").cloned(),
+                msg,
                 consistent: st.consistent,
                 up_to_date: st.up_to_date,
             }

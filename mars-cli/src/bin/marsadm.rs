@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Administer the local MARS node (via its marsd).
+///
+/// Exit codes: 0 done; 1 refused or failed (the message says what is wrong and which command
+/// fixes it), or a wait timed out; 2 usage error.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -199,11 +202,18 @@ impl Adm {
 
     fn field(&self, res: &str, f: impl Fn(&ReplicaStatus) -> String) -> Result<()> {
         let (_, m) = self.mine(res)?;
-        match m {
-            Some(m) => println!("{}", f(&m)),
-            None => println!("NotJoined"),
-        }
+        let v = m.as_ref().map_or_else(|| "NotJoined".to_string(), f);
+        self.print_value(&v);
         Ok(())
+    }
+
+    /// A single value: plain, or as a JSON string with --json.
+    fn print_value(&self, v: &str) {
+        if self.json {
+            println!("{}", serde_json::json!(v));
+        } else {
+            println!("{v}");
+        }
     }
 }
 
@@ -344,7 +354,7 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                 .iter()
                 .find(|r| r.name == res)
                 .and_then(|r| r.primary.clone());
-            println!("{}", p.unwrap_or_else(|| "(none)".into()));
+            adm.print_value(&p.unwrap_or_else(|| "(none)".into()));
             Ok(())
         }
         Cmd::GetLink { key } => {
@@ -352,7 +362,7 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
             if r.status != Outcome::Ok {
                 bail!("{}", r.message);
             }
-            println!("{}", r.message);
+            adm.print_value(&r.message);
             Ok(())
         }
         Cmd::SetLink { key, value } => adm.run(Request::SetLink { key, value }).map(drop),
@@ -360,7 +370,11 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
             let r = adm.call(Request::Ls {
                 prefix: prefix.unwrap_or_default(),
             })?;
-            println!("{}", r.message);
+            if adm.json {
+                println!("{}", r.data);
+            } else if !r.message.is_empty() {
+                println!("{}", r.message);
+            }
             Ok(())
         }
     }
