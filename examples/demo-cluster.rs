@@ -176,7 +176,11 @@ pub fn main() -> Result<()> {
             .all(|m| m.clients == 0))
     })?;
     let t2 = Instant::now();
-    bob.adm(Request::Primary { res: "r0".into() })?;
+    bob.adm(Request::Primary {
+        res: "r0".into(),
+        force: false,
+        dry_run: false,
+    })?;
     bob.wait("primary", |m| m.role == "Primary")?;
     println!("handover to bob in {:.2?}", t2.elapsed());
     let mut client = bob.nbd()?;

@@ -41,9 +41,13 @@ pub enum Request {
     },
     LeaveResource {
         res: String,
+        #[serde(default)]
+        dry_run: bool,
     },
     DeleteResource {
         res: String,
+        #[serde(default)]
+        dry_run: bool,
     },
     /// Set `todo-<me>/<switch>` (attach, connect, sync, allow-replay) of a resource.
     Switch {
@@ -53,6 +57,17 @@ pub enum Request {
     },
     Primary {
         res: String,
+        /// Forced failover (after pause-fetch, with the old primary unreachable).
+        #[serde(default)]
+        force: bool,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Discard this replica's data and history and full-sync it from the primary.
+    Invalidate {
+        res: String,
+        #[serde(default)]
+        dry_run: bool,
     },
     Secondary {
         res: String,

@@ -44,6 +44,9 @@ pub struct ResourceStatus {
     pub logs: Vec<String>,
     /// The NBD socket of the export, on the primary.
     pub nbd_socket: Option<String>,
+    /// Where the history forks, if it does (every node reports the same).
+    #[serde(default)]
+    pub split_brain: Option<String>,
 }
 
 /// One member of a resource.
@@ -103,6 +106,12 @@ pub fn render(s: &NodeStatus) -> String {
             r.replicas.len(),
             r.size
         ));
+        if let Some(sb) = &r.split_brain {
+            out.push_str(&format!(
+                "  {sb}\n  > resolve: `marsadm invalidate {}` on each node whose data is to be discarded (or `down` + `leave-resource` to keep it); `--dry-run` shows what goes\n",
+                r.name
+            ));
+        }
         for m in &r.replicas {
             out.push_str(&format!(
                 "  {} {:<8} {} {} {} {} {primary}\n",
@@ -181,6 +190,7 @@ mod tests {
                 ],
                 logs: vec![],
                 nbd_socket: None,
+                split_brain: None,
             }],
         };
         let want = "\

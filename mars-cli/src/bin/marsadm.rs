@@ -46,10 +46,28 @@ enum Cmd {
     },
     /// Join resource RES with device DEV (full sync, then fetch + replay).
     JoinResource { res: String, dev: String },
-    /// Leave resource RES (after `down`).
-    LeaveResource { res: String },
-    /// Delete resource RES (after every member left).
-    DeleteResource { res: String },
+    /// Leave resource RES (after `down`); the device keeps its data, unreplicated.
+    LeaveResource {
+        res: String,
+        /// Only say what would happen.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete resource RES (after every other member left).
+    DeleteResource {
+        res: String,
+        /// Only say what would happen.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Discard this replica's data and history and full-sync it from the primary (resolves
+    /// a split brain on the losing side, or an emergency-mode hole).
+    Invalidate {
+        res: String,
+        /// Only say what would be discarded, and how much.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Attach the local disk of RES.
     Attach { res: String },
     /// Detach the local disk of RES.
@@ -59,7 +77,16 @@ enum Cmd {
     /// Stop everything of RES here and wait until it is detached.
     Down { res: String },
     /// Make this node the primary of RES (planned handover: waits, loses nothing).
-    Primary { res: String },
+    Primary {
+        res: String,
+        /// Forced failover: only after `pause-fetch`, while the old primary is unreachable;
+        /// its unfetched tail is lost and the history forks (split brain).
+        #[arg(long)]
+        force: bool,
+        /// Only say what would happen (and what would be lost).
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Give up the primary role of RES.
     Secondary { res: String },
     /// Pause the full sync of RES.
@@ -100,6 +127,8 @@ enum Cmd {
     ViewRole { res: String },
     /// Show the designated primary of RES.
     ViewPrimarynode { res: String },
+    /// Print 1 if the history of RES forks (split brain), else 0; the fork on stderr.
+    ViewIsSplitBrain { res: String },
     /// Print a metadata key's value.
     GetLink { key: String },
     /// Write a metadata key (expert use).
@@ -275,8 +304,25 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                 Ok((m.as_ref().is_some_and(|m| m.replay.is_some()), describe(&m)))
             })
         }
-        Cmd::LeaveResource { res } => adm.run(Request::LeaveResource { res }).map(drop),
-        Cmd::DeleteResource { res } => adm.run(Request::DeleteResource { res }).map(drop),
+        Cmd::LeaveResource { res, dry_run } => {
+            adm.run(Request::LeaveResource { res, dry_run }).map(drop)
+        }
+        Cmd::DeleteResource { res, dry_run } => {
+            adm.run(Request::DeleteResource { res, dry_run }).map(drop)
+        }
+        Cmd::Invalidate { res, dry_run } => {
+            adm.run(Request::Invalidate {
+                res: res.clone(),
+                dry_run,
+            })?;
+            if dry_run {
+                return Ok(());
+            }
+            adm.wait("the replica to be consistent again", |a| {
+                let (_, m) = a.mine(&res)?;
+                Ok((m.as_ref().is_some_and(|m| m.consistent), describe(&m)))
+            })
+        }
         Cmd::Attach { res } => adm.switch(&res, "attach", true),
         Cmd::Detach { res } => adm.switch(&res, "attach", false),
         Cmd::Up { res } => adm.switch(&res, "all", true),
@@ -290,8 +336,19 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                 ))
             })
         }
-        Cmd::Primary { res } => {
-            adm.run(Request::Primary { res: res.clone() })?;
+        Cmd::Primary {
+            res,
+            force,
+            dry_run,
+        } => {
+            adm.run(Request::Primary {
+                res: res.clone(),
+                force,
+                dry_run,
+            })?;
+            if dry_run {
+                return Ok(());
+            }
             adm.wait("this node to become primary", |a| {
                 let (_, m) = a.mine(&res)?;
                 Ok((
@@ -355,6 +412,19 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                 .find(|r| r.name == res)
                 .and_then(|r| r.primary.clone());
             adm.print_value(&p.unwrap_or_else(|| "(none)".into()));
+            Ok(())
+        }
+        Cmd::ViewIsSplitBrain { res } => {
+            let s = adm.status(Some(&res))?;
+            let sb = s
+                .resources
+                .iter()
+                .find(|r| r.name == res)
+                .and_then(|r| r.split_brain.clone());
+            if let Some(sb) = &sb {
+                eprintln!("{sb}");
+            }
+            adm.print_value(if sb.is_some() { "1" } else { "0" });
             Ok(())
         }
         Cmd::GetLink { key } => {

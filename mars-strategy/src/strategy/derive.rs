@@ -3,6 +3,7 @@
 use super::action::Action;
 use super::facts::{Facts, Running};
 use super::snapshot::{Member, Snapshot};
+use super::split::{split_brain, SplitBrain};
 use crate::views::{LogName, ReplayLink, Switch, VersionLink};
 
 /// How long after a full sync's copy ended the primary's replay link is taken as `syncpos`:
@@ -123,6 +124,9 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
     if !s.logs.contains(&p.log) {
         out.push(Action::link(p.log.to_string(), "1"));
     }
+    if s.forced_primary.as_deref() == Some(s.me.as_str()) {
+        forced_history(s, f, p.log.seq, out);
+    }
     let here = ReplayLink {
         log: p.log.clone(),
         pos: p.end,
@@ -157,6 +161,38 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
     }
 }
 
+/// After `primary --force`: end my copy of the log before my first one with my own version
+/// link (the others end it there too: [`Snapshot::log_end`]), then drop the flag.
+fn forced_history(s: &Snapshot, f: &Facts, first_own: u64, out: &mut Vec<Action>) {
+    let before = f
+        .local_logs
+        .iter()
+        .filter(|(l, _)| l.seq + 1 == first_own)
+        .max_by_key(|(l, _)| l.seq);
+    if let Some((log, local)) = before {
+        if s.version(log.seq, &s.me).is_none() {
+            match prev_version(s, log.seq) {
+                Some(prev) => out.push(Action::link(
+                    version_key(log.seq, &s.me),
+                    VersionLink::next(&prev, log.clone(), local.len).to_string(),
+                )),
+                None => {
+                    out.push(Action::Report {
+                        msg: format!(
+                            "forced primary: cannot end the history at {log}: my version link of log {} is missing",
+                            log.seq - 1
+                        ),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+    out.push(Action::DeleteLink {
+        key: "forced-primary".into(),
+    });
+}
+
 /// `version-<seq %09d>-<h>`.
 fn version_key(seq: u64, h: &str) -> String {
     format!("version-{seq:09}-{h}")
@@ -184,6 +220,14 @@ fn become_primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
                 me.syncstatus
             ),
         });
+        return;
+    }
+    if s.forced_primary.as_deref() == Some(s.me.as_str()) {
+        // primary --force: the unfetched tail of the old primary is given up.
+        if f.running == Running::Secondary {
+            out.push(Action::StopSecondary);
+        }
+        out.push(Action::StartPrimary);
         return;
     }
     let others = s.other_actual_primaries();
@@ -317,9 +361,12 @@ fn fetch(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         .as_ref()
         .is_some_and(|x| !x.done && x.failed.is_none());
     let from_seq = me.replay.as_ref().map_or(0, |r| r.log.seq);
+    let loser = split_brain(s).filter(|sb| is_loser(s, sb));
     let want = s
         .logs
         .iter()
+        .filter(|l| on_primary_branch(s, l))
+        .filter(|l| loser.is_none() || me.replay.as_ref().is_some_and(|r| r.log == **l))
         .find(|l| l.seq >= from_seq && !complete(s, f, l));
     let (Some(log), true) = (want, me.switch(Switch::Connect)) else {
         if running {
@@ -361,6 +408,19 @@ fn fetch(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
     }
 }
 
+fn is_loser(s: &Snapshot, sb: &SplitBrain) -> bool {
+    super::split::is_loser(s, sb, &s.me)
+}
+
+/// Where two logs share a sequence number, only the designated primary's continues the
+/// history that secondaries follow.
+fn on_primary_branch(s: &Snapshot, l: &LogName) -> bool {
+    match s.primary.as_deref() {
+        Some(p) if l.creator != p => !s.logs.iter().any(|o| o.seq == l.seq && o.creator == p),
+        _ => true,
+    }
+}
+
 fn replay(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
     if me.syncstatus < s.size.unwrap_or(0) || !me.switch(Switch::AllowReplay) || f.replay_busy {
         return;
@@ -372,6 +432,26 @@ fn replay(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         out.push(Action::Report {
             msg: format!("replay of {} stopped: {e}", r.log),
         });
+        return;
+    }
+    let split = split_brain(s).filter(|sb| is_loser(s, sb));
+    if let Some(sb) = split.as_ref().filter(|sb| r.log.seq >= sb.seq) {
+        // Never past the fork: at most to where the common history ends.
+        let to = f.verified(&r.log).min(sb.common_end);
+        if r.log.seq == sb.seq && to > r.pos {
+            out.push(Action::Replay {
+                log: r.log.clone(),
+                from: r.pos,
+                to,
+            });
+        } else {
+            out.push(Action::Report {
+                msg: format!(
+                    "{sb}; replay stops at the fork: run `marsadm invalidate {}` on each node whose data should be discarded",
+                    s.res
+                ),
+            });
+        }
         return;
     }
     let end = s.log_end(&r.log);
@@ -417,7 +497,21 @@ fn replay(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         });
         return;
     }
-    if let Some(next) = s.next_log(&r.log) {
+    if let Some(sb) = split.as_ref().filter(|sb| seq + 1 >= sb.seq) {
+        out.push(Action::Report {
+            msg: format!(
+                "{sb}; replay stops at the fork: run `marsadm invalidate {}` on each node whose data should be discarded",
+                s.res
+            ),
+        });
+        return;
+    }
+    let next = s
+        .logs
+        .iter()
+        .filter(|l| l.seq == seq + 1)
+        .find(|l| on_primary_branch(s, l));
+    if let Some(next) = next {
         let link = ReplayLink {
             log: next.clone(),
             pos: 0,

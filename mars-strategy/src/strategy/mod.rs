@@ -26,15 +26,22 @@
 //! - **Links.** The primary publishes `log-<seq>-<me>` for each log it starts, `version-...`
 //!   for each log it finished, and its position in `replay-<me>`; every node publishes its
 //!   LEDs in `actual-<me>/`.
+//! - **Split brain** ([`split_brain`]): two logs of one sequence number from different
+//!   creators, or version links of one log that differ. No secondary fetches or replays past
+//!   the fork; `invalidate` on the losers resolves it.
+//! - **Forced failover**: a designated primary marked `forced-primary` starts without waiting
+//!   for the old primary or its logs (the unfetched tail is lost, the history forks).
 
 mod action;
 mod derive;
 mod facts;
 mod snapshot;
+mod split;
 mod state;
 
 pub use action::Action;
 pub use derive::{derive, SYNCPOS_SETTLE_NS};
 pub use facts::{Facts, FetchFact, LocalLog, PrimaryFact, Running, SyncFact};
 pub use snapshot::{Member, Snapshot};
+pub use split::{is_loser, split_brain, SplitBrain};
 pub use state::{replica_state, ReplicaState};

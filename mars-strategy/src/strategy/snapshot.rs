@@ -68,6 +68,9 @@ pub struct Snapshot {
     /// `logdelete-below`: `marsadm log-delete` asked to delete the logs below this sequence
     /// number (each node still keeps what a member needs).
     pub log_delete_below: Option<u64>,
+    /// `forced-primary`: the node made primary by `primary --force` (it starts without waiting
+    /// for the old primary and its logs).
+    pub forced_primary: Option<String>,
     /// Keys whose value could not be parsed (reported, otherwise ignored).
     pub malformed: Vec<String>,
 }
@@ -128,6 +131,8 @@ impl Snapshot {
             self.size = Some(parse_u64(k, v)?);
         } else if k == "primary" {
             self.primary = (v != "(none)" && !v.is_empty()).then(|| v.to_string());
+        } else if k == "forced-primary" {
+            self.forced_primary = Some(v.to_string());
         } else if k == "logdelete-below" {
             self.log_delete_below = Some(parse_u64(k, v)?);
         } else if k.starts_with("log-") {
@@ -197,11 +202,19 @@ impl Snapshot {
             .map(String::as_str)
     }
 
-    /// The final length of a log, once its creator finished it (its version link).
+    /// The final length of a log: where the designated primary's history says it ends (after
+    /// a forced failover the new primary ends its predecessor's log where its copy ended),
+    /// else where its creator finished it (their version links).
     pub fn log_end(&self, log: &LogName) -> Option<u64> {
-        self.version(log.seq, &log.creator)
-            .filter(|v| v.log == *log)
-            .map(|v| v.pos)
+        let by = |h: &str| {
+            self.version(log.seq, h)
+                .filter(|v| v.log == *log)
+                .map(|v| v.pos)
+        };
+        self.primary
+            .as_deref()
+            .and_then(by)
+            .or_else(|| by(&log.creator))
     }
 
     /// The log after `log` in sequence (any creator), if announced.

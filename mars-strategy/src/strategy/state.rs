@@ -10,7 +10,8 @@ pub struct ReplicaState {
     /// `UpToDate`, `OutDated[R]`, `InConsistent`, `Detached`, `NotJoined`.
     pub disk: String,
     /// `Replicating`, `Replaying`, `Syncing`, `PausedSync`, `PausedFetch`, `PausedReplay`,
-    /// `NotYetPrimary`, `NoPrimaryDesignated`, `NotJoined`.
+    /// `NotYetPrimary`, `NoPrimaryDesignated`, `NotJoined`, `SplitBrain` (on the losing side
+    /// of a fork: `invalidate` it).
     pub repl: String,
     /// Six flags: device, consistent, attach, sync, fetch, replay (`-` when off).
     pub flags: String,
@@ -77,7 +78,10 @@ pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
         (false, false) if m.led("is-attached") => "Secondary",
         (false, false) => "None",
     };
-    let repl = if is_primary && designated {
+    let loser = super::split::split_brain(s).is_some_and(|sb| super::split::is_loser(s, &sb, h));
+    let repl = if loser {
+        "SplitBrain"
+    } else if is_primary && designated {
         "Replicating"
     } else if designated {
         "NotYetPrimary"

@@ -3,6 +3,8 @@
 //! from the metadata and the local facts and execute them; the changes of one round are
 //! persisted in one transaction and propagated.
 
+mod failover;
+
 use crate::control::{self, Request, Response};
 use crate::runtime::{Env, LinkWrite, ResourceRt};
 use crate::view::{NodeStatus, PeerStatus, ReplicaStatus, ResourceStatus};
@@ -12,7 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mars_net::ChannelKind;
 use mars_strategy::names::check_node;
 use mars_strategy::net::Runner;
-use mars_strategy::strategy::{derive, replica_state, Action, Snapshot};
+use mars_strategy::strategy::{derive, replica_state, split_brain, Action, Snapshot};
 use mars_strategy::views::{LogName, ReplayLink, Switch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -269,10 +271,14 @@ impl Daemon {
         };
         let seq = link.log.seq;
         let prev = snap
-            .versions
-            .keys()
-            .find(|(q, _)| *q + 1 == seq)
-            .and_then(|(q, h)| snap.version_value(*q, h).map(|v| (*q, v.to_string())));
+            .version_value(seq.wrapping_sub(1), &p)
+            .map(|v| (seq - 1, v.to_string()))
+            .or_else(|| {
+                snap.versions
+                    .keys()
+                    .find(|(q, _)| *q + 1 == seq)
+                    .and_then(|(q, h)| snap.version_value(*q, h).map(|v| (*q, v.to_string())))
+            });
         if let Some((q, v)) = prev {
             self.write(&format!("resource-{res}/version-{q:09}-{me}"), Some(&v));
         }
@@ -499,7 +505,7 @@ impl Daemon {
                     "joining {res} with {path}: full sync, then fetch and replay"
                 )))
             }
-            Request::LeaveResource { res } => {
+            Request::LeaveResource { res, dry_run } => {
                 let s = self.member(&res)?;
                 if s.designated_me() {
                     return Err(Response::refused(format!(
@@ -515,10 +521,20 @@ impl Daemon {
                 if self.rts.get(&res).is_some_and(|rt| !rt.is_idle()) {
                     return Err(Response::refused(format!("{res} is still detaching here: wait for `marsadm view {res}` to say Detached, then retry")));
                 }
+                let (files, bytes) = local_logs(&self.opts.dir, &res);
+                if dry_run {
+                    return Ok(Response::ok(format!(
+                        "dry run: leave-resource {res} would remove {me} from {res}; its data device {} stays as it is (no longer replicated: usable under another name), {files} local log file(s) ({bytes} bytes) would be deleted",
+                        m.data
+                    )));
+                }
                 self.forget_member(&res, &s);
-                Ok(Response::ok(format!("node {me} left {res}")))
+                Ok(Response::ok(format!(
+                    "node {me} left {res}; {} keeps the data as of now",
+                    m.data
+                )))
             }
-            Request::DeleteResource { res } => {
+            Request::DeleteResource { res, dry_run } => {
                 let s = self.known(&res)?;
                 let others: Vec<&String> = s.members.keys().filter(|h| **h != me).collect();
                 if !others.is_empty() {
@@ -539,6 +555,13 @@ impl Daemon {
                     .into_iter()
                     .map(|(k, _)| k.to_string())
                     .collect();
+                if dry_run {
+                    let (files, bytes) = local_logs(&self.opts.dir, &res);
+                    return Ok(Response::ok(format!(
+                        "dry run: delete-resource {res} would delete its {} metadata keys and {files} local log file(s) ({bytes} bytes); data devices are not touched",
+                        keys.len()
+                    )));
+                }
                 for k in keys {
                     self.write(&k, None);
                 }
@@ -571,7 +594,13 @@ impl Daemon {
                     if on { "on" } else { "off" }
                 )))
             }
-            Request::Primary { res } => {
+            Request::Primary {
+                res,
+                force,
+                dry_run,
+            } if force => self.force_primary(&res, dry_run),
+            Request::Invalidate { res, dry_run } => self.invalidate(&res, dry_run),
+            Request::Primary { res, dry_run, .. } => {
                 let s = self.member(&res)?;
                 let m = s.mine().expect("member");
                 let size = s.size.unwrap_or(0);
@@ -598,6 +627,12 @@ impl Daemon {
                             "{old} still serves {clients} NBD client(s) on {res}: disconnect them (stop the application or unmount) on {old}, then retry"
                         )));
                     }
+                }
+                if dry_run {
+                    return Ok(Response::ok(format!(
+                        "dry run: primary {res} would make {me} the designated primary; it would take over once {} stopped and its logs are replayed here (planned handover: nothing is lost)",
+                        s.primary.as_deref().unwrap_or("(none)")
+                    )));
                 }
                 self.write(&format!("resource-{res}/primary"), Some(&me));
                 Ok(Response::ok(format!(
@@ -779,6 +814,12 @@ impl Daemon {
     }
 }
 
+/// Log files of a resource in the local log directory: how many, how many bytes.
+fn local_logs(dir: &Path, res: &str) -> (usize, u64) {
+    let logs = xio::replica::local_log_state(&dir.join(format!("resource-{res}")));
+    (logs.len(), logs.values().sum())
+}
+
 fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) -> ResourceStatus {
     let unreachable = |h: &str| peers.iter().any(|p| p.name == h && !p.connected);
     let primary_pos = s
@@ -827,6 +868,7 @@ fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) 
         primary: s.primary.clone(),
         replicas,
         logs: s.logs.iter().map(LogName::to_string).collect(),
+        split_brain: split_brain(s).map(|sb| sb.to_string()),
         nbd_socket: rt.and_then(|rt| rt.primary()).map(|_| {
             rt.map(|r| {
                 r.log_dir()
