@@ -41,6 +41,10 @@ pub struct Node {
     secret: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// The IP marsd listens on (`127.0.0.1` unless set with `in_netns`).
+    ip: String,
+    /// The network namespace marsd runs in (`ip netns exec NS`), if any.
+    netns: Option<String>,
 }
 
 impl Node {
@@ -53,7 +57,17 @@ impl Node {
             secret: secret.to_path_buf(),
             child: None,
             log: root.join(format!("{name}.log")),
+            ip: "127.0.0.1".to_string(),
+            netns: None,
         }
+    }
+
+    /// Run marsd inside the network namespace `ns` (via `ip netns exec`), listening on `ip`.
+    /// Its control and NBD sockets are Unix sockets in its dir: reachable from the host.
+    pub fn in_netns(mut self, ns: &str, ip: &str) -> Node {
+        self.netns = Some(ns.to_string());
+        self.ip = ip.to_string();
+        self
     }
 
     /// Start marsd and expect it to refuse: returns its exit code and stderr.
@@ -65,11 +79,14 @@ impl Node {
             .args(["--secret-file", self.secret.to_str().unwrap()])
             .output()
             .expect("running marsd");
-        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn start(&mut self) {
@@ -79,7 +96,16 @@ impl Node {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_marsd"))
+        let mut cmd = match &self.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_marsd")),
+            Some(ns) => {
+                // `ip netns exec` execs marsd: the child's pid is marsd's.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_marsd")]);
+                c
+            }
+        };
+        let child = cmd
             .args(["--mars-dir", self.dir.to_str().unwrap()])
             .args(["--listen", &self.addr()])
             .args(["--node", &self.name])
@@ -206,6 +232,41 @@ impl Node {
         );
     }
 
+    /// `wait_state` with a time limit of its own.
+    pub fn wait_state_for(
+        &self,
+        res: &str,
+        what: &str,
+        limit: Duration,
+        f: impl Fn(&ReplicaStatus) -> bool,
+    ) {
+        wait_until(
+            limit,
+            &format!("{res} on {}: {what}", self.name),
+            || match self.replica(res) {
+                Some(m) if f(&m) => Ok(()),
+                m => Err(format!("{m:?}")),
+            },
+        );
+    }
+
+    /// How many NBD clients this node believes `host` (a primary) has for `res`.
+    pub fn clients_of(&self, res: &str, host: &str) -> Option<u64> {
+        self.status()
+            .resources
+            .iter()
+            .find(|r| r.name == res)?
+            .replicas
+            .iter()
+            .find(|m| m.host == host)
+            .map(|m| m.clients)
+    }
+
+    /// The `nbd+unix://` URI of the export of `res` on this node (qemu-io, qemu-img, fio).
+    pub fn nbd_uri(&self, res: &str) -> String {
+        format!("nbd+unix:///{res}?socket={}", self.nbd_sock(res).display())
+    }
+
     pub fn wait_uptodate(&self, res: &str) {
         self.wait_state(res, "UpToDate", |m| m.up_to_date);
     }
@@ -231,12 +292,18 @@ pub struct Cluster {
 impl Cluster {
     /// `names` started, the first creates the cluster, the others join it.
     pub fn new(names: &[&str]) -> Cluster {
+        Cluster::new_with(names, |_, n| n)
+    }
+
+    /// Like `new`, each node shaped by `setup(index, node)` before it starts (e.g.
+    /// `Node::in_netns`).
+    pub fn new_with(names: &[&str], setup: impl Fn(usize, Node) -> Node) -> Cluster {
         let root = tempfile::tempdir().unwrap();
         let secret = root.path().join("secret");
         std::fs::write(&secret, SECRET).unwrap();
         let mut nodes = Vec::new();
-        for n in names {
-            let mut node = Node::new(root.path(), n, &secret);
+        for (i, n) in names.iter().enumerate() {
+            let mut node = setup(i, Node::new(root.path(), n, &secret));
             node.start();
             nodes.push(node);
         }
@@ -312,4 +379,207 @@ pub fn wait_equal(path: &Path, want: &[u8], what: &str) {
             Some(i) => Err(format!("first difference at byte {i}")),
         }
     });
+}
+
+/// Run an external tool (`qemu-io`, `qemu-img`, `fio`, `ip`, `tc`) with a time limit: killed
+/// and a panic past `limit`. Returns its output whatever its exit status.
+pub fn run_tool(prog: &str, args: &[&str], limit: Duration) -> Output {
+    use std::io::Read;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {prog}: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{prog} {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// `run_tool` that must exit 0; returns its stdout.
+pub fn tool_ok(prog: &str, args: &[&str], limit: Duration) -> String {
+    let o = run_tool(prog, args, limit);
+    assert!(
+        o.status.success(),
+        "{prog} {args:?} failed ({}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A child process killed (and reaped) when dropped, e.g. a qemu-io holding an NBD
+/// connection open while its stdin stays open.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    /// Close its stdin and wait (at most `limit`) until it exits; killed past that.
+    pub fn close_and_wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.0.take()?;
+        drop(c.stdin.take());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "child {} did not exit within {limit:?} of closing stdin",
+                    c.id()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Two network namespaces joined by a veth pair, `10.77.<x>.1/24` in the first and
+/// `10.77.<x>.2/24` in the second; names unique per process and pair. Deleted on drop
+/// (drop it after the marsd processes running inside: declare it before the cluster).
+pub struct NetnsPair {
+    pub ns: [String; 2],
+    pub veth: [String; 2],
+    pub ip: [String; 2],
+}
+
+impl NetnsPair {
+    pub fn new() -> NetnsPair {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let pid = std::process::id();
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let x = (pid.wrapping_mul(7) + k) % 250 + 1;
+        let tag = format!("{pid}{}", (b'a' + (k % 26) as u8) as char);
+        let pair = NetnsPair {
+            ns: [format!("mars-t{tag}-a"), format!("mars-t{tag}-b")],
+            // interface names: at most 15 bytes
+            veth: [format!("mt{tag}a"), format!("mt{tag}b")],
+            ip: [format!("10.77.{x}.1"), format!("10.77.{x}.2")],
+        };
+        let t = Duration::from_secs(20);
+        for ns in &pair.ns {
+            tool_ok("ip", &["netns", "add", ns], t);
+            tool_ok(
+                "ip",
+                &["netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+                t,
+            );
+        }
+        tool_ok(
+            "ip",
+            &[
+                "link",
+                "add",
+                &pair.veth[0],
+                "netns",
+                &pair.ns[0],
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &pair.veth[1],
+                "netns",
+                &pair.ns[1],
+            ],
+            t,
+        );
+        for i in 0..2 {
+            let cidr = format!("{}/24", pair.ip[i]);
+            pair.exec_in(i, &["ip", "addr", "add", &cidr, "dev", &pair.veth[i]]);
+            pair.exec_in(i, &["ip", "link", "set", &pair.veth[i], "up"]);
+        }
+        pair
+    }
+
+    /// Run `cmd` inside namespace `i` (0 or 1); it must succeed.
+    pub fn exec_in(&self, i: usize, cmd: &[&str]) -> String {
+        let mut args = vec!["netns", "exec", self.ns[i].as_str()];
+        args.extend_from_slice(cmd);
+        tool_ok("ip", &args, Duration::from_secs(20))
+    }
+
+    /// A token bucket on both ends of the veth pair, e.g. `"200mbit"`.
+    pub fn shape(&self, rate: &str) {
+        for i in 0..2 {
+            self.exec_in(
+                i,
+                &[
+                    "tc",
+                    "qdisc",
+                    "add",
+                    "dev",
+                    &self.veth[i],
+                    "root",
+                    "tbf",
+                    "rate",
+                    rate,
+                    "burst",
+                    "256kb",
+                    "latency",
+                    "50ms",
+                ],
+            );
+        }
+    }
+
+    /// `ip link set <veth i> up|down`.
+    pub fn link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        self.exec_in(i, &["ip", "link", "set", &self.veth[i], state]);
+    }
+}
+
+impl Default for NetnsPair {
+    fn default() -> Self {
+        NetnsPair::new()
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end inside it (and so the pair).
+        for ns in &self.ns {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
