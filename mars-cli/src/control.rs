@@ -30,6 +30,10 @@ pub enum Request {
         peer: String,
     },
     LeaveCluster,
+    /// Merge this node's cluster with the cluster of the node at `peer`.
+    MergeCluster {
+        peer: String,
+    },
     CreateResource {
         res: String,
         dev: String,

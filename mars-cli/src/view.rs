@@ -16,6 +16,9 @@ pub struct NodeStatus {
     pub peers: Vec<PeerStatus>,
     /// Resources this node is a member of (or the one asked for).
     pub resources: Vec<ResourceStatus>,
+    /// How the last merge-cluster ended (`merged with <node>` or `refused: ...`).
+    #[serde(default)]
+    pub merge: Option<String>,
 }
 
 /// Another node.

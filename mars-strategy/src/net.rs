@@ -283,6 +283,24 @@ impl Runner {
         }
     }
 
+    /// Handle one incoming message. A merge request comes from a node of another cluster
+    /// whose address this node does not know yet: it is learnt from the request's own
+    /// `ips/ip-<sender>` entry, so that the answer (also a refusal) can reach it.
+    pub fn handle(&mut self, env: Envelope) {
+        if let crate::proto::Body::MergeRequest { entries, .. } = &env.body {
+            let key = format!("ips/ip-{}", env.from);
+            let addr = entries
+                .iter()
+                .find(|(k, e)| **k == *key && e.origin == env.from)
+                .and_then(|(_, e)| e.live())
+                .and_then(|v| v.parse::<SocketAddr>().ok());
+            if let Some(a) = addr {
+                self.net.set_addr(&env.from, a);
+            }
+        }
+        self.node.handle(env);
+    }
+
     /// The transport (read access).
     pub fn net(&self) -> &NetTransport {
         &self.net
@@ -320,7 +338,7 @@ impl Runner {
         let now = Instant::now();
         let wait = self.next_tick.saturating_duration_since(now).min(max_wait);
         crossbeam_channel::select! {
-            recv(self.net.inbox) -> m => if let Ok(env) = m { self.node.handle(env) },
+            recv(self.net.inbox) -> m => if let Ok(env) = m { self.handle(env) },
             recv(commands) -> c => match c {
                 Ok(Command::Set(k, v)) => if let Err(e) = self.node.set(&k, &v) {
                     tracing::warn!("set {k}: {e}");

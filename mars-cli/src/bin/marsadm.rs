@@ -36,6 +36,9 @@ enum Cmd {
     JoinCluster { peer: String },
     /// Leave the cluster (refused while this node holds resource data).
     LeaveCluster,
+    /// Merge this cluster with the cluster of the node at HOST:PORT (refused, with the list,
+    /// when resource names collide).
+    MergeCluster { peer: String },
     /// Create resource RES on device DEV; this node becomes its primary.
     CreateResource {
         res: String,
@@ -289,6 +292,20 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
             Ok(())
         }
         Cmd::LeaveCluster => adm.run(Request::LeaveCluster).map(drop),
+        Cmd::MergeCluster { peer } => {
+            adm.run(Request::MergeCluster { peer })?;
+            let mut outcome = String::new();
+            adm.wait("the other cluster's answer", |a| {
+                let s = a.status(None)?;
+                outcome = s.merge.clone().unwrap_or_default();
+                Ok((s.merge.is_some(), "waiting for the other cluster".into()))
+            })?;
+            if outcome.starts_with("refused") {
+                bail!("merge-cluster {outcome}");
+            }
+            println!("{outcome}");
+            Ok(())
+        }
         Cmd::CreateResource { res, dev, size } => {
             let size = size.as_deref().map(parse_size).transpose()?;
             adm.run(Request::CreateResource { res, dev, size })

@@ -59,6 +59,7 @@ pub struct Daemon {
     rts: BTreeMap<String, ResourceRt>,
     control: Receiver<ControlMsg>,
     sock: PathBuf,
+    merge: Option<String>,
 }
 
 /// Take the directory's lock: one marsd per DIR.
@@ -133,6 +134,7 @@ impl Daemon {
             rts: BTreeMap::new(),
             control,
             sock,
+            merge: None,
         })
     }
 
@@ -146,7 +148,7 @@ impl Daemon {
         let inbox = self.runner.net().inbox().clone();
         while !stop.load(Ordering::Acquire) {
             crossbeam_channel::select! {
-                recv(inbox) -> m => if let Ok(env) = m { self.runner.node_mut().handle(env) },
+                recv(inbox) -> m => if let Ok(env) = m { self.runner.handle(env) },
                 recv(self.control) -> c => if let Ok((req, reply)) = c {
                     let r = self.handle(req);
                     let _ = reply.send(r);
@@ -155,9 +157,27 @@ impl Daemon {
             }
             // Drain what else queued up before deriving once.
             while let Ok(env) = inbox.try_recv() {
-                self.runner.node_mut().handle(env);
+                self.runner.handle(env);
             }
             self.runner.tick_if_due();
+            for ev in self.runner.node_mut().take_events() {
+                match ev {
+                    mars_strategy::NodeEvent::MergedWith(n) => {
+                        tracing::info!("merge-cluster: merged with the cluster of {n}");
+                        self.merge = Some(format!("merged with the cluster of {n}"));
+                    }
+                    mars_strategy::NodeEvent::MergeRefused(c) => {
+                        tracing::warn!(
+                            "merge-cluster refused: resource names exist in both clusters: {c:?}"
+                        );
+                        self.merge = Some(format!(
+                            "refused: resource names exist in both clusters: {}; rename or delete them on one side first",
+                            c.join(", ")
+                        ));
+                    }
+                    mars_strategy::NodeEvent::Joined(u) => tracing::info!("joined cluster {u}"),
+                }
+            }
             self.round();
             if let Err(e) = self.runner.commit() {
                 tracing::error!("persisting metadata: {e}");
@@ -307,6 +327,28 @@ impl Daemon {
         r
     }
 
+    /// Reach the node at `peer` (authenticated), learn its name and remember its address.
+    fn contact(&mut self, peer: &str, what: &str) -> Result<mars_strategy::NodeName, Response> {
+        let addr: SocketAddr = peer.parse().map_err(|_| {
+            Response::refused(format!(
+                "{peer} is not an address: give HOST:PORT of a cluster member (e.g. 10.0.0.1:7777)"
+            ))
+        })?;
+        let conn = mars_net::connect(addr, self.runner.net().config(), ChannelKind::Meta).map_err(|e| {
+            let hint = match &e {
+                mars_net::NetError::AuthFailed { .. } | mars_net::NetError::Refused { .. } => {
+                    "authentication failed: this node's --secret-file differs from the cluster's; use the cluster's secret"
+                }
+                _ => "nothing answers there: check the address and that marsd runs on that node",
+            };
+            Response::refused(format!("cannot {what} via {peer}: {e} ({hint})"))
+        })?;
+        let name: mars_strategy::NodeName = Arc::from(conn.peer().node.as_str());
+        drop(conn);
+        self.runner.net_mut().set_addr(&name, addr);
+        Ok(name)
+    }
+
     fn in_cluster(&self) -> Result<(), Response> {
         match self.runner.node().cluster() {
             Some(_) => Ok(()),
@@ -409,29 +451,26 @@ impl Daemon {
                         "node {me} is already in cluster {u}: run `marsadm leave-cluster` first"
                     )));
                 }
-                let addr: SocketAddr = peer.parse().map_err(|_| {
-                    Response::refused(format!("{peer} is not an address: give HOST:PORT of a cluster member (e.g. 10.0.0.1:7777)"))
-                })?;
-                let conn = mars_net::connect(addr, self.runner.net().config(), ChannelKind::Meta).map_err(|e| {
-                    let hint = match &e {
-                        mars_net::NetError::AuthFailed { .. } | mars_net::NetError::Refused { .. } => {
-                            "authentication failed: this node's --secret-file differs from the cluster's; use the cluster's secret"
-                        }
-                        _ => "nothing answers there: check the address and that marsd runs on that node",
-                    };
-                    Response::refused(format!("cannot join via {peer}: {e} ({hint})"))
-                })?;
-                let name = conn.peer().node.clone();
-                drop(conn);
-                let name: mars_strategy::NodeName = Arc::from(name.as_str());
-                self.runner.net_mut().set_addr(&name, addr);
+                let name = self.contact(&peer, "join")?;
                 let mine = self.runner.local_addr().to_string();
                 self.runner
                     .node_mut()
                     .join_cluster(&name, &mine)
                     .map_err(failed)?;
                 Ok(Response::ok(format!(
-                    "join request sent to {name} at {addr}"
+                    "join request sent to {name} at {peer}"
+                )))
+            }
+            Request::MergeCluster { peer } => {
+                self.in_cluster()?;
+                let name = self.contact(&peer, "merge")?;
+                self.merge = None;
+                self.runner
+                    .node_mut()
+                    .merge_cluster(&name)
+                    .map_err(failed)?;
+                Ok(Response::ok(format!(
+                    "merge request sent to {name} at {peer}"
                 )))
             }
             Request::LeaveCluster => {
@@ -810,6 +849,7 @@ impl Daemon {
             listen: self.runner.local_addr().to_string(),
             peers,
             resources,
+            merge: self.merge.clone(),
         }
     }
 }
