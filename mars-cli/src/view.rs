@@ -195,6 +195,7 @@ mod tests {
                 nbd_socket: None,
                 split_brain: None,
             }],
+            merge: None,
         };
         let want = "\
 --------- resource r0 [2/2] size 1000 primary alice
