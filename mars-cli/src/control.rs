@@ -43,6 +43,15 @@ pub enum Request {
         res: String,
         dev: String,
     },
+    /// Move a replica of `res` to node `to` (from `from`, default: the primary).
+    MigrateResource {
+        res: String,
+        to: String,
+        #[serde(default)]
+        from: Option<String>,
+        #[serde(default)]
+        dev: Option<String>,
+    },
     LeaveResource {
         res: String,
         #[serde(default)]

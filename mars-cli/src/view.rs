@@ -50,6 +50,12 @@ pub struct ResourceStatus {
     /// Where the history forks, if it does (every node reports the same).
     #[serde(default)]
     pub split_brain: Option<String>,
+    /// A migration under way (`to=<node> from=<node> dev=<path|->`), and its error if any.
+    #[serde(default)]
+    pub migration: Option<String>,
+    /// Why the migration's current step failed.
+    #[serde(default)]
+    pub migration_error: Option<String>,
 }
 
 /// One member of a resource.
@@ -109,6 +115,12 @@ pub fn render(s: &NodeStatus) -> String {
             r.replicas.len(),
             r.size
         ));
+        if let Some(m) = &r.migration {
+            out.push_str(&format!("  migrating: {m}\n"));
+        }
+        if let Some(e) = &r.migration_error {
+            out.push_str(&format!("  > migration stopped: {e}\n"));
+        }
         if let Some(sb) = &r.split_brain {
             out.push_str(&format!(
                 "  {sb}\n  > resolve: `marsadm invalidate {}` on each node whose data is to be discarded (or `down` + `leave-resource` to keep it); `--dry-run` shows what goes\n",
@@ -194,6 +206,8 @@ mod tests {
                 logs: vec![],
                 nbd_socket: None,
                 split_brain: None,
+                migration: None,
+                migration_error: None,
             }],
             merge: None,
         };

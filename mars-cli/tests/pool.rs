@@ -151,3 +151,67 @@ fn migrate_by_join_and_leave_under_write_load() {
         .collect();
     assert_eq!(hosts, ["alice", "carol"]);
 }
+
+#[test]
+fn migrate_resource_of_a_primary_interrupted_and_run_again() {
+    let c = Cluster::new(&["alice", "bob", "carol"]);
+    let (a, b, k) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    let mut model = vec![0u8; SIZE as usize];
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 31, 800, 50);
+    b.wait_uptodate("r0");
+    b.refused(
+        &["migrate-resource", "r0", "--to", "nobody"],
+        "no node nobody",
+    );
+    // Start the migration from bob's marsadm and interrupt it while carol syncs.
+    let mut adm = std::process::Command::new(env!("CARGO_BIN_EXE_marsadm"))
+        .args([
+            "--mars-dir",
+            b.dir.to_str().unwrap(),
+            "migrate-resource",
+            "r0",
+            "--to",
+            "carol",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    k.wait_state("r0", "joined", |_| true);
+    adm.kill().unwrap();
+    adm.wait().unwrap();
+    let view = b.ok(&["view", "r0"]);
+    assert!(view.contains("migrating: to=carol from=alice"), "{view}");
+    // The handover waits for alice's client; the rerun reports that while it waits.
+    write_blocks(&mut nbd, &mut model, 32, 200, 50);
+    k.wait_uptodate("r0");
+    assert_eq!(
+        a.replica("r0").unwrap().role,
+        "Primary",
+        "handed over under a connected client"
+    );
+    nbd.disconnect().unwrap();
+    b.ok(&["migrate-resource", "r0", "--to", "carol"]);
+    assert_eq!(k.replica("r0").unwrap().role, "Primary");
+    assert!(a.replica("r0").is_none(), "alice is still a member");
+    assert!(!b.ok(&["view", "r0"]).contains("migrating"));
+    let mut nbd = k.nbd("r0");
+    assert_eq!(
+        read_export(&mut nbd, SIZE),
+        model,
+        "carol serves everything alice had"
+    );
+    write_blocks(&mut nbd, &mut model, 33, 200, 50);
+    nbd.disconnect().unwrap();
+    b.wait_uptodate("r0");
+    wait_equal(&c.path("b.img"), &model, "bob follows carol");
+    wait_equal(
+        &k.dir.join("data/r0.img"),
+        &model,
+        "carol's device (made by the migration)",
+    );
+}

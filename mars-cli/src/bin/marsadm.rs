@@ -49,6 +49,21 @@ enum Cmd {
     },
     /// Join resource RES with device DEV (full sync, then fetch + replay).
     JoinResource { res: String, dev: String },
+    /// Move a replica of RES to another node: join there, wait until UpToDate, hand over if
+    /// the source is the primary (once its NBD clients left), then leave on the source.
+    /// Interrupted, it goes on in the background; run it again to follow it.
+    MigrateResource {
+        res: String,
+        /// The node that gets the replica.
+        #[arg(long)]
+        to: String,
+        /// The node that gives it up (default: the primary).
+        #[arg(long)]
+        from: Option<String>,
+        /// The device on the target (default: a sparse file in its mars directory).
+        #[arg(long)]
+        dev: Option<String>,
+    },
     /// Leave resource RES (after `down`); the device keeps its data, unreplicated.
     LeaveResource {
         res: String,
@@ -320,6 +335,34 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                 let (_, m) = a.mine(&res)?;
                 Ok((m.as_ref().is_some_and(|m| m.replay.is_some()), describe(&m)))
             })
+        }
+        Cmd::MigrateResource { res, to, from, dev } => {
+            adm.run(Request::MigrateResource {
+                res: res.clone(),
+                to: to.clone(),
+                from,
+                dev,
+            })?;
+            adm.wait(&format!("the migration of {res} (it goes on in the background; run the same command again to follow it)"), |a| {
+                let s = a.status(Some(&res))?;
+                let Some(r) = s.resources.iter().find(|r| r.name == res) else {
+                    bail!("resource {res} disappeared");
+                };
+                if let Some(e) = &r.migration_error {
+                    bail!("migration of {res} stopped: {e}");
+                }
+                let target = r.replicas.iter().find(|m| m.host == to);
+                let progress = match target {
+                    None => format!("{to}: joining"),
+                    Some(m) if m.syncstatus < r.size => {
+                        format!("{to}: full sync {}%", m.syncstatus * 100 / r.size.max(1))
+                    }
+                    Some(m) => format!("{to}: {} {} {}", m.disk, m.repl, m.role),
+                };
+                Ok((r.migration.is_none(), progress))
+            })?;
+            println!("{res}: migrated to {to}");
+            Ok(())
         }
         Cmd::LeaveResource { res, dry_run } => {
             adm.run(Request::LeaveResource { res, dry_run }).map(drop)

@@ -4,6 +4,7 @@
 //! persisted in one transaction and propagated.
 
 mod failover;
+mod migrate;
 
 use crate::control::{self, Request, Response};
 use crate::runtime::{Env, LinkWrite, ResourceRt};
@@ -60,6 +61,8 @@ pub struct Daemon {
     control: Receiver<ControlMsg>,
     sock: PathBuf,
     merge: Option<String>,
+    space_at: Option<std::time::Instant>,
+    join_tried: HashMap<String, std::time::Instant>,
 }
 
 /// Take the directory's lock: one marsd per DIR.
@@ -135,6 +138,8 @@ impl Daemon {
             control,
             sock,
             merge: None,
+            space_at: None,
+            join_tried: HashMap::new(),
         })
     }
 
@@ -178,6 +183,8 @@ impl Daemon {
                     mars_strategy::NodeEvent::Joined(u) => tracing::info!("joined cluster {u}"),
                 }
             }
+            self.publish_space();
+            self.migrate_round();
             self.round();
             if let Err(e) = self.runner.commit() {
                 tracing::error!("persisting metadata: {e}");
@@ -639,6 +646,9 @@ impl Daemon {
                 dry_run,
             } if force => self.force_primary(&res, dry_run),
             Request::Invalidate { res, dry_run } => self.invalidate(&res, dry_run),
+            Request::MigrateResource { res, to, from, dev } => {
+                self.migrate_request(&res, &to, from, dev)
+            }
             Request::Primary { res, dry_run, .. } => {
                 let s = self.member(&res)?;
                 let m = s.mine().expect("member");
@@ -843,6 +853,14 @@ impl Daemon {
                 resources.push(resource_status(&self.snapshot(o), None, &peers));
             }
         }
+        for r in resources.iter_mut() {
+            r.migration = store
+                .get(&format!("migrations/{}", r.name))
+                .map(str::to_string);
+            r.migration_error = store
+                .get(&format!("migrations-error/{}", r.name))
+                .map(str::to_string);
+        }
         NodeStatus {
             node: me,
             cluster: self.runner.node().cluster().map(|u| u.to_string()),
@@ -909,6 +927,8 @@ fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) 
         replicas,
         logs: s.logs.iter().map(LogName::to_string).collect(),
         split_brain: split_brain(s).map(|sb| sb.to_string()),
+        migration: None,
+        migration_error: None,
         nbd_socket: rt.and_then(|rt| rt.primary()).map(|_| {
             rt.map(|r| {
                 r.log_dir()

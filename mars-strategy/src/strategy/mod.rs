@@ -35,6 +35,7 @@
 mod action;
 mod derive;
 mod facts;
+mod migrate;
 mod snapshot;
 mod split;
 mod state;
@@ -42,6 +43,7 @@ mod state;
 pub use action::Action;
 pub use derive::{derive, SYNCPOS_SETTLE_NS};
 pub use facts::{Facts, FetchFact, LocalLog, PrimaryFact, Running, SyncFact};
+pub use migrate::{migrate_step, MigrateStep, Migration};
 pub use snapshot::{Member, Snapshot};
 pub use split::{is_loser, split_brain, SplitBrain};
 pub use state::{replica_state, ReplicaState};

@@ -1,0 +1,238 @@
+//! `migrate-resource`: the request (checks, then the shared record `migrations/<res>`), and
+//! each node's part of it, executed every round from [`migrate_step`]'s decision. Also the
+//! free space each node publishes (`actual-<node>/rest-space`), which the request checks.
+
+use super::Daemon;
+use crate::control::{Request, Response};
+use mars_strategy::strategy::{migrate_step, MigrateStep, Migration, Snapshot};
+use std::time::{Duration, Instant};
+
+/// A failed join of a migration target is tried again after this long.
+const JOIN_RETRY: Duration = Duration::from_secs(5);
+/// Free space is published at most this often (and only when it changed by 1% or more).
+const SPACE_EVERY: Duration = Duration::from_secs(5);
+
+/// Free bytes of the file system holding `dir`.
+pub(super) fn free_space(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+impl Daemon {
+    /// Publish this node's free space in its mars directory (global: a migration source
+    /// checks a target's space before anything starts).
+    pub(super) fn publish_space(&mut self) {
+        if self.space_at.is_some_and(|t| t.elapsed() < SPACE_EVERY)
+            || self.runner.node().cluster().is_none()
+        {
+            return;
+        }
+        self.space_at = Some(Instant::now());
+        let Some(free) = free_space(&self.opts.dir) else {
+            return;
+        };
+        let key = format!("actual-{}/rest-space", self.opts.node);
+        let old: Option<u64> = self
+            .runner
+            .node()
+            .store()
+            .get(&key)
+            .and_then(|v| v.parse().ok());
+        if old.is_none_or(|o| o.abs_diff(free) > o / 100) {
+            self.write(&key, Some(&free.to_string()));
+        }
+    }
+
+    /// `migrate-resource`: check, then record it; the nodes do the rest.
+    pub(super) fn migrate_request(
+        &mut self,
+        res: &str,
+        to: &str,
+        from: Option<String>,
+        dev: Option<String>,
+    ) -> Result<Response, Response> {
+        let s = self.known(res)?;
+        let store = self.runner.node().store();
+        if store.get(&format!("ips/ip-{to}")).is_none() {
+            return Err(Response::refused(format!(
+                "no node {to} in this cluster (`marsadm view` and `lowlevel-ls ips/` list them)"
+            )));
+        }
+        let from = match from.or_else(|| s.primary.clone()) {
+            Some(f) => f,
+            None => {
+                return Err(Response::refused(format!(
+                    "{res} has no primary: give --from NODE"
+                )))
+            }
+        };
+        if from == to {
+            return Err(Response::refused(format!("--to and --from are both {to}")));
+        }
+        let key = format!("migrations/{res}");
+        if let Some(v) = store.get(&key) {
+            let m = Migration::parse(v);
+            if m.as_ref().is_some_and(|m| m.to == to && m.from == from) {
+                return Ok(Response::ok(format!(
+                    "migration of {res} from {from} to {to} is under way: continuing"
+                )));
+            }
+            return Err(Response::refused(format!(
+                "another migration of {res} is under way ({v}): wait for it to end"
+            )));
+        }
+        if s.members.contains_key(to) && !s.members.contains_key(&from) {
+            return Ok(Response::ok(format!(
+                "{res} is already on {to} and no longer on {from}: nothing to do"
+            )));
+        }
+        if !s.members.contains_key(&from) {
+            return Err(Response::refused(format!(
+                "{from} holds no replica of {res} (--from)"
+            )));
+        }
+        let size = s.size.unwrap_or(0);
+        if dev.is_none() && !s.members.contains_key(to) {
+            let free: Option<u64> = store
+                .get(&format!("actual-{to}/rest-space"))
+                .and_then(|v| v.parse().ok());
+            match free {
+                None => return Err(Response::refused(format!("the free space of {to} is not known yet (is its marsd running?); retry in a few seconds, or give --dev PATH of a device on {to}"))),
+                Some(f) if f < size => return Err(Response::refused(format!(
+                    "{to} has {f} bytes free in its mars directory, {res} needs {size}: free space there, or give --dev PATH of a device on {to}"
+                ))),
+                Some(_) => {}
+            }
+        }
+        let m = Migration {
+            to: to.to_string(),
+            from: from.clone(),
+            dev,
+        };
+        self.write(&key, Some(&m.to_string()));
+        self.write(&format!("migrations-error/{res}"), None);
+        Ok(Response::ok(format!(
+            "migrating {res} from {from} to {to}: join, sync, {}leave",
+            if s.primary.as_deref() == Some(from.as_str()) {
+                "handover, "
+            } else {
+                ""
+            }
+        )))
+    }
+
+    /// This node's part of every migration under way.
+    pub(super) fn migrate_round(&mut self) {
+        let me = self.me();
+        let records: Vec<(String, String)> = self
+            .runner
+            .node()
+            .store()
+            .list("migrations/")
+            .into_iter()
+            .map(|(k, v)| (k["migrations/".len()..].to_string(), v.to_string()))
+            .collect();
+        for (res, v) in records {
+            let Some(m) = Migration::parse(&v) else {
+                continue;
+            };
+            if m.to != me && m.from != me {
+                continue;
+            }
+            let s = Snapshot::from_store(self.runner.node().store(), &res, &me);
+            let detached = self.rts.get(&res).is_none_or(|rt| rt.is_idle());
+            match migrate_step(&s, &m, detached) {
+                MigrateStep::Wait(_) => {}
+                MigrateStep::Join(dev) => self.migrate_join(&res, &s, dev),
+                MigrateStep::TakeOver => {
+                    tracing::info!(%res, "migration: taking over from {}", m.from);
+                    self.write(&format!("resource-{res}/primary"), Some(&me));
+                }
+                MigrateStep::Down => {
+                    tracing::info!(%res, "migration: {} took over; stopping here", m.to);
+                    let r = self.command(Request::Switch {
+                        res: res.clone(),
+                        switch: "all".into(),
+                        on: false,
+                    });
+                    tracing::debug!("{}", r.message);
+                }
+                MigrateStep::Leave => {
+                    tracing::info!(%res, "migration: leaving");
+                    self.forget_member(&res, &s);
+                }
+                MigrateStep::Done => {
+                    tracing::info!(%res, "migration from {} to {me} complete", m.from);
+                    self.write(&format!("migrations/{res}"), None);
+                    self.write(&format!("migrations-error/{res}"), None);
+                }
+            }
+        }
+    }
+
+    fn migrate_join(&mut self, res: &str, s: &Snapshot, dev: Option<String>) {
+        if self
+            .join_tried
+            .get(res)
+            .is_some_and(|t| t.elapsed() < JOIN_RETRY)
+        {
+            return;
+        }
+        self.join_tried.insert(res.to_string(), Instant::now());
+        let dev = match dev {
+            Some(d) => d,
+            None => {
+                let size: u64 = self
+                    .runner
+                    .node()
+                    .store()
+                    .get(&format!("sizes/{res}"))
+                    .and_then(|v| v.parse().ok())
+                    .or(s.size)
+                    .unwrap_or(0);
+                let path = self.opts.dir.join("data").join(format!("{res}.img"));
+                let made = std::fs::create_dir_all(self.opts.dir.join("data"))
+                    .and_then(|()| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .truncate(false)
+                            .write(true)
+                            .open(&path)
+                    })
+                    .and_then(|f| {
+                        if f.metadata()?.len() < size {
+                            f.set_len(size)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                if let Err(e) = made {
+                    self.write(
+                        &format!("migrations-error/{res}"),
+                        Some(&format!(
+                            "{}: cannot create {}: {e}",
+                            self.opts.node,
+                            path.display()
+                        )),
+                    );
+                    return;
+                }
+                path.display().to_string()
+            }
+        };
+        let r = self.command(Request::JoinResource {
+            res: res.to_string(),
+            dev,
+        });
+        if r.status == crate::control::Outcome::Ok {
+            tracing::info!(%res, "migration: {}", r.message);
+            self.write(&format!("migrations-error/{res}"), None);
+        } else {
+            tracing::warn!(%res, "migration: join refused: {}", r.message);
+            self.write(
+                &format!("migrations-error/{res}"),
+                Some(&format!("{}: {}", self.opts.node, r.message)),
+            );
+        }
+    }
+}
