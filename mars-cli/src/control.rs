@@ -85,6 +85,12 @@ pub enum Request {
     Secondary {
         res: String,
     },
+    /// Grow `res` online to `size` bytes (default: the smallest member device).
+    Resize {
+        res: String,
+        #[serde(default)]
+        size: Option<u64>,
+    },
     LogRotate {
         res: String,
     },

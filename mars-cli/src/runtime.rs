@@ -259,7 +259,11 @@ impl ResourceRt {
 
     fn data_device(&mut self, s: &Snapshot) -> Result<Arc<dyn brick_core::Output>, String> {
         if let Some(d) = &self.data {
-            return Ok(d.clone());
+            // After a resize the device is reopened to see its new size.
+            if d.info().is_ok_and(|i| i.size >= s.size.unwrap_or(0)) {
+                return Ok(d.clone());
+            }
+            self.data = None;
         }
         let path = &s.mine().ok_or("not a member")?.data;
         let d: Arc<dyn brick_core::Output> =

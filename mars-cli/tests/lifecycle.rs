@@ -153,3 +153,63 @@ fn secondary_kill9_during_replay_resumes_from_its_position() {
         "bob after 3 crashes during replay",
     );
 }
+
+#[test]
+fn resize_grows_online_and_the_tail_replicates() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    let mut model = vec![0u8; SIZE as usize];
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 41, 300, 50);
+    b.wait_uptodate("r0");
+    // bob's device is still 16 MiB: a larger size is refused, naming him.
+    let err = a.refused(&["resize", "r0", "32M"], "member bob");
+    assert!(err.contains("grow that device first"), "{err}");
+    b.refused(&["resize", "r0", "32M"], "run resize there");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(c.path("b.img"))
+        .unwrap()
+        .set_len(2 * SIZE)
+        .unwrap();
+    // Under load: the old client keeps writing while the resource grows.
+    write_blocks(&mut nbd, &mut model, 42, 100, 50);
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "resize to be accepted",
+        || {
+            let o = a.adm(&["resize", "r0", "32M"]);
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        },
+    );
+    write_blocks(&mut nbd, &mut model, 43, 100, 50);
+    nbd.disconnect().unwrap();
+    model.resize(2 * SIZE as usize, 0);
+    // A new client sees the new size and writes near the new end.
+    let mut nbd = a.nbd("r0");
+    for (i, off) in [2 * SIZE - 4096, 2 * SIZE - 65536, SIZE]
+        .into_iter()
+        .enumerate()
+    {
+        let block = vec![0xa0 + i as u8; 4096];
+        model[off as usize..off as usize + 4096].copy_from_slice(&block);
+        assert_eq!(
+            nbd.write(off, &block).unwrap(),
+            0,
+            "write at {off} beyond the old end"
+        );
+    }
+    assert_eq!(nbd.flush().unwrap(), 0);
+    assert_eq!(read_export(&mut nbd, 2 * SIZE), model);
+    nbd.disconnect().unwrap();
+    b.wait_uptodate("r0");
+    wait_equal(&c.path("b.img"), &model, "bob's grown device");
+    assert_eq!(a.status().resources[0].size, 2 * SIZE);
+}

@@ -119,6 +119,9 @@ enum Cmd {
     PauseReplay { res: String },
     /// Resume replaying logs of RES.
     ResumeReplay { res: String },
+    /// Grow RES online (on its primary) to SIZE (bytes or K/M/G/T; default: the smallest
+    /// member device). The secondaries sync the new tail.
+    Resize { res: String, size: Option<String> },
     /// Start a new log file of RES (on its primary).
     LogRotate { res: String },
     /// Delete the logs of RES that no member needs any more.
@@ -426,6 +429,10 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
         Cmd::ResumeFetch { res } => adm.switch(&res, "connect", true),
         Cmd::PauseReplay { res } => adm.switch(&res, "allow-replay", false),
         Cmd::ResumeReplay { res } => adm.switch(&res, "allow-replay", true),
+        Cmd::Resize { res, size } => {
+            let size = size.as_deref().map(parse_size).transpose()?;
+            adm.run(Request::Resize { res, size }).map(drop)
+        }
         Cmd::LogRotate { res } => adm.run(Request::LogRotate { res }).map(drop),
         Cmd::LogDelete { res } => adm.run(Request::LogDelete { res }).map(drop),
         Cmd::Cron => adm.run(Request::Cron).map(drop),

@@ -28,6 +28,7 @@ impl Daemon {
             return;
         }
         self.space_at = Some(Instant::now());
+        self.publish_device_sizes();
         let Some(free) = free_space(&self.opts.dir) else {
             return;
         };
@@ -41,6 +42,90 @@ impl Daemon {
         if old.is_none_or(|o| o.abs_diff(free) > o / 100) {
             self.write(&key, Some(&free.to_string()));
         }
+    }
+
+    /// `actsize-<me>` of every resource here: the size of its data device now (an operator
+    /// may grow it before `resize`).
+    fn publish_device_sizes(&mut self) {
+        let me = self.opts.node.clone();
+        let store = self.runner.node().store();
+        let mut writes = Vec::new();
+        for r in store.resources() {
+            let Some(dev) = store.get(&format!("resource-{r}/data-{me}")) else {
+                continue;
+            };
+            let Ok(size) = super::device_size(std::path::Path::new(dev)) else {
+                continue;
+            };
+            let key = format!("resource-{r}/actsize-{me}");
+            if store.get(&key) != Some(size.to_string().as_str()) {
+                writes.push((key, size.to_string()));
+            }
+        }
+        for (k, v) in writes {
+            self.write(&k, Some(&v));
+        }
+    }
+
+    /// `resize`: on the primary, grow online; never beyond the smallest member device.
+    pub(super) fn resize(&mut self, res: &str, size: Option<u64>) -> Result<Response, Response> {
+        let me = self.me();
+        let s = self.member(res)?;
+        let old = s.size.unwrap_or(0);
+        let Some(p) = self.rts.get(res).and_then(|rt| rt.primary()) else {
+            return Err(Response::refused(format!(
+                "{me} is not the running primary of {res} (the primary is {}): run resize there",
+                s.primary.as_deref().unwrap_or("(none)")
+            )));
+        };
+        let _ = p;
+        self.publish_device_sizes();
+        let s = self.snapshot(res);
+        let smallest = s
+            .members
+            .iter()
+            .filter(|(h, _)| **h != me)
+            .map(|(h, m)| (m.actsize.unwrap_or(0), h.clone()))
+            .min();
+        let new = match (size, &smallest) {
+            (Some(n), _) => n,
+            (None, Some((n, _))) => *n,
+            (None, None) => {
+                return Err(Response::refused(format!(
+                    "give the new size: `marsadm resize {res} SIZE`"
+                )))
+            }
+        };
+        if new <= old {
+            return Err(Response::refused(format!(
+                "{res} has {old} bytes; resize only grows (asked for {new})"
+            )));
+        }
+        if let Some((n, h)) = smallest.filter(|(n, _)| *n < new) {
+            return Err(Response::refused(format!(
+                "{new} bytes is more than the device of member {h} holds ({n} bytes): grow that device first (then actsize-{h} follows), or resize to at most {n}"
+            )));
+        }
+        let grown = self
+            .rts
+            .get(res)
+            .and_then(|rt| rt.primary())
+            .map(|p| p.grow(new));
+        if let Some(Err(e)) = grown {
+            return Err(Response::failed(format!(
+                "growing the primary's device to {new} bytes: {e}"
+            )));
+        }
+        self.write(
+            &format!("resource-{res}/syncstatus-{me}"),
+            Some(&new.to_string()),
+        );
+        self.write(&format!("resource-{res}/size"), Some(&new.to_string()));
+        self.write(&format!("sizes/{res}"), Some(&new.to_string()));
+        Ok(Response::ok(format!(
+            "{res} grown from {old} to {new} bytes; the secondaries sync the new {} bytes (NBD clients see the new size when they reconnect)",
+            new - old
+        )))
     }
 
     /// `migrate-resource`: check, then record it; the nodes do the rest.

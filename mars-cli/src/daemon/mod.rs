@@ -646,6 +646,7 @@ impl Daemon {
                 dry_run,
             } if force => self.force_primary(&res, dry_run),
             Request::Invalidate { res, dry_run } => self.invalidate(&res, dry_run),
+            Request::Resize { res, size } => self.resize(&res, size),
             Request::MigrateResource { res, to, from, dev } => {
                 self.migrate_request(&res, &to, from, dev)
             }
@@ -945,7 +946,7 @@ fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) 
 }
 
 /// The size of a file or block device.
-fn device_size(path: &Path) -> std::io::Result<u64> {
+pub(super) fn device_size(path: &Path) -> std::io::Result<u64> {
     use std::io::{Seek, SeekFrom};
     let mut f = File::open(path)?;
     f.seek(SeekFrom::End(0))

@@ -109,6 +109,8 @@ pub(crate) struct Core {
     pub power: Power,
     pub stats: Stats,
     pub info: Info,
+    /// The device size now (`info.size` at start; grows with [`super::TransLogger::grow`]).
+    pub size: std::sync::atomic::AtomicU64,
     slot: Slot<ReqAspect>,
     pub bufs: super::bufpool::BufPool,
 }
@@ -196,6 +198,7 @@ impl Core {
             clock,
             power: Power::on(),
             stats: Stats::new(),
+            size: std::sync::atomic::AtomicU64::new(info.size),
             info,
             slot: Slot::new(),
             // Two rounds' worth: a round takes a buffer per item for its writes and
@@ -256,7 +259,7 @@ impl Core {
     }
 
     fn check(&self, req: &Aio) -> Result<()> {
-        req.check_range(self.info.size)?;
+        req.check_range(self.size.load(std::sync::atomic::Ordering::Acquire))?;
         let max = match req.op {
             Op::Write => self.info.max_len,
             Op::Discard | Op::WriteZeroes => MAX_RANGE_OP,

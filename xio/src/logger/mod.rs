@@ -229,6 +229,27 @@ impl TransLogger {
         }
     }
 
+    /// Grow the device this logger serves to `size` bytes (the data device must already be
+    /// at least that large). Requests up to the new end are accepted from now on; NBD clients
+    /// see the new size when they connect again. Shrinking is refused.
+    pub fn grow(&self, size: u64) -> brick_core::Result<()> {
+        let data = self.core.data.info()?.size;
+        if size < self.core.size.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Invalid("a logger's device cannot shrink"));
+        }
+        if data < size {
+            return Err(Error::OutOfRange {
+                pos: 0,
+                len: size,
+                size: data,
+            });
+        }
+        self.core
+            .size
+            .store(size, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
     /// Rotate to the next log file after the current batch (on demand).
     pub fn rotate(&self) {
         self.core.shared.lock().rotate_req = true;
@@ -352,7 +373,10 @@ impl Drop for TransLogger {
 
 impl Output for TransLogger {
     fn info(&self) -> brick_core::Result<Info> {
-        Ok(self.core.info)
+        Ok(Info {
+            size: self.core.size.load(std::sync::atomic::Ordering::Acquire),
+            ..self.core.info
+        })
     }
 
     fn prepare(&self, req: &mut Aio) -> brick_core::Result<()> {

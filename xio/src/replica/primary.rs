@@ -56,6 +56,7 @@ impl PrimaryConfig {
 
 /// A running primary: logger and NBD export.
 pub struct PrimaryGraph {
+    file: Arc<file::FileBrick>,
     node: String,
     res: String,
     logger: Arc<TransLogger>,
@@ -82,7 +83,8 @@ impl PrimaryGraph {
             create_size: Some(cfg.size),
             ..FileOptions::default()
         };
-        let data: Arc<dyn Output> = file::open(&cfg.data, cfg.backend, &opts)?;
+        let file = file::open(&cfg.data, cfg.backend, &opts)?;
+        let data: Arc<dyn Output> = file.clone();
         let mut lcfg = cfg.logger.clone();
         lcfg.keep_logs = true;
         let logger = TransLogger::open(data, &cfg.log_dir, lcfg)?;
@@ -113,6 +115,7 @@ impl PrimaryGraph {
             });
         }
         Ok(PrimaryGraph {
+            file,
             node: cfg.logger.node.clone(),
             res: cfg.logger.resource.clone(),
             logger,
@@ -136,6 +139,22 @@ impl PrimaryGraph {
     /// The logger (the device the NBD export serves; also what syncing peers read).
     pub fn logger(&self) -> &Arc<TransLogger> {
         &self.logger
+    }
+
+    /// Grow the resource online to `size` bytes: a regular data file is extended, a block
+    /// device must already be that large; then the logger accepts requests up to the new end
+    /// (NBD clients see it when they connect again).
+    pub fn grow(&self, size: u64) -> Result<(), ReplicaError> {
+        if self.file.info()?.size < size {
+            self.file.set_size(size)?;
+        }
+        self.logger.grow(size)?;
+        Ok(())
+    }
+
+    /// The size the export serves now.
+    pub fn size(&self) -> u64 {
+        self.logger.info().map_or(0, |i| i.size)
     }
 
     /// NBD clients connected now (Unix and TCP).
