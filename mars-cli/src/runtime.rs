@@ -191,7 +191,7 @@ impl ResourceRt {
     }
 
     /// What runs and how far it got.
-    pub fn facts(&mut self, s: &Snapshot, now: u64) -> Facts {
+    pub fn facts(&mut self, s: &Snapshot, now: u64, started: u64) -> Facts {
         let attached = s.mine().is_some_and(|m| m.switch(Switch::Attach));
         let running = if self.primary.is_some() {
             Running::Primary
@@ -254,6 +254,7 @@ impl ResourceRt {
             primary,
             device_size: None,
             now,
+            started,
         }
     }
 

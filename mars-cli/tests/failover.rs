@@ -131,3 +131,99 @@ fn forced_failover_split_brain_and_invalidate() {
     a.wait_uptodate("r0");
     wait_equal(&c.path("a.img"), &model, "alice replicates bob again");
 }
+
+#[test]
+fn two_logs_with_one_sequence_number_are_detected_and_resolved() {
+    let mut c = Cluster::new(&["alice", "bob"]);
+    c.nodes[0].ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
+    c.nodes[0].wait_state("r0", "Primary", |m| m.role == "Primary");
+    c.nodes[1].ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    let mut base = vec![0u8; SIZE as usize];
+    let mut nbd = c.nodes[0].nbd("r0");
+    write_blocks(&mut nbd, &mut base, 5, 300, 50);
+    drop(nbd);
+    c.nodes[1].wait_uptodate("r0");
+    // bob takes over by force while alice is down, writes, and dies.
+    c.nodes[1].ok(&["pause-fetch", "r0"]);
+    c.nodes[0].kill9();
+    let wait_unresponsive = |n: &Node, other: &str| {
+        wait_until(
+            Duration::from_secs(20),
+            "the other node to be unreachable",
+            || match n.status().resources[0]
+                .replicas
+                .iter()
+                .find(|m| m.host == other)
+            {
+                Some(m) if m.repl == "UnResponsive" => Ok(()),
+                m => Err(format!("{m:?}")),
+            },
+        )
+    };
+    wait_unresponsive(&c.nodes[1], "alice");
+    c.nodes[1].ok(&["primary", "--force", "r0"]);
+    let mut bobs = base.clone();
+    let mut nbd = c.nodes[1].nbd("r0");
+    write_blocks(&mut nbd, &mut bobs, 6, 200, 50);
+    drop(nbd);
+    c.nodes[1].kill9();
+    // alice comes back alone and is forced too: she writes her own next log.
+    c.nodes[0].start();
+    c.nodes[0].ok(&["pause-fetch", "r0"]);
+    wait_unresponsive(&c.nodes[0], "bob");
+    c.nodes[0].ok(&["primary", "--force", "r0"]);
+    let mut alices = base.clone();
+    let mut nbd = c.nodes[0].nbd("r0");
+    write_blocks(&mut nbd, &mut alices, 7, 200, 50);
+    nbd.disconnect().unwrap();
+    c.nodes[1].start();
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    // Both have a log with the same sequence number: every node reports the fork.
+    wait_until(
+        Duration::from_secs(20),
+        "two logs of one number in the metadata",
+        || {
+            let logs = a.status().resources[0].logs.clone();
+            let seqs: Vec<&str> = logs.iter().map(|l| &l[..13]).collect();
+            let mut d = seqs.clone();
+            d.dedup();
+            if d.len() < seqs.len() {
+                Ok(())
+            } else {
+                Err(format!("{logs:?}"))
+            }
+        },
+    );
+    for n in [a, b] {
+        wait_until(Duration::from_secs(20), "the fork reported", || {
+            match n.ok(&["view-is-split-brain", "r0"]).trim() {
+                "1" => Ok(()),
+                x => Err(x.to_string()),
+            }
+        });
+    }
+    // bob (no longer designated, no clients) stops and is on the losing side: he replays
+    // nothing of alice's.
+    b.wait_state("r0", "SplitBrain", |m| m.repl == "SplitBrain");
+    let bob_dev = std::fs::read(c.path("b.img")).unwrap();
+    assert!(
+        bob_dev != alices,
+        "bob replayed alice's branch:\n{}\n{}",
+        b.ok(&["view", "r0"]),
+        b.log_tail()
+    );
+    b.ok(&["resume-fetch", "r0"]);
+    b.ok(&["invalidate", "r0"]);
+    b.wait_uptodate("r0");
+    wait_equal(
+        &c.path("b.img"),
+        &alices,
+        "bob after invalidate equals alice",
+    );
+    wait_until(Duration::from_secs(20), "no fork any more", || {
+        match a.ok(&["view-is-split-brain", "r0"]).trim() {
+            "0" => Ok(()),
+            x => Err(x.to_string()),
+        }
+    });
+}

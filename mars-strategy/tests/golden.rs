@@ -4,7 +4,7 @@
 //! the diff before committing it).
 //!
 //! Input lines:
-//! - `me <node>`, `res <resource>`, `now <ns>`
+//! - `me <node>`, `res <resource>`, `now <ns>`, `fact started <ns>` (daemon start, default 0)
 //! - `key <key relative to resource-<r>/> <value>`
 //! - `chain <host> <log name> <pos>`: `version-<seq>-<host>` chained onto that host's link of
 //!   `seq - 1` (or the start of the history); `fork <host> <log> <pos>` makes one that is not.
@@ -56,6 +56,7 @@ fn parse(input: &str) -> (Snapshot, Facts) {
             ["me", n] => me = n.into(),
             ["res", r] => res = r.into(),
             ["now", t] => f.now = t.parse().expect("now"),
+            ["fact", "started", t] => f.started = t.parse().expect("started"),
             ["key", k, ref v @ ..] => keys.push((k.into(), v.join(" "))),
             [op @ ("chain" | "fork"), host, l, pos] => {
                 let l = log(l);

@@ -13,11 +13,6 @@ impl Daemon {
         let me = self.me();
         let s = self.member(res)?;
         let m = s.mine().expect("member");
-        if s.designated_me() && s.other_actual_primaries().is_empty() {
-            return Ok(Response::ok(format!(
-                "{me} is already the primary of {res}"
-            )));
-        }
         if m.switch(Switch::Connect) {
             return Err(Response::refused(format!(
                 "forced failover gives up what is not fetched yet: run `marsadm pause-fetch {res}` first, then `marsadm primary --force {res}`"
@@ -74,8 +69,14 @@ impl Daemon {
                 old.as_deref().unwrap_or("it")
             )));
         }
-        self.write(&format!("resource-{res}/forced-primary"), Some(&me));
-        self.write(&format!("resource-{res}/primary"), Some(&me));
+        // Written anew even where the value is unchanged: the decision must carry a stamp
+        // newer than anything the unreachable side wrote meanwhile.
+        for k in ["forced-primary", "primary"] {
+            self.runner
+                .node_mut()
+                .set(&format!("resource-{res}/{k}"), &me)
+                .map_err(|e| Response::failed(e.to_string()))?;
+        }
         tracing::warn!(%res, "forced failover to {me}: lost {lost}");
         Ok(Response::ok(format!(
             "{me} becomes primary of {res} by force; lost: {lost}"

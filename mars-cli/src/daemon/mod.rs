@@ -62,6 +62,8 @@ pub struct Daemon {
     sock: PathBuf,
     merge: Option<String>,
     space_at: Option<std::time::Instant>,
+    /// When this daemon started (node clock, ns).
+    started: u64,
     join_tried: HashMap<String, std::time::Instant>,
 }
 
@@ -139,6 +141,7 @@ impl Daemon {
             sock,
             merge: None,
             space_at: None,
+            started: brick_core::SystemTimeSource.now_ns(),
             join_tried: HashMap::new(),
         })
     }
@@ -249,7 +252,7 @@ impl Daemon {
             let links = rt.poll(&me, now);
             self.apply(&res, links);
             let snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
-            let facts = rt.facts(&snap, now);
+            let facts = rt.facts(&snap, now, self.started);
             let actions = derive(&snap, &facts);
             let addr = |h: &str| addrs.get(h).copied();
             let env = Env {

@@ -343,7 +343,11 @@ pub fn read_export(c: &mut Client, size: u64) -> Vec<u8> {
 /// Random 4 KiB writes (deterministic from `seed`) through `c`, mirrored into `model`,
 /// with a flush every `flush_every` writes and at the end.
 pub fn write_blocks(c: &mut Client, model: &mut [u8], seed: u64, count: usize, flush_every: usize) {
-    let mut x = seed | 1;
+    // Injective in `seed` (and never 0, which xorshift cannot leave).
+    let mut x = seed
+        .wrapping_mul(2)
+        .wrapping_add(1)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let blocks = model.len() as u64 / 4096;
     for i in 0..count {
         x ^= x << 13;

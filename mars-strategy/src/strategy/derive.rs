@@ -11,6 +11,11 @@ use crate::views::{LogName, ReplayLink, Switch, VersionLink};
 /// milliseconds, commits within a second, and the primary publishes its position each tick).
 pub const SYNCPOS_SETTLE_NS: u64 = 3_000_000_000;
 
+/// After a (re)start, a designated primary waits this long before it starts its own log
+/// again, so that newer metadata from its peers (another node made primary meanwhile) can
+/// arrive first (upstream ignored `primary` for two scan intervals after modprobe).
+pub const STARTUP_GRACE_NS: u64 = 1_000_000_000;
+
 /// Sync progress is published in steps of 2% of the size, at least 1 MiB, at most 64 MiB.
 fn syncstatus_step(size: u64) -> u64 {
     (size / 50).clamp(1 << 20, 64 << 20)
@@ -239,6 +244,13 @@ fn become_primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
             ),
         });
         catch_up(s, me, f, out);
+        return;
+    }
+    if f.running == Running::Nothing && f.now < f.started.saturating_add(STARTUP_GRACE_NS) {
+        out.push(Action::Report {
+            msg: "NotYetPrimary: just started; waiting a moment for newer metadata from the peers"
+                .into(),
+        });
         return;
     }
     if let Some(last) = s.last_log() {

@@ -84,6 +84,8 @@ pub struct Facts {
     pub device_size: Option<u64>,
     /// The node clock (ns): same clock as the metadata stamps.
     pub now: u64,
+    /// When the daemon started (ns, same clock).
+    pub started: u64,
 }
 
 impl Facts {

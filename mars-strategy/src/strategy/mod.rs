@@ -41,7 +41,7 @@ mod split;
 mod state;
 
 pub use action::Action;
-pub use derive::{derive, SYNCPOS_SETTLE_NS};
+pub use derive::{derive, STARTUP_GRACE_NS, SYNCPOS_SETTLE_NS};
 pub use facts::{Facts, FetchFact, LocalLog, PrimaryFact, Running, SyncFact};
 pub use migrate::{migrate_step, MigrateStep, Migration};
 pub use snapshot::{Member, Snapshot};
