@@ -210,3 +210,33 @@ fn a_corrupt_log_record_is_reported_and_nothing_after_it_is_applied() {
     }
     nbd.disconnect().unwrap();
 }
+
+#[test]
+fn leave_cluster_is_refused_while_the_node_holds_data() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    b.wait_uptodate("r0");
+    let err = b.refused(&["leave-cluster"], "still holds data");
+    assert!(
+        err.contains("r0") && err.contains("leave-resource"),
+        "{err}"
+    );
+    b.ok(&["down", "r0"]);
+    b.ok(&["leave-resource", "r0"]);
+    b.ok(&["leave-cluster"]);
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "alice to forget bob",
+        || {
+            let ips = a.ok(&["lowlevel-ls", "ips/"]);
+            if ips.contains("ip-bob") {
+                Err(ips)
+            } else {
+                Ok(())
+            }
+        },
+    );
+}
