@@ -44,6 +44,18 @@ pub struct Env<'a> {
     pub now: u64,
 }
 
+/// Free space in the mars directory and the levels that act on it (upstream's emergency
+/// levels 3 and 4).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Space {
+    /// Free bytes now.
+    pub free: Option<u64>,
+    /// A secondary stops fetching below this.
+    pub stop_fetch_below: u64,
+    /// A primary stops logging below this (emergency mode).
+    pub emergency_below: u64,
+}
+
 /// A metadata write the executors want (relative to `resource-<r>/`; `None` deletes).
 pub type LinkWrite = (String, Option<String>);
 
@@ -191,7 +203,7 @@ impl ResourceRt {
     }
 
     /// What runs and how far it got.
-    pub fn facts(&mut self, s: &Snapshot, now: u64, started: u64) -> Facts {
+    pub fn facts(&mut self, s: &Snapshot, now: u64, started: u64, space: &Space) -> Facts {
         let attached = s.mine().is_some_and(|m| m.switch(Switch::Attach));
         let running = if self.primary.is_some() {
             Running::Primary
@@ -229,12 +241,14 @@ impl ResourceRt {
             None => self.fetch_ended.clone(),
         };
         let primary = self.primary.as_ref().map(|p| {
-            let (end, min) = p.positions();
+            let st = p.logger().status();
             PrimaryFact {
-                log: LogName::new(end.seq, s.me.clone()),
-                end: end.offset,
+                log: LogName::new(st.durable_end.seq, s.me.clone()),
+                end: st.durable_end.offset,
                 clients: p.clients(),
-                min_seq: min.seq,
+                min_seq: st.min_pos.seq,
+                bypass: matches!(st.mode, "bypass" | "draining"),
+                hole: st.hole.map(|h| (h.seq, h.offset)),
             }
         });
         if let Some(p) = &primary {
@@ -255,6 +269,9 @@ impl ResourceRt {
             device_size: None,
             now,
             started,
+            free_space: space.free,
+            stop_fetch_below: space.stop_fetch_below,
+            emergency_below: space.emergency_below,
         }
     }
 
@@ -328,6 +345,12 @@ impl ResourceRt {
                 }
             }
             Action::StopSecondary => self.stop_secondary(),
+            Action::EnterEmergency { reason } => {
+                if let Some(p) = &self.primary {
+                    tracing::error!(%res, "entering emergency mode: {reason}; writes go straight to the data device, the secondaries become outdated");
+                    p.logger().enter_emergency();
+                }
+            }
             Action::StartPrimary => {
                 self.stop_secondary();
                 let Some(me) = s.mine() else { return links };

@@ -13,7 +13,8 @@
 //! - `fact fetch <log> peer=<h> [done] [failed=<text without spaces>]`
 //! - `fact replay-busy`, `fact replay-failed <text>`
 //! - `fact sync pos=<n> [done_at=<ns>] [failed=<text>]`
-//! - `fact primary <log> end=<n> clients=<n> min_seq=<n>`
+//! - `fact primary <log> end=<n> clients=<n> min_seq=<n> [bypass] [hole=<seq>:<pos>]`
+//! - `fact free <bytes> [stop_fetch_below=<n>] [emergency_below=<n>]`
 
 use mars_strategy::strategy::{
     derive, Facts, FetchFact, LocalLog, PrimaryFact, Running, Snapshot, SyncFact,
@@ -96,6 +97,12 @@ fn parse(input: &str) -> (Snapshot, Facts) {
                 });
             }
             ["fact", "replay-busy"] => f.replay_busy = true,
+            ["fact", "free", n, ref rest @ ..] => {
+                let m = kv(rest);
+                f.free_space = Some(n.parse().expect("free"));
+                f.stop_fetch_below = num(&m, "stop_fetch_below").unwrap_or(0);
+                f.emergency_below = num(&m, "emergency_below").unwrap_or(0);
+            }
             ["fact", "replay-failed", ref rest @ ..] => f.replay_failed = Some(rest.join(" ")),
             ["fact", "sync", ref rest @ ..] => {
                 let m = kv(rest);
@@ -112,6 +119,11 @@ fn parse(input: &str) -> (Snapshot, Facts) {
                     end: num(&m, "end").unwrap_or(0),
                     clients: num(&m, "clients").unwrap_or(0),
                     min_seq: num(&m, "min_seq").unwrap_or(0),
+                    bypass: m.contains_key("bypass"),
+                    hole: m.get("hole").map(|h| {
+                        let (a, b) = h.split_once(':').expect("hole=<seq>:<pos>");
+                        (a.parse().expect("seq"), b.parse().expect("pos"))
+                    }),
                 });
             }
             _ => panic!("unknown golden input line {line:?}"),

@@ -98,6 +98,14 @@ impl Daemon {
                 "{me} is the primary of {res}: invalidate the other side, or make another node primary first"
             )));
         }
+        if s.members
+            .get(&primary)
+            .is_some_and(|p| p.led("is-emergency"))
+        {
+            return Err(Response::refused(format!(
+                "the primary {primary} is in emergency mode (its log is full): a sync now would be outdated at once; free space in {primary}'s mars directory and run `marsadm cron` there first"
+            )));
+        }
         let (files, bytes) = local_logs(&self.opts.dir, res);
         let size = s.size.unwrap_or(0);
         let divergent = split_brain(&s)

@@ -18,7 +18,33 @@ pub(super) fn free_space(dir: &std::path::Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Size of the file system holding `dir`.
+fn total_space(dir: &std::path::Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+/// A level: `defaults/<key>` in bytes if set, else `percent` of the file system, at most `cap`
+/// (so that the same binary suits a 64 MiB test file system and a 4 TB /mars).
+fn level(store: &mars_strategy::MetaStore, key: &str, total: u64, percent: u64, cap: u64) -> u64 {
+    store
+        .get(&format!("defaults/{key}"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| (total / 100 * percent).min(cap))
+}
+
 impl Daemon {
+    /// Free space and the emergency levels for this round.
+    pub(super) fn space(&self) -> crate::runtime::Space {
+        let total = total_space(&self.opts.dir).unwrap_or(0);
+        let store = self.runner.node().store();
+        crate::runtime::Space {
+            free: free_space(&self.opts.dir),
+            stop_fetch_below: level(store, "stop-fetch-free", total, 6, 4 << 30),
+            emergency_below: level(store, "emergency-free", total, 4, 2 << 30),
+        }
+    }
+
     /// Publish this node's free space in its mars directory (global: a migration source
     /// checks a target's space before anything starts).
     pub(super) fn publish_space(&mut self) {

@@ -242,6 +242,7 @@ impl Daemon {
             .filter_map(|(k, v)| Some((k["ips/ip-".len()..].to_string(), v.parse().ok()?)))
             .collect();
         let net = self.runner.net().config().clone();
+        let space = self.space();
         for res in names {
             self.complete_join(&res);
             let now = brick_core::SystemTimeSource.now_ns();
@@ -252,7 +253,7 @@ impl Daemon {
             let links = rt.poll(&me, now);
             self.apply(&res, links);
             let snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
-            let facts = rt.facts(&snap, now, self.started);
+            let facts = rt.facts(&snap, now, self.started, &space);
             let actions = derive(&snap, &facts);
             let addr = |h: &str| addrs.get(h).copied();
             let env = Env {
@@ -724,7 +725,12 @@ impl Daemon {
                 self.in_cluster()?;
                 let mut done = Vec::new();
                 let names: Vec<String> = self.rts.keys().cloned().collect();
+                let space = self.space();
                 for res in names {
+                    if let Some(msg) = self.leave_emergency(&res, &space) {
+                        done.push(msg);
+                        continue;
+                    }
                     if let Some(p) = self.rts.get(&res).and_then(|rt| rt.primary()) {
                         p.logger().rotate();
                         done.push(format!("{res}: log rotated"));
@@ -770,6 +776,37 @@ impl Daemon {
                 Ok(Response::ok(text).data(serde_json::to_value(list).unwrap_or_default()))
             }
         }
+    }
+
+    /// `cron` on a primary in emergency mode: once there is space again and no NBD client is
+    /// connected, the export and logger restart (the logger logs again into a new file; the
+    /// hole stays recorded until every secondary was invalidated). `None`: not in emergency.
+    fn leave_emergency(&mut self, res: &str, space: &crate::runtime::Space) -> Option<String> {
+        let p = self.rts.get(res).and_then(|rt| rt.primary())?;
+        let st = p.logger().status();
+        if !matches!(st.mode, "bypass" | "draining") {
+            return None;
+        }
+        let free = space.free.unwrap_or(0);
+        if free < space.emergency_below.saturating_mul(2) {
+            return Some(format!(
+                "{res}: still in emergency mode: {free} bytes free in the mars directory, at least {} needed to log again; free more space",
+                space.emergency_below.saturating_mul(2)
+            ));
+        }
+        let clients = p.clients();
+        if clients > 0 {
+            return Some(format!(
+                "{res}: emergency mode ends when the export restarts, and {clients} NBD client(s) are connected: disconnect them (the export comes back within seconds), then run cron again"
+            ));
+        }
+        if let Some(rt) = self.rts.get_mut(res) {
+            rt.shutdown();
+        }
+        tracing::warn!(%res, "leaving emergency mode: restarting the logger and export");
+        Some(format!(
+            "{res}: leaving emergency mode (logger and export restart); run `marsadm invalidate {res}` on every secondary that shows Orphan"
+        ))
     }
 
     /// Ask every member to delete the logs below what all members still need.

@@ -65,6 +65,11 @@ pub enum Action {
         /// The log.
         log: LogName,
     },
+    /// The primary stops logging: writes go straight to the data device (emergency mode).
+    EnterEmergency {
+        /// Why.
+        reason: String,
+    },
     /// Report a condition that needs an operator (written to `actual-<me>/msg`, logged once).
     Report {
         /// The message.
@@ -98,6 +103,7 @@ impl fmt::Display for Action {
             Action::SetLink { key, value } => write!(f, "set {key} = {value}"),
             Action::DeleteLink { key } => write!(f, "delete {key}"),
             Action::DeleteLocalLog { log } => write!(f, "delete-local {log}"),
+            Action::EnterEmergency { reason } => write!(f, "enter-emergency ({reason})"),
             Action::Report { msg } => write!(f, "report {msg}"),
         }
     }

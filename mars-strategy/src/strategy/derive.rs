@@ -69,9 +69,15 @@ fn leds(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         ("is-fetching", flag(fetching)),
         ("is-syncing", flag(syncing)),
         ("open-count", clients.to_string()),
+        (
+            "is-emergency",
+            flag(f.primary.as_ref().is_some_and(|p| p.bypass)),
+        ),
     ];
     for (led, v) in want {
-        if me.actual.get(led) != Some(&v) {
+        // An absent LED reads as off: nothing to write for a 0 nobody wrote yet.
+        let now = me.actual.get(led).map_or("0", String::as_str);
+        if now != v {
             out.push(Action::link(format!("actual-{}/{led}", s.me), v));
         }
     }
@@ -132,6 +138,7 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
     if s.forced_primary.as_deref() == Some(s.me.as_str()) {
         forced_history(s, f, p.log.seq, out);
     }
+    emergency(s, f, p, out);
     let here = ReplayLink {
         log: p.log.clone(),
         pos: p.end,
@@ -163,6 +170,45 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         let v = VersionLink::next(&prev, log.clone(), local.len).to_string();
         out.push(Action::link(version_key(log.seq, &s.me), v.clone()));
         carry = Some(v);
+    }
+}
+
+/// Emergency mode (log space exhausted): below the level the logger stops logging and
+/// writes go straight to the data device (IO goes on); the hole is published so that the
+/// secondaries stop at it (Orphan). The record goes once no member is at or before it.
+fn emergency(s: &Snapshot, f: &Facts, p: &super::facts::PrimaryFact, out: &mut Vec<Action>) {
+    let low = f.free_space.is_some_and(|free| free < f.emergency_below);
+    if low && !p.bypass {
+        out.push(Action::EnterEmergency {
+            reason: format!(
+                "only {} bytes free in the mars directory (emergency level {})",
+                f.free_space.unwrap_or(0),
+                f.emergency_below
+            ),
+        });
+    }
+    if let (true, Some((seq, pos)), None) = (p.bypass, p.hole, &s.emergency_hole) {
+        out.push(Action::link(
+            "emergency-hole",
+            format!("{},{pos}", LogName::new(seq, s.me.clone())),
+        ));
+    }
+    if p.bypass {
+        out.push(Action::Report {
+            msg: format!(
+                "EmergencyMode: the log is full, writes go straight to the data device and are not replicated; free space in the mars directory, run `marsadm cron` here, then `marsadm invalidate {}` on every secondary",
+                s.res
+            ),
+        });
+    }
+    if let Some(hole) = &s.emergency_hole {
+        let stuck = s.members.keys().any(|h| s.orphaned(h));
+        if !p.bypass && !stuck {
+            let _ = hole;
+            out.push(Action::DeleteLink {
+                key: "emergency-hole".into(),
+            });
+        }
     }
 }
 
@@ -287,6 +333,26 @@ fn catch_up(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
 
 /// The secondary pipeline: sync, fetch, replay.
 fn secondary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    if s.orphaned(&s.me) {
+        let hole = s
+            .emergency_hole
+            .as_ref()
+            .map(|h| format!("{},{}", h.log, h.pos))
+            .unwrap_or_default();
+        out.push(Action::Report {
+            msg: format!(
+                "Orphan: the primary ran out of log space at {hole}; this replica is consistent but outdated and cannot catch up by replay: run `marsadm invalidate {}` here once the primary has space again",
+                s.res
+            ),
+        });
+        if f.fetch
+            .as_ref()
+            .is_some_and(|x| !x.done && x.failed.is_none())
+        {
+            out.push(Action::StopFetch);
+        }
+        return;
+    }
     if s.primary.is_none() {
         out.push(Action::Report {
             msg: "NoPrimaryDesignated: no node is primary; run `marsadm primary <res>` on one"
@@ -380,7 +446,17 @@ fn fetch(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         .filter(|l| on_primary_branch(s, l))
         .filter(|l| loser.is_none() || me.replay.as_ref().is_some_and(|r| r.log == **l))
         .find(|l| l.seq >= from_seq && !complete(s, f, l));
-    let (Some(log), true) = (want, me.switch(Switch::Connect)) else {
+    let low_space = f.free_space.is_some_and(|free| free < f.stop_fetch_below);
+    if low_space && want.is_some() {
+        out.push(Action::Report {
+            msg: format!(
+                "fetch stopped: only {} bytes free in the mars directory (level {}); free space there",
+                f.free_space.unwrap_or(0),
+                f.stop_fetch_below
+            ),
+        });
+    }
+    let (Some(log), true) = (want, me.switch(Switch::Connect) && !low_space) else {
         if running {
             out.push(Action::StopFetch);
         }

@@ -61,6 +61,10 @@ pub struct PrimaryFact {
     /// The log holding the logger's min_pos watermark: crash recovery starts there, so it
     /// and every later log stay.
     pub min_seq: u64,
+    /// The logger bypasses the log (emergency mode: it ran out of log space, or was told to).
+    pub bypass: bool,
+    /// Where the log stops being complete, if it does (`log-<seq>-<me>` and offset).
+    pub hole: Option<(u64, u64)>,
 }
 
 /// Everything local the strategy looks at.
@@ -86,6 +90,12 @@ pub struct Facts {
     pub now: u64,
     /// When the daemon started (ns, same clock).
     pub started: u64,
+    /// Free bytes in the file system of the mars directory, if known.
+    pub free_space: Option<u64>,
+    /// Below this many free bytes a secondary stops fetching (upstream's level 3).
+    pub stop_fetch_below: u64,
+    /// Below this many free bytes a primary stops logging: emergency mode (level 4).
+    pub emergency_below: u64,
 }
 
 impl Facts {

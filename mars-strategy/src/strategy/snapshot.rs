@@ -68,6 +68,10 @@ pub struct Snapshot {
     /// `logdelete-below`: `marsadm log-delete` asked to delete the logs below this sequence
     /// number (each node still keeps what a member needs).
     pub log_delete_below: Option<u64>,
+    /// `emergency-hole` = `log-<seq>-<h>,<pos>`: the primary ran out of log space there; the
+    /// log lacks what was written after it, so a replica at or before it cannot go on
+    /// (Orphan) until `invalidate` syncs it afresh.
+    pub emergency_hole: Option<ReplayLink>,
     /// `forced-primary`: the node made primary by `primary --force` (it starts without waiting
     /// for the old primary and its logs).
     pub forced_primary: Option<String>,
@@ -131,6 +135,8 @@ impl Snapshot {
             self.size = Some(parse_u64(k, v)?);
         } else if k == "primary" {
             self.primary = (v != "(none)" && !v.is_empty()).then(|| v.to_string());
+        } else if k == "emergency-hole" {
+            self.emergency_hole = Some(ReplayLink::parse(k, &format!("{v},0"))?);
         } else if k == "forced-primary" {
             self.forced_primary = Some(v.to_string());
         } else if k == "logdelete-below" {
@@ -178,6 +184,20 @@ impl Snapshot {
             }
         }
         Ok(())
+    }
+
+    /// Whether replica `h` is cut off by the emergency hole: at or before it (its data lacks
+    /// what the primary wrote while it bypassed the log).
+    pub fn orphaned(&self, h: &str) -> bool {
+        match (
+            &self.emergency_hole,
+            self.members.get(h).and_then(|m| m.replay.as_ref()),
+        ) {
+            (Some(hole), Some(r)) => {
+                self.primary.as_deref() != Some(h) && r.log.seq <= hole.log.seq
+            }
+            _ => false,
+        }
     }
 
     /// My member entry, if I am a member.

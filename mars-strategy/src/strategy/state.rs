@@ -55,10 +55,17 @@ pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
         .and_then(|p| s.members.get(p))
         .and_then(|p| p.replay.as_ref());
     let up_to_date = consistent
+        && !s.orphaned(h)
         && (is_primary
             || matches!((&m.replay, primary_pos), (Some(r), Some(p)) if order(r) >= order(p)));
     let attach = m.switch(Switch::Attach);
-    let disk = if !attach {
+    let orphan = s.orphaned(h);
+    let emergency = is_primary && m.led("is-emergency");
+    let disk = if orphan {
+        "Orphan"
+    } else if emergency {
+        "EmergencyMode"
+    } else if !attach {
         if m.led("is-attached") {
             "Detaching"
         } else {
@@ -79,7 +86,11 @@ pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
         (false, false) => "None",
     };
     let loser = super::split::split_brain(s).is_some_and(|sb| super::split::is_loser(s, &sb, h));
-    let repl = if loser {
+    let repl = if orphan {
+        "Orphan"
+    } else if emergency {
+        "EmergencyMode"
+    } else if loser {
         "SplitBrain"
     } else if is_primary && designated {
         "Replicating"

@@ -1,0 +1,92 @@
+//! Emergency mode: when the mars directory runs short of space the primary stops logging
+//! and keeps serving IO straight to its data device (no error to the client); `view` says
+//! EmergencyMode on the primary and Orphan on the outdated secondary, with what to do;
+//! recovery: space again, `cron` on the primary, `invalidate` on the secondary.
+//! The level is a `defaults/` key: here it is raised above the free space to provoke it (the
+//! tmpfs variant with a really full file system is in interop.rs).
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const SIZE: u64 = 16 << 20;
+
+#[test]
+fn emergency_mode_keeps_io_going_and_invalidate_recovers() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    let mut model = vec![0u8; SIZE as usize];
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 51, 300, 50);
+    b.wait_uptodate("r0");
+    // "Only 1 PiB free": below the emergency level.
+    a.ok(&[
+        "set-link",
+        "defaults/emergency-free",
+        &(1u64 << 50).to_string(),
+    ]);
+    a.wait_state("r0", "EmergencyMode", |m| m.disk == "EmergencyMode");
+    // IO goes on: every write succeeds and reads back (verifying writes).
+    write_blocks(&mut nbd, &mut model, 52, 400, 50);
+    assert_eq!(
+        read_export(&mut nbd, SIZE),
+        model,
+        "a read after emergency writes differs"
+    );
+    b.wait_state("r0", "Orphan", |m| m.disk == "Orphan" && !m.up_to_date);
+    let view = b.ok(&["view", "r0"]);
+    eprintln!("--- marsadm view on bob in emergency mode:\n{view}");
+    assert!(
+        view.contains("Orphan") && view.contains("EmergencyMode"),
+        "{view}"
+    );
+    assert!(view.contains("marsadm invalidate r0"), "{view}");
+    b.refused(&["invalidate", "r0"], "emergency mode");
+    // Recovery: space again, cron on the primary (refused while a client is connected).
+    a.ok(&["set-link", "defaults/emergency-free", "0"]);
+    let out = a.ok(&["cron"]);
+    assert!(out.contains("NBD client"), "{out}");
+    nbd.disconnect().unwrap();
+    wait_until(
+        Duration::from_secs(20),
+        "alice to leave emergency mode",
+        || {
+            let out = a.ok(&["cron"]);
+            match a.replica("r0") {
+                Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
+                m => Err(format!("{out} / {m:?}")),
+            }
+        },
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "alice's emergency LED to reach bob",
+        || {
+            let o = b.adm(&["invalidate", "r0"]);
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        },
+    );
+    b.wait_uptodate("r0");
+    wait_equal(&c.path("b.img"), &model, "bob after invalidate");
+    // Replication goes on normally; nobody reports the hole any more.
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 53, 200, 50);
+    nbd.disconnect().unwrap();
+    b.wait_uptodate("r0");
+    wait_equal(&c.path("b.img"), &model, "bob replicates again");
+    wait_until(Duration::from_secs(20), "the hole record to go", || {
+        let v = a.ok(&["lowlevel-ls", "resource-r0/emergency-hole"]);
+        if v.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(v)
+        }
+    });
+}
