@@ -169,6 +169,26 @@ impl Daemon {
                 "no node {to} in this cluster (`marsadm view` and `lowlevel-ls ips/` list them)"
             )));
         }
+        // A migration under way continues (running the command again after an interruption
+        // follows it, whatever the primary is by now).
+        let key = format!("migrations/{res}");
+        if let Some(v) = store.get(&key) {
+            let m = Migration::parse(v);
+            if let Some(m) = m.filter(|m| m.to == to && from.as_ref().is_none_or(|f| *f == m.from)) {
+                return Ok(Response::ok(format!(
+                    "migration of {res} from {} to {to} is under way: continuing",
+                    m.from
+                )));
+            }
+            return Err(Response::refused(format!(
+                "another migration of {res} is under way ({v}): wait for it to end"
+            )));
+        }
+        if from.is_none() && s.primary.as_deref() == Some(to) && s.members.contains_key(to) {
+            return Ok(Response::ok(format!(
+                "{res} is already primary on {to}: nothing to migrate (give --from NODE to move another replica away)"
+            )));
+        }
         let from = match from.or_else(|| s.primary.clone()) {
             Some(f) => f,
             None => {
@@ -179,18 +199,6 @@ impl Daemon {
         };
         if from == to {
             return Err(Response::refused(format!("--to and --from are both {to}")));
-        }
-        let key = format!("migrations/{res}");
-        if let Some(v) = store.get(&key) {
-            let m = Migration::parse(v);
-            if m.as_ref().is_some_and(|m| m.to == to && m.from == from) {
-                return Ok(Response::ok(format!(
-                    "migration of {res} from {from} to {to} is under way: continuing"
-                )));
-            }
-            return Err(Response::refused(format!(
-                "another migration of {res} is under way ({v}): wait for it to end"
-            )));
         }
         if s.members.contains_key(to) && !s.members.contains_key(&from) {
             return Ok(Response::ok(format!(
