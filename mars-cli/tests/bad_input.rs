@@ -154,9 +154,7 @@ fn a_second_marsd_on_the_same_directory_refuses_to_start() {
 fn a_corrupt_log_record_is_reported_and_nothing_after_it_is_applied() {
     let c = Cluster::new(&["alice", "bob"]);
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
-    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
-    a.wait_state("r0", "Primary", |m| m.role == "Primary");
-    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
     b.wait_uptodate("r0");
     b.ok(&["pause-fetch", "r0"]);
     b.wait_state("r0", "PausedFetch", |m| m.repl == "PausedFetch");
@@ -215,9 +213,7 @@ fn a_corrupt_log_record_is_reported_and_nothing_after_it_is_applied() {
 fn leave_cluster_is_refused_while_the_node_holds_data() {
     let c = Cluster::new(&["alice", "bob"]);
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
-    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
-    a.wait_state("r0", "Primary", |m| m.role == "Primary");
-    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
     b.wait_uptodate("r0");
     let err = b.refused(&["leave-cluster"], "still holds data");
     assert!(

@@ -15,9 +15,7 @@ const SIZE: u64 = 16 << 20;
 fn emergency_mode_keeps_io_going_and_invalidate_recovers() {
     let c = Cluster::new(&["alice", "bob"]);
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
-    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
-    a.wait_state("r0", "Primary", |m| m.role == "Primary");
-    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
     let mut model = vec![0u8; SIZE as usize];
     let mut nbd = a.nbd("r0");
     write_blocks(&mut nbd, &mut model, 51, 300, 50);

@@ -158,9 +158,7 @@ fn secondary_kill9_during_replay_resumes_from_its_position() {
 fn resize_grows_online_and_the_tail_replicates() {
     let c = Cluster::new(&["alice", "bob"]);
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
-    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
-    a.wait_state("r0", "Primary", |m| m.role == "Primary");
-    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
     let mut model = vec![0u8; SIZE as usize];
     let mut nbd = a.nbd("r0");
     write_blocks(&mut nbd, &mut model, 41, 300, 50);
@@ -212,4 +210,37 @@ fn resize_grows_online_and_the_tail_replicates() {
     b.wait_uptodate("r0");
     wait_equal(&c.path("b.img"), &model, "bob's grown device");
     assert_eq!(a.status().resources[0].size, 2 * SIZE);
+}
+
+#[test]
+fn nbd_listen_exports_the_primary_on_tcp_under_the_resource_name() {
+    let mut c = Cluster::new(&["alice", "bob"]);
+    let port = free_port();
+    c.nodes[0].kill9();
+    c.nodes[0].extra = vec!["--nbd-listen".into(), format!("127.0.0.1:{port}")];
+    c.nodes[0].start();
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
+    let mut model = vec![0u8; SIZE as usize];
+    let mut tcp = {
+        let mut last = None;
+        let mut client = None;
+        for _ in 0..100 {
+            match xio::nbd::client::Client::tcp(("127.0.0.1", port), "r0", true) {
+                Ok(cl) => {
+                    client = Some(cl);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        client.unwrap_or_else(|| panic!("no TCP export: {last:?}"))
+    };
+    write_blocks(&mut tcp, &mut model, 61, 300, 50);
+    // A TCP client counts as an NBD client of the primary too.
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    a.wait_state("r0", "one client", |m| m.clients == 1);
+    tcp.disconnect().unwrap();
+    b.wait_uptodate("r0");
+    wait_equal(&c.path("b.img"), &model, "bob after TCP writes");
 }

@@ -109,9 +109,7 @@ fn three_nodes_two_resources_log_delete_keeps_what_a_paused_member_needs() {
 fn migrate_by_join_and_leave_under_write_load() {
     let c = Cluster::new(&["alice", "bob", "carol"]);
     let (a, b, k) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
-    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
-    a.wait_state("r0", "Primary", |m| m.role == "Primary");
-    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
     b.wait_uptodate("r0");
     let mut model = vec![0u8; SIZE as usize];
     let mut nbd = a.nbd("r0");
@@ -156,9 +154,7 @@ fn migrate_by_join_and_leave_under_write_load() {
 fn migrate_resource_of_a_primary_interrupted_and_run_again() {
     let c = Cluster::new(&["alice", "bob", "carol"]);
     let (a, b, k) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
-    a.ok(&["create-resource", "r0", &c.device("a.img", SIZE)]);
-    a.wait_state("r0", "Primary", |m| m.role == "Primary");
-    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
     let mut model = vec![0u8; SIZE as usize];
     let mut nbd = a.nbd("r0");
     write_blocks(&mut nbd, &mut model, 31, 800, 50);

@@ -121,12 +121,8 @@ impl Daemon {
         }
         let prefix = format!("resource-{res}/");
         let mine: Vec<String> = self
-            .runner
-            .node()
-            .store()
-            .list(&prefix)
+            .resource_keys(res)
             .into_iter()
-            .map(|(k, _)| k.to_string())
             .filter(|k| {
                 let rel = &k[prefix.len()..];
                 (rel.starts_with("version-") || rel.starts_with("log-"))

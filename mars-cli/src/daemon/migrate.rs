@@ -174,7 +174,8 @@ impl Daemon {
         let key = format!("migrations/{res}");
         if let Some(v) = store.get(&key) {
             let m = Migration::parse(v);
-            if let Some(m) = m.filter(|m| m.to == to && from.as_ref().is_none_or(|f| *f == m.from)) {
+            if let Some(m) = m.filter(|m| m.to == to && from.as_ref().is_none_or(|f| *f == m.from))
+            {
                 return Ok(Response::ok(format!(
                     "migration of {res} from {} to {to} is under way: continuing",
                     m.from

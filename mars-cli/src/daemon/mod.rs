@@ -597,14 +597,7 @@ impl Daemon {
                 {
                     return Err(Response::refused(format!("{res} is attached here: run `marsadm down {res}` first and wait until it is Detached")));
                 }
-                let keys: Vec<String> = self
-                    .runner
-                    .node()
-                    .store()
-                    .list(&format!("resource-{res}/"))
-                    .into_iter()
-                    .map(|(k, _)| k.to_string())
-                    .collect();
+                let keys = self.resource_keys(&res);
                 if dry_run {
                     let (files, bytes) = local_logs(&self.opts.dir, &res);
                     return Ok(Response::ok(format!(
@@ -830,15 +823,22 @@ impl Daemon {
         ))
     }
 
-    fn forget_member(&mut self, res: &str, s: &Snapshot) {
-        let me = self.me();
-        let mut keys: Vec<String> = self
-            .runner
+    /// Every live key of resource `res` (full names).
+    fn resource_keys(&self, res: &str) -> Vec<String> {
+        self.runner
             .node()
             .store()
             .list(&format!("resource-{res}/"))
             .into_iter()
             .map(|(k, _)| k.to_string())
+            .collect()
+    }
+
+    fn forget_member(&mut self, res: &str, s: &Snapshot) {
+        let me = self.me();
+        let mut keys: Vec<String> = self
+            .resource_keys(res)
+            .into_iter()
             .filter(|k| {
                 let rel = &k[format!("resource-{res}/").len()..];
                 rel.starts_with(&format!("actual-{me}/"))

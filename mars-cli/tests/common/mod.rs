@@ -45,6 +45,8 @@ pub struct Node {
     ip: String,
     /// The network namespace marsd runs in (`ip netns exec NS`), if any.
     netns: Option<String>,
+    /// Extra marsd arguments (e.g. `--nbd-listen`).
+    pub extra: Vec<String>,
 }
 
 impl Node {
@@ -59,6 +61,7 @@ impl Node {
             log: root.join(format!("{name}.log")),
             ip: "127.0.0.1".to_string(),
             netns: None,
+            extra: Vec::new(),
         }
     }
 
@@ -110,6 +113,7 @@ impl Node {
             .args(["--listen", &self.addr()])
             .args(["--node", &self.name])
             .args(["--secret-file", self.secret.to_str().unwrap()])
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -313,6 +317,17 @@ impl Cluster {
             n.ok(&["join-cluster", &first]);
         }
         Cluster { root, nodes }
+    }
+
+    /// Resource `res` of `size` bytes: created on the first node (device file `devs[0]`),
+    /// which becomes primary, then joined by the next nodes (device files `devs[1..]`).
+    pub fn replicate(&self, res: &str, devs: &[&str], size: u64) {
+        let first = &self.nodes[0];
+        first.ok(&["create-resource", res, &self.device(devs[0], size)]);
+        first.wait_state(res, "Primary", |m| m.role == "Primary");
+        for (n, d) in self.nodes[1..].iter().zip(&devs[1..]) {
+            n.ok(&["join-resource", res, &self.device(d, size)]);
+        }
     }
 
     /// A sparse device file of `size` bytes.
