@@ -54,8 +54,10 @@ pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
         .as_ref()
         .and_then(|p| s.members.get(p))
         .and_then(|p| p.replay.as_ref());
+    let loser = super::split::split_brain(s).is_some_and(|sb| super::split::is_loser(s, &sb, h));
     let up_to_date = consistent
         && !s.orphaned(h)
+        && !loser
         && (is_primary
             || matches!((&m.replay, primary_pos), (Some(r), Some(p)) if order(r) >= order(p)));
     let attach = m.switch(Switch::Attach);
@@ -85,7 +87,6 @@ pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
         (false, false) if m.led("is-attached") => "Secondary",
         (false, false) => "None",
     };
-    let loser = super::split::split_brain(s).is_some_and(|sb| super::split::is_loser(s, &sb, h));
     let repl = if orphan {
         "Orphan"
     } else if emergency {
