@@ -50,6 +50,8 @@ pub struct Env<'a> {
 pub struct Space {
     /// Free bytes now.
     pub free: Option<u64>,
+    /// A secondary deletes the logs it replayed below this.
+    pub delete_logs_below: u64,
     /// A secondary stops fetching below this.
     pub stop_fetch_below: u64,
     /// A primary stops logging below this (emergency mode).
@@ -270,6 +272,7 @@ impl ResourceRt {
             now,
             started,
             free_space: space.free,
+            delete_logs_below: space.delete_logs_below,
             stop_fetch_below: space.stop_fetch_below,
             emergency_below: space.emergency_below,
         }

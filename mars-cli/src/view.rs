@@ -19,6 +19,22 @@ pub struct NodeStatus {
     /// How the last merge-cluster ended (`merged with <node>` or `refused: ...`).
     #[serde(default)]
     pub merge: Option<String>,
+    /// Metadata propagation counters since start.
+    #[serde(default)]
+    pub meta: MetaCounters,
+}
+
+/// Metadata propagation counters of a node (for measuring propagation cost).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaCounters {
+    /// Propagation rounds (ticks).
+    pub rounds: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Bytes sent.
+    pub sent_bytes: u64,
+    /// Messages received and handled.
+    pub handled: u64,
 }
 
 /// Another node.
@@ -210,6 +226,7 @@ mod tests {
                 migration_error: None,
             }],
             merge: None,
+            meta: MetaCounters::default(),
         };
         let want = "\
 --------- resource r0 [2/2] size 1000 primary alice

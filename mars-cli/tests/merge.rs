@@ -29,6 +29,26 @@ fn resource(c: &Cluster, res: &str) -> Vec<u8> {
     model
 }
 
+/// Metadata messages and bytes each node sends per propagation round, measured over `window`
+/// of steady state (no writes).
+fn per_round(nodes: &[&Node], window: Duration) -> Vec<(String, f64, f64)> {
+    let before: Vec<_> = nodes.iter().map(|n| n.status().meta).collect();
+    std::thread::sleep(window); // a measurement window, not a synchronisation
+    nodes
+        .iter()
+        .zip(before)
+        .map(|(n, b)| {
+            let a = n.status().meta;
+            let rounds = (a.rounds - b.rounds).max(1) as f64;
+            (
+                n.name.clone(),
+                (a.sent - b.sent) as f64 / rounds,
+                (a.sent_bytes - b.sent_bytes) as f64 / rounds,
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn merge_cluster_refuses_colliding_names_and_otherwise_keeps_replicating() {
     let x = Cluster::new(&["a1", "a2"]);
@@ -38,6 +58,8 @@ fn merge_cluster_refuses_colliding_names_and_otherwise_keeps_replicating() {
     let mut my = resource(&y, "r1");
     resource(&z, "r0");
     let ips_before = x.nodes[0].ok(&["lowlevel-ls", "ips/"]);
+    let everyone: Vec<&Node> = x.nodes.iter().chain(&y.nodes).collect();
+    let before = per_round(&everyone, Duration::from_secs(3));
 
     let err = z.nodes[0].refused(&["merge-cluster", &x.nodes[0].addr()], "r0");
     assert!(err.contains("exist in both clusters"), "{err}");
@@ -61,6 +83,18 @@ fn merge_cluster_refuses_colliding_names_and_otherwise_keeps_replicating() {
                     Some(h) => Err(format!("{} does not know {h}: {ips}", n.name)),
                 }
             },
+        );
+    }
+    let after = per_round(&everyone, Duration::from_secs(3));
+    eprintln!("metadata messages (bytes) sent per node per round, before / after the merge:");
+    for ((n, m0, b0), (_, m1, b1)) in before.iter().zip(&after) {
+        eprintln!("  {n}: {m0:.2} ({b0:.0} B) / {m1:.2} ({b1:.0} B)");
+    }
+    for (n, m, _) in &after {
+        // Bounded fanout: a node talks to a few peers per round, not to all of them each time.
+        assert!(
+            *m < 20.0,
+            "{n} sends {m:.1} messages per round after the merge"
         );
     }
     // Both resources keep replicating after the merge.

@@ -35,6 +35,10 @@ pub struct NetTransport {
     peers: HashMap<NodeName, Peer>,
     /// Messages that could not be sent (peer down); anti-entropy repairs them later.
     pub dropped: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Bytes of the messages sent (encoded).
+    pub sent_bytes: u64,
 }
 
 /// The mars-net settings of node `me` in the cluster of `secret`: the same for the metadata
@@ -87,6 +91,8 @@ impl NetTransport {
             addrs: HashMap::new(),
             peers: HashMap::new(),
             dropped: 0,
+            sent: 0,
+            sent_bytes: 0,
         })
     }
 
@@ -189,7 +195,10 @@ impl Transport for NetTransport {
             self.dropped += 1;
             return;
         };
-        if s.notify(msg.encode(), &[]).is_err() {
+        let body = msg.encode();
+        self.sent += 1;
+        self.sent_bytes += body.len() as u64;
+        if s.notify(body, &[]).is_err() {
             self.dropped += 1;
             self.peers.remove(to);
         }
@@ -212,6 +221,7 @@ pub struct Runner {
     net: NetTransport,
     tick: Duration,
     next_tick: Instant,
+    ticks: u64,
 }
 
 impl Runner {
@@ -247,6 +257,7 @@ impl Runner {
             net,
             tick,
             next_tick: Instant::now(),
+            ticks: 0,
         };
         r.learn_addrs();
         Ok(r)
@@ -301,6 +312,11 @@ impl Runner {
         self.node.handle(env);
     }
 
+    /// Propagation rounds (ticks) run since start.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
     /// The transport (read access).
     pub fn net(&self) -> &NetTransport {
         &self.net
@@ -309,6 +325,7 @@ impl Runner {
     /// Run the propagation tick if it is due.
     pub fn tick_if_due(&mut self) {
         if Instant::now() >= self.next_tick {
+            self.ticks += 1;
             self.node.tick();
             self.next_tick = Instant::now() + self.tick;
         }

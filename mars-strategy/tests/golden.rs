@@ -14,7 +14,7 @@
 //! - `fact replay-busy`, `fact replay-failed <text>`
 //! - `fact sync pos=<n> [done_at=<ns>] [failed=<text>]`
 //! - `fact primary <log> end=<n> clients=<n> min_seq=<n> [bypass] [hole=<seq>:<pos>]`
-//! - `fact free <bytes> [stop_fetch_below=<n>] [emergency_below=<n>]`
+//! - `fact free <bytes> [delete_logs_below=<n>] [stop_fetch_below=<n>] [emergency_below=<n>]`
 
 use mars_strategy::strategy::{
     derive, Facts, FetchFact, LocalLog, PrimaryFact, Running, Snapshot, SyncFact,
@@ -100,6 +100,7 @@ fn parse(input: &str) -> (Snapshot, Facts) {
             ["fact", "free", n, ref rest @ ..] => {
                 let m = kv(rest);
                 f.free_space = Some(n.parse().expect("free"));
+                f.delete_logs_below = num(&m, "delete_logs_below").unwrap_or(0);
                 f.stop_fetch_below = num(&m, "stop_fetch_below").unwrap_or(0);
                 f.emergency_below = num(&m, "emergency_below").unwrap_or(0);
             }

@@ -40,6 +40,7 @@ impl Daemon {
         let store = self.runner.node().store();
         crate::runtime::Space {
             free: free_space(&self.opts.dir),
+            delete_logs_below: level(store, "delete-logs-free", total, 8, 8 << 30),
             stop_fetch_below: level(store, "stop-fetch-free", total, 6, 4 << 30),
             emergency_below: level(store, "emergency-free", total, 4, 2 << 30),
         }

@@ -909,6 +909,12 @@ impl Daemon {
             peers,
             resources,
             merge: self.merge.clone(),
+            meta: crate::view::MetaCounters {
+                rounds: self.runner.ticks(),
+                sent: self.runner.net().sent,
+                sent_bytes: self.runner.net().sent_bytes,
+                handled: self.runner.node().stats().handled.values().sum(),
+            },
         }
     }
 }

@@ -178,14 +178,20 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
 /// secondaries stop at it (Orphan). The record goes once no member is at or before it.
 fn emergency(s: &Snapshot, f: &Facts, p: &super::facts::PrimaryFact, out: &mut Vec<Action>) {
     let low = f.free_space.is_some_and(|free| free < f.emergency_below);
-    if low && !p.bypass {
-        out.push(Action::EnterEmergency {
-            reason: format!(
+    let logged: u64 = f.local_logs.values().map(|l| l.len).sum();
+    let over = s.emergency_limit.filter(|limit| logged > *limit);
+    if (low || over.is_some()) && !p.bypass {
+        let reason = match over {
+            Some(limit) => {
+                format!("{logged} bytes of log exceed the resource's emergency-limit of {limit}")
+            }
+            None => format!(
                 "only {} bytes free in the mars directory (emergency level {})",
                 f.free_space.unwrap_or(0),
                 f.emergency_below
             ),
-        });
+        };
+        out.push(Action::EnterEmergency { reason });
     }
     if let (true, Some((seq, pos)), None) = (p.bypass, p.hole, &s.emergency_hole) {
         out.push(Action::link(
@@ -360,8 +366,21 @@ fn secondary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         });
     }
     sync(s, me, f, out);
+    free_replayed_logs(me, f, out);
     fetch(s, me, f, out);
     replay(s, me, f, out);
+}
+
+/// Level 2 of the emergency levels: short of space, a secondary deletes its copies of the
+/// logs it has replayed (the primary keeps its own; nothing this node needs goes).
+fn free_replayed_logs(me: &Member, f: &Facts, out: &mut Vec<Action>) {
+    let low = f.free_space.is_some_and(|free| free < f.delete_logs_below);
+    let Some(r) = me.replay.as_ref().filter(|_| low) else {
+        return;
+    };
+    for log in f.local_logs.keys().filter(|l| l.seq < r.log.seq) {
+        out.push(Action::DeleteLocalLog { log: log.clone() });
+    }
 }
 
 fn sync(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {

@@ -92,6 +92,8 @@ pub struct Facts {
     pub started: u64,
     /// Free bytes in the file system of the mars directory, if known.
     pub free_space: Option<u64>,
+    /// Below this many free bytes a secondary deletes the local logs it replayed (level 2).
+    pub delete_logs_below: u64,
     /// Below this many free bytes a secondary stops fetching (upstream's level 3).
     pub stop_fetch_below: u64,
     /// Below this many free bytes a primary stops logging: emergency mode (level 4).

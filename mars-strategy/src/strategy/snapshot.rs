@@ -72,6 +72,9 @@ pub struct Snapshot {
     /// log lacks what was written after it, so a replica at or before it cannot go on
     /// (Orphan) until `invalidate` syncs it afresh.
     pub emergency_hole: Option<ReplayLink>,
+    /// `emergency-limit`: most bytes of log this resource may keep on its primary; above it
+    /// the primary enters emergency mode as if the disk were full (a per-resource limit).
+    pub emergency_limit: Option<u64>,
     /// `forced-primary`: the node made primary by `primary --force` (it starts without waiting
     /// for the old primary and its logs).
     pub forced_primary: Option<String>,
@@ -137,6 +140,8 @@ impl Snapshot {
             self.primary = (v != "(none)" && !v.is_empty()).then(|| v.to_string());
         } else if k == "emergency-hole" {
             self.emergency_hole = Some(ReplayLink::parse(k, &format!("{v},0"))?);
+        } else if k == "emergency-limit" {
+            self.emergency_limit = Some(parse_u64(k, v)?);
         } else if k == "forced-primary" {
             self.forced_primary = Some(v.to_string());
         } else if k == "logdelete-below" {
