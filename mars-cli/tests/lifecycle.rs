@@ -244,3 +244,58 @@ fn nbd_listen_exports_the_primary_on_tcp_under_the_resource_name() {
     b.wait_uptodate("r0");
     wait_equal(&c.path("b.img"), &model, "bob after TCP writes");
 }
+
+#[test]
+fn switches_and_the_commands_scripts_use() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    b.ok(&["wait-cluster"]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
+    b.wait_uptodate("r0");
+    assert_eq!(b.ok(&["view-diskstate", "r0"]).trim(), "UpToDate");
+    assert_eq!(b.ok(&["view-replstate", "r0"]).trim(), "Replaying");
+    assert_eq!(b.ok(&["view-flags", "r0"]).trim(), "dCASFR");
+    assert_eq!(b.ok(&["view-role", "r0"]).trim(), "Secondary");
+    assert_eq!(b.ok(&["view-primarynode", "r0"]).trim(), "alice");
+    assert_eq!(b.ok(&["--json", "view-role", "r0"]).trim(), "\"Secondary\"");
+    let json: serde_json::Value = serde_json::from_str(&b.ok(&["--json", "view"])).unwrap();
+    assert_eq!(json["resources"][0]["replicas"][0]["host"], "bob");
+    // pause-replay: fetched data waits; resume-replay: it is applied.
+    b.ok(&["pause-replay", "r0"]);
+    b.wait_state("r0", "PausedReplay", |m| {
+        m.repl == "PausedReplay" && m.flags == "dCASF-"
+    });
+    let before = std::fs::read(c.path("b.img")).unwrap();
+    let mut model = before.clone();
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 71, 200, 50);
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "bob to fetch (but not replay)",
+        || match b.replica("r0") {
+            Some(m) if m.lag.is_some_and(|l| l > 0) => Ok(()),
+            m => Err(format!("{m:?}")),
+        },
+    );
+    assert!(
+        std::fs::read(c.path("b.img")).unwrap() == before,
+        "replayed while paused"
+    );
+    b.ok(&["resume-replay", "r0"]);
+    b.wait_uptodate("r0");
+    wait_equal(&c.path("b.img"), &model, "bob after resume-replay");
+    // secondary on the primary: no designated primary; the export stays while the client is on.
+    a.ok(&["secondary", "r0"]);
+    assert_eq!(a.ok(&["view-primarynode", "r0"]).trim(), "(none)");
+    a.wait_state("r0", "RemainsPrimary", |m| m.role == "RemainsPrimary");
+    nbd.disconnect().unwrap();
+    a.wait_state("r0", "no longer primary", |m| {
+        m.role != "RemainsPrimary" && m.role != "Primary"
+    });
+    a.ok(&["primary", "r0"]);
+    // detach and attach.
+    b.ok(&["detach", "r0"]);
+    b.wait_state("r0", "Detached", |m| m.disk == "Detached");
+    b.ok(&["attach", "r0"]);
+    b.wait_uptodate("r0");
+}
