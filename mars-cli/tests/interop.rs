@@ -10,52 +10,6 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-/// One qemu-io run writing each `(pattern, offset, length)` and flushing at the end.
-fn qemu_write(uri: &str, writes: &[(u8, u64, u64)]) {
-    let cmds: Vec<String> = writes
-        .iter()
-        .map(|(p, off, len)| format!("write -P 0x{p:02x} {off} {len}"))
-        .chain(std::iter::once("flush".to_string()))
-        .collect();
-    let mut args = vec!["-f", "raw", uri];
-    for c in &cmds {
-        args.extend_from_slice(&["-c", c]);
-    }
-    let out = tool_ok("qemu-io", &args, Duration::from_secs(300));
-    assert!(
-        !out.contains("failed") && !out.contains("error"),
-        "qemu-io {args:?}: {out}"
-    );
-}
-
-/// `qemu-img compare` of the export `uri` and the file `file` until identical (exit 0), at
-/// most `limit` (a secondary's replay may be a moment behind what its status said); returns
-/// how many runs said "differ" first.
-fn wait_compare_equal(uri: &str, file: &str, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    let mut differed = 0;
-    loop {
-        let o = run_tool(
-            "qemu-img",
-            &["compare", "-f", "raw", "-F", "raw", uri, file],
-            Duration::from_secs(300),
-        );
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        match o.status.code() {
-            Some(0) => return differed,
-            Some(1) if Instant::now() < deadline => {
-                differed += 1;
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            _ => panic!("qemu-img compare {uri} {file} ({}): {text}", o.status),
-        }
-    }
-}
-
 /// Wait until `n` sees `host` with `want` NBD clients for `res`.
 fn wait_clients(n: &Node, res: &str, host: &str, want: u64) {
     wait_until(
