@@ -211,3 +211,38 @@ fn migrate_resource_of_a_primary_interrupted_and_run_again() {
         "carol's device (made by the migration)",
     );
 }
+
+#[test]
+fn migrate_resource_to_a_node_without_space_is_refused_before_anything_starts() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    // A sparse 8 TiB resource is more than bob's mars directory can hold.
+    let huge = 1u64 << 43;
+    a.ok(&["create-resource", "r0", &c.device("a.img", huge)]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    wait_until(
+        Duration::from_secs(20),
+        "bob's free space to be published",
+        || {
+            let v = a.ok(&["lowlevel-ls", "actual-bob/rest-space"]);
+            if v.trim().is_empty() {
+                Err(v)
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let err = a.refused(
+        &["migrate-resource", "r0", "--to", "bob"],
+        "bytes free in its mars directory",
+    );
+    assert!(
+        err.contains(&huge.to_string()) && err.contains("--dev"),
+        "{err}"
+    );
+    assert!(b.replica("r0").is_none(), "bob joined anyway");
+    assert!(
+        !a.ok(&["view", "r0"]).contains("migrating"),
+        "a migration was recorded"
+    );
+}
