@@ -268,7 +268,6 @@ impl ResourceRt {
                 .map(|(e, _)| e.clone()),
             sync: self.sync_fact.clone(),
             primary,
-            device_size: None,
             now,
             started,
             free_space: space.free,

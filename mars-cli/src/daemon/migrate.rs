@@ -12,16 +12,13 @@ const JOIN_RETRY: Duration = Duration::from_secs(5);
 /// Free space is published at most this often (and only when it changed by 1% or more).
 const SPACE_EVERY: Duration = Duration::from_secs(5);
 
-/// Free bytes of the file system holding `dir`.
-pub(super) fn free_space(dir: &std::path::Path) -> Option<u64> {
+/// Free and total bytes of the file system holding `dir`.
+fn space_of(dir: &std::path::Path) -> Option<(u64, u64)> {
     let st = rustix::fs::statvfs(dir).ok()?;
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
-/// Size of the file system holding `dir`.
-fn total_space(dir: &std::path::Path) -> Option<u64> {
-    let st = rustix::fs::statvfs(dir).ok()?;
-    Some(st.f_blocks.saturating_mul(st.f_frsize))
+    Some((
+        st.f_bavail.saturating_mul(st.f_frsize),
+        st.f_blocks.saturating_mul(st.f_frsize),
+    ))
 }
 
 /// A level: `defaults/<key>` in bytes if set, else `percent` of the file system, at most `cap`
@@ -36,10 +33,11 @@ fn level(store: &mars_strategy::MetaStore, key: &str, total: u64, percent: u64, 
 impl Daemon {
     /// Free space and the emergency levels for this round.
     pub(super) fn space(&self) -> crate::runtime::Space {
-        let total = total_space(&self.opts.dir).unwrap_or(0);
+        let (free, total) = space_of(&self.opts.dir).unzip();
+        let total = total.unwrap_or(0);
         let store = self.runner.node().store();
         crate::runtime::Space {
-            free: free_space(&self.opts.dir),
+            free,
             delete_logs_below: level(store, "delete-logs-free", total, 8, 8 << 30),
             stop_fetch_below: level(store, "stop-fetch-free", total, 6, 4 << 30),
             emergency_below: level(store, "emergency-free", total, 4, 2 << 30),
@@ -56,7 +54,7 @@ impl Daemon {
         }
         self.space_at = Some(Instant::now());
         self.publish_device_sizes();
-        let Some(free) = free_space(&self.opts.dir) else {
+        let Some(free) = space_of(&self.opts.dir).map(|(free, _)| free) else {
             return;
         };
         let key = format!("actual-{}/rest-space", self.opts.node);

@@ -244,7 +244,6 @@ impl Daemon {
         let net = self.runner.net().config().clone();
         let space = self.space();
         for res in names {
-            self.complete_join(&res);
             let now = brick_core::SystemTimeSource.now_ns();
             let mut rt = self
                 .rts
@@ -252,7 +251,10 @@ impl Daemon {
                 .unwrap_or_else(|| ResourceRt::new(&self.opts.dir, &res));
             let links = rt.poll(&me, now);
             self.apply(&res, links);
-            let snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
+            let mut snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
+            if self.complete_join(&snap) {
+                snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
+            }
             let facts = rt.facts(&snap, now, self.started, &space);
             let actions = derive(&snap, &facts);
             let addr = |h: &str| addrs.get(h).copied();
@@ -282,18 +284,18 @@ impl Daemon {
     /// A joined member without a replay link starts at the primary's current log (its full
     /// sync covers everything before), with the primary's version link of the log before it
     /// as the start of its own chain (upstream's join-resource).
-    fn complete_join(&mut self, res: &str) {
-        let me = self.me();
-        let snap = Snapshot::from_store(self.runner.node().store(), res, &me);
-        let Some(m) = snap.mine() else { return };
+    /// Returns whether it wrote the links.
+    fn complete_join(&mut self, snap: &Snapshot) -> bool {
+        let (me, res) = (snap.me.as_str(), snap.res.as_str());
+        let Some(m) = snap.mine() else { return false };
         if m.replay.is_some() || snap.designated_me() {
-            return;
+            return false;
         }
         let Some(p) = snap.primary.clone() else {
-            return;
+            return false;
         };
         let Some(link) = snap.members.get(&p).and_then(|x| x.replay.clone()) else {
-            return;
+            return false;
         };
         let start = ReplayLink {
             log: link.log.clone(),
@@ -319,6 +321,7 @@ impl Daemon {
             Some(&start.to_string()),
         );
         tracing::info!(%res, "joined: full sync from {p}, then replay from {start}");
+        true
     }
 
     fn handle(&mut self, req: Request) -> Response {
@@ -976,18 +979,9 @@ fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) 
         split_brain: split_brain(s).map(|sb| sb.to_string()),
         migration: None,
         migration_error: None,
-        nbd_socket: rt.and_then(|rt| rt.primary()).map(|_| {
-            rt.map(|r| {
-                r.log_dir()
-                    .parent()
-                    .unwrap_or(Path::new(""))
-                    .join("nbd")
-                    .join(format!("{}.sock", s.res))
-                    .display()
-                    .to_string()
-            })
-            .unwrap_or_default()
-        }),
+        nbd_socket: rt
+            .and_then(|rt| rt.primary())
+            .map(|p| p.nbd_socket().display().to_string()),
     }
 }
 

@@ -333,8 +333,9 @@ fn become_primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
 
 /// A designated primary that still has to catch up runs the secondary rules (without sync).
 fn catch_up(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
-    fetch(s, me, f, out);
-    replay(s, me, f, out);
+    let fork = losing_fork(s);
+    fetch(s, me, f, fork.as_ref(), out);
+    replay(s, me, f, fork.as_ref(), out);
 }
 
 /// The secondary pipeline: sync, fetch, replay.
@@ -367,8 +368,9 @@ fn secondary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
     }
     sync(s, me, f, out);
     free_replayed_logs(me, f, out);
-    fetch(s, me, f, out);
-    replay(s, me, f, out);
+    let fork = losing_fork(s);
+    fetch(s, me, f, fork.as_ref(), out);
+    replay(s, me, f, fork.as_ref(), out);
 }
 
 /// Level 2 of the emergency levels: short of space, a secondary deletes its copies of the
@@ -452,13 +454,18 @@ fn complete(s: &Snapshot, f: &Facts, log: &LogName) -> bool {
     s.log_end(log).is_some_and(|end| f.verified(log) >= end)
 }
 
-fn fetch(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+/// The fork of a split brain, when this node is on its losing side (then it fetches and
+/// replays nothing past the fork).
+fn losing_fork(s: &Snapshot) -> Option<SplitBrain> {
+    split_brain(s).filter(|sb| is_loser(s, sb))
+}
+
+fn fetch(s: &Snapshot, me: &Member, f: &Facts, loser: Option<&SplitBrain>, out: &mut Vec<Action>) {
     let running = f
         .fetch
         .as_ref()
         .is_some_and(|x| !x.done && x.failed.is_none());
     let from_seq = me.replay.as_ref().map_or(0, |r| r.log.seq);
-    let loser = split_brain(s).filter(|sb| is_loser(s, sb));
     let want = s
         .logs
         .iter()
@@ -528,7 +535,7 @@ fn on_primary_branch(s: &Snapshot, l: &LogName) -> bool {
     }
 }
 
-fn replay(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
+fn replay(s: &Snapshot, me: &Member, f: &Facts, split: Option<&SplitBrain>, out: &mut Vec<Action>) {
     if me.syncstatus < s.size.unwrap_or(0) || !me.switch(Switch::AllowReplay) || f.replay_busy {
         return;
     }
@@ -541,8 +548,7 @@ fn replay(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         });
         return;
     }
-    let split = split_brain(s).filter(|sb| is_loser(s, sb));
-    if let Some(sb) = split.as_ref().filter(|sb| r.log.seq >= sb.seq) {
+    if let Some(sb) = split.filter(|sb| r.log.seq >= sb.seq) {
         // Never past the fork: at most to where the common history ends.
         let to = f.verified(&r.log).min(sb.common_end);
         if r.log.seq == sb.seq && to > r.pos {
@@ -604,7 +610,7 @@ fn replay(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         });
         return;
     }
-    if let Some(sb) = split.as_ref().filter(|sb| seq + 1 >= sb.seq) {
+    if let Some(sb) = split.filter(|sb| seq + 1 >= sb.seq) {
         out.push(Action::Report {
             msg: format!(
                 "{sb}; replay stops at the fork: run `marsadm invalidate {}` on each node whose data should be discarded",

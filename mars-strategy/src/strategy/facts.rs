@@ -84,8 +84,6 @@ pub struct Facts {
     pub sync: Option<SyncFact>,
     /// The primary graph's state, when it runs.
     pub primary: Option<PrimaryFact>,
-    /// Size of the local data device, if it could be opened.
-    pub device_size: Option<u64>,
     /// The node clock (ns): same clock as the metadata stamps.
     pub now: u64,
     /// When the daemon started (ns, same clock).

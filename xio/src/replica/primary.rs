@@ -64,6 +64,7 @@ pub struct PrimaryGraph {
     tcp: Option<Arc<NbdServer>>,
     clients: Arc<AtomicU64>,
     export: Export,
+    nbd_socket: PathBuf,
 }
 
 /// What a stopped primary leaves behind.
@@ -123,6 +124,7 @@ impl PrimaryGraph {
             tcp: None,
             clients,
             export,
+            nbd_socket: cfg.nbd_socket.clone(),
         })
     }
 
@@ -155,6 +157,11 @@ impl PrimaryGraph {
     /// The size the export serves now.
     pub fn size(&self) -> u64 {
         self.logger.info().map_or(0, |i| i.size)
+    }
+
+    /// Where the NBD export listens (Unix socket).
+    pub fn nbd_socket(&self) -> &Path {
+        &self.nbd_socket
     }
 
     /// NBD clients connected now (Unix and TCP).
