@@ -59,17 +59,10 @@ fn emergency_mode_keeps_io_going_and_invalidate_recovers() {
             }
         },
     );
-    wait_until(
+    b.ok_within(
+        &["invalidate", "r0"],
         Duration::from_secs(20),
         "alice's emergency LED to reach bob",
-        || {
-            let o = b.adm(&["invalidate", "r0"]);
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&o.stderr).into_owned())
-            }
-        },
     );
     b.wait_uptodate("r0");
     wait_equal(&c.path("b.img"), &model, "bob after invalidate");

@@ -38,18 +38,7 @@ fn forced_failover_split_brain_and_invalidate() {
     drop(nbd);
     c.nodes[0].kill9();
     let b = &c.nodes[1];
-    wait_until(
-        Duration::from_secs(20),
-        "bob to notice alice is gone",
-        || match b.status().resources[0]
-            .replicas
-            .iter()
-            .find(|m| m.host == "alice")
-        {
-            Some(m) if m.repl == "UnResponsive" => Ok(()),
-            m => Err(format!("{m:?}")),
-        },
-    );
+    b.wait_unresponsive("r0", "alice", Duration::from_secs(20));
     let dry = b.ok(&["primary", "--force", "--dry-run", "r0"]);
     assert!(dry.contains("dry run") && dry.contains("lost"), "{dry}");
     assert_eq!(
@@ -146,21 +135,7 @@ fn two_logs_with_one_sequence_number_are_detected_and_resolved() {
     // bob takes over by force while alice is down, writes, and dies.
     c.nodes[1].ok(&["pause-fetch", "r0"]);
     c.nodes[0].kill9();
-    let wait_unresponsive = |n: &Node, other: &str| {
-        wait_until(
-            Duration::from_secs(20),
-            "the other node to be unreachable",
-            || match n.status().resources[0]
-                .replicas
-                .iter()
-                .find(|m| m.host == other)
-            {
-                Some(m) if m.repl == "UnResponsive" => Ok(()),
-                m => Err(format!("{m:?}")),
-            },
-        )
-    };
-    wait_unresponsive(&c.nodes[1], "alice");
+    c.nodes[1].wait_unresponsive("r0", "alice", Duration::from_secs(20));
     c.nodes[1].ok(&["primary", "--force", "r0"]);
     let mut bobs = base.clone();
     let mut nbd = c.nodes[1].nbd("r0");
@@ -170,7 +145,7 @@ fn two_logs_with_one_sequence_number_are_detected_and_resolved() {
     // alice comes back alone and is forced too: she writes her own next log.
     c.nodes[0].start();
     c.nodes[0].ok(&["pause-fetch", "r0"]);
-    wait_unresponsive(&c.nodes[0], "bob");
+    c.nodes[0].wait_unresponsive("r0", "bob", Duration::from_secs(20));
     c.nodes[0].ok(&["primary", "--force", "r0"]);
     let mut alices = base.clone();
     let mut nbd = c.nodes[0].nbd("r0");

@@ -14,24 +14,6 @@ use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
 
-/// Wait until `n` has no metadata connection to `other` (its replica shows `UnResponsive`).
-fn wait_unresponsive(n: &Node, res: &str, other: &str, limit: Duration) {
-    wait_until(
-        limit,
-        &format!("{} to see {other} UnResponsive", n.name),
-        || match n
-            .status()
-            .resources
-            .iter()
-            .find(|r| r.name == res)
-            .and_then(|r| r.replicas.iter().find(|m| m.host == other).cloned())
-        {
-            Some(m) if m.repl == "UnResponsive" => Ok(()),
-            m => Err(format!("{m:?}")),
-        },
-    );
-}
-
 fn split_brain_of(n: &Node, res: &str) -> Option<String> {
     n.status()
         .resources
@@ -91,7 +73,7 @@ fn forced_failover_while_partitioned(rotate: Rotate) {
             (0x23, 50 * MIB + 4096, MIB),
         ],
     );
-    wait_unresponsive(b, "r0", "alice", Duration::from_secs(90));
+    b.wait_unresponsive("r0", "alice", Duration::from_secs(90));
     eprintln!(
         "interop_hard: bob saw alice UnResponsive {:?} after the cut",
         t_cut.elapsed()
@@ -391,17 +373,10 @@ fn emergency_mode_on_a_full_tmpfs() {
         "interop_hard: alice left emergency mode {:?} after the remount",
         t.elapsed()
     );
-    wait_until(
+    b.ok_within(
+        &["invalidate", "r0"],
         Duration::from_secs(30),
         "bob's invalidate to be accepted",
-        || {
-            let o = b.adm(&["invalidate", "r0"]);
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&o.stderr).into_owned())
-            }
-        },
     );
     b.wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| m.up_to_date);
     let differed = wait_compare_equal(&a.nbd_uri("r0"), &db, Duration::from_secs(30));

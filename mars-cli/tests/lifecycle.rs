@@ -175,17 +175,10 @@ fn resize_grows_online_and_the_tail_replicates() {
         .unwrap();
     // Under load: the old client keeps writing while the resource grows.
     write_blocks(&mut nbd, &mut model, 42, 100, 50);
-    wait_until(
+    a.ok_within(
+        &["resize", "r0", "32M"],
         std::time::Duration::from_secs(20),
         "resize to be accepted",
-        || {
-            let o = a.adm(&["resize", "r0", "32M"]);
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&o.stderr).into_owned())
-            }
-        },
     );
     write_blocks(&mut nbd, &mut model, 43, 100, 50);
     nbd.disconnect().unwrap();

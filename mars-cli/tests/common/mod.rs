@@ -175,6 +175,43 @@ impl Node {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// marsadm must succeed within `limit` (retried while it is refused: the state it needs
+    /// is still propagating); returns its stdout.
+    pub fn ok_within(&self, args: &[&str], limit: Duration, what: &str) -> String {
+        let mut out = String::new();
+        wait_until(limit, what, || {
+            let o = self.adm(args);
+            if o.status.success() {
+                out = String::from_utf8_lossy(&o.stdout).into_owned();
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        });
+        out
+    }
+
+    /// Wait until this node has no metadata connection to `other` (its replica of `res`
+    /// shows `UnResponsive`).
+    pub fn wait_unresponsive(&self, res: &str, other: &str, limit: Duration) {
+        wait_until(
+            limit,
+            &format!("{} to see {other} UnResponsive", self.name),
+            || {
+                let m = self
+                    .status()
+                    .resources
+                    .iter()
+                    .find(|r| r.name == res)
+                    .and_then(|r| r.replicas.iter().find(|m| m.host == other).cloned());
+                match m {
+                    Some(m) if m.repl == "UnResponsive" => Ok(()),
+                    m => Err(format!("{m:?}")),
+                }
+            },
+        );
+    }
+
     /// marsadm must be refused with exit code 1 and a message containing `want`; returns it.
     pub fn refused(&self, args: &[&str], want: &str) -> String {
         let o = self.adm(args);
