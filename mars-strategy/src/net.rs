@@ -51,6 +51,12 @@ pub fn net_config(me: &str, secret: &[u8]) -> Result<NetConfig> {
     })?;
     let mut cfg = NetConfig::new(id, me, secret);
     cfg.handshake_timeout = Duration::from_secs(1);
+    // A peer is declared dead after 10 s without a frame (5 missed pings): this is how long
+    // `view` takes to show a cut link as UnResponsive, and so how long an operator waits
+    // before `primary --force` is allowed. Bulk transfers are not affected: a frame that
+    // makes progress keeps the connection alive (`io_timeout`).
+    cfg.keepalive = Duration::from_secs(2);
+    cfg.dead_after = Duration::from_secs(10);
     Ok(cfg)
 }
 

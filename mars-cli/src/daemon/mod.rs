@@ -32,6 +32,9 @@ use xio::remote::Exports;
 const ROUND: Duration = Duration::from_millis(100);
 /// Smallest resource accepted (upstream: more than 64 KiB).
 const MIN_SIZE: u64 = 64 << 10;
+/// How long `cron` waits for a logger to leave emergency bypass (in-flight bypass writes, a
+/// data-device flush and a new log file).
+const RESUME_LIMIT: Duration = Duration::from_secs(20);
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -774,35 +777,41 @@ impl Daemon {
         }
     }
 
-    /// `cron` on a primary in emergency mode: once there is space again and no NBD client is
-    /// connected, the export and logger restart (the logger logs again into a new file; the
-    /// hole stays recorded until every secondary was invalidated). `None`: not in emergency.
+    /// `cron` on a primary in emergency mode: once there is space again, the logger logs
+    /// again into a new file without interrupting the export (its clients keep their
+    /// connections; the hole stays recorded until every secondary was invalidated). `None`:
+    /// not in emergency.
     fn leave_emergency(&mut self, res: &str, space: &crate::runtime::Space) -> Option<String> {
         let p = self.rts.get(res).and_then(|rt| rt.primary())?;
         let st = p.logger().status();
-        if !matches!(st.mode, "bypass" | "draining") {
+        if !matches!(st.mode, "bypass" | "draining" | "resuming") {
             return None;
         }
         let free = space.free.unwrap_or(0);
-        if free < space.emergency_below.saturating_mul(2) {
+        let needed = space.emergency_below.saturating_mul(2);
+        if free < needed {
             return Some(format!(
-                "{res}: still in emergency mode: {free} bytes free in the mars directory, at least {} needed to log again; free more space",
-                space.emergency_below.saturating_mul(2)
+                "{res}: still in emergency mode: {free} bytes free in the mars directory, at least {needed} needed to log again; free more space, then run cron again"
             ));
         }
-        let clients = p.clients();
-        if clients > 0 {
+        if st.mode != "bypass" {
             return Some(format!(
-                "{res}: emergency mode ends when the export restarts, and {clients} NBD client(s) are connected: disconnect them (the export comes back within seconds), then run cron again"
+                "{res}: still {} (writing the index back to the data device); run cron again in a few seconds",
+                st.mode
             ));
         }
-        if let Some(rt) = self.rts.get_mut(res) {
-            rt.shutdown();
+        match p.logger().resume_logging(RESUME_LIMIT) {
+            Ok(start) => {
+                tracing::warn!(%res, log = %start, "left emergency mode: logging again");
+                Some(format!(
+                    "{res}: left emergency mode, logging again from log {} (the export kept running); run `marsadm invalidate {res}` on every secondary that shows Orphan",
+                    start.seq
+                ))
+            }
+            Err(e) => Some(format!(
+                "{res}: still in emergency mode: logging could not resume ({e}); writes keep going to the data device; fix that, then run cron again"
+            )),
         }
-        tracing::warn!(%res, "leaving emergency mode: restarting the logger and export");
-        Some(format!(
-            "{res}: leaving emergency mode (logger and export restart); run `marsadm invalidate {res}` on every secondary that shows Orphan"
-        ))
     }
 
     /// Ask every member to delete the logs below what all members still need.

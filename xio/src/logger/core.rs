@@ -28,6 +28,9 @@ pub(crate) enum Mode {
     Draining { hole: LogPos },
     /// Emergency bypass: writes go straight to the data device; the log lacks them.
     Bypass { hole: LogPos },
+    /// Leaving bypass (`TransLogger::resume_logging`): writers wait while the bypass writes
+    /// in flight finish, the data device is flushed and a new log file starts.
+    Resuming { hole: LogPos },
     /// A fatal error (data device failed): every request fails with it.
     Failed(Error),
 }
@@ -80,11 +83,23 @@ pub(crate) struct Shared {
     pub log_io_time: std::time::Duration,
     pub wb_rounds: u64,
     pub log_threads_done: bool,
+    /// Bypass writes and flushes forwarded to the data device and not completed yet (a
+    /// resume waits for them before it flushes the device).
+    pub bypass_inflight: u64,
+    /// `TransLogger::resume_logging` asked the log thread to leave bypass.
+    pub resume_req: bool,
+    /// How the last resume ended (the caller waits for it).
+    pub resume_outcome: Option<std::result::Result<LogPos, super::LoggerError>>,
+    /// The hole of an emergency this logger left by resuming (still reported: replicas fed
+    /// from this log need a full sync).
+    pub resumed_hole: Option<LogPos>,
 }
 
 #[derive(Default)]
 pub(crate) struct ReqAspect {
     started: Option<Instant>,
+    /// Forwarded to the data device in bypass: counted in `Shared::bypass_inflight`.
+    bypass: bool,
 }
 impl Aspect for ReqAspect {}
 
@@ -189,6 +204,10 @@ impl Core {
                 log_io_time: std::time::Duration::ZERO,
                 wb_rounds: 0,
                 log_threads_done: false,
+                bypass_inflight: 0,
+                resume_req: false,
+                resume_outcome: None,
+                resumed_hole: None,
             }),
             log_cv: Condvar::new(),
             wb_cv: Condvar::new(),
@@ -278,14 +297,16 @@ impl Core {
         req.push_hook(self.clone());
         if let Err(mut rej) = self.data.submit(req) {
             rej.req.pop_hook();
+            self.bypass_done(&mut rej.req);
             self.done(rej.req, Err(rej.error));
         }
     }
 
-    /// Wait while the index drains; returns the guard in a mode other than `Draining`.
+    /// Wait while the index drains or logging resumes; returns the guard in a mode other
+    /// than `Draining` and `Resuming`.
     fn settled(&self) -> MutexGuard<'_, Shared> {
         let mut g = self.shared.lock();
-        while matches!(g.mode, Mode::Draining { .. }) && !g.kill {
+        while matches!(g.mode, Mode::Draining { .. } | Mode::Resuming { .. }) && !g.kill {
             self.mode_cv.wait(&mut g);
         }
         g
@@ -319,9 +340,11 @@ impl Core {
                 restore(&mut req, &data);
                 return self.done(req, Err(e));
             }
-            Mode::Bypass { .. } | Mode::Draining { .. } => {
+            Mode::Bypass { .. } | Mode::Draining { .. } | Mode::Resuming { .. } => {
+                g.bypass_inflight += 1;
                 drop(g);
                 restore(&mut req, &data);
+                req.aspect(&self.slot).bypass = true;
                 return self.forward(req);
             }
         }
@@ -377,7 +400,7 @@ impl Core {
         }
     }
 
-    fn flush(self: &Arc<Self>, req: Box<Aio>) {
+    fn flush(self: &Arc<Self>, mut req: Box<Aio>) {
         let mut g = self.settled();
         match &g.mode {
             Mode::Logging => {
@@ -398,8 +421,10 @@ impl Core {
                 drop(g);
                 self.done(req, Err(e));
             }
-            Mode::Bypass { .. } | Mode::Draining { .. } => {
+            Mode::Bypass { .. } | Mode::Draining { .. } | Mode::Resuming { .. } => {
+                g.bypass_inflight += 1;
                 drop(g);
+                req.aspect(&self.slot).bypass = true;
                 self.forward(req);
             }
         }
@@ -466,6 +491,17 @@ impl Core {
         });
     }
 
+    /// A forwarded bypass request is done: a resume waiting for the last one may go on.
+    fn bypass_done(&self, req: &mut Aio) {
+        if std::mem::take(&mut req.aspect(&self.slot).bypass) {
+            let mut g = self.shared.lock();
+            g.bypass_inflight -= 1;
+            if g.bypass_inflight == 0 && matches!(g.mode, Mode::Resuming { .. }) {
+                self.log_cv.notify_all();
+            }
+        }
+    }
+
     /// Enter a terminal failure: fail waiters, wake everyone.
     pub fn fail(&self, g: &mut MutexGuard<'_, Shared>, e: Error) {
         tracing::error!(brick = %self.name, error = %e, "trans_logger failed");
@@ -499,6 +535,7 @@ fn restore(req: &mut Aio, data: &Payload) {
 
 impl Completer for Core {
     fn complete(&self, mut req: Box<Aio>) {
+        self.bypass_done(&mut req);
         let failed = req.error.is_some();
         self.account(&mut req, failed);
         req.complete();

@@ -43,6 +43,17 @@ pub enum LoggerError {
         /// Where the gap was found.
         context: String,
     },
+    /// `resume_logging` on a logger that is not in emergency bypass.
+    #[error("the logger is in mode {mode}, not in emergency bypass: there is nothing to resume")]
+    NotInBypass {
+        /// The mode it is in (`LoggerStatus::mode`).
+        mode: &'static str,
+    },
+    /// A hand-wired logger (no log store) cannot make its next log file itself.
+    #[error(
+        "this logger has no log store to create a new log file in: restart it on a log directory"
+    )]
+    NoStore,
 }
 
 impl LoggerError {

@@ -46,6 +46,10 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
             if g.stop {
                 break;
             }
+            if std::mem::take(&mut g.resume_req) {
+                super::resume::run(&core, &mut g, &mut writer);
+                continue;
+            }
             core.log_cv.wait_for(&mut g, Duration::from_millis(100));
             continue;
         }

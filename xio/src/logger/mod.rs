@@ -56,6 +56,7 @@ mod open;
 mod payload;
 mod replay;
 mod replay_scan;
+mod resume;
 mod slots;
 mod state;
 mod store;
@@ -86,7 +87,7 @@ pub struct TransLogger {
 /// A snapshot of the logger's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggerStatus {
-    /// `"logging"`, `"draining"`, `"bypass"` or `"failed"`.
+    /// `"logging"`, `"draining"`, `"bypass"`, `"resuming"` or `"failed"`.
     pub mode: &'static str,
     /// Watermark: everything before it is written back.
     pub min_pos: LogPos,
@@ -182,16 +183,18 @@ impl TransLogger {
         self.core.shared.lock().min_pos
     }
 
-    /// Where the log stopped being complete (emergency mode now, or recorded in the state file
-    /// by an earlier run).
+    /// Where the log stopped being complete (emergency mode now, left by
+    /// [`TransLogger::resume_logging`], or recorded in the state file by an earlier run).
     pub fn log_hole(&self) -> Option<LogPos> {
-        self.hole_in(&self.core.shared.lock().mode)
+        self.hole_in(&self.core.shared.lock())
     }
 
-    fn hole_in(&self, mode: &Mode) -> Option<LogPos> {
-        match mode {
-            Mode::Draining { hole } | Mode::Bypass { hole } => Some(*hole),
-            _ => self.recovered_hole,
+    fn hole_in(&self, g: &core::Shared) -> Option<LogPos> {
+        match &g.mode {
+            Mode::Draining { hole } | Mode::Bypass { hole } | Mode::Resuming { hole } => {
+                Some(*hole)
+            }
+            _ => g.resumed_hole.or(self.recovered_hole),
         }
     }
 
@@ -204,12 +207,7 @@ impl TransLogger {
     pub fn status(&self) -> LoggerStatus {
         let g = self.core.shared.lock();
         LoggerStatus {
-            mode: match g.mode {
-                Mode::Logging => "logging",
-                Mode::Draining { .. } => "draining",
-                Mode::Bypass { .. } => "bypass",
-                Mode::Failed(_) => "failed",
-            },
+            mode: mode_name(&g.mode),
             min_pos: g.min_pos,
             durable_end: g.durable_end,
             pending: g.pending.len(),
@@ -221,7 +219,7 @@ impl TransLogger {
             log_io_time: g.log_io_time,
             writeback_rounds: g.wb_rounds,
             rotations: g.rotations,
-            hole: self.hole_in(&g.mode),
+            hole: self.hole_in(&g),
             error: match &g.mode {
                 Mode::Failed(e) => Some(e.to_string()),
                 _ => None,
@@ -270,6 +268,44 @@ impl TransLogger {
         let hole = g.durable_end;
         let err = crate::log::LogError::Encode("emergency mode requested".into());
         log_thread::emergency(&self.core, &mut g, hole, &err);
+    }
+
+    /// Leave emergency bypass without interrupting IO: writers wait a moment while the bypass
+    /// writes in flight finish, the data device is flushed and a new log file starts; then
+    /// writes are logged again. Returns where the new log starts. The hole stays reported
+    /// ([`TransLogger::log_hole`]): replicas fed from this log need a full sync past it. On
+    /// an error (no space for the new file yet, a failed flush) the logger stays in bypass.
+    pub fn resume_logging(&self, timeout: Duration) -> Result<LogPos> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.core.shared.lock();
+        match &g.mode {
+            Mode::Bypass { .. } => {}
+            Mode::Failed(e) => return Err(LoggerError::Io(e.clone())),
+            _ => {
+                return Err(LoggerError::NotInBypass {
+                    mode: mode_name(&g.mode),
+                })
+            }
+        }
+        g.resume_outcome = None;
+        g.resume_req = true;
+        self.core.log_cv.notify_all();
+        loop {
+            if let Some(outcome) = g.resume_outcome.take() {
+                return outcome;
+            }
+            if let Mode::Failed(e) = &g.mode {
+                return Err(LoggerError::Io(e.clone()));
+            }
+            if self.core.mode_cv.wait_until(&mut g, deadline).timed_out()
+                && g.resume_outcome.is_none()
+            {
+                return Err(LoggerError::Io(Error::Timeout {
+                    context: "leaving emergency bypass",
+                    millis: timeout.as_millis() as u64,
+                }));
+            }
+        }
     }
 
     /// Write everything durable back now and wait until that is done (or `timeout` passes).
@@ -415,5 +451,15 @@ impl Brick for TransLogger {
 
     fn stats(&self) -> StatsSnapshot {
         self.core.stats.snapshot()
+    }
+}
+
+fn mode_name(mode: &Mode) -> &'static str {
+    match mode {
+        Mode::Logging => "logging",
+        Mode::Draining { .. } => "draining",
+        Mode::Bypass { .. } => "bypass",
+        Mode::Resuming { .. } => "resuming",
+        Mode::Failed(_) => "failed",
     }
 }
