@@ -98,6 +98,17 @@ pub enum Error {
         /// How long we waited.
         millis: u64,
     },
+    /// Data read from a device does not match the checksum stored when it was written: the
+    /// medium (or something behind the system's back) damaged it.
+    #[error("checksum mismatch in {device} at bytes {pos}..{}: the data on the disk is damaged (other blocks are unaffected); run `marsadm scrub` on this node to find every damaged block and `--repair` to fetch them from a healthy replica", .pos + .len)]
+    Checksum {
+        /// The device (a path).
+        device: String,
+        /// First byte of the damaged block.
+        pos: u64,
+        /// Its length.
+        len: u64,
+    },
     /// A brick-specific failure with a message (kept structured by the brick's own error type,
     /// flattened here so that it can travel through a generic chain).
     #[error("{brick}: {message}")]

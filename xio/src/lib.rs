@@ -7,10 +7,12 @@
 //! - [`logger`]: the trans_logger brick (write path with group commit, writeback, replay).
 //! - [`nbd`]: the NBD export (the `if` brick).
 //! - [`remote`]: client/server bricks over mars-net; [`copy`]: copy and fast full sync.
+//! - [`csum`]: per-block checksums of a data device (verified reads, scrub).
 #![deny(missing_docs)]
 
 pub mod aio;
 pub mod copy;
+pub mod csum;
 pub mod fault;
 pub mod file;
 pub mod log;

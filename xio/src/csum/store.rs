@@ -1,0 +1,331 @@
+//! The checksum table in memory and its file: load (checking every page), persist the pages
+//! that changed, the intent bitmap, growth. IO is plain `pread`/`pwrite`/`fdatasync` on the
+//! calling thread.
+
+use super::format::{self, Header, BITS_PER_PAGE, ENTRIES_PER_PAGE, PAGE};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// What the table knows of one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The checksum of its data.
+    Known(u32),
+    /// Never written through the checksum brick (or written partially, or by two writes at
+    /// once): not verifiable until written again or learnt by `scrub`.
+    Unknown,
+    /// Its table page is damaged: a checksum-file error, never a data error.
+    BadPage,
+}
+
+/// The table of one device.
+pub struct Table {
+    pub(crate) header: Header,
+    entries: Vec<u32>,
+    bad_pages: BTreeSet<u64>,
+    dirty: BTreeSet<u64>,
+}
+
+impl Table {
+    fn new(header: Header) -> Table {
+        Table {
+            header,
+            entries: vec![0; header.blocks() as usize],
+            bad_pages: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// What is known of block `b`.
+    pub fn get(&self, b: u64) -> Entry {
+        if self.bad_pages.contains(&(b / ENTRIES_PER_PAGE)) {
+            return Entry::BadPage;
+        }
+        match self.entries.get(b as usize).copied() {
+            Some(0) | None => Entry::Unknown,
+            Some(s) => Entry::Known(s),
+        }
+    }
+
+    /// Set block `b`'s checksum (0: unknown). A damaged page stays damaged until
+    /// [`Table::relearn_page`] rebuilds all of it.
+    pub fn set(&mut self, b: u64, sum: u32) {
+        if let Some(e) = self.entries.get_mut(b as usize) {
+            if *e != sum {
+                *e = sum;
+                let page = b / ENTRIES_PER_PAGE;
+                if !self.bad_pages.contains(&page) {
+                    self.dirty.insert(page);
+                }
+            }
+        }
+    }
+
+    /// Rebuild damaged page `page` from `sums` (one per block of the page, in order).
+    pub fn relearn_page(&mut self, page: u64, sums: &[u32]) {
+        let first = (page * ENTRIES_PER_PAGE) as usize;
+        for (i, s) in sums.iter().enumerate() {
+            if let Some(e) = self.entries.get_mut(first + i) {
+                *e = *s;
+            }
+        }
+        self.bad_pages.remove(&page);
+        self.dirty.insert(page);
+    }
+
+    /// Table pages whose crc did not match when loaded.
+    pub fn bad_pages(&self) -> &BTreeSet<u64> {
+        &self.bad_pages
+    }
+
+    /// Blocks whose checksum is known, and all blocks.
+    pub fn known(&self) -> (u64, u64) {
+        let known = self.entries.iter().filter(|&&e| e != 0).count() as u64;
+        (known, self.entries.len() as u64)
+    }
+
+    fn page_entries(&self, page: u64) -> &[u32] {
+        let first = (page * ENTRIES_PER_PAGE) as usize;
+        let last = (first + ENTRIES_PER_PAGE as usize).min(self.entries.len());
+        &self.entries[first.min(last)..last]
+    }
+
+    /// The encoded pages that changed since the last call (and forget them).
+    pub fn take_dirty(&mut self) -> Vec<(u64, Vec<u8>)> {
+        let pages = std::mem::take(&mut self.dirty);
+        pages
+            .into_iter()
+            .map(|p| (p, format::encode_table_page(self.page_entries(p))))
+            .collect()
+    }
+}
+
+/// The open checksum file.
+pub struct CsumFile {
+    file: File,
+    path: PathBuf,
+    header: Header,
+}
+
+/// What opening a checksum file found.
+pub struct Opened {
+    /// The file.
+    pub file: CsumFile,
+    /// Its table.
+    pub table: Table,
+    /// Regions whose intent bit was set (written when the last run ended: their checksums
+    /// must be recomputed from the data before they are trusted).
+    pub dirty_regions: Vec<u64>,
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> String {
+    format!("{what} the checksum file {}: {e}", path.display())
+}
+
+impl CsumFile {
+    /// Open the checksum file at `path` for a device of `size` bytes, creating it (every
+    /// checksum unknown) when missing, and growing it when the device grew.
+    pub fn open(path: &Path, size: u64) -> Result<Opened, String> {
+        if !path.exists() {
+            return CsumFile::create(path, size, None);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| io_err(path, "opening", e))?;
+        let mut page = vec![0u8; PAGE];
+        file.read_exact_at(&mut page, 0)
+            .map_err(|e| io_err(path, "reading the header of", e))?;
+        let header = Header::decode(&page).map_err(|why| {
+            format!(
+                "the checksum file {} is unusable: {why}; move it away (a new one starts with every checksum unknown, and `marsadm scrub` learns them)",
+                path.display()
+            )
+        })?;
+        let me = CsumFile {
+            file,
+            path: path.to_path_buf(),
+            header,
+        };
+        let mut table = Table::new(header);
+        for p in 0..header.table_pages() {
+            me.file
+                .read_exact_at(&mut page, header.table_page_offset(p))
+                .map_err(|e| io_err(path, "reading", e))?;
+            let first = (p * ENTRIES_PER_PAGE) as usize;
+            let last = (first + ENTRIES_PER_PAGE as usize).min(table.entries.len());
+            if format::decode_table_page(&page, &mut table.entries[first..last]).is_none() {
+                tracing::error!(file = %path.display(), page = p,
+                    "checksum file page damaged: its blocks are reported as checksum-file errors until `marsadm scrub --repair` relearns them");
+                table.entries[first..last].fill(0);
+                table.bad_pages.insert(p);
+            }
+        }
+        let mut dirty_regions = Vec::new();
+        for p in 0..header.bitmap_pages() {
+            me.file
+                .read_exact_at(&mut page, header.bitmap_page_offset(p))
+                .map_err(|e| io_err(path, "reading", e))?;
+            let first = p * BITS_PER_PAGE;
+            let n = (header.regions() - first).min(BITS_PER_PAGE) as usize;
+            // A damaged bitmap page: every region it covers counts as written (recomputing
+            // too much is safe, too little is not).
+            let bits = format::decode_bitmap_page(&page, n).unwrap_or_else(|| vec![true; n]);
+            dirty_regions.extend((0..n).filter(|&i| bits[i]).map(|i| first + i as u64));
+        }
+        if header.device_size < size {
+            return CsumFile::create(path, size, Some((table, dirty_regions)));
+        }
+        Ok(Opened {
+            file: me,
+            table,
+            dirty_regions,
+        })
+    }
+
+    /// Write a complete file (to a temporary name, then renamed into place), carrying over
+    /// `old`'s table and dirty regions when growing.
+    fn create(path: &Path, size: u64, old: Option<(Table, Vec<u64>)>) -> Result<Opened, String> {
+        let region = old.as_ref().map_or(format::REGION, |(t, _)| t.header.region);
+        let header = Header {
+            device_size: size,
+            region,
+        };
+        let mut table = Table::new(header);
+        let mut dirty_regions = Vec::new();
+        if let Some((t, d)) = &old {
+            let n = t.entries.len().min(table.entries.len());
+            table.entries[..n].copy_from_slice(&t.entries[..n]);
+            table.bad_pages = t.bad_pages.clone();
+            dirty_regions = d.clone();
+        }
+        let tmp = path.with_extension("csum-new");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| io_err(&tmp, "creating", e))?;
+        let me = CsumFile {
+            file,
+            path: path.to_path_buf(),
+            header,
+        };
+        let mut all = Vec::with_capacity(header.file_len() as usize);
+        all.extend(header.encode());
+        let set: BTreeSet<u64> = dirty_regions.iter().copied().collect();
+        for p in 0..header.bitmap_pages() {
+            all.extend(me.bitmap_page(p, |r| set.contains(&r)));
+        }
+        for p in 0..header.table_pages() {
+            all.extend(format::encode_table_page(table.page_entries(p)));
+        }
+        me.file
+            .write_all_at(&all, 0)
+            .and_then(|()| me.file.sync_data())
+            .map_err(|e| io_err(&tmp, "writing", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| io_err(path, "renaming into place", e))?;
+        if let Some(dir) = path.parent() {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        Ok(Opened {
+            file: me,
+            table,
+            dirty_regions,
+        })
+    }
+
+    fn bitmap_page(&self, p: u64, set: impl Fn(u64) -> bool) -> Vec<u8> {
+        let first = p * BITS_PER_PAGE;
+        let n = (self.header.regions() - first).min(BITS_PER_PAGE);
+        format::encode_bitmap_page((0..n).map(|i| set(first + i)))
+    }
+
+    /// Write table pages (not synced).
+    pub fn write_table_pages(&self, pages: &[(u64, Vec<u8>)]) -> Result<(), String> {
+        for (p, bytes) in pages {
+            self.file
+                .write_all_at(bytes, self.header.table_page_offset(*p))
+                .map_err(|e| io_err(&self.path, "writing", e))?;
+        }
+        Ok(())
+    }
+
+    /// Write the bitmap page holding `region` with bits from `set` (not synced).
+    pub fn write_bitmap_for(&self, region: u64, set: impl Fn(u64) -> bool) -> Result<(), String> {
+        let p = region / BITS_PER_PAGE;
+        self.file
+            .write_all_at(&self.bitmap_page(p, set), self.header.bitmap_page_offset(p))
+            .map_err(|e| io_err(&self.path, "writing", e))
+    }
+
+    /// Write every bitmap page (not synced).
+    pub fn write_bitmap(&self, set: impl Fn(u64) -> bool) -> Result<(), String> {
+        for p in 0..self.header.bitmap_pages() {
+            self.write_bitmap_for(p * BITS_PER_PAGE, &set)?;
+        }
+        Ok(())
+    }
+
+    /// `fdatasync` the file.
+    pub fn sync(&self) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| io_err(&self.path, "syncing", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_persist_and_a_damaged_page_is_reported_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csum");
+        let size = 3 * ENTRIES_PER_PAGE * format::BLOCK;
+        let mut o = CsumFile::open(&path, size).unwrap();
+        assert_eq!(o.table.known(), (0, 3 * ENTRIES_PER_PAGE));
+        o.table.set(5, 77);
+        o.table.set(ENTRIES_PER_PAGE + 1, 88);
+        let pages = o.table.take_dirty();
+        assert_eq!(pages.len(), 2);
+        o.file.write_table_pages(&pages).unwrap();
+        o.file.write_bitmap(|r| r == 0).unwrap();
+        o.file.sync().unwrap();
+        let o2 = CsumFile::open(&path, size).unwrap();
+        assert_eq!(o2.table.get(5), Entry::Known(77));
+        assert_eq!(o2.table.get(6), Entry::Unknown);
+        assert_eq!(o2.dirty_regions, vec![0]);
+        // Flip a bit in the second table page: its blocks are checksum-file errors.
+        let f = OpenOptions::new().write(true).read(true).open(&path).unwrap();
+        let off = o2.table.header.table_page_offset(1) + 100;
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, off).unwrap();
+        f.write_all_at(&[b[0] ^ 0x10], off).unwrap();
+        let o3 = CsumFile::open(&path, size).unwrap();
+        assert_eq!(o3.table.get(ENTRIES_PER_PAGE + 1), Entry::BadPage);
+        assert_eq!(o3.table.get(5), Entry::Known(77));
+        assert_eq!(o3.table.bad_pages().len(), 1);
+    }
+
+    #[test]
+    fn growing_keeps_the_old_checksums() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csum");
+        let mut o = CsumFile::open(&path, 1 << 20).unwrap();
+        o.table.set(3, 9);
+        let pages = o.table.take_dirty();
+        o.file.write_table_pages(&pages).unwrap();
+        o.file.sync().unwrap();
+        let o2 = CsumFile::open(&path, 64 << 20).unwrap();
+        assert_eq!(o2.table.header.device_size, 64 << 20);
+        assert_eq!(o2.table.get(3), Entry::Known(9));
+        assert_eq!(o2.table.get((64 << 20) / 4096 - 1), Entry::Unknown);
+        assert_eq!(CsumFile::open(&path, 64 << 20).unwrap().table.get(3), Entry::Known(9));
+    }
+}
