@@ -82,6 +82,18 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Compare the local data device of `res` with its stored checksums (`rate`: bytes/s, 0
+    /// unlimited); `repair` re-syncs damaged blocks from the primary and rebuilds damaged
+    /// checksum-file pages; `restart` ignores the restart point of an interrupted scrub.
+    Scrub {
+        res: String,
+        #[serde(default)]
+        repair: bool,
+        #[serde(default)]
+        rate: u64,
+        #[serde(default)]
+        restart: bool,
+    },
     Secondary {
         res: String,
     },

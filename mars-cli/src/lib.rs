@@ -5,6 +5,7 @@
 //!   `xio::replica`), turning strategy actions into running pipelines and facts.
 //! - [`control`]: the versioned request/response protocol of the control socket
 //!   (`FORMAT.md`), used by `marsadm` and by scripts.
+//! - [`scrub`]: `marsadm scrub`, a throttled, resumable checksum pass over a data device.
 //! - [`view`]: what `marsadm view` prints.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -12,4 +13,5 @@
 pub mod control;
 pub mod daemon;
 pub mod runtime;
+pub mod scrub;
 pub mod view;

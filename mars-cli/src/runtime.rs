@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use xio::csum::CsumDisk;
 use xio::file::{self, Backend, FileOptions};
 use xio::nbd::NbdServer;
 use xio::remote::{ClientConfig, Exports, Target};
@@ -18,6 +19,9 @@ use xio::replica::{
     local_log_state, verified_prefix, FetchWorker, PrimaryConfig, PrimaryGraph, ReplayWorker,
     SyncWorker,
 };
+
+mod checksums;
+pub use checksums::csum_path;
 
 /// How long a stopping primary waits for its NBD clients' last requests.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,7 +70,17 @@ pub struct ResourceRt {
     res: String,
     log_dir: PathBuf,
     primary: Option<PrimaryGraph>,
-    data: Option<Arc<dyn brick_core::Output>>,
+    /// The secondary's data device (behind its checksums).
+    data: Option<Arc<CsumDisk>>,
+    /// The checksum file of the data device (outside `log_dir`: `invalidate` keeps it).
+    csum_path: PathBuf,
+    /// Reads are verified against the checksums (`resource-<r>/verify-reads`).
+    verify_reads: bool,
+    scrub: Option<checksums::Scrub>,
+    /// The last scrub that ended here.
+    last_scrub: Option<crate::scrub::ScrubProgress>,
+    /// Read mismatches last published.
+    csum_errors_published: u64,
     fetch: Option<(LogName, String, FetchWorker)>,
     fetch_ended: Option<FetchFact>,
     replay: Option<(LogName, ReplayWorker)>,
@@ -88,6 +102,11 @@ impl ResourceRt {
             log_dir: dir.join(format!("resource-{res}")),
             primary: None,
             data: None,
+            csum_path: checksums::csum_path(dir, res),
+            verify_reads: true,
+            scrub: None,
+            last_scrub: None,
+            csum_errors_published: 0,
             fetch: None,
             fetch_ended: None,
             replay: None,
@@ -136,7 +155,7 @@ impl ResourceRt {
 
     /// Collect finished workers: the links they leave (replay position) and their facts.
     pub fn poll(&mut self, me: &str, now: u64) -> Vec<LinkWrite> {
-        let mut links = Vec::new();
+        let mut links = self.poll_checksums(me);
         if let Some((log, w)) = &self.replay {
             let st = w.state();
             if !st.running {
@@ -278,17 +297,30 @@ impl ResourceRt {
     }
 
     fn data_device(&mut self, s: &Snapshot) -> Result<Arc<dyn brick_core::Output>, String> {
+        Ok(self.checked_device(s)?)
+    }
+
+    /// The secondary's data device behind its checksums, opened once (and again after a
+    /// resize, once nothing else holds it).
+    fn checked_device(&mut self, s: &Snapshot) -> Result<Arc<CsumDisk>, String> {
         if let Some(d) = &self.data {
             // After a resize the device is reopened to see its new size.
-            if d.info().is_ok_and(|i| i.size >= s.size.unwrap_or(0)) {
+            use brick_core::Output;
+            if Arc::strong_count(d) > 1 || d.info().is_ok_and(|i| i.size >= s.size.unwrap_or(0)) {
                 return Ok(d.clone());
             }
             self.data = None;
         }
         let path = &s.mine().ok_or("not a member")?.data;
-        let d: Arc<dyn brick_core::Output> =
-            file::open(path, Backend::IoUring, &FileOptions::default())
-                .map_err(|e| format!("opening the data device {path}: {e}"))?;
+        let raw = file::open(path, Backend::IoUring, &FileOptions::default())
+            .map_err(|e| format!("opening the data device {path}: {e}"))?;
+        let _ = std::fs::create_dir_all(self.csum_path.parent().unwrap_or(Path::new(".")));
+        let d = CsumDisk::open(raw, path, &self.csum_path, self.verify_reads).map_err(|e| {
+            format!(
+                "opening the checksums of {path} ({}): {e}",
+                self.csum_path.display()
+            )
+        })?;
         self.data = Some(d.clone());
         Ok(d)
     }
@@ -308,6 +340,7 @@ impl ResourceRt {
     }
 
     fn stop_secondary(&mut self) {
+        self.stop_scrub();
         if let Some((_, _, w)) = self.fetch.take() {
             w.stop();
         }
@@ -325,6 +358,7 @@ impl ResourceRt {
     /// Stop everything (daemon shutdown, leave-resource).
     pub fn shutdown(&mut self) {
         self.stop_secondary();
+        self.stop_scrub();
         if let Some(p) = self.primary.take() {
             if let Err(e) = p.stop(STOP_TIMEOUT) {
                 tracing::error!(res = %self.res, "stopping the primary: {e}");
@@ -365,6 +399,9 @@ impl ResourceRt {
                     &env.dir.join("nbd").join(format!("{res}.sock")),
                 );
                 cfg.logger.rotate_size = 256 << 20;
+                let _ = std::fs::create_dir_all(self.csum_path.parent().unwrap_or(Path::new(".")));
+                cfg.checksums = Some(self.csum_path.clone());
+                cfg.verify_reads = self.verify_reads;
                 match PrimaryGraph::start(cfg) {
                     Ok(mut p) => {
                         if let Some(t) = env.tcp_nbd {
@@ -387,6 +424,7 @@ impl ResourceRt {
                 let Some(p) = self.primary.take() else {
                     return links;
                 };
+                self.stop_scrub();
                 env.exports.remove_device(&res);
                 tracing::info!(%res, "stopping the primary: {reason}");
                 match p.stop(STOP_TIMEOUT) {

@@ -84,13 +84,24 @@ fn a_read_of_a_damaged_block_fails_other_reads_succeed_and_scrub_finds_exactly_t
     assert!(brick_core::read_all(&*d, 8 * BLOCK as u64, 3 * BLOCK).is_ok());
     let st = d.status();
     assert_eq!(st.read_mismatches, damaged.len() as u64 + 1);
-    assert!(st.alerts.last().unwrap().contains("scrub"), "{:?}", st.alerts);
+    assert!(
+        st.alerts.last().unwrap().contains("scrub"),
+        "{:?}",
+        st.alerts
+    );
     let s = scrub(&d, false);
-    assert_eq!(s.bad, damaged.to_vec(), "scrub finds exactly the damaged blocks");
+    assert_eq!(
+        s.bad,
+        damaged.to_vec(),
+        "scrub finds exactly the damaged blocks"
+    );
     assert_eq!((s.csum_file_errors, s.learned), (0, 0));
     // Rewriting a damaged block repairs it.
     brick_core::write_all(&*d, 7 * BLOCK as u64, &block(2, 7)).unwrap();
-    assert_eq!(brick_core::read_all(&*d, 7 * BLOCK as u64, BLOCK).unwrap(), block(2, 7));
+    assert_eq!(
+        brick_core::read_all(&*d, 7 * BLOCK as u64, BLOCK).unwrap(),
+        block(2, 7)
+    );
     // With verified reads off, the damaged data is served as it is.
     d.set_verify_reads(false);
     assert!(brick_core::read_all(&*d, 1022 * BLOCK as u64, BLOCK).is_ok());
@@ -114,7 +125,11 @@ fn a_damaged_checksum_page_is_a_checksum_file_error_and_never_judges_data() {
         device_size: blocks * BLOCK as u64,
         region: format::REGION,
     };
-    let f = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let off = hdr.table_page_offset(1) + 40;
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, off).unwrap();
@@ -134,7 +149,11 @@ fn a_damaged_checksum_page_is_a_checksum_file_error_and_never_judges_data() {
     let before = inner.contents();
     let s = scrub(&d, true);
     assert_eq!((s.relearned_pages, s.bad.clone()), (1, vec![20]));
-    assert_eq!(inner.contents(), before, "data never repaired from checksums");
+    assert_eq!(
+        inner.contents(),
+        before,
+        "data never repaired from checksums"
+    );
     d.persist().unwrap();
     drop(d);
     let d = CsumDisk::open(inner, "data", &path, true).unwrap();
@@ -149,7 +168,11 @@ fn after_a_crash_checksums_agree_with_the_data_and_damage_is_still_found() {
     let blocks = 4096u64; // 16 MiB: four intent regions
     let medium = MemDisk::new("medium", blocks as usize * BLOCK, MemDiskMode::Inline);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let cycles = if std::env::var("MARS_LONG_TESTS").is_ok_and(|v| v == "1") { 200 } else { 20 };
+    let cycles = if std::env::var("MARS_LONG_TESTS").is_ok_and(|v| v == "1") {
+        200
+    } else {
+        20
+    };
     for cycle in 0..cycles {
         let data = FaultDisk::new("data", medium.clone());
         let d = CsumDisk::open(data.clone(), "data", &path, true).unwrap();
@@ -171,7 +194,11 @@ fn after_a_crash_checksums_agree_with_the_data_and_damage_is_still_found() {
         std::mem::forget(d);
         let d = CsumDisk::open(data.reboot(), "data", &path, true).unwrap();
         let s = scrub(&d, false);
-        assert_eq!(s.bad, Vec::<u64>::new(), "cycle {cycle} ({mode:?}): false alarm after a crash");
+        assert_eq!(
+            s.bad,
+            Vec::<u64>::new(),
+            "cycle {cycle} ({mode:?}): false alarm after a crash"
+        );
         drop(d);
     }
     // The scrub above is not blind: damage done to blocks with known checksums is found.
@@ -257,7 +284,8 @@ fn racing_overlapping_writes_never_cause_false_alarms() {
                     let data: Vec<u8> = (0..n).flat_map(|k| block(t, i + k as u64)).collect();
                     brick_core::write_all(&*d, b * BLOCK as u64, &data).unwrap();
                     // Reads racing with the writes: never a checksum error.
-                    let r = brick_core::read_all(&*d, rng.gen_range(0..blocks) * BLOCK as u64, BLOCK);
+                    let r =
+                        brick_core::read_all(&*d, rng.gen_range(0..blocks) * BLOCK as u64, BLOCK);
                     assert!(r.is_ok(), "{r:?}");
                 }
             })

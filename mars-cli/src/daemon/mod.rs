@@ -3,6 +3,7 @@
 //! from the metadata and the local facts and execute them; the changes of one round are
 //! persisted in one transaction and propagated.
 
+mod checksums;
 mod failover;
 mod migrate;
 
@@ -246,6 +247,7 @@ impl Daemon {
             .collect();
         let net = self.runner.net().config().clone();
         let space = self.space();
+        let mut repairs = Vec::new();
         for res in names {
             let now = brick_core::SystemTimeSource.now_ns();
             let mut rt = self
@@ -257,6 +259,9 @@ impl Daemon {
             let mut snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
             if self.complete_join(&snap) {
                 snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
+            }
+            if self.checksum_round(&res, &mut rt, &snap) {
+                repairs.push(res.clone());
             }
             let facts = rt.facts(&snap, now, self.started, &space);
             let actions = derive(&snap, &facts);
@@ -281,6 +286,9 @@ impl Daemon {
             if !(snap.mine().is_none() && rt.is_idle()) {
                 self.rts.insert(res, rt);
             }
+        }
+        for res in repairs {
+            self.repair_from_primary(&res);
         }
     }
 
@@ -513,6 +521,7 @@ impl Daemon {
                         "a resource needs more than {MIN_SIZE} bytes; {size} is too small"
                     )));
                 }
+                self.forget_checksums(&res);
                 let node = self.runner.node_mut();
                 node.create_resource(&res, size).map_err(failed)?;
                 for (k, v) in [
@@ -548,6 +557,7 @@ impl Daemon {
                     .get(&format!("resources/{res}"))
                     .unwrap_or_default()
                     .to_string();
+                self.forget_checksums(&res);
                 let node = self.runner.node_mut();
                 node.join_resource(&res, &contact).map_err(failed)?;
                 node.set(&format!("resource-{res}/data-{me}"), &path)
@@ -617,6 +627,7 @@ impl Daemon {
                 self.write(&format!("resources/{res}"), None);
                 self.write(&format!("sizes/{res}"), None);
                 let _ = std::fs::remove_dir_all(self.opts.dir.join(format!("resource-{res}")));
+                self.forget_checksums(&res);
                 Ok(Response::ok(format!("deleted resource {res}")))
             }
             Request::Switch { res, switch, on } => {
@@ -649,6 +660,12 @@ impl Daemon {
                 dry_run,
             } if force => self.force_primary(&res, dry_run),
             Request::Invalidate { res, dry_run } => self.invalidate(&res, dry_run),
+            Request::Scrub {
+                res,
+                repair,
+                rate,
+                restart,
+            } => self.scrub_request(&res, repair, rate, restart),
             Request::Resize { res, size } => self.resize(&res, size),
             Request::MigrateResource { res, to, from, dev } => {
                 self.migrate_request(&res, &to, from, dev)
@@ -872,6 +889,7 @@ impl Daemon {
             rt.shutdown();
         }
         let _ = std::fs::remove_dir_all(self.opts.dir.join(format!("resource-{res}")));
+        self.forget_checksums(res);
     }
 
     fn status(&self, only: Option<&str>) -> NodeStatus {
@@ -976,6 +994,7 @@ fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) 
                 msg,
                 consistent: st.consistent,
                 up_to_date: st.up_to_date,
+                checksums: checksum_view(m, h == &s.me, rt),
             }
         })
         .collect();
@@ -992,6 +1011,33 @@ fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) 
             .and_then(|rt| rt.primary())
             .map(|p| p.nbd_socket().display().to_string()),
     }
+}
+
+/// What `view` shows of replica `m`'s checksums: its published keys, and on this node the
+/// running scrub's live progress and the damaged blocks it found.
+fn checksum_view(
+    m: &mars_strategy::strategy::Member,
+    mine: bool,
+    rt: Option<&ResourceRt>,
+) -> crate::view::ChecksumView {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let key = |k: &str| m.actual.get(k).map(String::as_str);
+    let mut v = crate::view::ChecksumView::from_keys(
+        key("scrub"),
+        key("scrub-progress"),
+        key("csum-errors"),
+        now,
+    );
+    if let (true, Some(rt)) = (mine, rt) {
+        let local = rt.scrub_progress();
+        v.scrubbing = local.as_ref().map(|p| (p.pos, p.size, p.rate));
+        if let Some(p) = local.or_else(|| rt.last_scrub().cloned()) {
+            v.damaged_blocks = p.damaged;
+        }
+    }
+    v
 }
 
 /// The size of a file or block device.

@@ -421,9 +421,12 @@ impl Copy {
                 || (pos / self.cfg.chunk.max(1) as u64).is_multiple_of(PROBE));
         loop {
             let r = if compare {
-                let local = brick_core::read_all(&*self.b, pos, len)
-                    .map_err(|source| CopyError::Target { pos, source })?;
-                let r = self.a.read_if_differs(pos, len, chunk_sum(&local));
+                let r = match brick_core::read_all(&*self.b, pos, len) {
+                    Ok(local) => self.a.read_if_differs(pos, len, chunk_sum(&local)),
+                    // A damaged local block (its checksum says so) differs: fetch the chunk.
+                    Err(brick_core::Error::Checksum { .. }) => self.a.read(pos, len).map(Some),
+                    Err(source) => return Err(CopyError::Target { pos, source }),
+                };
                 if let (Ok(Some(_)), Some(l)) = (&r, &self.cfg.limiter) {
                     l.wait(1, len as u64);
                 }

@@ -96,6 +96,7 @@ impl Aspect for CsumAspect {}
 
 pub(crate) struct Core {
     pub(crate) name: String,
+    path: std::path::PathBuf,
     slot: Slot<CsumAspect>,
     stats: Stats,
     power: Power,
@@ -162,6 +163,7 @@ impl CsumDisk {
         Ok(Arc::new(CsumDisk {
             core: Arc::new(Core {
                 name,
+                path: path.to_path_buf(),
                 slot: Slot::new(),
                 stats: Stats::new(),
                 power: Power::on(),
@@ -200,6 +202,33 @@ impl CsumDisk {
             alerts: self.core.alerts.lock().iter().cloned().collect(),
             recovered_regions: self.core.recovered_regions,
         }
+    }
+
+    /// The device grew to `size` bytes (already visible below): grow the checksum file (the
+    /// new blocks are unknown until written).
+    pub fn grow(&self, size: u64) -> Result<()> {
+        let core = &self.core;
+        let fail = |message: String| Error::Brick {
+            brick: core.name.clone(),
+            message,
+        };
+        let mut file = core.file.lock();
+        // Under both locks nothing changes the table: persist it, then rebuild the file
+        // larger from what is on disk (the same), intent bits included.
+        let mut st = core.state.lock();
+        if size <= st.table.header.device_size {
+            return Ok(());
+        }
+        let pages = st.table.take_dirty();
+        file.write_table_pages(&pages)
+            .and_then(|()| file.sync())
+            .map_err(fail)?;
+        let o = CsumFile::open(&core.path, size).map_err(fail)?;
+        let regions = o.table.header.regions() as usize;
+        st.table = o.table;
+        st.regions.resize_with(regions, Region::default);
+        *file = o.file;
+        Ok(())
     }
 
     /// Flush the device and persist every checksum; clear every intent bit (a clean end).
@@ -496,8 +525,11 @@ impl Completer for Core {
                 req.error = Some(e);
             }
         }
-        self.stats
-            .on_complete(req.len as u64, std::time::Duration::ZERO, req.error.is_some());
+        self.stats.on_complete(
+            req.len as u64,
+            std::time::Duration::ZERO,
+            req.error.is_some(),
+        );
         self.power.leave();
         req.complete();
     }

@@ -189,7 +189,9 @@ impl CsumFile {
     /// Write a complete file (to a temporary name, then renamed into place), carrying over
     /// `old`'s table and dirty regions when growing.
     fn create(path: &Path, size: u64, old: Option<(Table, Vec<u64>)>) -> Result<Opened, String> {
-        let region = old.as_ref().map_or(format::REGION, |(t, _)| t.header.region);
+        let region = old
+            .as_ref()
+            .map_or(format::REGION, |(t, _)| t.header.region);
         let header = Header {
             device_size: size,
             region,
@@ -302,7 +304,11 @@ mod tests {
         assert_eq!(o2.table.get(6), Entry::Unknown);
         assert_eq!(o2.dirty_regions, vec![0]);
         // Flip a bit in the second table page: its blocks are checksum-file errors.
-        let f = OpenOptions::new().write(true).read(true).open(&path).unwrap();
+        let f = OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(&path)
+            .unwrap();
         let off = o2.table.header.table_page_offset(1) + 100;
         let mut b = [0u8; 1];
         f.read_exact_at(&mut b, off).unwrap();
@@ -326,6 +332,9 @@ mod tests {
         assert_eq!(o2.table.header.device_size, 64 << 20);
         assert_eq!(o2.table.get(3), Entry::Known(9));
         assert_eq!(o2.table.get((64 << 20) / 4096 - 1), Entry::Unknown);
-        assert_eq!(CsumFile::open(&path, 64 << 20).unwrap().table.get(3), Entry::Known(9));
+        assert_eq!(
+            CsumFile::open(&path, 64 << 20).unwrap().table.get(3),
+            Entry::Known(9)
+        );
     }
 }

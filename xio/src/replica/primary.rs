@@ -1,6 +1,7 @@
 //! [`PrimaryGraph`]: the primary's graph of one resource.
 
 use super::ReplicaError;
+use crate::csum::CsumDisk;
 use crate::file::{self, Backend, FileOptions};
 use crate::log::{LogName, LogPos};
 use crate::logger::{LoggerConfig, TransLogger};
@@ -27,6 +28,10 @@ pub struct PrimaryConfig {
     pub logger: LoggerConfig,
     /// The IO backend of the data device.
     pub backend: Backend,
+    /// Keep per-block checksums of the data device in this file (`None`: no checksums).
+    pub checksums: Option<PathBuf>,
+    /// Verify reads against the checksums.
+    pub verify_reads: bool,
 }
 
 impl PrimaryConfig {
@@ -50,6 +55,8 @@ impl PrimaryConfig {
                 ..LoggerConfig::default()
             },
             backend: Backend::IoUring,
+            checksums: None,
+            verify_reads: true,
         }
     }
 }
@@ -57,6 +64,7 @@ impl PrimaryConfig {
 /// A running primary: logger and NBD export.
 pub struct PrimaryGraph {
     file: Arc<file::FileBrick>,
+    csum: Option<Arc<CsumDisk>>,
     node: String,
     res: String,
     logger: Arc<TransLogger>,
@@ -85,7 +93,19 @@ impl PrimaryGraph {
             ..FileOptions::default()
         };
         let file = file::open(&cfg.data, cfg.backend, &opts)?;
-        let data: Arc<dyn Output> = file.clone();
+        let csum = match &cfg.checksums {
+            Some(path) => Some(CsumDisk::open(
+                file.clone(),
+                &cfg.data.display().to_string(),
+                path,
+                cfg.verify_reads,
+            )?),
+            None => None,
+        };
+        let data: Arc<dyn Output> = match &csum {
+            Some(c) => c.clone(),
+            None => file.clone(),
+        };
         let mut lcfg = cfg.logger.clone();
         lcfg.keep_logs = true;
         let logger = TransLogger::open(data, &cfg.log_dir, lcfg)?;
@@ -117,6 +137,7 @@ impl PrimaryGraph {
         }
         Ok(PrimaryGraph {
             file,
+            csum,
             node: cfg.logger.node.clone(),
             res: cfg.logger.resource.clone(),
             logger,
@@ -150,6 +171,9 @@ impl PrimaryGraph {
         if self.file.info()?.size < size {
             self.file.set_size(size)?;
         }
+        if let Some(c) = &self.csum {
+            c.grow(size)?;
+        }
         self.logger.grow(size)?;
         Ok(())
     }
@@ -157,6 +181,11 @@ impl PrimaryGraph {
     /// The size the export serves now.
     pub fn size(&self) -> u64 {
         self.logger.info().map_or(0, |i| i.size)
+    }
+
+    /// The checksums of the data device, if kept.
+    pub fn checksums(&self) -> Option<&Arc<CsumDisk>> {
+        self.csum.as_ref()
     }
 
     /// Where the NBD export listens (Unix socket).
