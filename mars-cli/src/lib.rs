@@ -5,11 +5,15 @@
 //!   `xio::replica`), turning strategy actions into running pipelines and facts.
 //! - [`control`]: the versioned request/response protocol of the control socket
 //!   (`FORMAT.md`), used by `marsadm` and by scripts.
+//! - [`events`]: the state changes `marsadm events` streams.
+//! - [`progress`]: rates and time lag measured over the daemon's rounds.
 //! - [`view`]: what `marsadm view` prints.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod control;
 pub mod daemon;
+pub mod events;
+pub mod progress;
 pub mod runtime;
 pub mod view;
