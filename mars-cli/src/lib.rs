@@ -6,6 +6,7 @@
 //! - [`control`]: the versioned request/response protocol of the control socket
 //!   (`FORMAT.md`), used by `marsadm` and by scripts.
 //! - [`events`]: the state changes `marsadm events` streams.
+//! - [`metrics`]: `marsd --metrics-listen`, the Prometheus exposition.
 //! - [`progress`]: rates and time lag measured over the daemon's rounds.
 //! - [`view`]: what `marsadm view` prints.
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@
 pub mod control;
 pub mod daemon;
 pub mod events;
+pub mod metrics;
 pub mod progress;
 pub mod runtime;
 pub mod view;

@@ -169,6 +169,14 @@ impl Tracker {
         self.history.get(res)?.lag(now, pos)
     }
 
+    /// Every series' byte counter: (resource, host, kind, bytes).
+    pub fn totals(&self) -> Vec<(String, String, Kind, u64)> {
+        self.series
+            .iter()
+            .map(|((r, h, k), s)| (r.clone(), h.clone(), *k, s.total))
+            .collect()
+    }
+
     /// Forget what is not in `keep` (resources that left this node).
     pub fn retain(&mut self, keep: &dyn Fn(&str) -> bool) {
         self.series.retain(|(r, _, _), _| keep(r));

@@ -76,6 +76,8 @@ pub struct Daemon {
     peer_down: HashMap<String, u64>,
     /// `marsadm events` subscribers.
     subscribers: crate::events::Subscribers,
+    /// `--metrics-listen`: the text scrapes get, and when it was last rendered.
+    metrics: Option<(crate::metrics::Published, std::time::Instant)>,
 }
 
 /// Take the directory's lock: one marsd per DIR.
@@ -157,6 +159,7 @@ impl Daemon {
             tracker: crate::progress::Tracker::default(),
             peer_down: HashMap::new(),
             subscribers: crate::events::Subscribers::default(),
+            metrics: None,
         })
     }
 
@@ -207,10 +210,7 @@ impl Daemon {
             self.migrate_round();
             self.watch_peers();
             self.round();
-            if !self.subscribers.is_empty() {
-                let st = self.status(None, false);
-                self.subscribers.publish(st);
-            }
+            self.publish_status();
             if let Err(e) = self.runner.commit() {
                 tracing::error!("persisting metadata: {e}");
             }

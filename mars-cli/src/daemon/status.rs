@@ -9,9 +9,12 @@ use crate::view::{
     messages, MetaCounters, NodeStatus, PeerStatus, Progress, ProgressKind, ReplicaStatus,
     ResourceStatus,
 };
-use brick_core::TimeSource;
+use anyhow::Context;
+use brick_core::{Brick, TimeSource};
 use mars_strategy::strategy::{replica_state, split_brain, Facts, Running, Snapshot};
 use mars_strategy::views::{LogName, ReplayLink};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The length of the finished log `seq` of the resource (the first one, in a split brain).
 fn end_of(s: &Snapshot) -> impl Fn(u64) -> Option<u64> + '_ {
@@ -42,7 +45,59 @@ fn fetched(s: &Snapshot, f: &Facts) -> Option<Pos> {
         .map(|(l, x)| (l.seq, x.len))
 }
 
+/// How often the metrics text is rendered (a scrape gets the last one).
+const METRICS_EVERY: Duration = Duration::from_secs(1);
+
 impl Daemon {
+    /// Serve Prometheus metrics on `addr` (`marsd --metrics-listen`); returns the address.
+    pub fn serve_metrics(&mut self, addr: &str) -> anyhow::Result<std::net::SocketAddr> {
+        let published = crate::metrics::Published::default();
+        let local = crate::metrics::serve(addr, published.clone())
+            .with_context(|| format!("--metrics-listen {addr}"))?;
+        let long_ago = Instant::now()
+            .checked_sub(METRICS_EVERY)
+            .unwrap_or_else(Instant::now);
+        self.metrics = Some((published, long_ago));
+        tracing::info!(%local, "serving Prometheus metrics at http://{local}/metrics");
+        Ok(local)
+    }
+
+    /// After a round: the changes to the event subscribers, the metrics text when due.
+    pub(super) fn publish_status(&mut self) {
+        let metrics_due = self
+            .metrics
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= METRICS_EVERY);
+        if self.subscribers.is_empty() && !metrics_due {
+            return;
+        }
+        let st = self.status(None, false);
+        if metrics_due {
+            let input = crate::metrics::Input {
+                exports: self
+                    .rts
+                    .iter()
+                    .filter_map(|(r, rt)| Some((r.clone(), rt.primary()?.logger().stats())))
+                    .collect(),
+                logs: st
+                    .resources
+                    .iter()
+                    .map(|r| (r.name.clone(), super::local_logs(&self.opts.dir, &r.name)))
+                    .collect(),
+                space: super::migrate::space_of(&self.opts.dir),
+                bytes: self.tracker.totals(),
+                status: st.clone(),
+            };
+            if let Some((published, at)) = &mut self.metrics {
+                *published.lock() = Arc::new(crate::metrics::render(&input));
+                *at = Instant::now();
+            }
+        }
+        if !self.subscribers.is_empty() {
+            self.subscribers.publish(st);
+        }
+    }
+
     /// One round's samples of resource `s.res`: every member's sync and replay position and
     /// the primary's log end from the metadata; this node's own sync, fetch and replay from
     /// its workers (finer than what it publishes).
