@@ -150,8 +150,21 @@ impl Daemon {
                 }
             })
             .collect();
+        let mut names = store.resources();
+        if all {
+            // Every resource's name is global (`resources/<r>`); its other keys reach only
+            // its members.
+            names.extend(
+                store
+                    .list("resources/")
+                    .into_iter()
+                    .map(|(k, _)| std::sync::Arc::from(&k["resources/".len()..])),
+            );
+            names.sort();
+            names.dedup();
+        }
         let mut resources = Vec::new();
-        for r in store.resources() {
+        for r in names {
             if only.is_some_and(|o| o != &*r) {
                 continue;
             }
