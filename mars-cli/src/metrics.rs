@@ -402,3 +402,79 @@ fn answer(mut c: TcpStream, published: &Published) -> std::io::Result<()> {
     c.write_all(body.as_bytes())?;
     c.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::{PeerStatus, Progress, ReplicaStatus, ResourceStatus};
+
+    fn input() -> Input {
+        let progress = Progress {
+            kind: ProgressKind::Replay,
+            done: 1,
+            total: 2,
+            log: None,
+            rate: 3,
+            eta_s: None,
+            lag_bytes: Some(4),
+            lag_s: Some(0.5),
+            lag_s_lower_bound: false,
+        };
+        let status = NodeStatus {
+            node: "bob".into(),
+            peers: vec![PeerStatus {
+                name: "al\"ice".into(),
+                ..PeerStatus::default()
+            }],
+            resources: vec![ResourceStatus {
+                name: "r0".into(),
+                replicas: vec![ReplicaStatus {
+                    host: "bob".into(),
+                    progress: vec![progress],
+                    ..ReplicaStatus::default()
+                }],
+                ..ResourceStatus::default()
+            }],
+            ..NodeStatus::default()
+        };
+        let st = brick_core::Stats::new();
+        st.on_submit();
+        st.on_complete(4096, Duration::from_micros(3), false);
+        let snap = st.snapshot();
+        Input {
+            status,
+            exports: [("r0".to_string(), snap)].into(),
+            logs: [("r0".to_string(), (1, 4096))].into(),
+            space: Some((10, 100)),
+            bytes: vec![("r0".into(), "bob".into(), Kind::Write, 4096)],
+        }
+    }
+
+    #[test]
+    fn every_metric_rendered_is_documented_and_histograms_are_cumulative() {
+        let text = render(&input());
+        let doc = include_str!("METRICS.md");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(names.len() >= 25, "{names:?}");
+        for n in names {
+            assert!(doc.contains(&format!("`{n}`")), "{n} is not in METRICS.md");
+        }
+        assert!(text.contains("mars_peer_connected{node=\"bob\",peer=\"al\\\"ice\"} 0\n"));
+        // 3 µs falls below 4 µs: buckets 1 µs and 2 µs hold 0, from 4 µs on 1.
+        assert!(text.contains("mars_export_latency_seconds_bucket{node=\"bob\",resource=\"r0\",le=\"0.000002\"} 0\n"), "{text}");
+        assert!(text.contains("mars_export_latency_seconds_bucket{node=\"bob\",resource=\"r0\",le=\"0.000004\"} 1\n"), "{text}");
+        assert!(
+            text.contains("mars_export_latency_seconds_count{node=\"bob\",resource=\"r0\"} 1\n")
+        );
+        assert!(
+            text.contains(
+                "mars_replica_lag_seconds{resource=\"r0\",node=\"bob\",what=\"replay\"} 0.5\n"
+            ),
+            "{text}"
+        );
+    }
+}
