@@ -229,8 +229,12 @@ pub fn write_line<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<
     w.flush()
 }
 
-/// Send one request to the daemon at `sock` and read its response.
-pub fn call(sock: &std::path::Path, request: Request) -> anyhow::Result<Response> {
+/// Send one request to the daemon at `sock` and read its response; the connection stays
+/// open for what follows (events).
+fn request(
+    sock: &std::path::Path,
+    request: Request,
+) -> anyhow::Result<(std::io::BufReader<std::os::unix::net::UnixStream>, Response)> {
     use anyhow::Context;
     let s = std::os::unix::net::UnixStream::connect(sock).with_context(|| {
         format!(
@@ -248,7 +252,14 @@ pub fn call(sock: &std::path::Path, request: Request) -> anyhow::Result<Response
     )?;
     let mut r = std::io::BufReader::new(s);
     let line = read_line(&mut r)?.context("marsd closed the connection without answering")?;
-    serde_json::from_str(&line).context("marsd sent a response that is not valid JSON")
+    let resp =
+        serde_json::from_str(&line).context("marsd sent a response that is not valid JSON")?;
+    Ok((r, resp))
+}
+
+/// Send one request to the daemon at `sock` and read its response.
+pub fn call(sock: &std::path::Path, r: Request) -> anyhow::Result<Response> {
+    request(sock, r).map(|(_, resp)| resp)
 }
 
 /// An `events` subscription: the daemon's event lines, read one at a time.
@@ -259,25 +270,7 @@ pub struct EventStream {
 impl EventStream {
     /// Subscribe at the daemon at `sock` (to `res`, or every resource of the node).
     pub fn open(sock: &std::path::Path, res: Option<String>) -> anyhow::Result<EventStream> {
-        use anyhow::Context;
-        let s = std::os::unix::net::UnixStream::connect(sock).with_context(|| {
-            format!(
-                "cannot reach marsd at {} (is it running for this --mars-dir?)",
-                sock.display()
-            )
-        })?;
-        let mut w = s.try_clone()?;
-        write_line(
-            &mut w,
-            &Envelope {
-                version: VERSION,
-                request: Request::Events { res },
-            },
-        )?;
-        let mut r = std::io::BufReader::new(s);
-        let line = read_line(&mut r)?.context("marsd closed the connection without answering")?;
-        let resp: Response =
-            serde_json::from_str(&line).context("marsd sent a response that is not valid JSON")?;
+        let (r, resp) = request(sock, Request::Events { res })?;
         if resp.status != Outcome::Ok {
             anyhow::bail!("{}", resp.message);
         }

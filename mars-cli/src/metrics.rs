@@ -75,25 +75,24 @@ pub fn render(i: &Input) -> String {
         text: String::new(),
         node: s.node.clone(),
     };
-    o.family(
-        "mars_peer_connected",
-        "gauge",
-        "1 while a metadata connection to the peer is open.",
-    );
-    for p in &s.peers {
-        o.sample("mars_peer_connected", &[("peer", &p.name)], b(p.connected));
-    }
-    o.family(
-        "mars_peer_unreachable_seconds",
-        "gauge",
-        "Seconds since the peer became unreachable (0 while connected).",
-    );
-    for p in &s.peers {
-        o.sample(
+    type PeerValue = fn(&crate::view::PeerStatus) -> u64;
+    let per_peer: [(&str, &str, PeerValue); 2] = [
+        (
+            "mars_peer_connected",
+            "1 while a metadata connection to the peer is open.",
+            |p| u64::from(p.connected),
+        ),
+        (
             "mars_peer_unreachable_seconds",
-            &[("peer", &p.name)],
-            p.unreachable_s.unwrap_or(0),
-        );
+            "Seconds since the peer became unreachable (0 while connected).",
+            |p| p.unreachable_s.unwrap_or(0),
+        ),
+    ];
+    for (name, help, f) in per_peer {
+        o.family(name, "gauge", help);
+        for p in &s.peers {
+            o.sample(name, &[("peer", &p.name)], f(p));
+        }
     }
     resources(&mut o, i);
     replicas(&mut o, s);
@@ -143,34 +142,30 @@ pub fn render(i: &Input) -> String {
 }
 
 fn resources(o: &mut Out, i: &Input) {
-    let s = &i.status;
-    o.family("mars_resource_size_bytes", "gauge", "Size of the resource.");
-    for r in &s.resources {
-        o.sample("mars_resource_size_bytes", &[("resource", &r.name)], r.size);
-    }
-    o.family(
-        "mars_resource_split_brain",
-        "gauge",
-        "1 while the history of the resource forks (split brain).",
-    );
-    for r in &s.resources {
-        o.sample(
+    type ResValue = fn(&crate::view::ResourceStatus) -> u64;
+    let per_res: [(&str, &str, ResValue); 3] = [
+        ("mars_resource_size_bytes", "Size of the resource.", |r| {
+            r.size
+        }),
+        (
             "mars_resource_split_brain",
-            &[("resource", &r.name)],
-            b(r.split_brain.is_some()),
-        );
-    }
-    o.family(
-        "mars_resource_emergency",
-        "gauge",
-        "1 while the primary is in emergency mode or a replica is Orphan.",
-    );
-    for r in &s.resources {
-        let e = r
-            .replicas
-            .iter()
-            .any(|m| m.disk == "EmergencyMode" || m.disk == "Orphan");
-        o.sample("mars_resource_emergency", &[("resource", &r.name)], b(e));
+            "1 while the history of the resource forks (split brain).",
+            |r| u64::from(r.split_brain.is_some()),
+        ),
+        (
+            "mars_resource_emergency",
+            "1 while the primary is in emergency mode or a replica is Orphan.",
+            |r| {
+                let e = |d: &str| d == "EmergencyMode" || d == "Orphan";
+                u64::from(r.replicas.iter().any(|m| e(&m.disk)))
+            },
+        ),
+    ];
+    for (name, help, f) in per_res {
+        o.family(name, "gauge", help);
+        for r in &i.status.resources {
+            o.sample(name, &[("resource", &r.name)], f(r));
+        }
     }
     o.family(
         "mars_log_files",
