@@ -534,6 +534,11 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
         Cmd::Events { .. } => unreachable!("handled in main"),
         Cmd::View { res } => {
             let s = adm.status(res.as_deref())?;
+            if let Some(r) = res.as_deref().filter(|r| *r != "all") {
+                if s.resources.is_empty() {
+                    bail!("no resource {r} in this cluster (`marsadm view all` lists them)");
+                }
+            }
             if adm.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {

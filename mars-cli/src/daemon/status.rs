@@ -160,9 +160,12 @@ impl Daemon {
                     .into_iter()
                     .map(|(k, _)| std::sync::Arc::from(&k["resources/".len()..])),
             );
-            names.sort();
-            names.dedup();
         }
+        if let Some(o) = only.filter(|o| store.get(&format!("resources/{o}")).is_some()) {
+            names.push(std::sync::Arc::from(o));
+        }
+        names.sort();
+        names.dedup();
         let mut resources = Vec::new();
         for r in names {
             if only.is_some_and(|o| o != &*r) {
