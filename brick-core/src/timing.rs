@@ -82,6 +82,8 @@ impl Stats {
             ),
             p50: quantile(&histogram, 0.50),
             p99: quantile(&histogram, 0.99),
+            latency_sum: Duration::from_nanos(self.latency_ns_sum.load(Relaxed)),
+            histogram,
         }
     }
 }
@@ -120,6 +122,11 @@ pub struct StatsSnapshot {
     pub p50: Duration,
     /// 99th percentile latency (upper bucket edge).
     pub p99: Duration,
+    /// Sum of all latencies (sub-microsecond ones count as 0).
+    pub latency_sum: Duration,
+    /// Completions per latency bucket: bucket 0 is below 1 µs, bucket `i > 0` holds
+    /// latencies below `2^i` µs (and at least `2^(i-1)` µs); the last one takes the rest.
+    pub histogram: Vec<u64>,
 }
 
 impl StatsSnapshot {

@@ -110,7 +110,15 @@ pub enum Request {
         res: String,
     },
     Cron,
+    /// `res`: that resource, or `"all"`: every resource of the cluster; `null`: those with
+    /// a replica here.
     Status {
+        res: Option<String>,
+    },
+    /// Stream state changes (of `res`, or of every resource here): after the response,
+    /// one [`crate::events::Event`] per line until the client closes the connection.
+    Events {
+        #[serde(default)]
         res: Option<String>,
     },
     GetLink {
@@ -233,8 +241,12 @@ pub fn write_line<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<
     w.flush()
 }
 
-/// Send one request to the daemon at `sock` and read its response.
-pub fn call(sock: &std::path::Path, request: Request) -> anyhow::Result<Response> {
+/// Send one request to the daemon at `sock` and read its response; the connection stays
+/// open for what follows (events).
+fn request(
+    sock: &std::path::Path,
+    request: Request,
+) -> anyhow::Result<(std::io::BufReader<std::os::unix::net::UnixStream>, Response)> {
     use anyhow::Context;
     let s = std::os::unix::net::UnixStream::connect(sock).with_context(|| {
         format!(
@@ -252,7 +264,56 @@ pub fn call(sock: &std::path::Path, request: Request) -> anyhow::Result<Response
     )?;
     let mut r = std::io::BufReader::new(s);
     let line = read_line(&mut r)?.context("marsd closed the connection without answering")?;
-    serde_json::from_str(&line).context("marsd sent a response that is not valid JSON")
+    let resp =
+        serde_json::from_str(&line).context("marsd sent a response that is not valid JSON")?;
+    Ok((r, resp))
+}
+
+/// Send one request to the daemon at `sock` and read its response.
+pub fn call(sock: &std::path::Path, r: Request) -> anyhow::Result<Response> {
+    request(sock, r).map(|(_, resp)| resp)
+}
+
+/// An `events` subscription: the daemon's event lines, read one at a time.
+pub struct EventStream {
+    r: std::io::BufReader<std::os::unix::net::UnixStream>,
+}
+
+impl EventStream {
+    /// Subscribe at the daemon at `sock` (to `res`, or every resource of the node).
+    pub fn open(sock: &std::path::Path, res: Option<String>) -> anyhow::Result<EventStream> {
+        let (r, resp) = request(sock, Request::Events { res })?;
+        if resp.status != Outcome::Ok {
+            anyhow::bail!("{}", resp.message);
+        }
+        Ok(EventStream { r })
+    }
+
+    /// The next event, waiting at most `limit` (forever when `None`); `None` when the time
+    /// is up or the daemon closed the stream.
+    pub fn next(
+        &mut self,
+        limit: Option<std::time::Duration>,
+    ) -> anyhow::Result<Option<crate::events::Event>> {
+        use anyhow::Context;
+        self.r.get_ref().set_read_timeout(limit)?;
+        match read_line(&mut self.r) {
+            Ok(Some(line)) => Ok(Some(
+                serde_json::from_str(&line)
+                    .context("marsd sent an event that is not valid JSON")?,
+            )),
+            Ok(None) => Ok(None),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //!   `xio::replica`), turning strategy actions into running pipelines and facts.
 //! - [`control`]: the versioned request/response protocol of the control socket
 //!   (`FORMAT.md`), used by `marsadm` and by scripts.
+//! - [`events`]: the state changes `marsadm events` streams.
+//! - [`metrics`]: `marsd --metrics-listen`, the Prometheus exposition.
+//! - [`progress`]: rates and time lag measured over the daemon's rounds.
 //! - [`scrub`]: `marsadm scrub`, a throttled, resumable checksum pass over a data device.
 //! - [`view`]: what `marsadm view` prints.
 #![forbid(unsafe_code)]
@@ -12,6 +15,9 @@
 
 pub mod control;
 pub mod daemon;
+pub mod events;
+pub mod metrics;
+pub mod progress;
 pub mod runtime;
 pub mod scrub;
 pub mod view;

@@ -236,3 +236,60 @@ fn leave_cluster_is_refused_while_the_node_holds_data() {
         },
     );
 }
+
+#[test]
+fn lifecycle_preconditions_are_refused_with_the_command_that_fixes_them() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    let mut carol = Node::new(c.root.path(), "carol", &c.path("secret"));
+    carol.start();
+    // Outside a cluster.
+    carol.refused(
+        &["create-resource", "r0", &c.device("c.img", SIZE)],
+        "marsadm create-cluster",
+    );
+    carol.refused(&["cron"], "not in a cluster");
+    // Inside one already.
+    a.refused(&["create-cluster"], "already in cluster");
+    b.refused(&["join-cluster", &a.addr()], "marsadm leave-cluster");
+    // Names and sizes.
+    let da = c.device("a.img", SIZE);
+    a.refused(&["create-resource", "all", &da], "reserved");
+    a.refused(&["create-resource", "a/b", &da], "resource name");
+    a.refused(
+        &["create-resource", "r0", &da, "--size", "4096"],
+        "too small",
+    );
+    a.refused(
+        &["create-resource", "r0", &da, "--size", "12x"],
+        "K, M, G or T",
+    );
+    c.replicate("r0", &["a2.img", "b.img"], SIZE);
+    b.wait_uptodate("r0");
+    b.refused(
+        &["join-resource", "r0", &c.device("b2.img", SIZE)],
+        "already a member",
+    );
+    // Queries and commands on what is not there.
+    b.refused(&["view", "nope"], "marsadm view all");
+    b.refused(&["get-link", "resources/nope"], "marsadm lowlevel-ls");
+    a.ok(&["create-resource", "r1", &da]);
+    wait_until(std::time::Duration::from_secs(10), "bob to know r1", || {
+        b.adm(&["view", "r1"])
+            .status
+            .success()
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+    b.refused(&["pause-fetch", "r1"], "join-resource r1 DEV");
+    b.refused(&["leave-resource", "r1"], "not a member");
+    // A handover to a detached replica; delete-resource while attached.
+    b.ok(&["down", "r0"]);
+    b.refused(&["primary", "r0"], "marsadm up r0");
+    b.ok(&["up", "r0"]);
+    a.refused(&["delete-resource", "r1", "--dry-run"], "marsadm down r1");
+    a.refused(
+        &["migrate-resource", "r0", "--to", "bob", "--from", "bob"],
+        "both",
+    );
+}

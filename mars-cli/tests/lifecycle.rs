@@ -88,8 +88,8 @@ fn create_join_write_then_planned_handover_and_back() {
         "alice's view of both replicas",
         || {
             let view = a.ok(&["view", "r0"]);
-            let both = view.contains("alice    UpToDate Replicating DCASFR Primary")
-                && view.contains("bob      UpToDate Replaying dCASFR Secondary");
+            let both = view.contains("alice:   r0 [2/2] UpToDate Replicating DCASFR Primary alice")
+                && view.contains("bob:     r0 [2/2] UpToDate Replaying dCASFR Secondary alice");
             if both {
                 Ok(())
             } else {

@@ -18,12 +18,14 @@ struct Args {
     /// The mars directory of the local marsd.
     #[arg(long, env = "MARS_DIR", default_value = "/var/lib/mars", global = true)]
     mars_dir: PathBuf,
-    /// Print the daemon's responses as JSON.
+    /// Print JSON instead of text: the daemon's response, then (commands that wait) the
+    /// state reached; queries print their value or status as JSON (schema: FORMAT.md).
     #[arg(long, global = true)]
     json: bool,
-    /// How long waiting commands wait (seconds).
-    #[arg(long, default_value_t = 60.0, global = true)]
-    timeout: f64,
+    /// How long waiting commands wait (seconds; default 60); `events`: stop after this long
+    /// (default: until interrupted).
+    #[arg(long, global = true)]
+    timeout: Option<f64>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -153,8 +155,21 @@ enum Cmd {
         #[arg(value_parser = ["is-primary", "is-secondary", "is-uptodate"])]
         cond: String,
     },
-    /// Show the state of the resources (all replicas).
+    /// Show the state of a resource: every replica with upstream's line, progress (bar,
+    /// rate, ETA, lag) and messages. RES `all`: every resource of the cluster; no RES: the
+    /// resources with a replica here.
     View { res: Option<String> },
+    /// Stream state changes (roles, disk and replication states, primary, split brain,
+    /// emergency, peer connections, sync milestones, messages) as they happen, one line
+    /// each, starting with the current state (type `exists`). Until interrupted, `--count`
+    /// events or `--timeout`.
+    Events {
+        /// Only this resource (default: every resource here).
+        res: Option<String>,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Show the disk state of RES here.
     ViewDiskstate { res: String },
     /// Show the replication state of RES here.
@@ -274,6 +289,17 @@ impl Adm {
         Ok(())
     }
 
+    /// The end of a command that waited: `text` for people; with --json one more line
+    /// `{"done":text,"state":...}` (the state reached).
+    fn done<T: serde::Serialize>(&self, text: &str, state: T) -> Result<()> {
+        if self.json {
+            println!("{}", serde_json::json!({ "done": text, "state": state }));
+        } else if !text.is_empty() {
+            println!("{text}");
+        }
+        Ok(())
+    }
+
     /// A single value: plain, or as a JSON string with --json.
     fn print_value(&self, v: &str) {
         if self.json {
@@ -372,12 +398,56 @@ fn main() {
     let adm = Adm {
         sock: Path::new(&a.mars_dir).join("marsd.sock"),
         json: a.json,
-        timeout: Duration::from_secs_f64(a.timeout.max(0.0)),
+        timeout: Duration::from_secs_f64(a.timeout.unwrap_or(60.0).max(0.0)),
     };
+    if let Cmd::Events { res, count } = a.cmd {
+        let limit = a.timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        if let Err(e) = events(&adm, res, count, limit) {
+            eprintln!("marsadm: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = run(&adm, a.cmd) {
         eprintln!("marsadm: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// `events`: print the daemon's event lines until `count` events, `limit` elapsed, or the
+/// daemon ends the stream.
+fn events(
+    adm: &Adm,
+    res: Option<String>,
+    count: Option<u64>,
+    limit: Option<Duration>,
+) -> Result<()> {
+    use mars_cli::events::{text, Event, EventType};
+    let deadline = limit.map(|l| Instant::now() + l);
+    let mut stream = mars_cli::control::EventStream::open(&adm.sock, res)?;
+    let mut seen = 0;
+    while count.is_none_or(|c| seen < c) {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left == Some(Duration::ZERO) {
+            break;
+        }
+        let Some(e): Option<Event> = stream.next(left)? else {
+            break;
+        };
+        if adm.json {
+            println!("{}", serde_json::to_string(&e)?);
+        } else {
+            println!("{}", text(&e));
+        }
+        seen += 1;
+        if e.kind == EventType::Dropped {
+            bail!(
+                "marsd ended the event stream: {}",
+                e.new.unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
@@ -392,8 +462,7 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                     "waiting for the cluster's answer".into(),
                 ))
             })?;
-            println!("joined");
-            Ok(())
+            adm.done("joined", adm.status(None)?.cluster)
         }
         Cmd::LeaveCluster => adm.run(Request::LeaveCluster).map(drop),
         Cmd::MergeCluster { peer } => {
@@ -407,8 +476,7 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
             if outcome.starts_with("refused") {
                 bail!("merge-cluster {outcome}");
             }
-            println!("{outcome}");
-            Ok(())
+            adm.done(&outcome, &outcome)
         }
         Cmd::CreateResource { res, dev, size } => {
             let size = size.as_deref().map(parse_size).transpose()?;
@@ -423,7 +491,8 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
             adm.wait("the resource's metadata", |a| {
                 let (_, m) = a.mine(&res)?;
                 Ok((m.as_ref().is_some_and(|m| m.replay.is_some()), describe(&m)))
-            })
+            })?;
+            adm.done("", adm.mine(&res)?.1)
         }
         Cmd::MigrateResource { res, to, from, dev } => {
             adm.run(Request::MigrateResource {
@@ -450,8 +519,7 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                 };
                 Ok((r.migration.is_none(), progress))
             })?;
-            println!("{res}: migrated to {to}");
-            Ok(())
+            adm.done(&format!("{res}: migrated to {to}"), adm.mine(&res)?.0)
         }
         Cmd::LeaveResource { res, dry_run } => {
             adm.run(Request::LeaveResource { res, dry_run }).map(drop)
@@ -470,7 +538,8 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
             adm.wait("the replica to be consistent again", |a| {
                 let (_, m) = a.mine(&res)?;
                 Ok((m.as_ref().is_some_and(|m| m.consistent), describe(&m)))
-            })
+            })?;
+            adm.done("", adm.mine(&res)?.1)
         }
         Cmd::Scrub {
             res,
@@ -489,7 +558,8 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                     m.as_ref().is_none_or(|m| m.disk == "Detached"),
                     describe(&m),
                 ))
-            })
+            })?;
+            adm.done("", adm.mine(&res)?.1)
         }
         Cmd::Primary {
             res,
@@ -511,8 +581,7 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
                     describe(&m),
                 ))
             })?;
-            println!("{res}: primary here");
-            Ok(())
+            adm.done(&format!("{res}: primary here"), adm.mine(&res)?.1)
         }
         Cmd::Secondary { res } => adm.run(Request::Secondary { res }).map(drop),
         Cmd::PauseSync { res } => adm.switch(&res, "sync", false),
@@ -528,30 +597,40 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
         Cmd::LogRotate { res } => adm.run(Request::LogRotate { res }).map(drop),
         Cmd::LogDelete { res } => adm.run(Request::LogDelete { res }).map(drop),
         Cmd::Cron => adm.run(Request::Cron).map(drop),
-        Cmd::WaitCluster => adm.wait("every node of the cluster", |a| {
-            let s = a.status(None)?;
-            let down: Vec<String> = s
-                .peers
-                .iter()
-                .filter(|p| !p.connected)
-                .map(|p| p.name.clone())
-                .collect();
-            Ok((
-                s.cluster.is_some() && down.is_empty(),
-                format!("not connected: {down:?}"),
-            ))
-        }),
-        Cmd::WaitResource { res, cond } => adm.wait(&format!("{res} {cond}"), |a| {
-            let (_, m) = a.mine(&res)?;
-            let ok = m.as_ref().is_some_and(|m| match cond.as_str() {
-                "is-primary" => m.role == "Primary",
-                "is-secondary" => m.role == "Secondary",
-                _ => m.up_to_date,
-            });
-            Ok((ok, describe(&m)))
-        }),
+        Cmd::WaitCluster => adm
+            .wait("every node of the cluster", |a| {
+                let s = a.status(None)?;
+                let down: Vec<String> = s
+                    .peers
+                    .iter()
+                    .filter(|p| !p.connected)
+                    .map(|p| p.name.clone())
+                    .collect();
+                Ok((
+                    s.cluster.is_some() && down.is_empty(),
+                    format!("not connected: {down:?}"),
+                ))
+            })
+            .and_then(|()| adm.done("", adm.status(None)?.peers)),
+        Cmd::WaitResource { res, cond } => adm
+            .wait(&format!("{res} {cond}"), |a| {
+                let (_, m) = a.mine(&res)?;
+                let ok = m.as_ref().is_some_and(|m| match cond.as_str() {
+                    "is-primary" => m.role == "Primary",
+                    "is-secondary" => m.role == "Secondary",
+                    _ => m.up_to_date,
+                });
+                Ok((ok, describe(&m)))
+            })
+            .and_then(|()| adm.done("", adm.mine(&res)?.1)),
+        Cmd::Events { .. } => unreachable!("handled in main"),
         Cmd::View { res } => {
             let s = adm.status(res.as_deref())?;
+            if let Some(r) = res.as_deref().filter(|r| *r != "all") {
+                if s.resources.is_empty() {
+                    bail!("no resource {r} in this cluster (`marsadm view all` lists them)");
+                }
+            }
             if adm.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {

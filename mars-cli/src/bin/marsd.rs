@@ -30,6 +30,10 @@ struct Args {
     /// Also export each primary resource R over NBD on TCP here, with export name R.
     #[arg(long)]
     nbd_listen: Option<String>,
+    /// Serve Prometheus metrics (GET /metrics, plain HTTP) here, e.g. 127.0.0.1:9177.
+    /// The metrics are listed in mars-cli/src/METRICS.md.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 fn main() {
@@ -56,13 +60,17 @@ fn run(a: Args) -> Result<()> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
-    let d = mars_cli::daemon::Daemon::open(mars_cli::daemon::Options {
+    let mut d = mars_cli::daemon::Daemon::open(mars_cli::daemon::Options {
         dir: a.mars_dir,
         listen: a.listen,
         node: a.node,
         secret,
-        nbd_listen: a.nbd_listen,
+        nbd_listen: a.nbd_listen.clone(),
     })?;
+    if let Some(m) = &a.metrics_listen {
+        let at = d.serve_metrics(m)?;
+        println!("marsd metrics at http://{at}/metrics");
+    }
     println!("marsd listening on {}", d.local_addr());
     d.run(&stop)
 }

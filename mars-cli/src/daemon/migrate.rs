@@ -13,7 +13,7 @@ const JOIN_RETRY: Duration = Duration::from_secs(5);
 const SPACE_EVERY: Duration = Duration::from_secs(5);
 
 /// Free and total bytes of the file system holding `dir`.
-fn space_of(dir: &std::path::Path) -> Option<(u64, u64)> {
+pub(super) fn space_of(dir: &std::path::Path) -> Option<(u64, u64)> {
     let st = rustix::fs::statvfs(dir).ok()?;
     Some((
         st.f_bavail.saturating_mul(st.f_frsize),

@@ -6,22 +6,23 @@
 mod checksums;
 mod failover;
 mod migrate;
+mod serve;
+mod status;
 
-use crate::control::{self, Request, Response};
+use crate::control::{Request, Response};
 use crate::runtime::{Env, LinkWrite, ResourceRt};
-use crate::view::{NodeStatus, PeerStatus, ReplicaStatus, ResourceStatus};
 use anyhow::{bail, Context, Result};
 use brick_core::TimeSource;
 use crossbeam_channel::{Receiver, Sender};
 use mars_net::ChannelKind;
 use mars_strategy::names::check_node;
 use mars_strategy::net::Runner;
-use mars_strategy::strategy::{derive, replica_state, split_brain, Action, Snapshot};
-use mars_strategy::views::{LogName, ReplayLink, Switch};
+use mars_strategy::strategy::{derive, Action, Snapshot};
+use mars_strategy::views::{ReplayLink, Switch};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::net::SocketAddr;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ use xio::remote::Exports;
 
 /// How often the owner thread wakes without events.
 const ROUND: Duration = Duration::from_millis(100);
+/// The resource name that means every resource (upstream's `marsadm view all`).
+pub const ALL: &str = "all";
 /// Smallest resource accepted (upstream: more than 64 KiB).
 const MIN_SIZE: u64 = 64 << 10;
 /// How long `cron` waits for a logger to leave emergency bypass (in-flight bypass writes, a
@@ -52,7 +55,9 @@ pub struct Options {
     pub nbd_listen: Option<String>,
 }
 
-type ControlMsg = (Request, Sender<Response>);
+/// A control request and where its answer goes: the response and, for `events`, the
+/// subscriber's queue.
+type ControlMsg = (Request, Sender<serve::Reply>);
 
 /// The running node.
 pub struct Daemon {
@@ -69,6 +74,14 @@ pub struct Daemon {
     /// When this daemon started (node clock, ns).
     started: u64,
     join_tried: HashMap<String, std::time::Instant>,
+    /// Rates and time lag measured over the last rounds (`view`'s progress lines).
+    tracker: crate::progress::Tracker,
+    /// Since when (node clock, ns) each unreachable peer is unreachable.
+    peer_down: HashMap<String, u64>,
+    /// `marsadm events` subscribers.
+    subscribers: crate::events::Subscribers,
+    /// `--metrics-listen`: the text scrapes get, and when it was last rendered.
+    metrics: Option<(crate::metrics::Published, std::time::Instant)>,
 }
 
 /// Take the directory's lock: one marsd per DIR.
@@ -132,7 +145,7 @@ impl Daemon {
         let (tx, control) = crossbeam_channel::unbounded();
         std::thread::Builder::new()
             .name("marsd-control".into())
-            .spawn(move || accept_control(listener, tx))?;
+            .spawn(move || serve::accept_control(listener, tx))?;
         tracing::info!(node = %opts.node, %addr, dir = %opts.dir.display(), "marsd ready");
         Ok(Daemon {
             opts,
@@ -147,6 +160,10 @@ impl Daemon {
             space_at: None,
             started: brick_core::SystemTimeSource.now_ns(),
             join_tried: HashMap::new(),
+            tracker: crate::progress::Tracker::default(),
+            peer_down: HashMap::new(),
+            subscribers: crate::events::Subscribers::default(),
+            metrics: None,
         })
     }
 
@@ -162,7 +179,10 @@ impl Daemon {
             crossbeam_channel::select! {
                 recv(inbox) -> m => if let Ok(env) = m { self.runner.handle(env) },
                 recv(self.control) -> c => if let Ok((req, reply)) = c {
-                    let r = self.handle(req);
+                    let r = match req {
+                        Request::Events { res } => self.subscribe(res),
+                        req => (self.handle(req), None),
+                    };
                     let _ = reply.send(r);
                 },
                 default(ROUND) => {},
@@ -192,7 +212,9 @@ impl Daemon {
             }
             self.publish_space();
             self.migrate_round();
+            self.watch_peers();
             self.round();
+            self.publish_status();
             if let Err(e) = self.runner.commit() {
                 tracing::error!("persisting metadata: {e}");
             }
@@ -208,6 +230,33 @@ impl Daemon {
 
     fn me(&self) -> String {
         self.opts.node.clone()
+    }
+
+    /// Note when each peer became unreachable (`view`: "unreachable for N s").
+    fn watch_peers(&mut self) {
+        let now = brick_core::SystemTimeSource.now_ns();
+        let store = self.runner.node().store();
+        let names: Vec<String> = store
+            .list("ips/ip-")
+            .into_iter()
+            .map(|(k, _)| k["ips/ip-".len()..].to_string())
+            .filter(|n| *n != self.opts.node)
+            .collect();
+        let started = self.started;
+        self.peer_down.retain(|n, _| names.contains(n));
+        for n in names {
+            if self.runner.net().connected(&n) {
+                self.peer_down.remove(&n);
+            } else {
+                self.peer_down.entry(n).or_insert(now.max(started));
+            }
+        }
+        let rts = &self.rts;
+        let store = self.runner.node().store();
+        let me = &self.opts.node;
+        self.tracker.retain(&|r| {
+            rts.contains_key(r) || store.get(&format!("resource-{r}/data-{me}")).is_some()
+        });
     }
 
     fn write(&mut self, key: &str, value: Option<&str>) {
@@ -264,6 +313,7 @@ impl Daemon {
                 repairs.push(res.clone());
             }
             let facts = rt.facts(&snap, now, self.started, &space);
+            self.observe(&snap, &facts, now);
             let actions = derive(&snap, &facts);
             let addr = |h: &str| addrs.get(h).copied();
             let env = Env {
@@ -335,11 +385,29 @@ impl Daemon {
         true
     }
 
+    /// `events [RES]`: a new subscriber, told the current state first.
+    fn subscribe(&mut self, res: Option<String>) -> serve::Reply {
+        if let Some(r) = &res {
+            if let Err(e) = self.known(r) {
+                return (e, None);
+            }
+        }
+        let now = self.status(None, false);
+        let rx = self.subscribers.subscribe(res, &now);
+        (
+            Response::ok("subscribed: one event per line follows"),
+            Some(rx),
+        )
+    }
+
     fn handle(&mut self, req: Request) -> Response {
         let r = match req {
             Request::Status { res } => {
-                return Response::ok("status")
-                    .data(serde_json::to_value(self.status(res.as_deref())).unwrap_or_default())
+                let st = match res.as_deref() {
+                    Some(ALL) => self.status(None, true),
+                    only => self.status(only, false),
+                };
+                return Response::ok("status").data(serde_json::to_value(st).unwrap_or_default());
             }
             other => self.command(other),
         };
@@ -453,7 +521,7 @@ impl Daemon {
         let me = self.me();
         let failed = |e: mars_strategy::Error| Response::failed(e.to_string());
         match req {
-            Request::Status { .. } => unreachable!("handled before"),
+            Request::Status { .. } | Request::Events { .. } => unreachable!("handled before"),
             Request::CreateCluster => {
                 if let Some(u) = self.runner.node().cluster() {
                     return Err(Response::refused(format!(
@@ -509,6 +577,11 @@ impl Daemon {
             Request::CreateResource { res, dev, size } => {
                 self.in_cluster()?;
                 check_node(&res).map_err(|e| Response::refused(format!("resource name: {e}")))?;
+                if res == ALL {
+                    return Err(Response::refused(format!(
+                        "{ALL} is reserved: it means every resource (`marsadm view {ALL}`); pick another name"
+                    )));
+                }
                 if let Some(creator) = self.runner.node().store().get(&format!("resources/{res}")) {
                     return Err(Response::refused(format!(
                         "resource {res} exists already (created by {creator}): pick another name, or delete-resource it first"
@@ -891,62 +964,6 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(self.opts.dir.join(format!("resource-{res}")));
         self.forget_checksums(res);
     }
-
-    fn status(&self, only: Option<&str>) -> NodeStatus {
-        let me = self.me();
-        let store = self.runner.node().store();
-        let peers: Vec<PeerStatus> = store
-            .list("ips/ip-")
-            .into_iter()
-            .filter(|(k, _)| k["ips/ip-".len()..] != *me)
-            .map(|(k, v)| {
-                let name = k["ips/ip-".len()..].to_string();
-                PeerStatus {
-                    connected: self.runner.net().connected(&name),
-                    name,
-                    addr: v.to_string(),
-                }
-            })
-            .collect();
-        let mut resources = Vec::new();
-        for r in store.resources() {
-            if only.is_some_and(|o| o != &*r) {
-                continue;
-            }
-            let s = Snapshot::from_store(store, &r, &me);
-            if s.mine().is_none() && only.is_none() {
-                continue;
-            }
-            resources.push(resource_status(&s, self.rts.get(&*r), &peers));
-        }
-        if let Some(o) = only {
-            if resources.is_empty() && store.get(&format!("resources/{o}")).is_some() {
-                resources.push(resource_status(&self.snapshot(o), None, &peers));
-            }
-        }
-        for r in resources.iter_mut() {
-            r.migration = store
-                .get(&format!("migrations/{}", r.name))
-                .map(str::to_string);
-            r.migration_error = store
-                .get(&format!("migrations-error/{}", r.name))
-                .map(str::to_string);
-        }
-        NodeStatus {
-            node: me,
-            cluster: self.runner.node().cluster().map(|u| u.to_string()),
-            listen: self.runner.local_addr().to_string(),
-            peers,
-            resources,
-            merge: self.merge.clone(),
-            meta: crate::view::MetaCounters {
-                rounds: self.runner.ticks(),
-                sent: self.runner.net().sent,
-                sent_bytes: self.runner.net().sent_bytes,
-                handled: self.runner.node().stats().handled.values().sum(),
-            },
-        }
-    }
 }
 
 /// Log files of a resource in the local log directory: how many, how many bytes.
@@ -955,137 +972,9 @@ fn local_logs(dir: &Path, res: &str) -> (usize, u64) {
     (logs.len(), logs.values().sum())
 }
 
-fn resource_status(s: &Snapshot, rt: Option<&ResourceRt>, peers: &[PeerStatus]) -> ResourceStatus {
-    let unreachable = |h: &str| peers.iter().any(|p| p.name == h && !p.connected);
-    let primary_pos = s
-        .primary
-        .as_ref()
-        .and_then(|p| s.members.get(p))
-        .and_then(|m| m.replay.clone());
-    let mut hosts: Vec<&String> = s.members.keys().collect();
-    hosts.sort_by_key(|h| (**h != s.me, (*h).clone()));
-    let replicas = hosts
-        .into_iter()
-        .map(|h| {
-            let m = &s.members[h];
-            let st = replica_state(s, h);
-            let lag = match (&m.replay, &primary_pos) {
-                (Some(r), Some(p)) if r.log == p.log => Some(p.pos.saturating_sub(r.pos)),
-                _ => None,
-            };
-            let (repl, msg) = if unreachable(h) {
-                (
-                    "UnResponsive".to_string(),
-                    Some(format!("no connection to {h}: its marsd is down or the link is cut; its state below is the last known")),
-                )
-            } else {
-                (st.repl, m.actual.get("msg").filter(|v| *v != "OK").cloned())
-            };
-            ReplicaStatus {
-                host: h.clone(),
-                disk: st.disk,
-                repl,
-                flags: st.flags,
-                role: st.role,
-                replay: m.replay.as_ref().map(|r| r.to_string()),
-                syncstatus: m.syncstatus.min(s.size.unwrap_or(0)),
-                lag,
-                clients: m.count("open-count"),
-                msg,
-                consistent: st.consistent,
-                up_to_date: st.up_to_date,
-                checksums: checksum_view(m, h == &s.me, rt),
-            }
-        })
-        .collect();
-    ResourceStatus {
-        name: s.res.clone(),
-        size: s.size.unwrap_or(0),
-        primary: s.primary.clone(),
-        replicas,
-        logs: s.logs.iter().map(LogName::to_string).collect(),
-        split_brain: split_brain(s).map(|sb| sb.to_string()),
-        migration: None,
-        migration_error: None,
-        nbd_socket: rt
-            .and_then(|rt| rt.primary())
-            .map(|p| p.nbd_socket().display().to_string()),
-    }
-}
-
-/// What `view` shows of replica `m`'s checksums: its published keys, and on this node the
-/// running scrub's live progress and the damaged blocks it found.
-fn checksum_view(
-    m: &mars_strategy::strategy::Member,
-    mine: bool,
-    rt: Option<&ResourceRt>,
-) -> crate::view::ChecksumView {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let key = |k: &str| m.actual.get(k).map(String::as_str);
-    let mut v = crate::view::ChecksumView::from_keys(
-        key("scrub"),
-        key("scrub-progress"),
-        key("csum-errors"),
-        now,
-    );
-    if let (true, Some(rt)) = (mine, rt) {
-        let local = rt.scrub_progress();
-        v.scrubbing = local.as_ref().map(|p| (p.pos, p.size, p.rate));
-        if let Some(p) = local.or_else(|| rt.last_scrub().cloned()) {
-            v.damaged_blocks = p.damaged;
-        }
-    }
-    v
-}
-
 /// The size of a file or block device.
 pub(super) fn device_size(path: &Path) -> std::io::Result<u64> {
     use std::io::{Seek, SeekFrom};
     let mut f = File::open(path)?;
     f.seek(SeekFrom::End(0))
-}
-
-fn accept_control(listener: UnixListener, tx: Sender<ControlMsg>) {
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let tx = tx.clone();
-        let _ = std::thread::Builder::new()
-            .name("marsd-client".into())
-            .spawn(move || serve_control(conn, &tx));
-    }
-}
-
-/// One control connection: request lines in, response lines out.
-fn serve_control(conn: UnixStream, tx: &Sender<ControlMsg>) {
-    let Ok(mut w) = conn.try_clone() else { return };
-    let mut r = std::io::BufReader::new(conn);
-    loop {
-        let line = match control::read_line(&mut r) {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
-            Err(e) => {
-                let _ =
-                    control::write_line(&mut w, &Response::bad(format!("unreadable request: {e}")));
-                return;
-            }
-        };
-        let resp = match control::parse_request(&line) {
-            Ok(req) => {
-                let (rtx, rrx) = crossbeam_channel::bounded(1);
-                if tx.send((req, rtx)).is_err() {
-                    return;
-                }
-                match rrx.recv() {
-                    Ok(r) => r,
-                    Err(_) => Response::failed("marsd is shutting down"),
-                }
-            }
-            Err(r) => r,
-        };
-        if control::write_line(&mut w, &resp).is_err() {
-            return;
-        }
-    }
 }

@@ -112,7 +112,15 @@ pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
     };
     let ch = |on: bool, up: char, low: char| if on { up } else { low };
     let flags: String = [
-        if is_primary { 'D' } else { 'd' },
+        // Upstream: `D` the device (our NBD export) is present, `d` only the disk is
+        // attached, `-` neither.
+        if is_primary {
+            'D'
+        } else if m.led("is-attached") {
+            'd'
+        } else {
+            '-'
+        },
         ch(consistent, 'C', '-'),
         ch(attach, 'A', '-'),
         if synced {
