@@ -6,10 +6,12 @@
 //! - [`control`]: the versioned request/response protocol of the control socket
 //!   (`FORMAT.md`), used by `marsadm` and by scripts.
 //! - [`view`]: what `marsadm view` prints.
+//! - [`manual`]: the manual pages of `marsadm` (`marsadm help COMMAND`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod control;
 pub mod daemon;
+pub mod manual;
 pub mod runtime;
 pub mod view;
