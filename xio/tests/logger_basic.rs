@@ -26,14 +26,20 @@ fn op(out: &dyn Output, op: Op, pos: u64, len: usize, flags: Flags) {
     brick_core::run(out, r).unwrap();
 }
 
-#[test]
-fn read_your_writes_and_reopen_on_files() {
+/// A 1 MiB data file on io_uring in a fresh temp dir (which holds the logs too).
+fn file_disk() -> (tempfile::TempDir, Arc<dyn Output>) {
     let dir = tempfile::tempdir().unwrap();
     let opts = FileOptions {
         create_size: Some(1 << 20),
         ..FileOptions::default()
     };
     let data = xio::file::open(dir.path().join("disk"), Backend::IoUring, &opts).unwrap();
+    (dir, data)
+}
+
+#[test]
+fn read_your_writes_and_reopen_on_files() {
+    let (dir, data) = file_disk();
     let logger = TransLogger::open(data.clone(), &dir.path().join("logs"), cfg()).unwrap();
     brick_core::write_all(&*logger, 4096, &[7u8; 8192]).unwrap();
     assert_eq!(
@@ -107,12 +113,7 @@ fn flush_waits_for_the_log_and_counts_batches() {
 /// number would meet it there as a second log of one sequence number (a false split brain).
 #[test]
 fn close_removes_the_unused_next_log_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = FileOptions {
-        create_size: Some(1 << 20),
-        ..FileOptions::default()
-    };
-    let data = xio::file::open(dir.path().join("disk"), Backend::IoUring, &opts).unwrap();
+    let (dir, data) = file_disk();
     let logs = dir.path().join("logs");
     let logger = TransLogger::open(data, &logs, cfg()).unwrap();
     let log_files = || {
