@@ -8,10 +8,10 @@ fn custom_graph_example_runs() {
     custom_graph::main().expect("the custom-graph example succeeds");
 }
 
-#[path = "../examples/demo-cluster.rs"]
+#[path = "../examples/demo-cluster/main.rs"]
 mod demo_cluster;
 
 #[test]
-fn demo_cluster_replicates_consistently() {
-    demo_cluster::main().expect("the demo ends with identical replicas");
+fn demo_cluster_three_nodes_end_with_all_replicas_equal() {
+    demo_cluster::main().expect("the demo ends with all replicas equal");
 }

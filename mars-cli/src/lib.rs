@@ -10,12 +10,14 @@
 //! - [`progress`]: rates and time lag measured over the daemon's rounds.
 //! - [`scrub`]: `marsadm scrub`, a throttled, resumable checksum pass over a data device.
 //! - [`view`]: what `marsadm view` prints.
+//! - [`manual`]: the manual pages of `marsadm` (`marsadm help COMMAND`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod control;
 pub mod daemon;
 pub mod events;
+pub mod manual;
 pub mod metrics;
 pub mod progress;
 pub mod runtime;

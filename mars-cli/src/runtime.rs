@@ -70,8 +70,8 @@ pub struct ResourceRt {
     res: String,
     log_dir: PathBuf,
     primary: Option<PrimaryGraph>,
-    /// The secondary's data device (behind its checksums).
-    data: Option<Arc<CsumDisk>>,
+    /// The secondary's data device, and the checksums in front of it.
+    data: Option<(Arc<file::FileBrick>, Arc<CsumDisk>)>,
     /// The checksum file of the data device (outside `log_dir`: `invalidate` keeps it).
     csum_path: PathBuf,
     /// Reads are verified against the checksums (`resource-<r>/verify-reads`).
@@ -300,28 +300,31 @@ impl ResourceRt {
         Ok(self.checked_device(s)?)
     }
 
-    /// The secondary's data device behind its checksums, opened once (and again after a
-    /// resize, once nothing else holds it).
+    /// The secondary's data device behind its checksums, opened once; after a resize it
+    /// sees the new size (the file's size is read again, the checksum file grows).
     fn checked_device(&mut self, s: &Snapshot) -> Result<Arc<CsumDisk>, String> {
-        if let Some(d) = &self.data {
-            // After a resize the device is reopened to see its new size.
+        let want = s.size.unwrap_or(0);
+        if let Some((file, d)) = &self.data {
             use brick_core::Output;
-            if Arc::strong_count(d) > 1 || d.info().is_ok_and(|i| i.size >= s.size.unwrap_or(0)) {
-                return Ok(d.clone());
+            if d.info().is_ok_and(|i| i.size < want) {
+                file.refresh_size()
+                    .and_then(|size| d.grow(size))
+                    .map_err(|e| format!("seeing the grown data device: {e}"))?;
             }
-            self.data = None;
+            return Ok(d.clone());
         }
         let path = &s.mine().ok_or("not a member")?.data;
         let raw = file::open(path, Backend::IoUring, &FileOptions::default())
             .map_err(|e| format!("opening the data device {path}: {e}"))?;
         let _ = std::fs::create_dir_all(self.csum_path.parent().unwrap_or(Path::new(".")));
-        let d = CsumDisk::open(raw, path, &self.csum_path, self.verify_reads).map_err(|e| {
-            format!(
-                "opening the checksums of {path} ({}): {e}",
-                self.csum_path.display()
-            )
-        })?;
-        self.data = Some(d.clone());
+        let d =
+            CsumDisk::open(raw.clone(), path, &self.csum_path, self.verify_reads).map_err(|e| {
+                format!(
+                    "opening the checksums of {path} ({}): {e}",
+                    self.csum_path.display()
+                )
+            })?;
+        self.data = Some((raw, d.clone()));
         Ok(d)
     }
 

@@ -26,14 +26,20 @@ fn op(out: &dyn Output, op: Op, pos: u64, len: usize, flags: Flags) {
     brick_core::run(out, r).unwrap();
 }
 
-#[test]
-fn read_your_writes_and_reopen_on_files() {
+/// A 1 MiB data file on io_uring in a fresh temp dir (which holds the logs too).
+fn file_disk() -> (tempfile::TempDir, Arc<dyn Output>) {
     let dir = tempfile::tempdir().unwrap();
     let opts = FileOptions {
         create_size: Some(1 << 20),
         ..FileOptions::default()
     };
     let data = xio::file::open(dir.path().join("disk"), Backend::IoUring, &opts).unwrap();
+    (dir, data)
+}
+
+#[test]
+fn read_your_writes_and_reopen_on_files() {
+    let (dir, data) = file_disk();
     let logger = TransLogger::open(data.clone(), &dir.path().join("logs"), cfg()).unwrap();
     brick_core::write_all(&*logger, 4096, &[7u8; 8192]).unwrap();
     assert_eq!(
@@ -100,4 +106,39 @@ fn flush_waits_for_the_log_and_counts_batches() {
     logger.writeback_all(Duration::from_secs(10)).unwrap();
     assert_eq!(logger.status().versions, 0);
     logger.close().unwrap();
+}
+
+/// A planned handover closes the old primary's logger; the next log file it created early
+/// (half way to the rotation size) must not stay behind, or the new primary's log of that
+/// number would meet it there as a second log of one sequence number (a false split brain).
+#[test]
+fn close_removes_the_unused_next_log_file() {
+    let (dir, data) = file_disk();
+    let logs = dir.path().join("logs");
+    let logger = TransLogger::open(data, &logs, cfg()).unwrap();
+    let log_files = || {
+        let mut v: Vec<String> = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("log-"))
+            .collect();
+        v.sort();
+        v
+    };
+    // Past half of rotate_size (256 KiB), without reaching it.
+    for i in 0..40u64 {
+        brick_core::write_all(&*logger, (i % 64) * 4096, &[i as u8 + 1; 4096]).unwrap();
+    }
+    op(&*logger, Op::Flush, 0, 0, Flags::NONE);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log_files().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no next log file was prepared: {:?}",
+            log_files()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    logger.close().unwrap();
+    assert_eq!(log_files(), vec!["log-000000001-n0".to_string()]);
 }

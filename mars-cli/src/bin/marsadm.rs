@@ -2,8 +2,9 @@
 //! Exit codes: 0 done, 1 refused or failed (the message says why and what to do), 2 usage.
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use mars_cli::control::{call, Outcome, Request, Response};
+use mars_cli::manual;
 use mars_cli::view::{render, NodeStatus, ReplicaStatus};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Exit codes: 0 done; 1 refused or failed (the message says what is wrong and which command
 /// fixes it), or a wait timed out; 2 usage error.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "marsadm", version, disable_help_subcommand = true)]
 struct Args {
     /// The mars directory of the local marsd.
     #[arg(long, env = "MARS_DIR", default_value = "/var/lib/mars", global = true)]
@@ -33,15 +34,20 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Start a new cluster with this node.
+    #[command(long_about = manual::CREATE_CLUSTER.about, after_long_help = manual::CREATE_CLUSTER.more)]
     CreateCluster,
     /// Join the cluster of the node at HOST:PORT (same secret).
+    #[command(long_about = manual::JOIN_CLUSTER.about, after_long_help = manual::JOIN_CLUSTER.more)]
     JoinCluster { peer: String },
     /// Leave the cluster (refused while this node holds resource data).
+    #[command(long_about = manual::LEAVE_CLUSTER.about, after_long_help = manual::LEAVE_CLUSTER.more)]
     LeaveCluster,
     /// Merge this cluster with the cluster of the node at HOST:PORT (refused, with the list,
     /// when resource names collide).
+    #[command(long_about = manual::MERGE_CLUSTER.about, after_long_help = manual::MERGE_CLUSTER.more)]
     MergeCluster { peer: String },
     /// Create resource RES on device DEV; this node becomes its primary.
+    #[command(long_about = manual::CREATE_RESOURCE.about, after_long_help = manual::CREATE_RESOURCE.more)]
     CreateResource {
         res: String,
         dev: String,
@@ -50,10 +56,12 @@ enum Cmd {
         size: Option<String>,
     },
     /// Join resource RES with device DEV (full sync, then fetch + replay).
+    #[command(long_about = manual::JOIN_RESOURCE.about, after_long_help = manual::JOIN_RESOURCE.more)]
     JoinResource { res: String, dev: String },
     /// Move a replica of RES to another node: join there, wait until UpToDate, hand over if
     /// the source is the primary (once its NBD clients left), then leave on the source.
     /// Interrupted, it goes on in the background; run it again to follow it.
+    #[command(long_about = manual::MIGRATE_RESOURCE.about, after_long_help = manual::MIGRATE_RESOURCE.more)]
     MigrateResource {
         res: String,
         /// The node that gets the replica.
@@ -67,6 +75,7 @@ enum Cmd {
         dev: Option<String>,
     },
     /// Leave resource RES (after `down`); the device keeps its data, unreplicated.
+    #[command(long_about = manual::LEAVE_RESOURCE.about, after_long_help = manual::LEAVE_RESOURCE.more)]
     LeaveResource {
         res: String,
         /// Only say what would happen.
@@ -74,6 +83,7 @@ enum Cmd {
         dry_run: bool,
     },
     /// Delete resource RES (after every other member left).
+    #[command(long_about = manual::DELETE_RESOURCE.about, after_long_help = manual::DELETE_RESOURCE.more)]
     DeleteResource {
         res: String,
         /// Only say what would happen.
@@ -82,6 +92,7 @@ enum Cmd {
     },
     /// Discard this replica's data and history and full-sync it from the primary (resolves
     /// a split brain on the losing side, or an emergency-mode hole).
+    #[command(long_about = manual::INVALIDATE.about, after_long_help = manual::INVALIDATE.more)]
     Invalidate {
         res: String,
         /// Only say what would be discarded, and how much.
@@ -92,6 +103,7 @@ enum Cmd {
     /// checksum: reports the damaged blocks (exit code 1 if any were found and not repaired)
     /// and checksum-file errors. Throttled; an interrupted scrub continues where it stopped.
     /// The result is recorded for `view` ("last scrub: 3 h ago, 0 differences").
+    #[command(long_about = manual::SCRUB.about, after_long_help = manual::SCRUB.more)]
     Scrub {
         res: String,
         /// Repair: re-sync damaged blocks from the primary (on a secondary), rebuild damaged
@@ -106,14 +118,19 @@ enum Cmd {
         restart: bool,
     },
     /// Attach the local disk of RES.
+    #[command(long_about = manual::ATTACH.about, after_long_help = manual::ATTACH.more)]
     Attach { res: String },
     /// Detach the local disk of RES.
+    #[command(long_about = manual::DETACH.about, after_long_help = manual::DETACH.more)]
     Detach { res: String },
     /// Attach, fetch, sync and replay RES.
+    #[command(long_about = manual::UP.about, after_long_help = manual::UP.more)]
     Up { res: String },
     /// Stop everything of RES here and wait until it is detached.
+    #[command(long_about = manual::DOWN.about, after_long_help = manual::DOWN.more)]
     Down { res: String },
     /// Make this node the primary of RES (planned handover: waits, loses nothing).
+    #[command(long_about = manual::PRIMARY.about, after_long_help = manual::PRIMARY.more)]
     Primary {
         res: String,
         /// Forced failover: only after `pause-fetch`, while the old primary is unreachable;
@@ -125,31 +142,44 @@ enum Cmd {
         dry_run: bool,
     },
     /// Give up the primary role of RES.
+    #[command(long_about = manual::SECONDARY.about, after_long_help = manual::SECONDARY.more)]
     Secondary { res: String },
     /// Pause the full sync of RES.
+    #[command(long_about = manual::PAUSE_SYNC.about, after_long_help = manual::PAUSE_SYNC.more)]
     PauseSync { res: String },
     /// Resume the full sync of RES.
+    #[command(long_about = manual::RESUME_SYNC.about, after_long_help = manual::RESUME_SYNC.more)]
     ResumeSync { res: String },
     /// Pause fetching logs of RES.
+    #[command(long_about = manual::PAUSE_FETCH.about, after_long_help = manual::PAUSE_FETCH.more)]
     PauseFetch { res: String },
     /// Resume fetching logs of RES.
+    #[command(long_about = manual::RESUME_FETCH.about, after_long_help = manual::RESUME_FETCH.more)]
     ResumeFetch { res: String },
     /// Pause replaying logs of RES.
+    #[command(long_about = manual::PAUSE_REPLAY.about, after_long_help = manual::PAUSE_REPLAY.more)]
     PauseReplay { res: String },
     /// Resume replaying logs of RES.
+    #[command(long_about = manual::RESUME_REPLAY.about, after_long_help = manual::RESUME_REPLAY.more)]
     ResumeReplay { res: String },
     /// Grow RES online (on its primary) to SIZE (bytes or K/M/G/T; default: the smallest
     /// member device). The secondaries sync the new tail.
+    #[command(long_about = manual::RESIZE.about, after_long_help = manual::RESIZE.more)]
     Resize { res: String, size: Option<String> },
     /// Start a new log file of RES (on its primary).
+    #[command(long_about = manual::LOG_ROTATE.about, after_long_help = manual::LOG_ROTATE.more)]
     LogRotate { res: String },
     /// Delete the logs of RES that no member needs any more.
+    #[command(long_about = manual::LOG_DELETE.about, after_long_help = manual::LOG_DELETE.more)]
     LogDelete { res: String },
     /// log-rotate and log-delete for every resource here.
+    #[command(long_about = manual::CRON.about, after_long_help = manual::CRON.more)]
     Cron,
     /// Wait until every node of the cluster is connected.
+    #[command(long_about = manual::WAIT_CLUSTER.about, after_long_help = manual::WAIT_CLUSTER.more)]
     WaitCluster,
     /// Wait until RES reaches a state here.
+    #[command(long_about = manual::WAIT_RESOURCE.about, after_long_help = manual::WAIT_RESOURCE.more)]
     WaitResource {
         res: String,
         #[arg(value_parser = ["is-primary", "is-secondary", "is-uptodate"])]
@@ -158,11 +188,13 @@ enum Cmd {
     /// Show the state of a resource: every replica with upstream's line, progress (bar,
     /// rate, ETA, lag) and messages. RES `all`: every resource of the cluster; no RES: the
     /// resources with a replica here.
+    #[command(long_about = manual::VIEW.about, after_long_help = manual::VIEW.more)]
     View { res: Option<String> },
     /// Stream state changes (roles, disk and replication states, primary, split brain,
     /// emergency, peer connections, sync milestones, messages) as they happen, one line
     /// each, starting with the current state (type `exists`). Until interrupted, `--count`
     /// events or `--timeout`.
+    #[command(long_about = manual::EVENTS.about, after_long_help = manual::EVENTS.more)]
     Events {
         /// Only this resource (default: every resource here).
         res: Option<String>,
@@ -171,23 +203,35 @@ enum Cmd {
         count: Option<u64>,
     },
     /// Show the disk state of RES here.
+    #[command(long_about = manual::VIEW_DISKSTATE.about, after_long_help = manual::VIEW_DISKSTATE.more)]
     ViewDiskstate { res: String },
     /// Show the replication state of RES here.
+    #[command(long_about = manual::VIEW_REPLSTATE.about, after_long_help = manual::VIEW_REPLSTATE.more)]
     ViewReplstate { res: String },
     /// Show the flags of RES here.
+    #[command(long_about = manual::VIEW_FLAGS.about, after_long_help = manual::VIEW_FLAGS.more)]
     ViewFlags { res: String },
     /// Show the role of RES here.
+    #[command(long_about = manual::VIEW_ROLE.about, after_long_help = manual::VIEW_ROLE.more)]
     ViewRole { res: String },
     /// Show the designated primary of RES.
+    #[command(long_about = manual::VIEW_PRIMARYNODE.about, after_long_help = manual::VIEW_PRIMARYNODE.more)]
     ViewPrimarynode { res: String },
     /// Print 1 if the history of RES forks (split brain), else 0; the fork on stderr.
+    #[command(long_about = manual::VIEW_IS_SPLIT_BRAIN.about, after_long_help = manual::VIEW_IS_SPLIT_BRAIN.more)]
     ViewIsSplitBrain { res: String },
     /// Print a metadata key's value.
+    #[command(long_about = manual::GET_LINK.about, after_long_help = manual::GET_LINK.more)]
     GetLink { key: String },
     /// Write a metadata key (expert use).
+    #[command(long_about = manual::SET_LINK.about, after_long_help = manual::SET_LINK.more)]
     SetLink { key: String, value: String },
     /// List metadata keys under a prefix.
+    #[command(long_about = manual::LOWLEVEL_LS.about, after_long_help = manual::LOWLEVEL_LS.more)]
     LowlevelLs { prefix: Option<String> },
+    /// Show the commands by group, or the manual page of COMMAND.
+    #[command(long_about = manual::HELP.about, after_long_help = manual::HELP.more)]
+    Help { command: Option<String> },
 }
 
 fn parse_size(s: &str) -> Result<u64> {
@@ -393,8 +437,16 @@ fn describe(m: &Option<ReplicaStatus>) -> String {
     }
 }
 
+/// The parser, with the manual layout (`mars_cli::manual::decorate`).
+fn command() -> clap::Command {
+    manual::decorate(Args::command())
+}
+
 fn main() {
-    let a = Args::parse();
+    let a = Args::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
+    if let Cmd::Help { command: c } = &a.cmd {
+        help(c.as_deref());
+    }
     let adm = Adm {
         sock: Path::new(&a.mars_dir).join("marsd.sock"),
         json: a.json,
@@ -450,8 +502,29 @@ fn events(
     Ok(())
 }
 
+/// `marsadm help [COMMAND]`: exits 0, or 2 for an unknown command.
+fn help(name: Option<&str>) -> ! {
+    let mut cmd = command();
+    match name {
+        None => {
+            let _ = cmd.print_long_help();
+        }
+        Some(n) => match cmd.find_subcommand_mut(n) {
+            Some(sub) => {
+                let _ = sub.print_long_help();
+            }
+            None => {
+                eprintln!("marsadm: no command {n:?}; `marsadm help` lists the commands");
+                std::process::exit(2);
+            }
+        },
+    }
+    std::process::exit(0)
+}
+
 fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
     match cmd {
+        Cmd::Help { .. } => unreachable!("handled in main"),
         Cmd::CreateCluster => adm.run(Request::CreateCluster).map(drop),
         Cmd::JoinCluster { peer } => {
             adm.run(Request::JoinCluster { peer })?;

@@ -52,7 +52,7 @@ impl ResourceRt {
             .as_ref()
             .and_then(|p| p.checksums().cloned())
             .into_iter()
-            .chain(self.data.clone());
+            .chain(self.data.as_ref().map(|(_, d)| d.clone()));
         for d in disks {
             d.set_verify_reads(on);
         }
@@ -134,7 +134,7 @@ impl ResourceRt {
             .primary
             .as_ref()
             .and_then(|p| p.checksums().cloned())
-            .or_else(|| self.data.clone());
+            .or_else(|| self.data.as_ref().map(|(_, d)| d.clone()));
         if let Some(d) = disk {
             let st = d.status();
             if st.read_mismatches != self.csum_errors_published {

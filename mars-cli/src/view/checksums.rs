@@ -127,4 +127,3 @@ fn ago(secs: u64) -> String {
         s => format!("{s} s"),
     }
 }
-

@@ -357,6 +357,14 @@ impl TransLogger {
         // once it deletes them (an open file keeps its blocks).
         drop(self.core.log.disconnect());
         drop(self.core.next_log.disconnect());
+        // The next log file, created early and still empty, belongs to no history: left
+        // behind, the next primary's log of that number would make this directory look
+        // like a split brain (two logs of one sequence number) when it replays that log.
+        if let (Some(seq), Some(store)) = (self.core.next_log_seq.lock().take(), &self.core.store) {
+            if let Err(e) = store.remove(seq) {
+                tracing::warn!(brick = %self.core.name, log = seq, error = %e, "cannot remove the unused next log file");
+            }
+        }
         let mut g = self.core.shared.lock();
         self.core.release_waiters(
             &mut g,
