@@ -360,7 +360,15 @@ fn secondary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         }
         return;
     }
-    if s.primary.is_none() {
+    if s.primary.is_none() && s.members.len() <= 1 {
+        // Just joined: the other members' keys (the primary among them) have not arrived.
+        out.push(Action::Report {
+            msg: format!(
+                "waiting for the metadata of {} from its other members (joined just now); if this lasts, check the connections with `marsadm wait-cluster`",
+                s.res
+            ),
+        });
+    } else if s.primary.is_none() {
         out.push(Action::Report {
             msg: "NoPrimaryDesignated: no node is primary; run `marsadm primary <res>` on one"
                 .into(),
