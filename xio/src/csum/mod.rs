@@ -27,6 +27,7 @@ mod brick;
 pub mod format;
 mod scrub;
 mod store;
+pub mod verify;
 
 pub use brick::{CsumDisk, CsumStatus};
 pub use scrub::{ScrubChunk, SCRUB_CHUNK};

@@ -198,6 +198,13 @@ impl TransLogger {
         }
     }
 
+    /// Byte extents `(pos, len)` of the versions not yet written back (or not yet flushed)
+    /// to the data device: what the device may still lack of the log.
+    pub fn unwritten_extents(&self) -> Vec<(u64, u64)> {
+        let g = self.core.shared.lock();
+        g.index.versions.values().map(|v| (v.pos, v.len)).collect()
+    }
+
     /// The memory budget (to observe back-pressure).
     pub fn budget(&self) -> Arc<MemBudget> {
         self.core.budget.clone()
