@@ -133,15 +133,23 @@ fn log_reads_follow_growth_and_report_finished() {
     assert_eq!(c.stat().unwrap(), (5, false));
     let (d, size, fin) = c.read_at(0, 100, 0).unwrap();
     assert_eq!((d.as_slice(), size, fin), (&b"first"[..], 5, false));
-    // A read at the end waits for growth.
-    let p2 = path.clone();
-    let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        let mut f = std::fs::OpenOptions::new().append(true).open(p2).unwrap();
-        f.write_all(b"second").unwrap();
-    });
-    let (d, size, _) = c.read_at(5, 100, 1500).unwrap();
-    writer.join().unwrap();
+    // A read at the end waits for growth: the log grows once the server has parked the read.
+    let reader = {
+        let c = c.clone();
+        std::thread::spawn(move || c.read_at(5, 100, 20_000))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ex.waiting_reads() == 0 {
+        assert!(
+            !reader.is_finished() && Instant::now() < deadline,
+            "the read at the end of the log did not wait"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    f.write_all(b"second").unwrap();
+    let (d, size, _) = reader.join().unwrap().unwrap();
+    assert_eq!(ex.waiting_reads(), 0);
     assert_eq!(d, b"second");
     assert_eq!(size, 11);
     // The next log appears: this one is finished, and a read at its end returns at once.
