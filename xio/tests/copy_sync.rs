@@ -21,15 +21,6 @@ fn disk(size: usize, seed: Option<u64>) -> Arc<MemDisk> {
     d
 }
 
-/// Wait (bounded) until `f` holds; `what` names the event for the failure message.
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn cfg(chunk: usize) -> CopyConfig {
     let mut c = CopyConfig::new();
     c.chunk = chunk;

@@ -138,15 +138,14 @@ fn log_reads_follow_growth_and_report_finished() {
         let c = c.clone();
         std::thread::spawn(move || c.read_at(5, 100, 20_000))
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ex.waiting_reads() == 0 {
-        assert!(
-            !reader.is_finished() && Instant::now() < deadline,
-            "the read at the end of the log did not wait"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    wait_for("the read to wait at the end of the log", || {
+        assert!(!reader.is_finished(), "the read at the end did not wait");
+        ex.waiting_reads() == 1
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
     f.write_all(b"second").unwrap();
     let (d, size, _) = reader.join().unwrap().unwrap();
     assert_eq!(ex.waiting_reads(), 0);
