@@ -11,6 +11,7 @@
 
 pub mod aio;
 pub mod copy;
+pub mod failpoint;
 pub mod fault;
 pub mod file;
 pub mod log;
