@@ -239,18 +239,22 @@ fn log_fetch_survives_random_link_cuts() {
     );
 }
 
-/// Start one copy run inside namespace b; returns the copy (for stop/progress) and its thread.
+/// A copy run in namespace b: the copy (for stop/progress), its client (reconnects) and the
+/// thread that ends with its result and the client's reconnect count.
+type CopyRun = (
+    Arc<Copy>,
+    Arc<RemoteClient>,
+    std::thread::JoinHandle<(xio::copy::Result<CopyProgress>, u64)>,
+);
+
+/// Start one copy run inside namespace b.
 fn start_copy(
     pair: &NetPair,
     addr: SocketAddr,
     dst: PathBuf,
     restart: PathBuf,
     limiter: Option<Arc<Limiter>>,
-) -> (
-    Arc<Copy>,
-    Arc<RemoteClient>,
-    std::thread::JoinHandle<(xio::copy::Result<CopyProgress>, u64)>,
-) {
+) -> CopyRun {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let h = NetPair::run_in(&pair.ns_b, move || {
         let client = RemoteClient::start(

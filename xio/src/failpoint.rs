@@ -103,7 +103,7 @@ mod registry {
             match p.action {
                 Some(Action::Always) => true,
                 Some(Action::Crash) => true,
-                Some(Action::Once { skip }) if skip == 0 => {
+                Some(Action::Once { skip: 0 }) => {
                     p.action = None;
                     true
                 }

@@ -6,7 +6,7 @@
 #![cfg(feature = "failpoints")]
 
 use brick_core::bricks::{MemDisk, MemDiskMode};
-use brick_core::{Aio, Flags, Op, Output};
+use brick_core::{Aio, Flags, Output};
 use parking_lot::Mutex;
 use std::path::Path;
 use std::sync::Arc;

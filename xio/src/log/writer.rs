@@ -161,14 +161,15 @@ impl LogWriter {
             // The write stops in the middle of the batch's last record: half of it reaches the
             // file; then the write fails, or the process dies (a crash mid-record).
             let cut = last_start + (buf.len() - last_start) / 2;
-            write_at(out, self.pos, buf[..cut].to_vec()).and_then(|_| {
-                #[cfg(feature = "failpoints")]
+            let partial = write_at(out, self.pos, buf[..cut].to_vec());
+            #[cfg(feature = "failpoints")]
+            if partial.is_ok() {
                 crate::failpoint::crash_if_armed(crate::failpoint::LOG_MID_RECORD);
-                Err(brick_core::Error::Os {
-                    errno: libc::EIO,
-                    context: "writing a log record (fail point log-mid-record)",
-                })
-            })
+            }
+            partial.and(Err(brick_core::Error::Os {
+                errno: libc::EIO,
+                context: "writing a log record (fail point log-mid-record)",
+            }))
         } else {
             write_at(out, self.pos, buf)
         };
