@@ -12,6 +12,7 @@ use std::time::Duration;
 /// Child: write forever. Each logical update sets `userspace/a|b|c` to the same counter,
 /// rewrites or deletes a rotating key and sometimes a 4 KiB value, in one transaction.
 #[test]
+#[ignore = "child process of kill_9_during_heavy_updates_never_tears_an_entry (MARS_META_CRASH set); nothing to check alone"]
 fn meta_crash_child() {
     let Ok(dir) = std::env::var("MARS_META_CRASH") else {
         return;
@@ -41,9 +42,6 @@ fn meta_crash_child() {
 
 #[test]
 fn kill_9_during_heavy_updates_never_tears_an_entry() {
-    if std::env::var("MARS_META_CRASH").is_ok() {
-        return;
-    }
     let rounds = if std::env::var("MARS_LONG_TESTS").is_ok() {
         100
     } else {
@@ -56,6 +54,7 @@ fn kill_9_during_heavy_updates_never_tears_an_entry() {
     for round in 0..rounds {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
+                "--ignored",
                 "--exact",
                 "meta_crash_child",
                 "--nocapture",

@@ -102,24 +102,48 @@ fn sums_of(path: &Path) -> Vec<[u8; 16]> {
     }
 }
 
-/// Cut the link `n` times at random moments (up 80..400 ms, down 30..1500 ms) while `busy`.
+/// Longer than `dead_after` (1 s) plus a keepalive tick: a cut this long must break the
+/// client's connections, and the client must notice (a reconnect).
+const LONG_CUT: std::ops::Range<u64> = 2000..2500;
+
+/// Cut the link `n` times at random moments (up 80..400 ms) while `busy`: two short cuts
+/// (30..800 ms, which the connections may ride out) then one long one ([`LONG_CUT`]). After each
+/// long cut, wait (bounded) until `noticed` (the client's reconnect count) went up: a cut that
+/// the client never noticed fails the test. Returns the cuts made and the long ones noticed.
 fn cut_randomly(
     pair: &NetPair,
     n: usize,
     busy: impl Fn() -> bool,
+    noticed: impl Fn() -> u64,
     mut between: impl FnMut(usize),
-) -> usize {
+) -> (usize, usize) {
     let mut rng = rand::thread_rng();
-    let mut cuts = 0;
+    let (mut cuts, mut long_noticed) = (0, 0);
     while cuts < n && busy() {
         std::thread::sleep(Duration::from_millis(rng.gen_range(80..400)));
+        let long = cuts % 3 == 2;
+        let down = rng.gen_range(if long { LONG_CUT } else { 30..800 });
+        let before = noticed();
         pair.link(false);
-        std::thread::sleep(Duration::from_millis(rng.gen_range(30..1500)));
+        std::thread::sleep(Duration::from_millis(down));
         pair.link(true);
         cuts += 1;
+        if long {
+            let t = Instant::now();
+            while noticed() == before && busy() {
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "cut {cuts} ({down} ms, longer than dead_after) was never noticed by the client"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if noticed() > before {
+                long_noticed += 1;
+            }
+        }
         between(cuts);
     }
-    cuts
+    (cuts, long_noticed)
 }
 
 #[test]
@@ -165,18 +189,19 @@ fn log_fetch_survives_random_link_cuts() {
             cfg.chunk = 256 << 10;
             cfg.follow_wait_ms = 200;
             let f = LogFetch::new(client.clone(), cfg);
-            ftx.send(f.clone()).unwrap();
+            ftx.send((f.clone(), client.clone())).unwrap();
             let p = f.run();
             (p, client.reconnects())
         })
     };
-    let f = frx.recv().unwrap();
+    let (f, client) = frx.recv().unwrap();
     let mut last_local = 0;
     let mut resumed = 0;
-    let cuts = cut_randomly(
+    let (cuts, long_noticed) = cut_randomly(
         &pair,
         12,
         || true,
+        || client.reconnects(),
         |_| {
             // After each heal the fetch continues from the local size: it never goes back.
             let t = Instant::now();
@@ -201,32 +226,35 @@ fn log_fetch_survives_random_link_cuts() {
     let (p, reconnects) = fetcher.join().unwrap();
     let p = p.unwrap();
     assert!(cuts >= 10 && resumed >= 10, "only {cuts} cuts");
+    assert_eq!(long_noticed, cuts / 3, "every long cut is noticed");
     assert!(p.finished);
-    assert!(
-        p.restarts + reconnects > 0,
-        "the cuts never broke a connection"
-    );
+    assert!(reconnects >= long_noticed as u64, "{reconnects} reconnects");
     let got = std::fs::read(&local).unwrap();
     assert_eq!(got.len(), written.len());
     assert!(got == written, "fetched log differs from the source");
     eprintln!(
-        "log fetch: {} bytes, {cuts} cuts, {} restarts, {reconnects} reconnects",
+        "log fetch: {} bytes, {cuts} cuts ({long_noticed} long, all noticed), {} restarts, {reconnects} reconnects",
         got.len(),
         p.restarts
     );
 }
 
-/// Start one copy run inside namespace b; returns the copy (for stop/progress) and its thread.
+/// A copy run in namespace b: the copy (for stop/progress), its client (reconnects) and the
+/// thread that ends with its result and the client's reconnect count.
+type CopyRun = (
+    Arc<Copy>,
+    Arc<RemoteClient>,
+    std::thread::JoinHandle<(xio::copy::Result<CopyProgress>, u64)>,
+);
+
+/// Start one copy run inside namespace b.
 fn start_copy(
     pair: &NetPair,
     addr: SocketAddr,
     dst: PathBuf,
     restart: PathBuf,
     limiter: Option<Arc<Limiter>>,
-) -> (
-    Arc<Copy>,
-    std::thread::JoinHandle<(xio::copy::Result<CopyProgress>, u64)>,
-) {
+) -> CopyRun {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let h = NetPair::run_in(&pair.ns_b, move || {
         let client = RemoteClient::start(
@@ -241,11 +269,12 @@ fn start_copy(
         cfg.persist_every = Duration::from_millis(100);
         cfg.limiter = limiter;
         let copy = Copy::new("sync", client.clone(), b, cfg);
-        tx.send(copy.clone()).unwrap();
+        tx.send((copy.clone(), client.clone())).unwrap();
         let r = copy.run();
         (r, client.reconnects())
     });
-    (rx.recv().unwrap(), h)
+    let (copy, client) = rx.recv().unwrap();
+    (copy, client, h)
 }
 
 fn make_image(path: &Path, size: u64, seed: u64) {
@@ -270,17 +299,20 @@ fn full_sync_of_1gib_survives_cuts_and_resumes_from_the_restart_position() {
     std::fs::File::create(&dst).unwrap().set_len(SIZE).unwrap();
     let (_node, addr) = serve(&pair, None, Some(src.clone()));
     let mut runs: Vec<CopyProgress> = Vec::new();
-    let mut total_cuts = 0;
+    let (mut total_cuts, mut long_noticed, mut reconnects) = (0, 0, 0);
     // Three runs: the first two are stopped after some cuts (a restart of the secondary).
     for run in 0..3 {
-        let (copy, h) = start_copy(&pair, addr, dst.clone(), restart.clone(), None);
+        let (copy, client, h) = start_copy(&pair, addr, dst.clone(), restart.clone(), None);
         let busy = || !copy.progress().complete && !h.is_finished();
         let want = if run < 2 { 4 } else { 12 - total_cuts.min(8) };
-        total_cuts += cut_randomly(&pair, want, busy, |_| {});
+        let (cuts, long) = cut_randomly(&pair, want, busy, || client.reconnects(), |_| {});
+        total_cuts += cuts;
+        long_noticed += long;
         if run < 2 {
             copy.stop();
         }
-        let (r, _) = h.join().unwrap();
+        let (r, n) = h.join().unwrap();
+        reconnects += n;
         let p = r.unwrap();
         if let Some(prev) = runs.last() {
             assert_eq!(
@@ -297,6 +329,8 @@ fn full_sync_of_1gib_survives_cuts_and_resumes_from_the_restart_position() {
     let last = runs.last().unwrap();
     assert!(last.complete, "{runs:?}");
     assert!(total_cuts >= 10, "only {total_cuts} cuts: {runs:?}");
+    assert!(long_noticed >= 2, "only {long_noticed} long cuts noticed");
+    assert!(reconnects >= long_noticed as u64, "{reconnects} reconnects");
     assert!(runs.len() >= 2, "{runs:?}");
     // Transfers add up to one pass (plus at most the in-flight window per interrupted run).
     let moved: u64 = runs.iter().map(|p| p.transferred + p.skipped).sum();
@@ -305,7 +339,7 @@ fn full_sync_of_1gib_survives_cuts_and_resumes_from_the_restart_position() {
         "moved {moved}: restarted from zero?"
     );
     assert!(sums_of(&src) == sums_of(&dst), "the synced image differs");
-    eprintln!("full sync: {total_cuts} cuts, runs {runs:?}");
+    eprintln!("full sync: {total_cuts} cuts ({long_noticed} long, noticed), {reconnects} reconnects, runs {runs:?}");
 }
 
 #[test]
@@ -321,7 +355,7 @@ fn tbf_cap_and_limiter_are_respected_without_spurious_timeouts() {
     pair.tbf("100mbit");
     std::fs::File::create(&dst).unwrap().set_len(SIZE).unwrap();
     let t = Instant::now();
-    let (_c, h) = start_copy(&pair, addr, dst.clone(), dir.path().join("r1"), None);
+    let (_c, _client, h) = start_copy(&pair, addr, dst.clone(), dir.path().join("r1"), None);
     let (r, reconnects) = h.join().unwrap();
     let took = t.elapsed();
     assert!(r.unwrap().complete);
@@ -342,7 +376,7 @@ fn tbf_cap_and_limiter_are_respected_without_spurious_timeouts() {
         bytes_per_sec: 8 << 20,
     });
     let t = Instant::now();
-    let (_c, h) = start_copy(&pair, addr, dst.clone(), dir.path().join("r2"), Some(lim));
+    let (_c, _client, h) = start_copy(&pair, addr, dst.clone(), dir.path().join("r2"), Some(lim));
     let (r, reconnects) = h.join().unwrap();
     let took = t.elapsed();
     assert!(r.unwrap().complete);

@@ -57,7 +57,7 @@ pub use error::{Error, Rejected, Result};
 pub use graph::Graph;
 pub use input::{Drain, Input};
 pub use lamport::{LamportClock, Observed, Stamp, SystemTimeSource, TimeSource};
-pub use limiter::{Limiter, Rates};
+pub use limiter::{Limiter, Rates, BURST};
 pub use power::{Power, PowerState};
 pub use request::{Aio, AioPool, Completer, Flags, Op};
 pub use timing::{Stats, StatsSnapshot};

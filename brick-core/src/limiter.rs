@@ -35,7 +35,7 @@ impl Bucket {
         let cap = capacity(rate);
         let dt = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + dt * rate as f64).min(cap);
-        self.refilled = now;
+        self.refilled = self.refilled.max(now);
     }
 
     /// Time until the bucket can admit `amount` (zero if now).
@@ -140,7 +140,14 @@ impl Limiter {
     /// Admit `ops` operations and `bytes` bytes at every level now, or say how long to wait
     /// before trying again (nothing is charged then).
     pub fn try_admit(&self, ops: u64, bytes: u64) -> Result<(), Duration> {
-        let now = Instant::now();
+        self.try_admit_at(Instant::now(), ops, bytes)
+    }
+
+    /// [`Limiter::try_admit`] at the instant `now` instead of the wall clock: the token
+    /// arithmetic as a function of time, so that a caller (a test, a simulation) can drive the
+    /// limiter with its own clock. `now` should not go backwards between calls; an earlier
+    /// `now` refills nothing.
+    pub fn try_admit_at(&self, now: Instant, ops: u64, bytes: u64) -> Result<(), Duration> {
         let mut chain: Vec<&Limiter> = Vec::with_capacity(4);
         let mut node = Some(self);
         while let Some(l) = node {

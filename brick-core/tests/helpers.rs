@@ -45,14 +45,22 @@ fn budget_waits_instead_of_failing_and_admits_an_oversized_request_alone() {
     assert!(budget.try_acquire(30).is_none());
     let b2 = budget.clone();
     let waiter = std::thread::spawn(move || b2.acquire(30).bytes());
-    std::thread::sleep(Duration::from_millis(50));
+    // The event: the waiter has started waiting (counted before it blocks); bounded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while budget.waits() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline && !waiter.is_finished(),
+            "the acquirer did not wait while the budget is exhausted"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(
         !waiter.is_finished(),
         "must wait while the budget is exhausted"
     );
     drop(a);
     assert_eq!(waiter.join().unwrap(), 30);
-    assert!(budget.waits() >= 1);
+    assert_eq!(budget.waits(), 1);
     let big = budget.acquire(1000); // larger than the whole budget, nothing else held
     assert_eq!(big.bytes(), 1000);
     assert!(budget

@@ -1,6 +1,6 @@
 //! Power states: switching off refuses new IO, drains in-flight IO and never loses a completion.
 
-use brick_core::bricks::{MemDisk, MemDiskMode, Probe};
+use brick_core::bricks::Probe;
 use brick_core::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,21 +71,40 @@ fn switch_off_with_io_in_flight_is_busy_then_off_after_drain() {
 }
 
 #[test]
-fn switch_off_wait_drains_concurrently_completing_io() {
-    let disk = MemDisk::new("disk", 1 << 20, MemDiskMode::Threaded(2));
-    let probe = Probe::new("probe", disk.clone());
+fn switch_off_drains_concurrently_completing_io() {
+    let park = Arc::new(Parking {
+        power: Power::on(),
+        parked: Default::default(),
+    });
+    let probe = Probe::new("probe", park.clone());
     let cq = CompletionQueue::new();
     for i in 0..200 {
         cq.submit(&*probe, Aio::read(i * 512, 512)).unwrap();
     }
+    // Nothing can complete before the first press: the drain below is really concurrent.
+    assert!(matches!(
+        probe.switch(false),
+        Err(Error::Busy { inflight: 200, .. })
+    ));
+    let releaser = {
+        let park = park.clone();
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                let req = park.parked.lock().pop().expect("a parked request");
+                park.power.leave();
+                req.finish(Ok(()));
+            }
+        })
+    };
     // Switching is idempotent: the strategy presses the button every round until the LED agrees.
     let mut rounds = 0;
     while probe.switch(false).is_err() {
         rounds += 1;
-        assert!(rounds < 10_000, "switch-off never finished draining");
+        assert!(rounds < 100_000, "switch-off never finished draining");
         std::thread::sleep(Duration::from_micros(100));
     }
     assert_eq!(probe.power(), PowerState::Off);
+    releaser.join().unwrap();
     for _ in 0..200 {
         let done = cq
             .recv_timeout(Duration::from_secs(10))
@@ -93,10 +112,34 @@ fn switch_off_wait_drains_concurrently_completing_io() {
         assert!(done.error.is_none());
     }
     assert!(cq.try_recv().is_none(), "no completion duplicated");
-    let p = Power::on();
-    p.switch_off_wait("x", Duration::from_secs(5), || Ok(()))
+}
+
+/// `switch_off_wait` blocks while IO is in flight and returns once the last request leaves,
+/// which happens only after the wait has begun (the leaver waits for the switching-off LED).
+#[test]
+fn switch_off_wait_waits_for_in_flight_io() {
+    let p = Arc::new(Power::on());
+    for _ in 0..5 {
+        p.enter("x").unwrap();
+    }
+    let leaver = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while p.state() != PowerState::SwitchingOff {
+                assert!(std::time::Instant::now() < deadline, "no switch-off began");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            for _ in 0..5 {
+                p.leave();
+            }
+        })
+    };
+    p.switch_off_wait("x", Duration::from_secs(10), || Ok(()))
         .unwrap();
     assert_eq!(p.state(), PowerState::Off);
+    assert_eq!(p.inflight(), 0);
+    leaver.join().unwrap();
 }
 
 #[test]

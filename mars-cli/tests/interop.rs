@@ -226,6 +226,8 @@ fn link_cut_during_sync_and_fetch_resume() {
     });
     net.link(0, false);
     let at_cut = b.replica("r0").unwrap().syncstatus;
+    // The cut is observed: bob loses his connection to alice.
+    b.wait_unresponsive("r0", "alice", Duration::from_secs(30));
     // In-flight data lands within a moment; then nothing moves while the link is down.
     let settle = Instant::now();
     let mut seen = at_cut;
@@ -289,6 +291,8 @@ fn link_cut_during_sync_and_fetch_resume() {
         &uri,
         &[(0x72, 200 * MIB, 16 * MIB), (0x73, 480 * MIB, 16 * MIB)],
     );
+    // The cut is observed: bob loses his connection to alice.
+    b.wait_unresponsive("r0", "alice", Duration::from_secs(30));
     let cut = Instant::now();
     while cut.elapsed() < Duration::from_secs(2) {
         let m = b.replica("r0").unwrap();

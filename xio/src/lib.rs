@@ -13,6 +13,7 @@
 pub mod aio;
 pub mod copy;
 pub mod csum;
+pub mod failpoint;
 pub mod fault;
 pub mod file;
 pub mod log;

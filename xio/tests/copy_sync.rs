@@ -124,8 +124,9 @@ fn restart_position_is_persisted_and_resumed() {
     }));
     let copy = Copy::new("c", Arc::new(LocalSource(a.clone())), b.clone(), c.clone());
     let c2 = copy.clone();
+    // Stop once the first chunks are through (the limiter keeps the rest for > 0.7 s).
     let stopper = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for("the first chunks", || c2.progress().restart_pos > 0);
         c2.stop();
     });
     let p1 = copy.run().unwrap();
@@ -197,15 +198,33 @@ fn fast_sync_over_the_network_with_cuts() {
     );
     let mut c = cfg(256 << 10);
     c.window = 8;
+    c.limiter = Some(Limiter::new(Rates {
+        ops_per_sec: 0,
+        bytes_per_sec: 16 << 20,
+    }));
     let copy = Copy::new("sync", client.clone(), b.clone(), c);
+    // Cut the links each time the copy has made progress, up to 3 times, and wait until the
+    // client saw the cut (a reconnect). The limiter keeps the copy running for > 0.5 s.
     let cutter = {
-        let copy = copy.clone();
+        let (copy, client) = (copy.clone(), client.clone());
         std::thread::spawn(move || {
-            let mut cuts = 0;
-            while !copy.progress().complete && cuts < 20 {
-                std::thread::sleep(Duration::from_millis(15));
+            let done = |p: &CopyProgress| p.transferred + p.skipped;
+            let mut seen = 0;
+            for _ in 0..3 {
+                wait_for("progress", || {
+                    let p = copy.progress();
+                    p.complete || done(&p) > seen
+                });
+                let p = copy.progress();
+                if p.complete {
+                    break;
+                }
+                seen = done(&p);
+                let before = client.reconnects();
                 proxy.cut_all();
-                cuts += 1;
+                wait_for("a reconnect after the cut", || {
+                    client.reconnects() > before || copy.progress().complete
+                });
             }
             proxy
         })
@@ -213,6 +232,7 @@ fn fast_sync_over_the_network_with_cuts() {
     let p = copy.run().unwrap();
     let _proxy = cutter.join().unwrap();
     assert!(p.complete);
+    assert!(client.reconnects() >= 1, "no cut reached the client");
     assert_eq!(p.skipped, 8 << 20);
     assert_eq!(p.transferred, 8 << 20);
     assert_eq!(a.contents(), b.contents());
@@ -267,12 +287,16 @@ fn stopping_while_the_source_is_unreachable_keeps_the_restart_position() {
         ops_per_sec: 0,
         bytes_per_sec: 16 << 20,
     }));
-    let copy = Copy::new("sync", client, b.clone(), c);
+    let copy = Copy::new("sync", client.clone(), b.clone(), c);
     let c2 = copy.clone();
     let h = std::thread::spawn(move || c2.run());
-    std::thread::sleep(Duration::from_millis(150));
+    wait_for("the first chunks", || copy.progress().restart_pos > 0);
     proxy.set_down(true);
-    std::thread::sleep(Duration::from_millis(600));
+    proxy.cut_all();
+    // The copy is now retrying against an unreachable source: the client keeps failing to
+    // reconnect (its links stay down), and the copy has not finished.
+    wait_for("the links to go down", || client.connected_links() == 0);
+    assert!(!copy.progress().complete);
     copy.stop();
     let p = h
         .join()

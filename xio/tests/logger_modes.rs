@@ -226,8 +226,10 @@ fn replay_is_idempotent_reports_progress_and_stops_at_until() {
     assert_eq!(recs.len(), 300);
     let seq = store.list().unwrap()[0];
     let fresh = MemDisk::new("fresh", 64 * BLOCK, MemDiskMode::Threaded(4));
-    let mut calls = 0;
-    let mut progress = |_p: LogPos, _n: u64| calls += 1;
+    // Progress is reported after each file (one here), every 4096 records (never here) and
+    // at `until`: exactly one report, with the end of the last record and every record.
+    let mut calls = Vec::new();
+    let mut progress = |p: LogPos, n: u64| calls.push((p, n));
     let opts = ReplayOptions {
         progress: Some(&mut progress),
         depth: 16,
@@ -238,7 +240,7 @@ fn replay_is_idempotent_reports_progress_and_stops_at_until() {
         (r.records, r.reached),
         (300, LogPos::new(seq, recs.last().unwrap().end))
     );
-    assert!(calls >= 1);
+    assert_eq!(calls, [(r.reached, 300)]);
     assert_eq!(fresh.contents(), want);
     // Idempotent: replaying again from the middle and then everything changes nothing.
     let mid = LogPos::new(seq, recs[100].offset);
@@ -247,17 +249,21 @@ fn replay_is_idempotent_reports_progress_and_stops_at_until() {
     // `until` stops before the record at that position.
     let part = MemDisk::new("part", 64 * BLOCK, MemDiskMode::Inline);
     let until = LogPos::new(seq, recs[200].offset);
+    let mut calls = Vec::new();
+    let mut progress = |p: LogPos, n: u64| calls.push((p, n));
     let r = replay_store(
         &*part,
         &store,
         LogPos::new(seq, 0),
         ReplayOptions {
             until: Some(until),
+            progress: Some(&mut progress),
             ..ReplayOptions::default()
         },
     )
     .unwrap();
     assert_eq!((r.records, r.reached), (200, until));
+    assert_eq!(calls, [(until, 200)]);
 }
 
 /// The data device dies (every request fails with EIO) while writeback is behind: the logger

@@ -8,7 +8,7 @@ use mars_net::fault::{FaultPlan, FaultProxy};
 use remote_common::*;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use xio::remote::*;
 
 fn device_node(size: usize) -> (Arc<MemDisk>, mars_net::Node) {
@@ -133,15 +133,22 @@ fn log_reads_follow_growth_and_report_finished() {
     assert_eq!(c.stat().unwrap(), (5, false));
     let (d, size, fin) = c.read_at(0, 100, 0).unwrap();
     assert_eq!((d.as_slice(), size, fin), (&b"first"[..], 5, false));
-    // A read at the end waits for growth.
-    let p2 = path.clone();
-    let writer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
-        let mut f = std::fs::OpenOptions::new().append(true).open(p2).unwrap();
-        f.write_all(b"second").unwrap();
+    // A read at the end waits for growth: the log grows once the server has parked the read.
+    let reader = {
+        let c = c.clone();
+        std::thread::spawn(move || c.read_at(5, 100, 20_000))
+    };
+    wait_for("the read to wait at the end of the log", || {
+        assert!(!reader.is_finished(), "the read at the end did not wait");
+        ex.waiting_reads() == 1
     });
-    let (d, size, _) = c.read_at(5, 100, 1500).unwrap();
-    writer.join().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"second").unwrap();
+    let (d, size, _) = reader.join().unwrap().unwrap();
+    assert_eq!(ex.waiting_reads(), 0);
     assert_eq!(d, b"second");
     assert_eq!(size, 11);
     // The next log appears: this one is finished, and a read at its end returns at once.
@@ -158,11 +165,7 @@ fn bundled_connections_resubmit_after_cuts() {
         client_cfg(proxy.addr(), Target::Device("data".into())),
     );
     let want = disk.contents();
-    let t = Instant::now();
-    while c.connected_links() < 3 && t.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(c.connected_links(), 3);
+    wait_for("3 connected links", || c.connected_links() == 3);
     // Many reads in flight while the links are cut again and again.
     let cq = brick_core::CompletionQueue::new();
     let n = 256;
@@ -196,22 +199,14 @@ fn no_progress_gives_a_clear_timeout_and_recovery_afterwards() {
     let c = RemoteClient::start("data", cfg);
     assert!(c.stat().is_ok());
     proxy.set_down(true);
-    let t = Instant::now();
+    // The timeout error (not a hang, not another error) is the proof; no wall-clock assert.
     let e = brick_core::read_all(&*c, 0, 4096).unwrap_err();
     assert!(matches!(e, brick_core::Error::Timeout { .. }), "{e}");
     assert!(e.to_string().contains("no progress"), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(5));
     proxy.set_down(false);
-    let t = Instant::now();
-    loop {
-        match brick_core::read_all(&*c, 0, 4096) {
-            Ok(d) => {
-                assert_eq!(d.len(), 4096);
-                break;
-            }
-            Err(e) => assert!(t.elapsed() < Duration::from_secs(10), "{e}"),
-        }
-    }
+    wait_for("a read to succeed after the link is back", || {
+        brick_core::read_all(&*c, 0, 4096).is_ok_and(|d| d.len() == 4096)
+    });
 }
 
 #[test]

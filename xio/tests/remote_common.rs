@@ -61,3 +61,15 @@ pub fn run_bounded(
     guard.join().unwrap();
     r
 }
+
+/// Wait (bounded, 30 s) until `f` holds; `what` names the event in the failure message.
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -22,3 +22,8 @@ mod ring;
 mod state;
 
 pub use brick::UringFile;
+
+/// Set up (and drop) a small ring the way the backend does: can this process use io_uring?
+pub(crate) fn probe() -> std::io::Result<()> {
+    ring::Ring::new(1).map(drop)
+}

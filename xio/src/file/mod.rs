@@ -72,9 +72,11 @@ mod admission;
 pub(crate) mod core;
 pub(crate) mod error;
 pub(crate) mod sys;
+mod uring_probe;
 
 pub use self::core::FileKind;
 pub use error::{from_errno, from_io};
+pub use uring_probe::{io_uring_unavailable, IO_URING_ENV};
 
 use crate::aio::UringFile;
 use crate::sio::SyncFile;
@@ -153,12 +155,18 @@ pub enum FileBrick {
     IoUring(UringFile),
 }
 
-/// Open `path` (regular file or block device) with `backend`.
+/// Open `path` (regular file or block device) with `backend`. `IoUring` falls back to `Sync`
+/// where this process cannot use io_uring ([`io_uring_unavailable`] says why; warned once);
+/// [`FileBrick::backend`] tells which one was opened.
 pub fn open(
     path: impl AsRef<Path>,
     backend: Backend,
     opts: &FileOptions,
 ) -> Result<Arc<FileBrick>> {
+    let backend = match backend {
+        Backend::IoUring if io_uring_unavailable().is_some() => Backend::Sync,
+        b => b,
+    };
     Ok(Arc::new(match backend {
         Backend::Sync => FileBrick::Sync(SyncFile::open(path, opts)?),
         Backend::IoUring => FileBrick::IoUring(UringFile::open(path, opts)?),

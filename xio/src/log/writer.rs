@@ -137,7 +137,9 @@ impl LogWriter {
         };
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        let mut last_start = 0;
         for (i, r) in all.iter().enumerate() {
+            last_start = buf.len();
             starts.push(self.pos + buf.len() as u64);
             let last = commit && i + 1 == all.len();
             let seq = self.next_rec + i as u64;
@@ -155,10 +157,32 @@ impl LogWriter {
             starts.clear();
         }
         let len = buf.len() as u64;
-        let mut result = write_at(out, self.pos, buf);
+        let mut result = if crate::fail_point!(crate::failpoint::LOG_MID_RECORD) {
+            // The write stops in the middle of the batch's last record: half of it reaches the
+            // file; then the write fails, or the process dies (a crash mid-record).
+            let cut = last_start + (buf.len() - last_start) / 2;
+            let partial = write_at(out, self.pos, buf[..cut].to_vec());
+            #[cfg(feature = "failpoints")]
+            if partial.is_ok() {
+                crate::failpoint::crash_if_armed(crate::failpoint::LOG_MID_RECORD);
+            }
+            partial.and(Err(brick_core::Error::Os {
+                errno: libc::EIO,
+                context: "writing a log record (fail point log-mid-record)",
+            }))
+        } else {
+            write_at(out, self.pos, buf)
+        };
         if commit {
-            result =
-                result.and_then(|b| brick_core::run(out, Aio::new(Op::Flush, 0, 0)).map(|_| b));
+            result = result.and_then(|b| {
+                if crate::fail_point!(crate::failpoint::LOG_FSYNC) {
+                    return Err(brick_core::Error::Os {
+                        errno: libc::EIO,
+                        context: "syncing the log (fail point log-fsync)",
+                    });
+                }
+                brick_core::run(out, Aio::new(Op::Flush, 0, 0)).map(|_| b)
+            });
         }
         match result {
             Ok(b) => {

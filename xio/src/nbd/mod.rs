@@ -27,6 +27,8 @@ mod server;
 pub mod socket;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gated;
 
 pub use error::{NbdError, Result};
 pub use export::{Export, Geometry, MAX_PAYLOAD};

@@ -190,6 +190,10 @@ impl Writer {
         }
         let mut s = std::mem::take(s);
         self.busy -= 1;
+        if s.reply && s.error.is_none() && crate::fail_point!(crate::failpoint::NBD_BEFORE_ACK) {
+            // The connection is lost after the request was done, before its acknowledgement.
+            self.fail(&std::io::Error::other("fail point nbd-before-ack"));
+        }
         if s.reply {
             match &s.error {
                 Some((e, msg)) => self.write_error(s.cookie, *e, msg),

@@ -1,6 +1,7 @@
 //! In-process tests of the server over `MemDisk` with the bundled client: both socket kinds,
-//! named exports, pipelined requests answered out of order, structured replies, requests split
-//! at device boundaries, read-only exports, refusals and violations.
+//! named exports, many pipelined requests, structured replies, requests split at device
+//! boundaries, read-only exports, refusals and violations. Reply order and shutdown with
+//! requests held in flight are in `tests_gated.rs`.
 
 use super::client::{Client, Payload};
 use super::proto::{cflag, cmd, errno, tflag};
@@ -81,7 +82,7 @@ fn list_and_geometry() {
 }
 
 #[test]
-fn pipelined_requests_complete_out_of_order_with_both_reply_kinds() {
+fn many_pipelined_requests_keep_their_data_with_both_reply_kinds() {
     let r = rig(64);
     for structured in [false, true] {
         let mut c = Client::unix(&r.sock, "disk", structured).unwrap();
@@ -239,7 +240,7 @@ fn violations_close_only_that_connection() {
 }
 
 #[test]
-fn tcp_and_shutdown_finish_in_flight_requests() {
+fn tcp_back_pressure_beyond_the_slot_count_then_shutdown_closes_listeners() {
     let r = rig(4);
     let addr = r.server.listen_tcp("127.0.0.1:0").unwrap();
     let mut c = Client::tcp(addr, "disk", true).unwrap();

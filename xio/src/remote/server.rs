@@ -19,6 +19,7 @@ use std::fs::File;
 use std::net::ToSocketAddrs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,8 @@ pub struct Exports {
     devices: Arc<RwLock<HashMap<String, Arc<dyn Output>>>>,
     log_dir: Option<PathBuf>,
     finished: FinishedFn,
+    /// Reads parked at the end of a growing log now.
+    waiting: Arc<AtomicU64>,
 }
 
 impl Exports {
@@ -91,7 +94,13 @@ impl Exports {
             devices: Arc::default(),
             log_dir,
             finished: finished_when_successor_exists(),
+            waiting: Arc::default(),
         }
+    }
+
+    /// Reads waiting now at the end of a log for it to grow (fetchers that have caught up).
+    pub fn waiting_reads(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Replace the rule that says whether a log is finished.
@@ -199,12 +208,14 @@ impl Exports {
             return Err(err(format!("read of {len} bytes exceeds {MAX_READ}"), 22));
         }
         let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS) as u64);
+        let mut parked = None;
         loop {
             let (size, finished) = src.stat()?;
             if pos < size || finished || Instant::now() >= deadline || len == 0 {
                 let data = src.read(pos, len as usize, size)?;
                 return Ok((RemoteReply::Data { size, finished }, data));
             }
+            parked.get_or_insert_with(|| Parked::new(&self.waiting));
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -318,6 +329,22 @@ fn sums(
         p += n as u64;
     }
     Ok((RemoteReply::Sums { sums: out }, Vec::new()))
+}
+
+/// Counts a read in [`Exports::waiting_reads`] while it lives.
+struct Parked(Arc<AtomicU64>);
+
+impl Parked {
+    fn new(n: &Arc<AtomicU64>) -> Parked {
+        n.fetch_add(1, Ordering::Relaxed);
+        Parked(n.clone())
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn err(message: String, errno: i32) -> RemoteReply {
