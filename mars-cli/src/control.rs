@@ -94,6 +94,16 @@ pub enum Request {
         #[serde(default)]
         restart: bool,
     },
+    /// Compare the checksums of every secondary of `res` with the primary's at the
+    /// secondary's replay position (`rate`: data bytes/s, 0 unlimited); `repair` re-syncs a
+    /// secondary that differs.
+    Verify {
+        res: String,
+        #[serde(default)]
+        repair: bool,
+        #[serde(default)]
+        rate: u64,
+    },
     Secondary {
         res: String,
     },

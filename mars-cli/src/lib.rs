@@ -9,6 +9,7 @@
 //! - [`metrics`]: `marsd --metrics-listen`, the Prometheus exposition.
 //! - [`progress`]: rates and time lag measured over the daemon's rounds.
 //! - [`scrub`]: `marsadm scrub`, a throttled, resumable checksum pass over a data device.
+//! - [`verify`]: `marsadm verify`, the primary comparing its checksums with a secondary's.
 //! - [`view`]: what `marsadm view` prints.
 //! - [`manual`]: the manual pages of `marsadm` (`marsadm help COMMAND`).
 #![forbid(unsafe_code)]
@@ -22,4 +23,5 @@ pub mod metrics;
 pub mod progress;
 pub mod runtime;
 pub mod scrub;
+pub mod verify;
 pub mod view;

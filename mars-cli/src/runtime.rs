@@ -79,6 +79,8 @@ pub struct ResourceRt {
     scrub: Option<checksums::Scrub>,
     /// The last scrub that ended here.
     last_scrub: Option<crate::scrub::ScrubProgress>,
+    /// This secondary's part of a `verify` (replay is held while its table is taken).
+    verify_hold: Option<crate::verify::VerifyHold>,
     /// Read mismatches last published.
     csum_errors_published: u64,
     fetch: Option<(LogName, String, FetchWorker)>,
@@ -106,6 +108,7 @@ impl ResourceRt {
             verify_reads: true,
             scrub: None,
             last_scrub: None,
+            verify_hold: None,
             csum_errors_published: 0,
             fetch: None,
             fetch_ended: None,
@@ -496,6 +499,15 @@ impl ResourceRt {
                 }
                 self.fetch_ended = None;
             }
+            // A verify takes this replica's checksums at a fixed position: replay waits.
+            Action::Replay { .. }
+                if matches!(
+                    self.verify_hold,
+                    Some(
+                        crate::verify::VerifyHold::Holding(_)
+                            | crate::verify::VerifyHold::Ready(..)
+                    )
+                ) => {}
             Action::Replay { log, from, to } => match self.data_device(s) {
                 Ok(d) => {
                     let w = ReplayWorker::start(d, &self.log_dir, env.me, &res, log, *from, *to);

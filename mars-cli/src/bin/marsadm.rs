@@ -103,6 +103,19 @@ enum Cmd {
     /// checksum: reports the damaged blocks (exit code 1 if any were found and not repaired)
     /// and checksum-file errors. Throttled; an interrupted scrub continues where it stopped.
     /// The result is recorded for `view` ("last scrub: 3 h ago, 0 differences").
+    #[command(long_about = manual::VERIFY.about, after_long_help = manual::VERIFY.more)]
+    /// Compare the checksums of every secondary of RES with the primary's, online: each
+    /// secondary at its replay position, blocks written since left out. Reports the differing
+    /// ranges (exit code 1 if any were found and not repaired).
+    Verify {
+        res: String,
+        /// Re-sync a secondary that differs from the primary (fast full sync).
+        #[arg(long)]
+        repair: bool,
+        /// Compare at most this many data bytes per second (K/M/G suffixes; 0: unlimited).
+        #[arg(long, default_value = "10G")]
+        rate: String,
+    },
     #[command(long_about = manual::SCRUB.about, after_long_help = manual::SCRUB.more)]
     Scrub {
         res: String,
@@ -352,6 +365,84 @@ impl Adm {
             println!("{v}");
         }
     }
+}
+
+/// `verify`: ask for it, wait for the primary's result for every consistent secondary,
+/// print it.
+fn verify(adm: &Adm, res: &str, repair: bool, rate: u64) -> Result<()> {
+    let resp = adm.run(Request::Verify {
+        res: res.into(),
+        repair,
+        rate,
+    })?;
+    let id = resp.data.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
+    let mut results = Vec::new();
+    // The secondaries asked: the consistent ones when the verify started (a repair that
+    // follows a result makes one inconsistent again: it stays asked).
+    let mut expected: Option<Vec<String>> = None;
+    adm.wait(&format!("the primary's verify of {res}"), |a| {
+        let s = a.status(Some(res))?;
+        let Some(r) = s.resources.iter().find(|r| r.name == res) else {
+            bail!("resource {res} disappeared");
+        };
+        let primary = r.primary.clone().unwrap_or_default();
+        let asked = expected.get_or_insert_with(|| {
+            r.replicas
+                .iter()
+                .filter(|m| m.host != primary && m.consistent)
+                .map(|m| m.host.clone())
+                .collect()
+        });
+        results = r
+            .replicas
+            .iter()
+            .filter(|m| asked.contains(&m.host))
+            .filter_map(|m| Some((m.host.clone(), m.checksums.last_verify.clone()?)))
+            .filter(|(_, v)| v.id == id)
+            .collect();
+        let waiting: Vec<String> = asked
+            .iter()
+            .filter(|h| !results.iter().any(|(x, _)| x == *h))
+            .cloned()
+            .collect();
+        Ok((
+            waiting.is_empty(),
+            format!(
+                "{primary} compares its checksums with {}",
+                waiting.join(", ")
+            ),
+        ))
+    })?;
+    let mut differing = 0;
+    for (host, v) in &results {
+        if adm.json {
+            println!("{}", serde_json::json!({ "host": host, "verify": v }));
+            continue;
+        }
+        let ranges: Vec<String> = v.ranges.iter().map(|(o, n)| format!("{o}+{n}")).collect();
+        println!(
+            "{res} {host}: {} differing block(s){}; {} compared, {} not judged (unknown, or written since)",
+            v.differing,
+            if ranges.is_empty() {
+                String::new()
+            } else {
+                format!(" at bytes {}", ranges.join(", "))
+            },
+            v.compared,
+            v.unjudged
+        );
+        if v.failed {
+            bail!("{res}: the comparison with {host} failed: see the primary's marsd log");
+        }
+        differing += v.differing;
+    }
+    if differing > 0 && !repair {
+        bail!("{res}: replicas differ: run `marsadm verify {res} --repair` to re-sync the differing secondaries from the primary");
+    }
+    if differing > 0 && !adm.json {
+        println!("{res}: repair: the differing secondaries re-sync from the primary (`marsadm view {res}` shows it)");
+    }
+    Ok(())
 }
 
 /// `scrub`: start it, follow its progress, print what it found.
@@ -614,12 +705,13 @@ fn run(adm: &Adm, cmd: Cmd) -> Result<()> {
             })?;
             adm.done("", adm.mine(&res)?.1)
         }
+        Cmd::Verify { res, repair, rate } => verify(adm, &res, repair, parse_size(&rate)?),
         Cmd::Scrub {
             res,
             repair,
             rate,
             restart,
-        } => scrub(&adm, &res, repair, parse_size(&rate)?, restart),
+        } => scrub(adm, &res, repair, parse_size(&rate)?, restart),
         Cmd::Attach { res } => adm.switch(&res, "attach", true),
         Cmd::Detach { res } => adm.switch(&res, "attach", false),
         Cmd::Up { res } => adm.switch(&res, "all", true),

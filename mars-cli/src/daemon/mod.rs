@@ -8,6 +8,7 @@ mod failover;
 mod migrate;
 mod serve;
 mod status;
+mod verify;
 
 use crate::control::{Request, Response};
 use crate::runtime::{Env, LinkWrite, ResourceRt};
@@ -82,6 +83,8 @@ pub struct Daemon {
     subscribers: crate::events::Subscribers,
     /// `--metrics-listen`: the text scrapes get, and when it was last rendered.
     metrics: Option<(crate::metrics::Published, std::time::Instant)>,
+    /// Verifies this node runs as the primary, per resource.
+    verifies: HashMap<String, verify::PrimaryVerify>,
 }
 
 /// Take the directory's lock: one marsd per DIR.
@@ -164,6 +167,7 @@ impl Daemon {
             peer_down: HashMap::new(),
             subscribers: crate::events::Subscribers::default(),
             metrics: None,
+            verifies: HashMap::new(),
         })
     }
 
@@ -309,7 +313,7 @@ impl Daemon {
             if self.complete_join(&snap) {
                 snap = Snapshot::from_store(self.runner.node().store(), &res, &me);
             }
-            if self.checksum_round(&res, &mut rt, &snap) {
+            if self.checksum_round(&res, &mut rt, &snap) | self.verify_round(&res, &mut rt, &snap) {
                 repairs.push(res.clone());
             }
             let facts = rt.facts(&snap, now, self.started, &space);
@@ -733,6 +737,7 @@ impl Daemon {
                 dry_run,
             } if force => self.force_primary(&res, dry_run),
             Request::Invalidate { res, dry_run } => self.invalidate(&res, dry_run),
+            Request::Verify { res, repair, rate } => self.verify_request(&res, repair, rate),
             Request::Scrub {
                 res,
                 repair,

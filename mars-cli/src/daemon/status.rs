@@ -312,7 +312,7 @@ pub(super) fn resource_status(
                 up_to_date: st.up_to_date,
                 progress: progress(s, h, t, now),
                 messages: Vec::new(),
-                checksums: checksum_view(m, h == &s.me, rt),
+                checksums: checksum_view(m, h == &s.me, rt, verify_record(s), h),
             }
         })
         .collect();
@@ -337,6 +337,8 @@ fn checksum_view(
     m: &mars_strategy::strategy::Member,
     mine: bool,
     rt: Option<&ResourceRt>,
+    verify: Option<&str>,
+    host: &str,
 ) -> crate::view::ChecksumView {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -348,6 +350,7 @@ fn checksum_view(
         key("csum-errors"),
         now,
     );
+    v.last_verify = verify.and_then(|r| crate::view::VerifyRecord::parse(r, host, now));
     if let (true, Some(rt)) = (mine, rt) {
         let local = rt.scrub_progress();
         v.scrubbing = local.as_ref().map(|p| (p.pos, p.size, p.rate));
@@ -356,4 +359,10 @@ fn checksum_view(
         }
     }
     v
+}
+
+/// The primary's record of the last verify (`actual-<primary>/verify`).
+fn verify_record(s: &Snapshot) -> Option<&str> {
+    let p = s.primary.as_ref()?;
+    s.members.get(p)?.actual.get("verify").map(String::as_str)
 }

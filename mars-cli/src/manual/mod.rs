@@ -91,6 +91,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "pause-replay",
             "resume-replay",
             "invalidate",
+            "verify",
             "scrub",
         ],
     ),

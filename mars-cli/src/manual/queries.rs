@@ -49,6 +49,30 @@ pub const EVENTS: Page = page! {
     alice$ marsadm events r0 --json --count 10",
 };
 
+pub const VERIFY: Page = page! {
+    about: "    Compares every consistent secondary of RES with the primary, online, while the resource
+    is in use: each secondary holds its replay for a moment, takes its checksum table at its
+    replay position and serves it; the primary compares it with its own table, leaving out the
+    blocks that any log record at or after the older of that position and its own writeback
+    watermark touches (there the replicas may legitimately differ) and blocks whose checksum
+    is unknown on either side. Reports, per secondary, the differing ranges (byte offsets),
+    how many blocks were compared and how many were not judged. The table travels throttled
+    by --rate (counted in data bytes covered; the table is 1/1024 of that). The result is
+    recorded for every node's `view` (\"last verify: 3 min ago, 0 differences\"); an
+    interrupted verify (a node restarting) is answered again when the primary runs again.
+    --repair: a secondary that differs re-syncs from the primary (fast full sync: only
+    differing chunks travel; consistent again once replay passed the sync).
+    verify compares replicas with each other; `scrub` compares one replica's data with its
+    own checksums: run both.",
+    refuses: "    - the node is not a member of RES;
+    - RES has no designated primary, or no secondary.",
+    upstream: "    none (DRBD's online verify).",
+    examples: "    alice$ marsadm verify r0
+    bob$ marsadm verify r0 --repair",
+    exit: "    0 done, no differences (or repaired); 1 differences found without --repair, refused
+    or failed; 2 usage error.",
+};
+
 pub const SCRUB: Page = page! {
     about: "    Re-reads the local data device of RES and compares every 4 KiB block with the checksum
     stored when it was written (DIR/checksums/RES.csum). Reports the damaged blocks (their

@@ -148,4 +148,19 @@ impl ResourceRt {
         }
         links
     }
+
+    /// This secondary's part of a `verify`.
+    pub fn verify_hold(&self) -> Option<crate::verify::VerifyHold> {
+        self.verify_hold
+    }
+
+    /// Set this secondary's part of a `verify` (replay waits while it holds).
+    pub fn set_verify_hold(&mut self, hold: Option<crate::verify::VerifyHold>) {
+        self.verify_hold = hold;
+    }
+
+    /// No replay step runs now (the device is at the published replay position).
+    pub fn replay_idle(&self) -> bool {
+        self.replay.is_none()
+    }
 }

@@ -16,10 +16,69 @@ pub struct ChecksumView {
     pub read_errors: u64,
     /// The last read error.
     pub last_error: Option<String>,
+    /// The last verify of this replica against the primary.
+    #[serde(default)]
+    pub last_verify: Option<VerifyRecord>,
     /// Damaged blocks the last local scrub found (block numbers of 4 KiB, the first ones; on
     /// this node only).
     #[serde(default)]
     pub damaged_blocks: Vec<u64>,
+}
+
+/// This replica's entry in the primary's record of the last verify.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRecord {
+    /// The verify's id (`marsadm verify` waits for its own).
+    pub id: u64,
+    /// How long ago the primary recorded it (seconds, when the status was taken).
+    pub ago_secs: u64,
+    /// Blocks whose checksums differ.
+    pub differing: u64,
+    /// Blocks compared.
+    pub compared: u64,
+    /// Blocks not judged (unknown on a side, or written after the compared position).
+    pub unjudged: u64,
+    /// The first differing runs: `(byte offset, bytes)`.
+    pub ranges: Vec<(u64, u64)>,
+    /// The comparison failed (the primary's log says why).
+    pub failed: bool,
+}
+
+impl VerifyRecord {
+    /// `host`'s entry in a record `<id> <unix secs> <entries>` (see `daemon/verify.rs`).
+    pub fn parse(record: &str, host: &str, now_secs: u64) -> Option<VerifyRecord> {
+        let mut it = record.splitn(3, ' ');
+        let id = it.next()?.parse().ok()?;
+        let at: u64 = it.next()?.parse().ok()?;
+        let entry = it
+            .next()?
+            .split(';')
+            .find(|e| e.split(':').next() == Some(host))?;
+        let f: Vec<&str> = entry.split(':').collect();
+        let mut r = VerifyRecord {
+            id,
+            ago_secs: now_secs.saturating_sub(at),
+            ..VerifyRecord::default()
+        };
+        if f.get(1) == Some(&"failed") {
+            r.failed = true;
+            return Some(r);
+        }
+        let num = |i: usize| f.get(i).and_then(|x| x.parse().ok());
+        r.differing = num(1)?;
+        r.compared = num(2)?;
+        r.unjudged = num(3)?;
+        r.ranges = f
+            .get(4)
+            .unwrap_or(&"")
+            .split(',')
+            .filter_map(|x| {
+                let (b, n) = x.split_once('+')?;
+                Some((b.parse::<u64>().ok()? * 4096, n.parse::<u64>().ok()? * 4096))
+            })
+            .collect();
+        Some(r)
+    }
 }
 
 /// A finished scrub.
@@ -70,6 +129,7 @@ impl ChecksumView {
             last_scrub,
             read_errors,
             last_error: last_error.filter(|l| !l.is_empty()),
+            last_verify: None,
             damaged_blocks: Vec::new(),
         }
     }
@@ -104,6 +164,26 @@ impl ChecksumView {
             if r.damaged > 0 && !r.repair {
                 out.push(format!(
                     "    > damaged data on {host}: run `marsadm scrub {res} --repair` there"
+                ));
+            }
+        }
+        if let Some(v) = &self.last_verify {
+            let what = if v.failed {
+                "the comparison failed (see the primary's log)".to_string()
+            } else if v.differing == 0 {
+                format!("0 differences ({} blocks compared)", v.compared)
+            } else {
+                let shown: Vec<String> = v.ranges.iter().map(|(o, n)| format!("{o}+{n}")).collect();
+                format!(
+                    "{} differing block(s) at bytes {}",
+                    v.differing,
+                    shown.join(", ")
+                )
+            };
+            out.push(format!("    last verify: {} ago, {what}", ago(v.ago_secs)));
+            if v.differing > 0 {
+                out.push(format!(
+                    "    > {host} differs from the primary: run `marsadm verify {res} --repair` to re-sync it"
                 ));
             }
         }

@@ -7,7 +7,7 @@ pub mod checksums;
 pub mod messages;
 pub mod text;
 
-pub use checksums::{ChecksumView, ScrubRecord};
+pub use checksums::{ChecksumView, ScrubRecord, VerifyRecord};
 pub use text::render;
 
 use serde::{Deserialize, Serialize};

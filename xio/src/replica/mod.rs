@@ -18,9 +18,11 @@
 //! p.stop(std::time::Duration::from_secs(10)).unwrap();
 //! ```
 
+mod extents;
 mod primary;
 mod workers;
 
+pub use extents::log_extents;
 pub use primary::{PrimaryConfig, PrimaryGraph, StoppedPrimary};
 pub use workers::{
     local_log_state, verified_prefix, FetchState, FetchWorker, ReplayState, ReplayWorker,
