@@ -9,6 +9,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use xio::nbd::client::Client;
 
+mod artifacts;
+mod campaign;
+mod logimage;
+pub use artifacts::keep_artifacts;
+pub use campaign::*;
+pub use logimage::image_at;
+
 pub const SECRET: &str = "scenario cluster secret, long enough";
 
 /// A free loopback port (bound and released: good enough on a test machine).
@@ -330,6 +337,15 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
+impl Drop for Cluster {
+    /// A failing test keeps every node's marsd log and `view --json` (printed path).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            keep_artifacts(&self.nodes);
+        }
+    }
+}
+
 impl Cluster {
     /// `names` started, the first creates the cluster, the others join it.
     pub fn new(names: &[&str]) -> Cluster {
@@ -440,6 +456,12 @@ pub fn wait_equal(path: &Path, want: &[u8], what: &str) {
 /// Run an external tool (`qemu-io`, `qemu-img`, `fio`, `ip`, `tc`) with a time limit: killed
 /// and a panic past `limit`. Returns its output whatever its exit status.
 pub fn run_tool(prog: &str, args: &[&str], limit: Duration) -> Output {
+    run_bounded(prog, args, limit).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `run_tool` that never panics (for use while a test is already failing): an error says
+/// why it did not finish.
+pub fn run_bounded(prog: &str, args: &[&str], limit: Duration) -> Result<Output, String> {
     use std::io::Read;
     let mut child = Command::new(prog)
         .args(args)
@@ -447,7 +469,7 @@ pub fn run_tool(prog: &str, args: &[&str], limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawning {prog}: {e}"));
+        .map_err(|e| format!("spawning {prog}: {e}"))?;
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -459,21 +481,25 @@ pub fn run_tool(prog: &str, args: &[&str], limit: Duration) -> Output {
     let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + limit;
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{prog} {args:?} did not finish within {limit:?} ({other:?})"
+                ));
+            }
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{prog} {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
+    Ok(Output {
         status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 /// `run_tool` that must exit 0; returns its stdout.
