@@ -10,6 +10,7 @@
 //! 20 (R5). R4 and R6 need network namespaces and tmpfs: `upstream_net.rs`.
 
 mod common;
+use common::logimage::image_at;
 use common::*;
 use mars_strategy::views::ReplayLink;
 use std::sync::{Arc, Mutex};

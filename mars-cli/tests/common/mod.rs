@@ -11,10 +11,9 @@ use xio::nbd::client::Client;
 
 mod artifacts;
 mod campaign;
-mod logimage;
+pub mod logimage;
 pub use artifacts::keep_artifacts;
 pub use campaign::*;
-pub use logimage::image_at;
 
 pub const SECRET: &str = "scenario cluster secret, long enough";
 
@@ -317,6 +316,11 @@ impl Node {
 
     pub fn wait_uptodate(&self, res: &str) {
         self.wait_state(res, "UpToDate", |m| m.up_to_date);
+    }
+
+    /// Everything its marsd logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn log_tail(&self) -> String {
