@@ -12,7 +12,12 @@ use xio::nbd::client::Client;
 mod artifacts;
 mod campaign;
 pub mod logimage;
+mod tmpfs;
+#[allow(unused_imports)]
+pub use tmpfs::Tmpfs;
 pub use artifacts::keep_artifacts;
+// Not every suite uses every helper.
+#[allow(unused_imports)]
 pub use campaign::*;
 
 pub const SECRET: &str = "scenario cluster secret, long enough";
