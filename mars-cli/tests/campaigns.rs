@@ -35,6 +35,7 @@ fn campaign_r1_primary_kill9_under_flushed_load() {
         w.wait_writes(&model, 30 + rng.below(300), Duration::from_secs(60));
         c.nodes[0].kill9();
         let end = w.stop();
+        camp.writer_ended("writer", &end);
         assert!(
             end.error.is_some(),
             "cycle {cycle}: the writer did not notice the kill"
@@ -58,9 +59,7 @@ fn campaign_r1_primary_kill9_under_flushed_load() {
         camp.cycle_done();
     }
     let b = &c.nodes[1];
-    b.wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| {
-        m.up_to_date
-    });
+    b.wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| m.up_to_date);
     let m = model.lock().unwrap().clone();
     camp.check(
         "bob after the crashes",
@@ -123,7 +122,9 @@ fn campaign_r3_secondary_anytime_consistency() {
             Err(e) => camp.violation(format!("cycle {cycle}: no reference image: {e}"), 0),
             Ok(want) => {
                 let bad: Vec<usize> = (0..want.len() / BLOCK)
-                    .filter(|&i| dev[i * BLOCK..(i + 1) * BLOCK] != want[i * BLOCK..(i + 1) * BLOCK])
+                    .filter(|&i| {
+                        dev[i * BLOCK..(i + 1) * BLOCK] != want[i * BLOCK..(i + 1) * BLOCK]
+                    })
                     .collect();
                 if let Some(first) = bad.first() {
                     camp.violation(
@@ -150,6 +151,7 @@ fn campaign_r3_secondary_anytime_consistency() {
         "every checkpoint was at the same position: the campaign checked nothing new"
     );
     let end = w.stop();
+    camp.writer_ended("writer", &end);
     assert!(end.error.is_none(), "writer: {:?}", end.error);
     b.wait_uptodate("r0");
     let m = model.lock().unwrap().clone();
@@ -185,11 +187,11 @@ fn campaign_r5_forced_failover_and_resolution() {
         let (pn, sn) = (c.nodes[p].name.clone(), c.nodes[s].name.clone());
         c.nodes[s].ok(&["resume-fetch", "r0"]);
         let m = Mutex::new(model);
-        write_n(c.nodes[p].nbd("r0"), &m, 200, 25).disconnect().unwrap();
+        write_n(c.nodes[p].nbd("r0"), &m, 200, 25)
+            .disconnect()
+            .unwrap();
         model = m.into_inner().unwrap();
-        c.nodes[s].wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| {
-            m.up_to_date
-        });
+        c.nodes[s].wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| m.up_to_date);
         camp.check(
             &format!("cycle {cycle}: {sn} before the failover"),
             wait_model(&devs[s], &model, Duration::from_secs(30)),
@@ -221,7 +223,10 @@ fn campaign_r5_forced_failover_and_resolution() {
         for i in [p, s] {
             if !reported(&c.nodes[i]) {
                 camp.violation(
-                    format!("cycle {cycle}: {} never reported the split brain", c.nodes[i].name),
+                    format!(
+                        "cycle {cycle}: {} never reported the split brain",
+                        c.nodes[i].name
+                    ),
                     0,
                 );
             }
@@ -233,9 +238,7 @@ fn campaign_r5_forced_failover_and_resolution() {
             Duration::from_secs(30),
             "invalidate on the old primary",
         );
-        c.nodes[p].wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| {
-            m.up_to_date
-        });
+        c.nodes[p].wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| m.up_to_date);
         camp.check(
             &format!("cycle {cycle}: {pn} after invalidate"),
             wait_model(&devs[p], &model, Duration::from_secs(30)),

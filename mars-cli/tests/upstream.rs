@@ -54,7 +54,10 @@ fn wait_fetched(a: &Node, b: &Node, res: &str) {
             if theirs.iter().all(|l| mine.contains(l)) {
                 Ok(())
             } else {
-                Err(format!("{} has {theirs:?}, {} has {mine:?}", a.name, b.name))
+                Err(format!(
+                    "{} has {theirs:?}, {} has {mine:?}",
+                    a.name, b.name
+                ))
             }
         },
     );
@@ -76,11 +79,18 @@ fn replay_fetch() {
     let before = local_logs(b, "r0");
     let nbd = write_n(a.nbd("r0"), &model, 300, 25);
     let grown = local_logs(a, "r0");
-    assert_ne!(grown, before, "alice's log did not grow: the test checks nothing");
+    assert_ne!(
+        grown, before,
+        "alice's log did not grow: the test checks nothing"
+    );
     // Watch for two seconds: bob's copy must not grow (a bounded observation, not a wait).
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(2) {
-        assert_eq!(local_logs(b, "r0"), before, "bob fetched while fetch was paused");
+        assert_eq!(
+            local_logs(b, "r0"),
+            before,
+            "bob fetched while fetch was paused"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!b.replica("r0").unwrap().up_to_date);
@@ -129,7 +139,9 @@ fn destroy_secondary_logfile() {
         *x ^= 0xa5;
     }
     std::fs::write(&path, &bytes).unwrap();
-    eprintln!("destroy_secondary_logfile: overwrote 512 bytes at {at} of bob's {name} ({len} bytes)");
+    eprintln!(
+        "destroy_secondary_logfile: overwrote 512 bytes at {at} of bob's {name} ({len} bytes)"
+    );
     b.ok(&["resume-replay", "r0"]);
     b.wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| m.up_to_date);
     let m = model.lock().unwrap().clone();
@@ -164,18 +176,26 @@ fn dsc_random_restarts_under_load() {
     for cycle in 0..n {
         w.wait_writes(&model, 50 + rng.below(300), Duration::from_secs(60));
         let victim = rng.below(3) as usize;
-        let how = if victim == 0 || rng.below(2) == 0 { "kill -9" } else { "SIGTERM" };
+        let how = if victim == 0 || rng.below(2) == 0 {
+            "kill -9"
+        } else {
+            "SIGTERM"
+        };
         eprintln!("dsc cycle {cycle}: {how} {}", c.nodes[victim].name);
         if victim == 0 {
             c.nodes[0].kill9();
             let end = w.stop();
+            camp.writer_ended("writer", &end);
             assert!(end.error.is_some(), "the writer did not notice the kill");
             c.nodes[0].start();
             c.nodes[0].wait_state("r0", "Primary after restart", |m| m.role == "Primary");
             let mut nbd = c.nodes[0].nbd("r0");
             let img = read_export(&mut nbd, SIZE);
             let mut m = model.lock().unwrap();
-            camp.check(&format!("cycle {cycle}: alice after kill -9"), m.check(&img));
+            camp.check(
+                &format!("cycle {cycle}: alice after kill -9"),
+                m.check(&img),
+            );
             m.settle(&img);
             drop(m);
             w = Writer::start(nbd, model.clone(), 20, u64::MAX);
@@ -190,12 +210,11 @@ fn dsc_random_restarts_under_load() {
         camp.cycle_done();
     }
     let end = w.stop();
+    camp.writer_ended("writer", &end);
     assert!(end.error.is_none(), "writer: {:?}", end.error);
     let m = model.lock().unwrap().clone();
     for (i, dev) in ["b.img", "c.img"].iter().enumerate() {
-        c.nodes[i + 1].wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| {
-            m.up_to_date
-        });
+        c.nodes[i + 1].wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| m.up_to_date);
         camp.check(
             &format!("{} at the end", c.nodes[i + 1].name),
             wait_model(&c.path(dev), &m, Duration::from_secs(30)),

@@ -34,11 +34,16 @@ fn datadev_full() {
     let model = Mutex::new(Model::new(SIZE, 31));
     // ~2500 distinct blocks of 4 KiB: more than 6 MiB.
     let nbd = write_n(a.nbd("r0"), &model, 4000, 50);
-    b.wait_state_for("r0", "replay to stop on ENOSPC", Duration::from_secs(60), |m| {
-        m.msg
-            .as_deref()
-            .is_some_and(|x| x.contains("replay") && x.to_lowercase().contains("no space left"))
-    });
+    b.wait_state_for(
+        "r0",
+        "replay to stop on ENOSPC",
+        Duration::from_secs(60),
+        |m| {
+            m.msg
+                .as_deref()
+                .is_some_and(|x| x.contains("replay") && x.to_lowercase().contains("no space left"))
+        },
+    );
     let m = b.replica("r0").unwrap();
     eprintln!("datadev_full: bob says {:?}", m.msg);
     assert!(!m.up_to_date, "UpToDate with a full device: {m:?}");
@@ -46,9 +51,12 @@ fn datadev_full() {
     let nbd = write_n(nbd, &model, 200, 50);
     assert_eq!(a.replica("r0").unwrap().disk, "UpToDate");
     fs.remount("64m");
-    b.wait_state_for("r0", "UpToDate after the remount", Duration::from_secs(120), |m| {
-        m.up_to_date
-    });
+    b.wait_state_for(
+        "r0",
+        "UpToDate after the remount",
+        Duration::from_secs(120),
+        |m| m.up_to_date,
+    );
     let m = model.lock().unwrap().clone();
     wait_model(&db, &m, Duration::from_secs(30)).unwrap();
     nbd.disconnect().unwrap();
@@ -91,7 +99,9 @@ fn cut_link(
     net.link(side, true);
     match moved {
         None => Ok(()),
-        Some(p) => Err(format!("progress moved from {stalled} to {p} while the link was down")),
+        Some(p) => Err(format!(
+            "progress moved from {stalled} to {p} while the link was down"
+        )),
     }
 }
 
@@ -125,7 +135,11 @@ fn campaign_r4_link_cuts_during_fetch_and_sync() {
             b.ok(&["down", "r0"]);
             b.ok(&["leave-resource", "r0"]);
             std::fs::write(&db, vec![0xee; SIZE as usize]).unwrap();
-            b.ok_within(&["join-resource", "r0", &db], Duration::from_secs(30), "join again");
+            b.ok_within(
+                &["join-resource", "r0", &db],
+                Duration::from_secs(30),
+                "join again",
+            );
             b.wait_state_for("r0", "sync at 10%", Duration::from_secs(120), |m| {
                 m.syncstatus >= SIZE / 10 || m.up_to_date
             });
@@ -152,7 +166,10 @@ fn campaign_r4_link_cuts_during_fetch_and_sync() {
                 }
             });
             if let Some(p) = went_back {
-                camp.violation(format!("cycle {cycle}: the sync went back from {at_cut} to {p}"), 0);
+                camp.violation(
+                    format!("cycle {cycle}: the sync went back from {at_cut} to {p}"),
+                    0,
+                );
             }
             eprintln!("R4 cycle {cycle}: sync cut at {at_cut} on side {side} for {cut:?}");
         } else {
@@ -166,6 +183,7 @@ fn campaign_r4_link_cuts_during_fetch_and_sync() {
             }
             w.wait_writes(&model, 100, Duration::from_secs(60));
             let end = w.stop();
+            camp.writer_ended("writer", &end);
             if let Some(e) = &end.error {
                 camp.violation(format!("cycle {cycle}: the writer failed: {e}"), 0);
             }
@@ -218,8 +236,12 @@ fn campaign_r6_log_space_exhaustion_under_load() {
         // Load goes on in emergency mode.
         w.wait_writes(&model, 500, Duration::from_secs(60));
         let end = w.stop();
+        camp.writer_ended("writer", &end);
         if let Some(e) = &end.error {
-            camp.violation(format!("cycle {cycle}: a write failed in emergency mode: {e}"), 0);
+            camp.violation(
+                format!("cycle {cycle}: a write failed in emergency mode: {e}"),
+                0,
+            );
         }
         let mut nbd = end.client.unwrap_or_else(|| a.nbd("r0"));
         let m = model.lock().unwrap().clone();
@@ -228,18 +250,28 @@ fn campaign_r6_log_space_exhaustion_under_load() {
             m.check_exact(&read_export(&mut nbd, SIZE)),
         );
         b.ok(&["resume-fetch", "r0"]);
-        b.wait_state_for("r0", "Orphan", Duration::from_secs(120), |m| m.disk == "Orphan");
-        tmpfs.lock().unwrap().as_ref().unwrap().remount("256m");
-        wait_until(Duration::from_secs(60), "alice to leave emergency mode", || {
-            let out = a.ok(&["cron"]);
-            match a.replica("r0") {
-                Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
-                m => Err(format!("{out} / {m:?}")),
-            }
+        b.wait_state_for("r0", "Orphan", Duration::from_secs(120), |m| {
+            m.disk == "Orphan"
         });
+        tmpfs.lock().unwrap().as_ref().unwrap().remount("256m");
+        wait_until(
+            Duration::from_secs(60),
+            "alice to leave emergency mode",
+            || {
+                let out = a.ok(&["cron"]);
+                match a.replica("r0") {
+                    Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
+                    m => Err(format!("{out} / {m:?}")),
+                }
+            },
+        );
         // The same connection logs again.
         let nbd = write_n(nbd, &model, 300, 50);
-        b.ok_within(&["invalidate", "r0"], Duration::from_secs(30), "invalidate on bob");
+        b.ok_within(
+            &["invalidate", "r0"],
+            Duration::from_secs(30),
+            "invalidate on bob",
+        );
         b.wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| m.up_to_date);
         let m = model.lock().unwrap().clone();
         camp.check(

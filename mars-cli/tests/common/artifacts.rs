@@ -20,7 +20,13 @@ pub fn artifacts_dir(test: &str) -> PathBuf {
         });
     let name: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     base.join(name)
 }

@@ -116,6 +116,20 @@ impl Campaign {
         self.lost += lost_bytes;
     }
 
+    /// Record the stale read-backs of a writer as a violation.
+    pub fn writer_ended(&mut self, what: &str, end: &WriterEnd) {
+        if end.stale_reads > 0 {
+            self.violation(
+                format!(
+                    "{what}: {} reads right after an acknowledged write returned other data; first: {}",
+                    end.stale_reads,
+                    end.first_stale.as_deref().unwrap_or_default()
+                ),
+                end.stale_reads * BLOCK as u64,
+            );
+        }
+    }
+
     /// Record the result of a [`Model::check`].
     pub fn check(&mut self, what: &str, found: Result<(), Loss>) {
         if let Err(l) = found {
@@ -233,8 +247,7 @@ impl Model {
     /// Whether `image` holds, in every block, its durable write or one of its pending ones.
     pub fn check(&self, image: &[u8]) -> Result<(), Loss> {
         self.check_blocks(image, |b, g| {
-            g == Some(self.durable[b as usize])
-                || g.is_some_and(|g| self.pending.contains(&(b, g)))
+            g == Some(self.durable[b as usize]) || g.is_some_and(|g| self.pending.contains(&(b, g)))
         })
     }
 
@@ -243,7 +256,11 @@ impl Model {
         self.check_blocks(image, |b, g| g == Some(self.durable[b as usize]))
     }
 
-    fn check_blocks(&self, image: &[u8], ok: impl Fn(u64, Option<u64>) -> bool) -> Result<(), Loss> {
+    fn check_blocks(
+        &self,
+        image: &[u8],
+        ok: impl Fn(u64, Option<u64>) -> bool,
+    ) -> Result<(), Loss> {
         let mut loss = Loss {
             blocks: 0,
             bytes: 0,
@@ -305,6 +322,10 @@ pub struct WriterEnd {
     pub flushes: u64,
     /// The connection failed (e.g. marsd was killed); `None` when it was stopped.
     pub error: Option<String>,
+    /// Read-backs right after an acknowledged write that returned other bytes (a write must
+    /// be readable once acknowledged), with the first one.
+    pub stale_reads: u64,
+    pub first_stale: Option<String>,
     pub client: Option<Client>,
 }
 
@@ -321,6 +342,8 @@ fn write_loop(
         writes: 0,
         flushes: 0,
         error: None,
+        stale_reads: 0,
+        first_stale: None,
         client: None,
     };
     let flush = |c: &mut Client, end: &mut WriterEnd| match c.flush() {
@@ -343,7 +366,24 @@ fn write_loop(
                 return end;
             }
         }
-        if end.writes % flush_every == 0 && !flush(&mut c, &mut end) {
+        match c.read(off, BLOCK as u32) {
+            Ok(Ok(d)) if d == bytes => {}
+            Ok(r) => {
+                end.stale_reads += 1;
+                let what = || {
+                    format!(
+                        "read of the acknowledged write at {off}: {:?}",
+                        r.map(|d| block_generation(off / BLOCK as u64, &d))
+                    )
+                };
+                end.first_stale.get_or_insert_with(what);
+            }
+            Err(e) => {
+                end.error = Some(format!("read at {off}: {e}"));
+                return end;
+            }
+        }
+        if end.writes.is_multiple_of(flush_every) && !flush(&mut c, &mut end) {
             return end;
         }
     }
@@ -358,10 +398,10 @@ fn write_loop(
 pub fn write_n(c: Client, model: &Mutex<Model>, n: u64, flush_every: u64) -> Client {
     let end = write_loop(c, model, flush_every, n, &AtomicBool::new(false));
     match end.client {
-        Some(c) if end.writes == n => c,
+        Some(c) if end.writes == n && end.stale_reads == 0 => c,
         _ => panic!(
-            "verified writes failed after {} of {n} writes: {:?}",
-            end.writes, end.error
+            "verified writes failed after {} of {n} writes: {:?} ({} stale read-backs: {:?})",
+            end.writes, end.error, end.stale_reads, end.first_stale
         ),
     }
 }

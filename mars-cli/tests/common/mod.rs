@@ -13,9 +13,9 @@ mod artifacts;
 mod campaign;
 pub mod logimage;
 mod tmpfs;
+pub use artifacts::keep_artifacts;
 #[allow(unused_imports)]
 pub use tmpfs::Tmpfs;
-pub use artifacts::keep_artifacts;
 // Not every suite uses every helper.
 #[allow(unused_imports)]
 pub use campaign::*;
@@ -492,9 +492,7 @@ pub fn run_bounded(prog: &str, args: &[&str], limit: Duration) -> Result<Output,
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             other => {
                 let _ = child.kill();
                 let _ = child.wait();
