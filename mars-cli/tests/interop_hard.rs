@@ -304,17 +304,7 @@ fn emergency_mode_on_a_full_tmpfs() {
     eprintln!("--- marsadm cron on alice, still full:\n{out}");
     tmpfs.lock().unwrap().as_ref().unwrap().remount("256m");
     let t = Instant::now();
-    wait_until(
-        Duration::from_secs(60),
-        "alice to leave emergency mode",
-        || {
-            let out = a.ok(&["cron"]);
-            match a.replica("r0") {
-                Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
-                m => Err(format!("{out} / {m:?}")),
-            }
-        },
-    );
+    a.cron_until_logging("r0", Duration::from_secs(60));
     eprintln!(
         "interop_hard: alice left emergency mode {:?} after the remount",
         t.elapsed()

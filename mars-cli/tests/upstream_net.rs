@@ -254,17 +254,7 @@ fn campaign_r6_log_space_exhaustion_under_load() {
             m.disk == "Orphan"
         });
         tmpfs.lock().unwrap().as_ref().unwrap().remount("256m");
-        wait_until(
-            Duration::from_secs(60),
-            "alice to leave emergency mode",
-            || {
-                let out = a.ok(&["cron"]);
-                match a.replica("r0") {
-                    Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
-                    m => Err(format!("{out} / {m:?}")),
-                }
-            },
-        );
+        a.cron_until_logging("r0", Duration::from_secs(60));
         // The same connection logs again.
         let nbd = write_n(nbd, &model, 300, 50);
         b.ok_within(

@@ -202,6 +202,22 @@ impl Node {
         out
     }
 
+    /// `cron` on this primary until it leaves emergency mode (Primary and UpToDate again), at
+    /// most `limit`.
+    pub fn cron_until_logging(&self, res: &str, limit: Duration) {
+        wait_until(
+            limit,
+            &format!("{} to leave emergency mode", self.name),
+            || {
+                let out = self.ok(&["cron"]);
+                match self.replica(res) {
+                    Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
+                    m => Err(format!("{out} / {m:?}")),
+                }
+            },
+        );
+    }
+
     /// Wait until this node has no metadata connection to `other` (its replica of `res`
     /// shows `UnResponsive`).
     pub fn wait_unresponsive(&self, res: &str, other: &str, limit: Duration) {
