@@ -159,6 +159,7 @@ impl ResourceRt {
     /// Collect finished workers: the links they leave (replay position) and their facts.
     pub fn poll(&mut self, me: &str, now: u64) -> Vec<LinkWrite> {
         let mut links = self.poll_checksums(me);
+        let mut replay_failed_in = None;
         if let Some((log, w)) = &self.replay {
             let st = w.state();
             if !st.running {
@@ -173,9 +174,13 @@ impl ResourceRt {
                 } else if let Some(e) = st.failed {
                     tracing::error!(res = %self.res, log = %log, "replay failed: {e}");
                     self.replay_failed = Some((e, Instant::now()));
+                    replay_failed_in = Some(log.clone());
                 }
                 self.replay = None;
             }
+        }
+        if let Some(log) = replay_failed_in {
+            self.cut_damaged_copy(&log);
         }
         if let Some((log, peer, w)) = &self.fetch {
             let st = w.state();
@@ -224,6 +229,36 @@ impl ResourceRt {
             }
         }
         links
+    }
+
+    /// After a failed replay of `log`: when the local copy no longer verifies (bytes that
+    /// verified when fetched were damaged since), cut it back to the prefix that still does,
+    /// so that fetch gets the rest again (upstream's `destroy_secondary_logfile`).
+    fn cut_damaged_copy(&mut self, log: &LogName) {
+        let path = self.log_dir.join(log.to_string());
+        let Ok(len) = std::fs::metadata(&path).map(|m| m.len()) else {
+            return;
+        };
+        let good = verified_prefix(&path, log);
+        if good >= len {
+            return; // the copy is intact: the replay failed for another reason
+        }
+        if self.fetch.as_ref().is_some_and(|(l, _, _)| l == log) {
+            // It appends at its own offset: it must not write after the cut.
+            if let Some((_, _, w)) = self.fetch.take() {
+                w.stop();
+            }
+            self.fetch_ended = None;
+        }
+        tracing::warn!(res = %self.res, log = %log, good, len, "the local copy is damaged after offset {good}: cutting it back there and fetching the rest again");
+        if let Err(e) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(good))
+        {
+            tracing::error!(res = %self.res, "cannot cut {}: {e}", path.display());
+        }
+        self.verified.remove(log);
     }
 
     /// What runs and how far it got.

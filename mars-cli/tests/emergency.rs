@@ -47,17 +47,7 @@ fn emergency_mode_keeps_io_going_and_invalidate_recovers() {
     // Recovery: space again, cron on the primary: logging resumes while the client stays
     // connected (the export is never interrupted).
     a.ok(&["set-link", "defaults/emergency-free", "0"]);
-    wait_until(
-        Duration::from_secs(20),
-        "alice to leave emergency mode",
-        || {
-            let out = a.ok(&["cron"]);
-            match a.replica("r0") {
-                Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
-                m => Err(format!("{out} / {m:?}")),
-            }
-        },
-    );
+    a.cron_until_logging("r0", Duration::from_secs(20));
     // The same connection goes on: writes logged again, reads exact.
     write_blocks(&mut nbd, &mut model, 54, 200, 50);
     assert_eq!(

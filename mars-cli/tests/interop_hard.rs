@@ -7,8 +7,6 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -200,58 +198,6 @@ fn forced_failover_after_log_rotate_on_new_primary() {
     forced_failover_while_partitioned(Rotate::NewPrimaryAfterForce);
 }
 
-/// A tmpfs mounted on a directory: unmounted (lazily if busy) and the directory removed when
-/// dropped. Drop it after the marsd using it (declare it before the cluster).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let opt = format!("size={size}");
-        tool_ok(
-            "mount",
-            &["-t", "tmpfs", "-o", &opt, "tmpfs", dir.to_str().unwrap()],
-            Duration::from_secs(20),
-        );
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn remount(&self, size: &str) {
-        let opt = format!("remount,size={size}");
-        tool_ok(
-            "mount",
-            &["-o", &opt, self.dir.to_str().unwrap()],
-            Duration::from_secs(20),
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let d = self.dir.to_str().unwrap();
-        let quiet = |args: &[&str]| {
-            Command::new("umount")
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !quiet(&[d]) {
-            quiet(&["-l", d]);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        // The cluster's temp dir could not remove the mount point while it was mounted.
-        if let Some(parent) = self.dir.parent() {
-            let _ = std::fs::remove_dir_all(parent);
-        }
-    }
-}
-
 /// fio over the export `uri`: random 64 KiB writes over `size` bytes, `io_size` in all, with
 /// crc32c verify headers, read back and verified at the end. Returns the terse line.
 /// `verify_only` reruns the job (same seed) reading and verifying only.
@@ -358,17 +304,7 @@ fn emergency_mode_on_a_full_tmpfs() {
     eprintln!("--- marsadm cron on alice, still full:\n{out}");
     tmpfs.lock().unwrap().as_ref().unwrap().remount("256m");
     let t = Instant::now();
-    wait_until(
-        Duration::from_secs(60),
-        "alice to leave emergency mode",
-        || {
-            let out = a.ok(&["cron"]);
-            match a.replica("r0") {
-                Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
-                m => Err(format!("{out} / {m:?}")),
-            }
-        },
-    );
+    a.cron_until_logging("r0", Duration::from_secs(60));
     eprintln!(
         "interop_hard: alice left emergency mode {:?} after the remount",
         t.elapsed()

@@ -9,6 +9,17 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use xio::nbd::client::Client;
 
+mod artifacts;
+mod campaign;
+pub mod logimage;
+mod tmpfs;
+pub use artifacts::keep_artifacts;
+#[allow(unused_imports)]
+pub use tmpfs::Tmpfs;
+// Not every suite uses every helper.
+#[allow(unused_imports)]
+pub use campaign::*;
+
 pub const SECRET: &str = "scenario cluster secret, long enough";
 
 /// A free loopback port (bound and released: good enough on a test machine).
@@ -191,6 +202,22 @@ impl Node {
         out
     }
 
+    /// `cron` on this primary until it leaves emergency mode (Primary and UpToDate again), at
+    /// most `limit`.
+    pub fn cron_until_logging(&self, res: &str, limit: Duration) {
+        wait_until(
+            limit,
+            &format!("{} to leave emergency mode", self.name),
+            || {
+                let out = self.ok(&["cron"]);
+                match self.replica(res) {
+                    Some(m) if m.role == "Primary" && m.disk == "UpToDate" => Ok(()),
+                    m => Err(format!("{out} / {m:?}")),
+                }
+            },
+        );
+    }
+
     /// Wait until this node has no metadata connection to `other` (its replica of `res`
     /// shows `UnResponsive`).
     pub fn wait_unresponsive(&self, res: &str, other: &str, limit: Duration) {
@@ -312,6 +339,11 @@ impl Node {
         self.wait_state(res, "UpToDate", |m| m.up_to_date);
     }
 
+    /// Everything its marsd logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let t = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = t.lines().collect();
@@ -328,6 +360,15 @@ impl Drop for Node {
 pub struct Cluster {
     pub root: tempfile::TempDir,
     pub nodes: Vec<Node>,
+}
+
+impl Drop for Cluster {
+    /// A failing test keeps every node's marsd log and `view --json` (printed path).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            keep_artifacts(&self.nodes);
+        }
+    }
 }
 
 impl Cluster {
@@ -440,6 +481,12 @@ pub fn wait_equal(path: &Path, want: &[u8], what: &str) {
 /// Run an external tool (`qemu-io`, `qemu-img`, `fio`, `ip`, `tc`) with a time limit: killed
 /// and a panic past `limit`. Returns its output whatever its exit status.
 pub fn run_tool(prog: &str, args: &[&str], limit: Duration) -> Output {
+    run_bounded(prog, args, limit).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `run_tool` that never panics (for use while a test is already failing): an error says
+/// why it did not finish.
+pub fn run_bounded(prog: &str, args: &[&str], limit: Duration) -> Result<Output, String> {
     use std::io::Read;
     let mut child = Command::new(prog)
         .args(args)
@@ -447,7 +494,7 @@ pub fn run_tool(prog: &str, args: &[&str], limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawning {prog}: {e}"));
+        .map_err(|e| format!("spawning {prog}: {e}"))?;
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -459,21 +506,23 @@ pub fn run_tool(prog: &str, args: &[&str], limit: Duration) -> Output {
     let err = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + limit;
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{prog} {args:?} did not finish within {limit:?} ({other:?})"
+                ));
+            }
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{prog} {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     };
-    Output {
+    Ok(Output {
         status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 /// `run_tool` that must exit 0; returns its stdout.
