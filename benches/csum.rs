@@ -14,7 +14,8 @@
 //!
 //! Files: a 2 GiB data file (its first 256 MiB provisioned with `O_DIRECT`) in a temporary
 //! directory under `MARS_BENCH_DIR` (default `/work`, not tmpfs). IO is buffered.
-//! Run: `cargo bench -p mars-rs --bench csum`.
+//! Run: `cargo bench -p mars-rs --bench csum` (`MARS_BENCH_ROW=logger`: the rows whose name
+//! contains it).
 
 // The binaries' allocator: see ARCHITECTURE.md, "Allocator".
 #[global_allocator]
@@ -199,7 +200,8 @@ fn main() {
         "{:<44} {:>28} {:>28} {:>22}",
         "workload", "on", "off", "ratio"
     );
-    for (name, unit, job) in &rows {
+    let only = std::env::var("MARS_BENCH_ROW").unwrap_or_default();
+    for (name, unit, job) in rows.iter().filter(|(n, _, _)| n.contains(only.as_str())) {
         let (mut on, mut off, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..runs {
             let _ = Command::new("sync").status();

@@ -59,6 +59,8 @@ pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
         && !s.orphaned(h)
         && !loser
         && (is_primary
+            // A resource created just now: its designated primary's data is all there is.
+            || (designated && s.logs.is_empty() && m.replay.is_none())
             || matches!((&m.replay, primary_pos), (Some(r), Some(p)) if order(r) >= order(p)));
     let attach = m.switch(Switch::Attach);
     let orphan = s.orphaned(h);
@@ -140,5 +142,34 @@ pub fn replica_state(s: &Snapshot, h: &str) -> ReplicaState {
         role: role.into(),
         consistent,
         up_to_date,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(pairs: &[(&str, &str)]) -> Snapshot {
+        Snapshot::from_pairs("alice", "r0", pairs.iter().copied())
+    }
+
+    #[test]
+    fn a_just_created_primary_is_up_to_date_before_its_logger_runs() {
+        let keys = [
+            ("size", "1048576"),
+            ("primary", "alice"),
+            ("data-alice", "/dev/a"),
+            ("syncstatus-alice", "1048576"),
+        ];
+        let st = replica_state(&snap(&keys), "alice");
+        assert_eq!(
+            (st.disk.as_str(), st.role.as_str()),
+            ("UpToDate", "NotYetPrimary")
+        );
+        // Once logs exist, a designated primary without a replay position is not.
+        let mut more = keys.to_vec();
+        more.push(("log-000000001-bob", "4096"));
+        let st = replica_state(&snap(&more), "alice");
+        assert_eq!(st.disk, "OutDated[R]");
     }
 }

@@ -17,6 +17,7 @@ use brick_core::{
     Aio, Aspect, Brick, Completer, Error, Info, Op, Output, Power, PowerState, Rejected, Result,
     Slot, Stats, StatsSnapshot,
 };
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -109,14 +110,20 @@ pub(crate) struct Core {
     alerts: Mutex<VecDeque<String>>,
     recovered_regions: u64,
     zero_sum: u32,
+    /// The flush thread (started with the first flush) and its queue.
+    flush_thread: FlushThread,
 }
+
+type FlushThread = Mutex<Option<(Sender<Box<Aio>>, std::thread::JoinHandle<()>)>>;
 
 /// Per-block checksums of a data device, kept in a checksum file; verified reads. See the
 /// module docs and `FORMAT.md`.
 ///
-/// `submit` may block for a flush (it persists the checksum file) and for the first write
-/// into a clean region (an `fdatasync` of the checksum file): call it from threads that may
-/// block (writeback, replay, sync, NBD connections), not from an io_uring completion thread.
+/// A flush completes on the brick's flush thread (started with the first flush): the device
+/// is flushed, then the checksums that changed are persisted. `submit` blocks only for the
+/// first write into a clean region (an `fdatasync` of the checksum file for its intent bit):
+/// call it from threads that may block (writeback, replay, sync, NBD connections), not from an
+/// io_uring completion thread.
 pub struct CsumDisk {
     core: Arc<Core>,
 }
@@ -180,6 +187,7 @@ impl CsumDisk {
                 alerts: Mutex::new(VecDeque::new()),
                 recovered_regions: o.dirty_regions.len() as u64,
                 zero_sum: block_sum(&[0u8; BLOCK as usize]),
+                flush_thread: Mutex::new(None),
             }),
         }))
     }
@@ -243,6 +251,12 @@ impl CsumDisk {
 
 impl Drop for CsumDisk {
     fn drop(&mut self) {
+        // The flush thread ends once its queue is empty and closed.
+        let thread = self.core.flush_thread.lock().take();
+        if let Some((tx, t)) = thread {
+            drop(tx);
+            let _ = t.join();
+        }
         if let Err(e) = self.core.flush(true) {
             tracing::warn!(file = %self.core.name, "checksums not persisted at close: {e}; the next start recomputes what was being written");
         }
@@ -480,6 +494,52 @@ impl Core {
         None
     }
 
+    /// The queue of the flush thread, started on first use (`None` if it cannot start: then
+    /// the caller flushes itself). The thread holds only a weak reference: it ends when the
+    /// brick is dropped.
+    fn flusher(&self, me: &Arc<Core>) -> Option<Sender<Box<Aio>>> {
+        let mut ft = self.flush_thread.lock();
+        if let Some((tx, _)) = &*ft {
+            return Some(tx.clone());
+        }
+        let (tx, rx) = crossbeam_channel::unbounded::<Box<Aio>>();
+        let weak = Arc::downgrade(me);
+        let t = std::thread::Builder::new()
+            .name("csum-flush".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // One flush serves every flush queued so far: each was submitted before
+                    // it started, so it covers what each of them must cover.
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    match weak.upgrade() {
+                        Some(core) => {
+                            let r = core.flush(false);
+                            for req in batch {
+                                core.finish_flush(req, r.clone());
+                            }
+                        }
+                        None => {
+                            for req in batch {
+                                req.finish(Err(Error::Invalid("checksum brick dropped")));
+                            }
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        *ft = Some((tx.clone(), t));
+        Some(tx)
+    }
+
+    /// Complete a flush this brick admitted.
+    fn finish_flush(&self, req: Box<Aio>, r: Result<()>) {
+        self.stats
+            .on_complete(0, std::time::Duration::ZERO, r.is_err());
+        self.power.leave();
+        req.finish(r);
+    }
+
     /// Flush the device, then persist the checksums that changed and clear the intent bits
     /// of regions that were not written for a whole flush interval (`all`: of every region
     /// without writes in flight). Serialized: one flush at a time.
@@ -552,11 +612,24 @@ impl Output for CsumDisk {
         core.stats.on_submit();
         match req.op {
             Op::Flush => {
-                let r = core.flush(false);
-                core.stats
-                    .on_complete(0, std::time::Duration::ZERO, r.is_err());
-                core.power.leave();
-                req.finish(r);
+                // Flushes run on the flush thread: the submitter goes on submitting (a flush
+                // is two `fdatasync`s here: the device's and the checksum file's).
+                match core.flusher(&self.core) {
+                    Some(tx) => {
+                        if let Err(e) = tx.send(req) {
+                            core.finish_flush(
+                                e.0,
+                                Err(Error::Off {
+                                    brick: core.name.clone(),
+                                }),
+                            );
+                        }
+                    }
+                    None => {
+                        let r = core.flush(false);
+                        core.finish_flush(req, r);
+                    }
+                }
                 Ok(())
             }
             Op::Read => {
