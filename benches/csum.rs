@@ -18,6 +18,9 @@
 //! contains it).
 
 // The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[path = "support/data_file.rs"]
+mod data_file;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -27,7 +30,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xio::csum::CsumDisk;
-use xio::file::{self, Backend, FileBrick, FileOptions};
+use xio::file::FileBrick;
 use xio::logger::{LoggerConfig, TransLogger};
 
 const REGION: u64 = 256 << 20;
@@ -99,27 +102,6 @@ fn drive(out: &dyn Output, op: Op, secs: u64, flush_each: bool, flush_every: u64
     done as f64 / start.elapsed().as_secs_f64()
 }
 
-fn open_data(path: &Path) -> Arc<FileBrick> {
-    let status = Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            &format!("of={}", path.display()),
-            "bs=1M",
-            &format!("count={}", REGION >> 20),
-            "oflag=direct",
-            "conv=fsync",
-            "status=none",
-        ])
-        .status()
-        .expect("running dd to provision the data file");
-    assert!(status.success(), "dd failed");
-    let opts = FileOptions {
-        create_size: Some(FILE_SIZE),
-        ..FileOptions::default()
-    };
-    file::open(path, Backend::IoUring, &opts).expect("opening the data file")
-}
-
 /// The data device with checksums (a fresh checksum file) or without.
 fn device(data: &Arc<FileBrick>, csum: &Path, on: bool) -> Arc<dyn Output> {
     if !on {
@@ -155,7 +137,7 @@ fn main() {
     let dir = tempfile::tempdir_in(&base).expect("a temporary directory for the bench");
     let secs = env_u64("MARS_BENCH_SECS", 5);
     let runs = env_u64("MARS_BENCH_RUNS", 3).max(1);
-    let data = open_data(&dir.path().join("data.img"));
+    let data = data_file::open_data(&dir.path().join("data.img"), REGION, FILE_SIZE);
     let csum = dir.path().join("data.csum");
     let logs = dir.path().join("logs");
     type Job<'a> = Box<dyn Fn(bool) -> f64 + 'a>;

@@ -40,6 +40,9 @@
 //! `MARS_BENCH_FLUSH_BEHIND_MIB` override the replay's depth and flush-behind interval).
 
 // The binaries' allocator: see ARCHITECTURE.md, "Allocator".
+#[path = "support/data_file.rs"]
+mod data_file;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -197,34 +200,6 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 fn fmt3((a, b, c): (f64, f64, f64), unit: f64) -> String {
     format!("{:.0} / {:.0} / {:.0}", a / unit, b / unit, c / unit)
-}
-
-/// Open the data file; its region is written once first, with `O_DIRECT` (a provisioned
-/// device, as a block device or an image in use would be). Two traps: writes into a sparse file
-/// allocate blocks, and with ext4's `data=ordered` every journal commit then waits for those
-/// data pages, so any `fdatasync` (the log's too) measures the allocator; and provisioning
-/// through the page cache with large writes leaves large folios behind, on which every 4 KiB
-/// buffered write costs ~10x more (`ext4_block_write_begin` walks the whole folio: measured
-/// 14k instead of 150k+ IOPS for aio).
-fn open_data(path: &Path) -> Arc<FileBrick> {
-    let status = Command::new("dd")
-        .args([
-            "if=/dev/zero",
-            &format!("of={}", path.display()),
-            "bs=1M",
-            &format!("count={}", REGION >> 20),
-            "oflag=direct",
-            "conv=fsync",
-            "status=none",
-        ])
-        .status()
-        .expect("running dd to provision the data file");
-    assert!(status.success(), "dd failed to provision the data file");
-    let opts = FileOptions {
-        create_size: Some(FILE_SIZE),
-        ..FileOptions::default()
-    };
-    file::open(path, Backend::IoUring, &opts).expect("opening the data file")
 }
 
 /// Writes per second through the logger (see [`drive`] for `durable`). Its `close` (final
@@ -429,7 +404,7 @@ fn main() {
     let secs = env_u64("MARS_BENCH_SECS", 4);
     let data_path = dir.path().join("data.img");
     let logs = dir.path().join("logs");
-    let data = open_data(&data_path);
+    let data = data_file::open_data(&data_path, REGION, FILE_SIZE);
     let direct_data = file::open(
         &data_path,
         Backend::IoUring,

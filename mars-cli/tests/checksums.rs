@@ -28,9 +28,9 @@ fn flip(path: &Path, b: u64) {
     f.sync_data().unwrap();
 }
 
-/// Run `marsadm scrub` expecting exit code `code`; its output.
-fn scrub(n: &Node, args: &[&str], code: i32) -> String {
-    let mut all = vec!["scrub", "r0", "--rate", "0"];
+/// Run `marsadm CMD r0 --rate 0 ARGS`: its exit code and output (stdout, then stderr).
+fn adm_out(n: &Node, cmd: &str, args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec![cmd, "r0", "--rate", "0"];
     all.extend_from_slice(args);
     let o = n.adm(&all);
     let out = format!(
@@ -38,8 +38,18 @@ fn scrub(n: &Node, args: &[&str], code: i32) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert_eq!(o.status.code(), Some(code), "marsadm {all:?}:\n{out}");
+    (o.status.code(), out)
+}
+
+/// Run `marsadm CMD` expecting exit code `code`; its output.
+fn adm_expect(n: &Node, cmd: &str, args: &[&str], code: i32) -> String {
+    let (got, out) = adm_out(n, cmd, args);
+    assert_eq!(got, Some(code), "marsadm {cmd} {args:?}:\n{out}");
     out
+}
+
+fn scrub(n: &Node, args: &[&str], code: i32) -> String {
+    adm_expect(n, "scrub", args, code)
 }
 
 #[test]
@@ -234,18 +244,7 @@ fn verify_finds_a_divergence_on_one_replica_online_and_repair_resyncs_it() {
         n.wait_uptodate("r0");
     }
     // Online: the resource is written while verify runs; no false differences.
-    let verify = |n: &Node, args: &[&str], code: i32| {
-        let mut all = vec!["verify", "r0", "--rate", "0"];
-        all.extend_from_slice(args);
-        let o = n.adm(&all);
-        let out = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(o.status.code(), Some(code), "marsadm {all:?}:\n{out}");
-        out
-    };
+    let verify = |n: &Node, args: &[&str], code: i32| adm_expect(n, "verify", args, code);
     // The primary's recent writes are left out until written back: wait until a verify
     // judges (nearly) every block of both secondaries.
     let compared = |out: &str, host: &str| -> u64 {
@@ -302,12 +301,7 @@ fn verify_finds_a_divergence_on_one_replica_online_and_repair_resyncs_it() {
         Duration::from_secs(60),
         "a verify that judges carol's blocks",
         || {
-            let o = c.nodes[0].adm(&["verify", "r0", "--rate", "0"]);
-            out = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            out = adm_out(&c.nodes[0], "verify", &[]).1;
             if compared(&out, "carol") > 3000 {
                 Ok(())
             } else {
