@@ -235,6 +235,62 @@ fn replicas(o: &mut Out, s: &NodeStatus) {
             o.sample("mars_replica_nbd_clients", &l, m.clients);
         }
     }
+    checksums(o, s);
+}
+
+/// What the block checksums of each replica say: failed reads, the last scrub, the last
+/// verify.
+fn checksums(o: &mut Out, s: &NodeStatus) {
+    o.family(
+        "mars_checksum_read_errors_total",
+        "counter",
+        "Reads of the replica failed (EIO) because the data did not match its checksum, since its marsd started.",
+    );
+    o.family(
+        "mars_scrub_damaged_blocks",
+        "gauge",
+        "Damaged 4 KiB blocks the replica's last scrub found (absent before the first).",
+    );
+    o.family(
+        "mars_scrub_checksum_file_errors",
+        "gauge",
+        "Blocks whose checksum-file page the last scrub found damaged.",
+    );
+    o.family(
+        "mars_scrub_age_seconds",
+        "gauge",
+        "Seconds since the replica's last scrub ended.",
+    );
+    o.family(
+        "mars_verify_differing_blocks",
+        "gauge",
+        "4 KiB blocks in which the replica's checksums differed from the primary's at the last verify.",
+    );
+    o.family(
+        "mars_verify_age_seconds",
+        "gauge",
+        "Seconds since the primary recorded the replica's last verify.",
+    );
+    for r in &s.resources {
+        for m in &r.replicas {
+            let l = [("resource", r.name.as_str()), ("node", m.host.as_str())];
+            let c = &m.checksums;
+            o.sample("mars_checksum_read_errors_total", &l, c.read_errors);
+            if let Some(sc) = &c.last_scrub {
+                o.sample("mars_scrub_damaged_blocks", &l, sc.damaged);
+                o.sample(
+                    "mars_scrub_checksum_file_errors",
+                    &l,
+                    sc.checksum_file_errors,
+                );
+                o.sample("mars_scrub_age_seconds", &l, sc.ago_secs);
+            }
+            if let Some(v) = &c.last_verify {
+                o.sample("mars_verify_differing_blocks", &l, v.differing);
+                o.sample("mars_verify_age_seconds", &l, v.ago_secs);
+            }
+        }
+    }
 }
 
 fn progress(o: &mut Out, i: &Input) {

@@ -131,6 +131,8 @@ fn a_read_of_a_damaged_block_fails_with_eio_and_other_reads_succeed() {
     // A clean stop writes everything back; the damage happens while marsd is down.
     c.nodes[0].stop();
     flip(&c.path("a.img"), blk);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    c.nodes[0].extra = vec!["--metrics-listen".into(), metrics.clone()];
     c.nodes[0].start();
     let a = &c.nodes[0];
     a.wait_state("r0", "Primary after restart", |m| m.role == "Primary");
@@ -154,6 +156,19 @@ fn a_read_of_a_damaged_block_fails_with_eio_and_other_reads_succeed() {
             Err(v)
         }
     });
+    // And a metric for alerting.
+    wait_until(
+        Duration::from_secs(20),
+        "the read error in the metrics",
+        || {
+            let m = scrape(&metrics);
+            let l = [("resource", "r0"), ("node", "alice")];
+            match value(&m, "mars_checksum_read_errors_total", &l) {
+                Some(1.0) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
     // Switched off per resource: the damaged data is served as it is.
     a.ok(&["set-link", "resource-r0/verify-reads", "0"]);
     wait_until(Duration::from_secs(20), "verified reads off", || match nbd
