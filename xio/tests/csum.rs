@@ -191,7 +191,8 @@ fn after_a_crash_checksums_agree_with_the_data_and_damage_is_still_found() {
         let mode = [CrashMode::DropAll, CrashMode::KeepAll, CrashMode::Tear][cycle % 3];
         data.crash(rng.gen(), mode);
         // kill -9: no close, no flush of the checksum file.
-        std::mem::forget(d);
+        d.kill();
+        drop(d);
         let d = CsumDisk::open(data.reboot(), "data", &path, true).unwrap();
         let s = scrub(&d, false);
         assert_eq!(

@@ -97,7 +97,7 @@ impl Aspect for CsumAspect {}
 
 pub(crate) struct Core {
     pub(crate) name: String,
-    path: std::path::PathBuf,
+
     slot: Slot<CsumAspect>,
     stats: Stats,
     power: Power,
@@ -112,6 +112,8 @@ pub(crate) struct Core {
     zero_sum: u32,
     /// The flush thread (started with the first flush) and its queue.
     flush_thread: FlushThread,
+    /// [`CsumDisk::kill`]: nothing more is persisted.
+    killed: std::sync::atomic::AtomicBool,
 }
 
 type FlushThread = Mutex<Option<(Sender<Box<Aio>>, std::thread::JoinHandle<()>)>>;
@@ -170,7 +172,6 @@ impl CsumDisk {
         Ok(Arc::new(CsumDisk {
             core: Arc::new(Core {
                 name,
-                path: path.to_path_buf(),
                 slot: Slot::new(),
                 stats: Stats::new(),
                 power: Power::on(),
@@ -188,6 +189,7 @@ impl CsumDisk {
                 recovered_regions: o.dirty_regions.len() as u64,
                 zero_sum: block_sum(&[0u8; BLOCK as usize]),
                 flush_thread: Mutex::new(None),
+                killed: std::sync::atomic::AtomicBool::new(false),
             }),
         }))
     }
@@ -231,12 +233,17 @@ impl CsumDisk {
         file.write_table_pages(&pages)
             .and_then(|()| file.sync())
             .map_err(fail)?;
-        let o = CsumFile::open(&core.path, size).map_err(fail)?;
+        let o = file.grown(size).map_err(fail)?;
         let regions = o.table.header.regions() as usize;
         st.table = o.table;
         st.regions.resize_with(regions, Region::default);
         *file = o.file;
         Ok(())
+    }
+
+    /// Stop as a crash would (tests): when dropped, nothing more is persisted.
+    pub fn kill(&self) {
+        self.core.killed.store(true, Ordering::Release);
     }
 
     /// Flush the device and persist every checksum; clear every intent bit (a clean end).
@@ -256,6 +263,9 @@ impl Drop for CsumDisk {
         if let Some((tx, t)) = thread {
             drop(tx);
             let _ = t.join();
+        }
+        if self.core.killed.load(Ordering::Acquire) {
+            return;
         }
         if let Err(e) = self.core.flush(true) {
             tracing::warn!(file = %self.core.name, "checksums not persisted at close: {e}; the next start recomputes what was being written");

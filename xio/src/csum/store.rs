@@ -124,6 +124,19 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> String {
     format!("{what} the checksum file {}: {e}", path.display())
 }
 
+/// One opener at a time: a second one (a previous role of the resource still closing) would
+/// later persist a stale table over this one's.
+fn lock(file: &File, path: &Path) -> Result<(), String> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "the checksum file {} is in use by another opener (the resource's previous role on this node is still closing): try again in a moment",
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(path, "locking", e)),
+    }
+}
+
 impl CsumFile {
     /// Open the checksum file at `path` for a device of `size` bytes, creating it (every
     /// checksum unknown) when missing, and growing it when the device grew.
@@ -136,6 +149,21 @@ impl CsumFile {
             .write(true)
             .open(path)
             .map_err(|e| io_err(path, "opening", e))?;
+        lock(&file, path)?;
+        CsumFile::load(file, path, size)
+    }
+
+    /// The same file grown for a device of `size` bytes (this opener keeps its lock).
+    pub fn grown(&self, size: u64) -> Result<Opened, String> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| io_err(&self.path, "reopening", e))?;
+        CsumFile::load(file, &self.path, size)
+    }
+
+    /// Read an open (and locked) checksum file.
+    fn load(file: File, path: &Path, size: u64) -> Result<Opened, String> {
         let mut page = vec![0u8; PAGE];
         file.read_exact_at(&mut page, 0)
             .map_err(|e| io_err(path, "reading the header of", e))?;
@@ -212,6 +240,7 @@ impl CsumFile {
             .truncate(true)
             .open(&tmp)
             .map_err(|e| io_err(&tmp, "creating", e))?;
+        lock(&file, &tmp)?;
         let me = CsumFile {
             file,
             path: path.to_path_buf(),
@@ -299,6 +328,7 @@ mod tests {
         o.file.write_table_pages(&pages).unwrap();
         o.file.write_bitmap(|r| r == 0).unwrap();
         o.file.sync().unwrap();
+        drop(o);
         let o2 = CsumFile::open(&path, size).unwrap();
         assert_eq!(o2.table.get(5), Entry::Known(77));
         assert_eq!(o2.table.get(6), Entry::Unknown);
@@ -313,10 +343,24 @@ mod tests {
         let mut b = [0u8; 1];
         f.read_exact_at(&mut b, off).unwrap();
         f.write_all_at(&[b[0] ^ 0x10], off).unwrap();
+        drop(o2);
         let o3 = CsumFile::open(&path, size).unwrap();
         assert_eq!(o3.table.get(ENTRIES_PER_PAGE + 1), Entry::BadPage);
         assert_eq!(o3.table.get(5), Entry::Known(77));
         assert_eq!(o3.table.bad_pages().len(), 1);
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_while_the_first_holds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csum");
+        let first = CsumFile::open(&path, 1 << 20).unwrap();
+        let err = CsumFile::open(&path, 1 << 20).err().unwrap();
+        assert!(err.contains("in use"), "{err}");
+        let grown = first.file.grown(2 << 20).unwrap();
+        drop(first);
+        drop(grown);
+        assert!(CsumFile::open(&path, 2 << 20).is_ok());
     }
 
     #[test]
@@ -328,10 +372,12 @@ mod tests {
         let pages = o.table.take_dirty();
         o.file.write_table_pages(&pages).unwrap();
         o.file.sync().unwrap();
+        drop(o);
         let o2 = CsumFile::open(&path, 64 << 20).unwrap();
         assert_eq!(o2.table.header.device_size, 64 << 20);
         assert_eq!(o2.table.get(3), Entry::Known(9));
         assert_eq!(o2.table.get((64 << 20) / 4096 - 1), Entry::Unknown);
+        drop(o2);
         assert_eq!(
             CsumFile::open(&path, 64 << 20).unwrap().table.get(3),
             Entry::Known(9)
