@@ -12,7 +12,8 @@
 //! **Why xxh3 (32 bits kept):** the goal is catching hardware corruption, not an adversary.
 //! xxh3 hashes at memory speed (the copy brick already uses it per chunk); blake3 is several
 //! times slower per byte on one core. 32 bits miss a random corruption with probability
-//! 2^-32 and keep the table at 0.1% of the device (1 MiB of memory and file per GiB).
+//! 2^-32 and keep the table at 0.1% of the device (1 MiB of file per GiB, reserved up front;
+//! memory only for the table pages that hold checksums: 0.1% of what was written).
 //!
 //! **Crash consistency:** a write intent bitmap (one bit per 4 MiB region) is made durable
 //! before a clean region is written and cleared only after a full flush interval without

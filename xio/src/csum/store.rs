@@ -20,10 +20,11 @@ pub enum Entry {
     BadPage,
 }
 
-/// The table of one device.
+/// The table of one device. Pages are allocated when they first hold a checksum, so memory
+/// follows what was written (0.1% of it), not the device size.
 pub struct Table {
     pub(crate) header: Header,
-    entries: Vec<u32>,
+    pages: Vec<Option<Box<[u32]>>>,
     bad_pages: BTreeSet<u64>,
     dirty: BTreeSet<u64>,
 }
@@ -32,45 +33,57 @@ impl Table {
     fn new(header: Header) -> Table {
         Table {
             header,
-            entries: vec![0; header.blocks() as usize],
+            pages: vec![None; header.table_pages() as usize],
             bad_pages: BTreeSet::new(),
             dirty: BTreeSet::new(),
         }
     }
 
+    /// Entries of table page `p` (the last page may be shorter).
+    fn page_len(&self, p: u64) -> usize {
+        (self.header.blocks().saturating_sub(p * ENTRIES_PER_PAGE)).min(ENTRIES_PER_PAGE) as usize
+    }
+
     /// What is known of block `b`.
     pub fn get(&self, b: u64) -> Entry {
-        if self.bad_pages.contains(&(b / ENTRIES_PER_PAGE)) {
+        let (p, i) = (b / ENTRIES_PER_PAGE, (b % ENTRIES_PER_PAGE) as usize);
+        if self.bad_pages.contains(&p) {
             return Entry::BadPage;
         }
-        match self.entries.get(b as usize).copied() {
-            Some(0) | None => Entry::Unknown,
-            Some(s) => Entry::Known(s),
+        match self.pages.get(p as usize).and_then(|x| x.as_ref()) {
+            Some(page) if b < self.header.blocks() && page[i] != 0 => Entry::Known(page[i]),
+            _ => Entry::Unknown,
         }
     }
 
     /// Set block `b`'s checksum (0: unknown). A damaged page stays damaged until
     /// [`Table::relearn_page`] rebuilds all of it.
     pub fn set(&mut self, b: u64, sum: u32) {
-        if let Some(e) = self.entries.get_mut(b as usize) {
-            if *e != sum {
-                *e = sum;
-                let page = b / ENTRIES_PER_PAGE;
-                if !self.bad_pages.contains(&page) {
-                    self.dirty.insert(page);
-                }
+        if b >= self.header.blocks() {
+            return;
+        }
+        let (p, i) = (b / ENTRIES_PER_PAGE, (b % ENTRIES_PER_PAGE) as usize);
+        let len = self.page_len(p);
+        let slot = &mut self.pages[p as usize];
+        if slot.is_none() && sum == 0 {
+            return;
+        }
+        let page = slot.get_or_insert_with(|| vec![0u32; len].into_boxed_slice());
+        if page[i] != sum {
+            page[i] = sum;
+            if !self.bad_pages.contains(&p) {
+                self.dirty.insert(p);
             }
         }
     }
 
     /// Rebuild damaged page `page` from `sums` (one per block of the page, in order).
     pub fn relearn_page(&mut self, page: u64, sums: &[u32]) {
-        let first = (page * ENTRIES_PER_PAGE) as usize;
-        for (i, s) in sums.iter().enumerate() {
-            if let Some(e) = self.entries.get_mut(first + i) {
-                *e = *s;
-            }
-        }
+        let len = self.page_len(page);
+        let mut entries = vec![0u32; len];
+        let n = sums.len().min(len);
+        entries[..n].copy_from_slice(&sums[..n]);
+        self.pages[page as usize] = Some(entries.into_boxed_slice());
         self.bad_pages.remove(&page);
         self.dirty.insert(page);
     }
@@ -82,14 +95,13 @@ impl Table {
 
     /// Blocks whose checksum is known, and all blocks.
     pub fn known(&self) -> (u64, u64) {
-        let known = self.entries.iter().filter(|&&e| e != 0).count() as u64;
-        (known, self.entries.len() as u64)
-    }
-
-    fn page_entries(&self, page: u64) -> &[u32] {
-        let first = (page * ENTRIES_PER_PAGE) as usize;
-        let last = (first + ENTRIES_PER_PAGE as usize).min(self.entries.len());
-        &self.entries[first.min(last)..last]
+        let known = self
+            .pages
+            .iter()
+            .flatten()
+            .map(|p| p.iter().filter(|&&e| e != 0).count() as u64)
+            .sum();
+        (known, self.header.blocks())
     }
 
     /// The encoded pages that changed since the last call (and forget them).
@@ -97,8 +109,32 @@ impl Table {
         let pages = std::mem::take(&mut self.dirty);
         pages
             .into_iter()
-            .map(|p| (p, format::encode_table_page(self.page_entries(p))))
+            .map(|p| (p, self.encode_page(p)))
             .collect()
+    }
+
+    fn encode_page(&self, p: u64) -> Vec<u8> {
+        match &self.pages[p as usize] {
+            Some(entries) => format::encode_table_page(entries),
+            None => format::encode_table_page(&[]),
+        }
+    }
+
+    /// Take table page `p` as read from the file: all zero bytes is a page never written
+    /// (every checksum unknown); otherwise its crc must match (else it is a damaged page).
+    fn load_page(&mut self, p: u64, bytes: &[u8]) -> bool {
+        if bytes.iter().all(|&x| x == 0) {
+            return true;
+        }
+        let mut entries = vec![0u32; self.page_len(p)];
+        if format::decode_table_page(bytes, &mut entries).is_none() {
+            self.bad_pages.insert(p);
+            return false;
+        }
+        if entries.iter().any(|&e| e != 0) {
+            self.pages[p as usize] = Some(entries.into_boxed_slice());
+        }
+        true
     }
 }
 
@@ -179,18 +215,33 @@ impl CsumFile {
             header,
         };
         let mut table = Table::new(header);
-        for p in 0..header.table_pages() {
-            me.file
-                .read_exact_at(&mut page, header.table_page_offset(p))
-                .map_err(|e| io_err(path, "reading", e))?;
-            let first = (p * ENTRIES_PER_PAGE) as usize;
-            let last = (first + ENTRIES_PER_PAGE as usize).min(table.entries.len());
-            if format::decode_table_page(&page, &mut table.entries[first..last]).is_none() {
-                tracing::error!(file = %path.display(), page = p,
-                    "checksum file page damaged: its blocks are reported as checksum-file errors until `marsadm scrub --repair` relearns them");
-                table.entries[first..last].fill(0);
-                table.bad_pages.insert(p);
+        // Read in 1 MiB pieces, and only where the file has data: a large device's table is
+        // many pages, most of them never written (reserved, reading as zeros).
+        const PIECE_PAGES: u64 = 256;
+        let mut piece = vec![0u8; PIECE_PAGES as usize * PAGE];
+        let mut p = 0;
+        while p < header.table_pages() {
+            let at = header.table_page_offset(p);
+            let data = crate::file::sys::seek_data(&me.file, at, true)
+                .unwrap_or(Some(at))
+                .unwrap_or(header.file_len());
+            if data > at {
+                // Skip the hole, to the page the data starts in.
+                p = ((data - header.table_page_offset(0)) / PAGE as u64).max(p + 1);
+                continue;
             }
+            let n = (header.table_pages() - p).min(PIECE_PAGES);
+            let buf = &mut piece[..n as usize * PAGE];
+            me.file
+                .read_exact_at(buf, at)
+                .map_err(|e| io_err(path, "reading", e))?;
+            for (i, bytes) in buf.chunks(PAGE).enumerate() {
+                if !table.load_page(p + i as u64, bytes) {
+                    tracing::error!(file = %path.display(), page = p + i as u64,
+                        "checksum file page damaged: its blocks are reported as checksum-file errors until `marsadm scrub --repair` relearns them");
+                }
+            }
+            p += n;
         }
         let mut dirty_regions = Vec::new();
         for p in 0..header.bitmap_pages() {
@@ -226,11 +277,18 @@ impl CsumFile {
         };
         let mut table = Table::new(header);
         let mut dirty_regions = Vec::new();
-        if let Some((t, d)) = &old {
-            let n = t.entries.len().min(table.entries.len());
-            table.entries[..n].copy_from_slice(&t.entries[..n]);
-            table.bad_pages = t.bad_pages.clone();
-            dirty_regions = d.clone();
+        if let Some((t, d)) = old {
+            let n = t.pages.len().min(table.pages.len());
+            for (i, page) in t.pages.into_iter().take(n).enumerate() {
+                // A page that was the old last (shorter) page is widened.
+                table.pages[i] = page.map(|e| {
+                    let mut v = vec![0u32; table.page_len(i as u64)];
+                    v[..e.len()].copy_from_slice(&e);
+                    v.into_boxed_slice()
+                });
+            }
+            table.bad_pages = t.bad_pages;
+            dirty_regions = d;
         }
         let tmp = path.with_extension("csum-new");
         let file = OpenOptions::new()
@@ -246,19 +304,38 @@ impl CsumFile {
             path: path.to_path_buf(),
             header,
         };
-        let mut all = Vec::with_capacity(header.file_len() as usize);
-        all.extend(header.encode());
+        let mut head = header.encode();
         let set: BTreeSet<u64> = dirty_regions.iter().copied().collect();
         for p in 0..header.bitmap_pages() {
-            all.extend(me.bitmap_page(p, |r| set.contains(&r)));
+            head.extend(me.bitmap_page(p, |r| set.contains(&r)));
         }
-        for p in 0..header.table_pages() {
-            all.extend(format::encode_table_page(table.page_entries(p)));
-        }
-        me.file
-            .write_all_at(&all, 0)
-            .and_then(|()| me.file.sync_data())
-            .map_err(|e| io_err(&tmp, "writing", e))?;
+        // The table's space is reserved up front (a full file system never fails an update)
+        // without writing it: a page of zeros reads as "every checksum unknown".
+        let table_at = header.table_page_offset(0);
+        let table_len = header.file_len() - table_at;
+        let written = me
+            .file
+            .write_all_at(&head, 0)
+            .and_then(|()| me.file.set_len(header.file_len()))
+            .and_then(|()| {
+                crate::file::sys::fallocate(&me.file, 0, table_at, table_len).or_else(|e| {
+                    // Without fallocate (some file systems) the table stays sparse.
+                    tracing::debug!(file = %tmp.display(), "no fallocate for the checksum table: {e}");
+                    Ok(())
+                })
+            })
+            .and_then(|()| {
+                let pages: Vec<u64> = (0..header.table_pages())
+                    .filter(|&p| table.pages[p as usize].is_some() || table.bad_pages.contains(&p))
+                    .collect();
+                for p in pages.iter().filter(|p| !table.bad_pages.contains(p)) {
+                    me.file
+                        .write_all_at(&table.encode_page(*p), header.table_page_offset(*p))?;
+                }
+                Ok(())
+            })
+            .and_then(|()| me.file.sync_data());
+        written.map_err(|e| io_err(&tmp, "writing", e))?;
         std::fs::rename(&tmp, path).map_err(|e| io_err(path, "renaming into place", e))?;
         if let Some(dir) = path.parent() {
             let _ = File::open(dir).and_then(|d| d.sync_all());

@@ -1,4 +1,5 @@
-//! The few system calls std does not wrap (`fallocate`, the block-device sector-size ioctl).
+//! The few system calls std does not wrap (`fallocate`, `lseek` with `SEEK_DATA`/`SEEK_HOLE`,
+//! the block-device sector-size ioctl).
 //! The only `unsafe` of the `file` module lives here, one call per function.
 #![allow(unsafe_code)]
 
@@ -10,6 +11,31 @@ use std::os::fd::AsRawFd;
 pub(crate) const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
 /// `fallocate(2)` mode: zero the range, keep it allocated, keep the file size.
 pub(crate) const ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+
+/// Where the next byte of data at or after `offset` is (`SEEK_DATA`), or the next hole
+/// (`SEEK_HOLE`, `data = false`); `None` when there is none before the end of the file.
+/// Allocated but never written ranges (`fallocate`) count as holes on ext4 and XFS.
+pub(crate) fn seek_data(file: &File, offset: u64, data: bool) -> io::Result<Option<u64>> {
+    let Ok(offset) = i64::try_from(offset) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    let whence = if data {
+        libc::SEEK_DATA
+    } else {
+        libc::SEEK_HOLE
+    };
+    // SAFETY: plain syscall on a file descriptor we own for the duration of the call; it reads
+    // no memory of ours. (It moves the file offset, which nothing here uses: all IO is pread
+    // and pwrite.)
+    let rc = unsafe { libc::lseek64(file.as_raw_fd(), offset, whence) };
+    if rc >= 0 {
+        return Ok(Some(rc as u64));
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        e => Err(e),
+    }
+}
 
 /// `fallocate(fd, mode, offset, len)`.
 pub(crate) fn fallocate(file: &File, mode: i32, offset: u64, len: u64) -> io::Result<()> {
