@@ -69,9 +69,7 @@ impl Daemon {
             );
             return false;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = super::unix_secs();
         self.write(
             &format!("resource-{res}/actual-{me}/scrub"),
             Some(&format!("{now} {}", p.record())),

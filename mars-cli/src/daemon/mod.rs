@@ -971,6 +971,11 @@ impl Daemon {
     }
 }
 
+/// Seconds since the epoch (for the records `view` says "N ago" of).
+fn unix_secs() -> u64 {
+    brick_core::SystemTimeSource.now_ns() / 1_000_000_000
+}
+
 /// Log files of a resource in the local log directory: how many, how many bytes.
 fn local_logs(dir: &Path, res: &str) -> (usize, u64) {
     let logs = xio::replica::local_log_state(&dir.join(format!("resource-{res}")));

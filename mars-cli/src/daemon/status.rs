@@ -312,7 +312,7 @@ pub(super) fn resource_status(
                 up_to_date: st.up_to_date,
                 progress: progress(s, h, t, now),
                 messages: Vec::new(),
-                checksums: checksum_view(m, h == &s.me, rt, verify_record(s), h),
+                checksums: checksum_view(m, h == &s.me, rt, verify_record(s), h, now),
             }
         })
         .collect();
@@ -339,10 +339,9 @@ fn checksum_view(
     rt: Option<&ResourceRt>,
     verify: Option<&str>,
     host: &str,
+    now_ns: u64,
 ) -> crate::view::ChecksumView {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = now_ns / 1_000_000_000;
     let key = |k: &str| m.actual.get(k).map(String::as_str);
     let mut v = crate::view::ChecksumView::from_keys(
         key("scrub"),

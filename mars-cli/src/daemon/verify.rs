@@ -275,9 +275,7 @@ impl Daemon {
             false
         });
         if changed {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = super::unix_secs();
             self.write(
                 &format!("resource-{res}/actual-{me}/verify"),
                 Some(&format!("{} {now} {}", pv.id, pv.entries.join(";"))),

@@ -47,14 +47,17 @@ impl ResourceRt {
             return;
         }
         self.verify_reads = on;
-        let disks = self
-            .primary
-            .as_ref()
-            .and_then(|p| p.checksums().cloned())
-            .into_iter()
-            .chain(self.data.as_ref().map(|(_, d)| d.clone()));
-        for d in disks {
+        if let Some(d) = self.open_checksums() {
             d.set_verify_reads(on);
+        }
+    }
+
+    /// The checksums guarding the data device now, if it is open (the primary's or the
+    /// secondary's: never both, a role starts after the other stopped).
+    fn open_checksums(&self) -> Option<Arc<CsumDisk>> {
+        match &self.primary {
+            Some(p) => p.checksums().cloned(),
+            None => self.data.as_ref().map(|(_, d)| d.clone()),
         }
     }
 
@@ -97,15 +100,11 @@ impl ResourceRt {
 
     /// A scrub that ended since the last call (taken).
     pub fn take_scrub_end(&mut self) -> Option<ScrubEnd> {
-        let ended = self
-            .scrub
-            .as_ref()
-            .is_some_and(|s| s.job.progress().done || s.job.progress().failed.is_some());
-        if !ended {
+        let progress = self.scrub.as_ref()?.job.progress();
+        if !progress.done && progress.failed.is_none() {
             return None;
         }
-        let s = self.scrub.take()?;
-        let progress = s.job.progress();
+        self.scrub = None;
         self.last_scrub = Some(progress.clone());
         Some(ScrubEnd { progress })
     }
@@ -130,19 +129,13 @@ impl ResourceRt {
                 ));
             }
         }
-        let disk = self
-            .primary
-            .as_ref()
-            .and_then(|p| p.checksums().cloned())
-            .or_else(|| self.data.as_ref().map(|(_, d)| d.clone()));
-        if let Some(d) = disk {
-            let st = d.status();
-            if st.read_mismatches != self.csum_errors_published {
-                self.csum_errors_published = st.read_mismatches;
-                let last = st.alerts.last().cloned().unwrap_or_default();
+        if let Some(d) = self.open_checksums() {
+            let (count, last) = d.read_errors();
+            if count != self.csum_errors_published {
+                self.csum_errors_published = count;
                 links.push((
                     format!("actual-{me}/csum-errors"),
-                    Some(format!("{} {last}", st.read_mismatches)),
+                    Some(format!("{count} {}", last.unwrap_or_default())),
                 ));
             }
         }

@@ -148,7 +148,7 @@ impl CsumDisk {
         };
         let mut o = CsumFile::open(path, size).map_err(fail)?;
         let header = o.table.header;
-        let mut regions: Vec<Region> = (0..header.regions()).map(|_| Region::default()).collect();
+        let regions: Vec<Region> = (0..header.regions()).map(|_| Region::default()).collect();
         for &r in &o.dirty_regions {
             relearn_region(&*inner, &mut o.table, r).map_err(|e| {
                 fail(format!(
@@ -166,9 +166,6 @@ impl CsumDisk {
             .and_then(|()| o.file.write_bitmap(|_| false))
             .and_then(|()| o.file.sync())
             .map_err(fail)?;
-        for r in &mut regions {
-            r.durable = false;
-        }
         Ok(Arc::new(CsumDisk {
             core: Arc::new(Core {
                 name,
@@ -212,6 +209,13 @@ impl CsumDisk {
             alerts: self.core.alerts.lock().iter().cloned().collect(),
             recovered_regions: self.core.recovered_regions,
         }
+    }
+
+    /// Reads failed because the data did not match its checksum, and the last such error
+    /// (cheap: for polling every round; [`CsumDisk::status`] counts the whole table).
+    pub fn read_errors(&self) -> (u64, Option<String>) {
+        let last = self.core.alerts.lock().back().cloned();
+        (self.core.read_mismatches.load(Ordering::Relaxed), last)
     }
 
     /// The device grew to `size` bytes (already visible below): grow the checksum file (the
@@ -377,31 +381,38 @@ impl Core {
     /// write a bitmap without them in between (lock order: file, then state).
     fn mark_intent(&self, regions: &[usize]) -> std::result::Result<(), String> {
         let file = self.file.lock();
-        let (todo, set) = {
+        let (todo, pages) = {
             let st = self.state.lock();
             let todo: Vec<usize> = regions
                 .iter()
                 .copied()
                 .filter(|&r| !st.regions[r].durable)
                 .collect();
-            let set: Vec<bool> = st
-                .regions
+            let mut pages: Vec<u64> = todo
                 .iter()
-                .enumerate()
-                .map(|(i, r)| r.durable || todo.contains(&i))
+                .map(|&r| r as u64 / format::BITS_PER_PAGE)
                 .collect();
-            (todo, set)
+            pages.dedup();
+            // The bits of the bitmap pages to write (only those: a large device has many).
+            let pages: Vec<(u64, Vec<bool>)> = pages
+                .into_iter()
+                .map(|p| {
+                    let first = (p * format::BITS_PER_PAGE) as usize;
+                    let end = (first + format::BITS_PER_PAGE as usize).min(st.regions.len());
+                    let bits = (first..end)
+                        .map(|r| st.regions[r].durable || todo.contains(&r))
+                        .collect();
+                    (p, bits)
+                })
+                .collect();
+            (todo, pages)
         };
         if todo.is_empty() {
             return Ok(());
         }
-        let mut pages: Vec<u64> = todo
-            .iter()
-            .map(|&r| r as u64 / format::BITS_PER_PAGE)
-            .collect();
-        pages.dedup();
-        for p in pages {
-            file.write_bitmap_for(p * format::BITS_PER_PAGE, |r| set[r as usize])?;
+        for (p, bits) in &pages {
+            let first = p * format::BITS_PER_PAGE;
+            file.write_bitmap_for(first, |r| bits[(r - first) as usize])?;
         }
         file.sync()?;
         let mut st = self.state.lock();
@@ -556,7 +567,7 @@ impl Core {
     pub(crate) fn flush(&self, all: bool) -> Result<()> {
         let file = self.file.lock();
         brick_core::run(&*self.inner, Aio::new(Op::Flush, 0, 0))?;
-        let (pages, bits, changed) = {
+        let (pages, bits) = {
             let mut st = self.state.lock();
             let mut changed = false;
             for r in &mut st.regions {
@@ -566,14 +577,16 @@ impl Core {
                 }
                 r.touched = false;
             }
-            let bits: Vec<bool> = st.regions.iter().map(|r| r.durable).collect();
-            (st.table.take_dirty(), bits, changed)
+            // The whole bitmap is rewritten only when a bit was cleared.
+            let bits: Option<Vec<bool>> =
+                changed.then(|| st.regions.iter().map(|r| r.durable).collect());
+            (st.table.take_dirty(), bits)
         };
         let persisted = file.write_table_pages(&pages).and_then(|()| {
-            if changed {
+            if let Some(bits) = &bits {
                 file.write_bitmap(|r| bits[r as usize])?;
             }
-            if changed || !pages.is_empty() {
+            if bits.is_some() || !pages.is_empty() {
                 file.sync()?;
             }
             Ok(())

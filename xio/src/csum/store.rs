@@ -325,12 +325,13 @@ impl CsumFile {
                 })
             })
             .and_then(|()| {
-                let pages: Vec<u64> = (0..header.table_pages())
-                    .filter(|&p| table.pages[p as usize].is_some() || table.bad_pages.contains(&p))
-                    .collect();
-                for p in pages.iter().filter(|p| !table.bad_pages.contains(p)) {
+                // Only pages holding checksums are written (a damaged page reads as unknown).
+                let held = (0..header.table_pages()).filter(|&p| {
+                    table.pages[p as usize].is_some() && !table.bad_pages.contains(&p)
+                });
+                for p in held {
                     me.file
-                        .write_all_at(&table.encode_page(*p), header.table_page_offset(*p))?;
+                        .write_all_at(&table.encode_page(p), header.table_page_offset(p))?;
                 }
                 Ok(())
             })
