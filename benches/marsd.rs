@@ -30,6 +30,11 @@
 //! `MARS_BENCH_NBDKIT` (runs of the nbdkit peer per row, default 1: context only, and it keeps
 //! the default run under 4 minutes; 0 skips it), `MARS_BENCH_PAUSED=1` (one more side: the
 //! two-node primary with the secondary's fetch paused, to tell waiting from sharing the CPUs).
+#[path = "support/fio.rs"]
+#[allow(dead_code)]
+mod fio;
+
+use fio::{env_or, fmt3, have, lat_medians, load, med, mmm, FioResult, Peer, Target};
 use mars_cli::control::{call, Outcome, Request};
 use mars_cli::view::{NodeStatus, ReplicaStatus};
 use std::path::{Path, PathBuf};
@@ -78,28 +83,6 @@ const ROWS: &[Row] = &[
         mibs: false,
     },
 ];
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("which")
-        .arg(tool)
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -283,23 +266,12 @@ impl Drop for Node {
     }
 }
 
-/// A child process killed on drop (nbdkit).
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Everything the bench started. Fields drop in order: processes first, the temp dir last.
 struct Setup {
     solo: Node,
     prim: Node,
     sec: Node,
-    _nbdkit: Option<ChildGuard>,
-    nbdkit_uri: String,
+    nbdkit: Option<Peer>,
     _root: tempfile::TempDir,
 }
 
@@ -337,39 +309,15 @@ impl Setup {
             "marsd bench: clusters up, bob joined and UpToDate in {:?}",
             t.elapsed()
         );
-        let (nbdkit, nbdkit_uri) = if with_nbdkit {
+        let nbdkit = with_nbdkit.then(|| {
             let img = dev("nbdkit.img");
-            let sock = r.join("nbdkit.sock");
-            let g = ChildGuard(
-                Command::new("nbdkit")
-                    .args(["-f", "-U"])
-                    .arg(&sock)
-                    .args(["-e", RES, "file"])
-                    .arg(format!("file={img}"))
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("starting nbdkit"),
-            );
-            wait_until(Duration::from_secs(10), "nbdkit's socket", || {
-                if sock.exists() {
-                    Ok(())
-                } else {
-                    Err("no socket".into())
-                }
-            });
-            (
-                Some(g),
-                format!("nbd+unix:///{RES}?socket={}", sock.display()),
-            )
-        } else {
-            (None, String::new())
-        };
+            Peer::nbdkit(Path::new(&img), &r.join("nbdkit.sock"), RES)
+        });
         Setup {
             solo,
             prim,
             sec,
-            _nbdkit: nbdkit,
-            nbdkit_uri,
+            nbdkit,
             _root: root,
         }
     }
@@ -382,12 +330,11 @@ impl Setup {
     }
 }
 
-/// One fio result: the rate (IOPS or MiB/s), clat p50 / p99 / p99.9 in µs, the cores the
-/// primary's and the secondary's marsd used during the job, and the machine's idle share.
+/// One fio result (rate, clat p50 / p99 / p99.9 in µs), the cores the primary's and the
+/// secondary's marsd used during the job, and the machine's idle share.
 #[derive(Clone, Copy, Default)]
 struct Sample {
-    rate: f64,
-    lat: [f64; 3],
+    fio: FioResult,
     cpu: [f64; 2],
     idle: f64,
 }
@@ -427,44 +374,10 @@ fn fio(uri: &str, row: &Row, secs: u64, pids: [u32; 2]) -> Sample {
     let cpu0 = pids.map(proc_cpu);
     let m0 = machine_cpu();
     let t = Instant::now();
-    let out = Command::new("fio")
-        .args([
-            "--name=bench",
-            "--ioengine=nbd",
-            &format!("--uri={uri}"),
-            &format!("--size={SIZE}"),
-            "--time_based",
-            &format!("--runtime={secs}"),
-            "--ramp_time=1",
-            "--output-format=json",
-            "--percentile_list=50:99:99.9",
-        ])
-        .args(row.args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running fio");
+    let fio = fio::run(&Target::Nbd(uri), SIZE, secs, row.args, row.read, row.mibs);
     let wall = t.elapsed().as_secs_f64();
     let m1 = machine_cpu();
     let cpu1 = pids.map(proc_cpu);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "fio failed: {text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The nbd engine prints "fio: connected to NBD server" before the JSON.
-    let json = &text[text
-        .find('{')
-        .unwrap_or_else(|| panic!("no JSON from fio: {text}"))..];
-    let v: serde_json::Value = serde_json::from_str(json).expect("fio's JSON");
-    let d = &v["jobs"][0][if row.read { "read" } else { "write" }];
-    let rate = if row.mibs {
-        d["bw_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
-    } else {
-        d["iops"].as_f64().unwrap_or(0.0)
-    };
-    let pct = &d["clat_ns"]["percentile"];
-    let p = |k: &str| pct[k].as_f64().unwrap_or(f64::NAN) / 1000.0;
     let cores = |i: usize| {
         if pids[i] == 0 {
             0.0
@@ -473,14 +386,12 @@ fn fio(uri: &str, row: &Row, secs: u64, pids: [u32; 2]) -> Sample {
         }
     };
     Sample {
-        rate,
-        lat: [p("50.000000"), p("99.000000"), p("99.900000")],
+        fio,
         cpu: [cores(0), cores(1)],
         idle: (m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64,
     }
 }
 
-/// `log-<seq>-<host>,<pos>,<len>` → (seq, log name, pos).
 fn parse_link(l: &str) -> Option<(u64, String, u64)> {
     let mut parts = l.split(',');
     let log = parts.next()?.to_string();
@@ -530,31 +441,6 @@ fn catch_up(s: &Setup, fio_end: Instant) -> Catchup {
         lag_sec,
         secs: fio_end.elapsed().as_secs_f64(),
     }
-}
-
-fn mmm(mut v: Vec<f64>) -> [f64; 3] {
-    if v.is_empty() {
-        return [f64::NAN; 3];
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    [v[0], v[v.len() / 2], v[v.len() - 1]]
-}
-
-fn med(v: impl Iterator<Item = f64>) -> f64 {
-    mmm(v.collect())[1]
-}
-
-fn fmt3(v: [f64; 3], prec: usize) -> String {
-    format!("{:.p$} / {:.p$} / {:.p$}", v[0], v[1], v[2], p = prec)
-}
-
-/// Medians of the three clat percentiles, "p50 / p99 / p99.9" in µs.
-fn lat_medians(v: &[Sample]) -> String {
-    if v.is_empty() {
-        return "-".into();
-    }
-    let m: Vec<f64> = (0..3).map(|i| med(v.iter().map(|s| s.lat[i]))).collect();
-    format!("{:.0} / {:.0} / {:.0}", m[0], m[1], m[2])
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -653,21 +539,24 @@ fn main() {
                         s.sec.ok(&["resume-fetch", RES]);
                         s.sec.ok(&["wait-resource", RES, "is-uptodate"]);
                     }
-                    Side::Nbdkit => r.peer.push(fio(&s.nbdkit_uri, row, secs, [0, 0])),
+                    Side::Nbdkit => {
+                        let uri = &s.nbdkit.as_ref().expect("nbdkit runs").uri;
+                        r.peer.push(fio(uri, row, secs, [0, 0]))
+                    }
                 }
             }
             let c = last.unwrap_or_default();
             eprintln!(
                 "  {} run {run}: alone {:.0} with secondary {:.0}{}{}; lag {:.1} MiB, UpToDate {:.2} s after fio (load {})",
                 row.name,
-                r.alone[run].rate,
-                r.with[run].rate,
+                r.alone[run].fio.rate,
+                r.with[run].fio.rate,
                 r.paused
                     .get(run)
-                    .map_or(String::new(), |p| format!(" fetch paused {:.0}", p.rate)),
+                    .map_or(String::new(), |p| format!(" fetch paused {:.0}", p.fio.rate)),
                 r.peer
                     .get(run)
-                    .map_or(String::new(), |p| format!(" nbdkit {:.0}", p.rate)),
+                    .map_or(String::new(), |p| format!(" nbdkit {:.0}", p.fio.rate)),
                 c.lag_prim,
                 c.secs,
                 load()
@@ -677,7 +566,7 @@ fn main() {
         results.push(r);
     }
 
-    let rate = |v: &[Sample]| mmm(v.iter().map(|s| s.rate).collect());
+    let rate = |v: &[Sample]| mmm(v.iter().map(|s| s.fio.rate).collect());
     println!();
     println!(
         "| # | workload | unit | alone min / med / max | with secondary min / med / max | ratio with/alone (med) | ≥ 0.9× |{} nbdkit file ({nbdkit_runs} run) |",
@@ -708,7 +597,7 @@ fn main() {
             if r.peer.is_empty() {
                 "-".to_string()
             } else {
-                format!("{:.0}", med(r.peer.iter().map(|s| s.rate)))
+                format!("{:.0}", med(r.peer.iter().map(|s| s.fio.rate)))
             }
         );
     }
@@ -725,14 +614,14 @@ fn main() {
             "| {} | {} | {} | {} |{} {} |",
             r.row.id,
             r.row.name,
-            lat_medians(&r.alone),
-            lat_medians(&r.with),
+            lat_medians(r.alone.iter().map(|s| &s.fio)),
+            lat_medians(r.with.iter().map(|s| &s.fio)),
             if paused {
-                format!(" {} |", lat_medians(&r.paused))
+                format!(" {} |", lat_medians(r.paused.iter().map(|s| &s.fio)))
             } else {
                 String::new()
             },
-            lat_medians(&r.peer)
+            lat_medians(r.peer.iter().map(|s| &s.fio))
         );
     }
     println!();

@@ -14,6 +14,16 @@ use xio::file::{self, Backend, FileBrick, FileOptions};
 /// behind, on which every 4 KiB buffered write costs ~10x more (`ext4_block_write_begin` walks
 /// the whole folio: measured 14k instead of 150k+ IOPS for aio).
 pub fn open_data(path: &Path, region: u64, file_size: u64) -> Arc<FileBrick> {
+    provision(path, region);
+    let opts = FileOptions {
+        create_size: Some(file_size),
+        ..FileOptions::default()
+    };
+    file::open(path, Backend::IoUring, &opts).expect("opening the data file")
+}
+
+/// Write the first `region` bytes of `path` once with `O_DIRECT` (see [`open_data`]).
+pub fn provision(path: &Path, region: u64) {
     let status = Command::new("dd")
         .args([
             "if=/dev/zero",
@@ -27,9 +37,4 @@ pub fn open_data(path: &Path, region: u64, file_size: u64) -> Arc<FileBrick> {
         .status()
         .expect("running dd to provision the data file");
     assert!(status.success(), "dd failed to provision the data file");
-    let opts = FileOptions {
-        create_size: Some(file_size),
-        ..FileOptions::default()
-    };
-    file::open(path, Backend::IoUring, &opts).expect("opening the data file")
 }
