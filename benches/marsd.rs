@@ -34,7 +34,7 @@
 #[allow(dead_code)]
 mod fio;
 
-use fio::{env_or, fmt3, have, lat_medians, load, med, mmm, FioResult, Peer, Target};
+use fio::{env_or, fmt3, have, lat_medians, load, med, mmm, FioResult, Length, Peer, Target};
 use mars_cli::control::{call, Outcome, Request};
 use mars_cli::view::{NodeStatus, ReplicaStatus};
 use std::path::{Path, PathBuf};
@@ -374,7 +374,14 @@ fn fio(uri: &str, row: &Row, secs: u64, pids: [u32; 2]) -> Sample {
     let cpu0 = pids.map(proc_cpu);
     let m0 = machine_cpu();
     let t = Instant::now();
-    let fio = fio::run(&Target::Nbd(uri), SIZE, secs, row.args, row.read, row.mibs);
+    let fio = fio::run(
+        &Target::Nbd(uri),
+        SIZE,
+        Length::Secs(secs),
+        row.args,
+        row.read,
+        row.mibs,
+    );
     let wall = t.elapsed().as_secs_f64();
     let m1 = machine_cpu();
     let cpu1 = pids.map(proc_cpu);

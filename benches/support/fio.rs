@@ -22,12 +22,21 @@ pub struct FioResult {
     pub lat: [f64; 3],
 }
 
-/// Run one time-based fio job (`secs` plus 1 s ramp) over the first `region` bytes of
-/// `target`; `args` are the workload's (`--rw=... --bs=... --iodepth=...`).
+/// How long a fio job runs.
+#[derive(Clone, Copy)]
+pub enum Length {
+    /// Time-based: this many seconds, plus 1 s ramp that is not counted.
+    Secs(u64),
+    /// Until this many bytes were transferred (wrapping around the region), no ramp.
+    Bytes(u64),
+}
+
+/// Run one fio job over the first `region` bytes of `target`; `args` are the workload's
+/// (`--rw=... --bs=... --iodepth=...`).
 pub fn run(
     target: &Target,
     region: u64,
-    secs: u64,
+    len: Length,
     args: &[&str],
     read: bool,
     mibs: bool,
@@ -36,12 +45,17 @@ pub fn run(
     cmd.args([
         "--name=bench",
         &format!("--size={region}"),
-        "--time_based",
-        &format!("--runtime={secs}"),
-        "--ramp_time=1",
         "--output-format=json",
         "--percentile_list=50:99:99.9",
     ]);
+    match len {
+        Length::Secs(secs) => cmd.args([
+            "--time_based".to_string(),
+            format!("--runtime={secs}"),
+            "--ramp_time=1".to_string(),
+        ]),
+        Length::Bytes(n) => cmd.arg(format!("--io_size={n}")),
+    };
     match target {
         Target::Nbd(uri) => {
             cmd.args(["--ioengine=nbd", &format!("--uri={uri}")]);
