@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use xio::fault::MemLogStore;
 use xio::log::{Expect, LogPos, Scanner};
-use xio::logger::{replay_store, LogStore, LoggerConfig, ReplayOptions, TransLogger};
+use xio::logger::{replay_store, LogStore, LoggerConfig, LoggerMode, ReplayOptions, TransLogger};
 
 const BLOCK: usize = 4096;
 
@@ -186,7 +186,7 @@ fn emergency_bypass_keeps_serving_and_reports_the_hole() {
         brick_core::run(&*logger, w).unwrap();
     }
     flush(&*logger);
-    assert_eq!(logger.status().mode, "bypass");
+    assert_eq!(logger.status().mode, LoggerMode::Bypass);
     let hole = logger.log_hole().expect("the hole is reported");
     assert!(hole.offset <= 64 << 10, "{hole}");
     let seen = brick_core::read_all(&*logger, 0, 50 * BLOCK).unwrap();
@@ -296,7 +296,7 @@ fn a_dead_data_device_fails_the_logger_and_the_log_restores_everything() {
         .writeback_all(Duration::from_secs(30))
         .expect_err("writeback onto a dead device");
     assert_eq!(err.errno(), libc::EIO, "{err}");
-    assert_eq!(logger.status().mode, "failed");
+    assert_eq!(logger.status().mode, LoggerMode::Failed);
     let later = brick_core::run(&*logger, Aio::write(0, vec![1; BLOCK])).unwrap_err();
     assert_eq!(
         later.errno(),

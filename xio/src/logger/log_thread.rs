@@ -4,7 +4,8 @@
 //! rotates to the next log file (make-before-break: the next file is created and its header
 //! synced before the `log` input is rewired to it).
 
-use super::core::{Core, Mode, Pending, Shared, Via};
+use super::core::{Core, Pending, Shared, Via};
+use super::mode::{LoggerMode, ModeEvent};
 use crate::log::{FileHeader, LogError, LogName, LogPos, LogWriter, RecordIn};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
@@ -39,10 +40,10 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
     };
     let mut g = core.shared.lock();
     loop {
-        if g.kill || matches!(g.mode, Mode::Failed(_)) {
+        if g.kill || g.mode.mode() == LoggerMode::Failed {
             break;
         }
-        if g.mode != Mode::Logging {
+        if g.mode.mode() != LoggerMode::Logging {
             if g.stop {
                 break;
             }
@@ -302,12 +303,13 @@ fn rotate(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
 
 /// Logging failed: drain the index to the data device, then bypass the log.
 pub(crate) fn emergency(core: &Core, g: &mut MutexGuard<'_, Shared>, hole: LogPos, e: &LogError) {
-    if g.mode != Mode::Logging {
+    // Only a logging logger enters emergency mode (a second log error while draining, or a
+    // request in bypass, changes nothing).
+    if core.change_mode(g, ModeEvent::LogFailed { hole }).is_err() {
         return;
     }
     tracing::error!(brick = %core.name, error = %e, hole = %hole,
         "log write failed: emergency mode, draining to the data device and bypassing the log");
-    g.mode = Mode::Draining { hole };
     g.pending.clear();
     g.pending_bytes = 0;
     g.wb_force = true;

@@ -12,8 +12,9 @@
 //! persisted and reported; log files entirely below it are deleted unless `keep_logs`.
 
 use super::apply::Applier;
-use super::core::{Core, Mode, Shared};
+use super::core::{Core, Shared};
 use super::index::WbItem;
+use super::mode::{LoggerMode, ModeEvent};
 use super::state::LogState;
 use crate::log::{LogPos, RecordOp};
 use brick_core::{Aio, Error, Op};
@@ -27,10 +28,10 @@ pub(crate) fn run(core: Arc<Core>) {
     let mut retired = Vec::new();
     let mut g = core.shared.lock();
     loop {
-        if g.kill || matches!(g.mode, Mode::Failed(_)) {
+        if g.kill || g.mode.mode() == LoggerMode::Failed {
             break;
         }
-        let draining = matches!(g.mode, Mode::Draining { .. });
+        let draining = g.mode.mode() == LoggerMode::Draining;
         // Draining writes back the durable versions first (the watermark still advances), then
         // records that the log will not be replayed, and only then writes the rest: the data
         // device never gets ahead of a log that a restart would replay.
@@ -148,7 +149,7 @@ pub(crate) fn run(core: Arc<Core>) {
 pub(crate) fn run_flusher(core: Arc<Core>) {
     let mut g = core.shared.lock();
     loop {
-        if g.kill || matches!(g.mode, Mode::Failed(_)) {
+        if g.kill || g.mode.mode() == LoggerMode::Failed {
             break;
         }
         if let Some(covered) = g.flush {
@@ -232,7 +233,7 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
 
 /// Recompute the watermark; persist, report and delete old logs when it advanced.
 pub(crate) fn update_min_pos(core: &Core, g: &mut MutexGuard<'_, Shared>) {
-    if !matches!(g.mode, Mode::Logging | Mode::Draining { .. }) || g.skip_persisted {
+    if !matches!(g.mode.mode(), LoggerMode::Logging | LoggerMode::Draining) || g.skip_persisted {
         return;
     }
     let mp = g.index.min_pos(g.durable_seq, g.durable_end);
@@ -279,7 +280,7 @@ fn publish(core: &Core, mp: LogPos, hole: Option<LogPos>, oldest: u64) -> u64 {
 /// Every durable version is written back after a log failure: record that a restart must
 /// not replay the log (everything still in memory goes to the data device next).
 fn persist_skip(core: &Core, g: &mut MutexGuard<'_, Shared>) {
-    let Mode::Draining { hole } = g.mode.clone() else {
+    let (LoggerMode::Draining, Some(hole)) = (g.mode.mode(), g.mode.hole()) else {
         return;
     };
     let next_seq = g.durable_end.seq.max(core.next_log_seq.lock().unwrap_or(0)) + 1;
@@ -325,12 +326,11 @@ fn persist_skip(core: &Core, g: &mut MutexGuard<'_, Shared>) {
 
 /// The index is empty: from now on writes go straight to the data device.
 fn enter_bypass(core: &Core, g: &mut MutexGuard<'_, Shared>) {
-    let Mode::Draining { hole } = g.mode.clone() else {
+    if core.change_mode(g, ModeEvent::Drained).is_err() {
         return;
-    };
-    g.mode = Mode::Bypass { hole };
+    }
+    let hole = g.mode.hole().unwrap_or_default();
     g.wb_force = false;
     core.release_waiters(g, Some(Ok(())));
-    core.mode_cv.notify_all();
     tracing::warn!(brick = %core.name, hole = %hole, "emergency bypass: the log has a hole from here on");
 }
