@@ -215,6 +215,17 @@ impl Core {
         })
     }
 
+    /// The header of this logger's log file `seq` (rotation, resume).
+    pub fn new_header(&self, seq: u64) -> crate::log::FileHeader {
+        crate::log::FileHeader {
+            seq,
+            nonce: crate::log::header::new_nonce(),
+            created: self.clock.now().0,
+            resource: self.cfg.resource.clone(),
+            node: self.cfg.node.clone(),
+        }
+    }
+
     /// At least half of the memory budget is in use: writeback should run now, not wait for
     /// `writeback_delay`.
     pub fn budget_pressure(&self) -> bool {

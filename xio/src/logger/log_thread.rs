@@ -6,20 +6,10 @@
 
 use super::core::{Core, Pending, Shared, Via};
 use super::mode::{LoggerMode, ModeEvent};
-use crate::log::{FileHeader, LogError, LogName, LogPos, LogWriter, RecordIn};
+use crate::log::{LogError, LogName, LogPos, LogWriter, RecordIn};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-pub(crate) fn new_header(core: &Core, seq: u64) -> FileHeader {
-    FileHeader {
-        seq,
-        nonce: crate::log::header::new_nonce(),
-        created: core.clock.now().0,
-        resource: core.cfg.resource.clone(),
-        node: core.cfg.node.clone(),
-    }
-}
 
 /// Where the open (appended, not yet committed) batch stands.
 struct Open {
@@ -278,7 +268,7 @@ fn rotate(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
         return;
     };
     let out = drain.output();
-    let header = new_header(core, seq);
+    let header = core.new_header(seq);
     let name = core.store.as_ref().map_or_else(
         || LogName::new(seq, core.cfg.node.as_str()).to_string(),
         |s| s.describe(seq),

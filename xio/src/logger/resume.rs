@@ -9,7 +9,6 @@
 //! failure leaves it in bypass, where IO goes on as before.
 
 use super::core::{Core, Shared, Via};
-use super::log_thread::new_header;
 use super::mode::ModeEvent;
 use super::state::LogState;
 use super::LoggerError;
@@ -85,7 +84,7 @@ fn resume(
         let made = LogWriter::create(
             &*out,
             store.describe(seq),
-            new_header(core, seq),
+            core.new_header(seq),
             core.cfg.compress,
         )
         .map_err(LoggerError::from)
