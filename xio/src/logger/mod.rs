@@ -51,6 +51,7 @@ mod core;
 mod error;
 mod fs;
 mod index;
+mod log_policy;
 mod log_thread;
 mod mode;
 mod open;
@@ -61,6 +62,7 @@ mod resume;
 mod slots;
 mod state;
 mod store;
+mod wb_policy;
 mod writeback;
 
 pub use self::config::{LoggerConfig, WatermarkFn};

@@ -16,106 +16,92 @@ use super::core::{Core, Shared};
 use super::index::WbItem;
 use super::mode::{LoggerMode, ModeEvent};
 use super::state::LogState;
+use super::wb_policy::{self, FlushDecision, WbDecision, WbFacts, WbLimits};
 use crate::log::{LogPos, RecordOp};
 use brick_core::{Aio, Error, Op};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+/// Body of the writeback thread: gather the facts, decide (`wb_policy`), execute.
 pub(crate) fn run(core: Arc<Core>) {
+    let limits = WbLimits {
+        writeback_delay: core.cfg.writeback_delay,
+        data_flush_interval: core.cfg.data_flush_interval,
+        data_flush_bytes: core.cfg.data_flush_bytes,
+    };
     let mut last_flush = Instant::now();
     let mut unflushed_bytes = 0u64;
     let mut retired = Vec::new();
     let mut g = core.shared.lock();
     loop {
-        if g.kill || g.mode.mode() == LoggerMode::Failed {
-            break;
-        }
-        let draining = g.mode.mode() == LoggerMode::Draining;
-        // Draining writes back the durable versions first (the watermark still advances), then
-        // records that the log will not be replayed, and only then writes the rest: the data
-        // device never gets ahead of a log that a restart would replay.
-        let upto = if draining && g.skip_persisted {
-            u64::MAX
-        } else {
-            g.durable_seq
+        let mode = g.mode.mode();
+        let draining = mode == LoggerMode::Draining;
+        let upto = wb_policy::select_upto(draining, g.skip_persisted, g.durable_seq);
+        let facts = WbFacts {
+            exit: g.kill || mode == LoggerMode::Failed,
+            draining,
+            skip_persisted: g.skip_persisted,
+            closing: g.stop && g.log_threads_done,
+            force: g.wb_force,
+            budget_pressure: core.budget_pressure(),
+            oldest_age: g
+                .index
+                .oldest()
+                .filter(|(seq, _)| *seq <= upto)
+                .map(|(_, v)| v.born.elapsed()),
+            needs_flush: g.index.needs_flush(),
+            flush_running: g.flush.is_some(),
+            unflushed: g.index.has_unflushed(),
+            index_empty: g.index.is_empty(),
+            since_flush: last_flush.elapsed(),
+            unflushed_bytes,
         };
-        let closing = g.stop && g.log_threads_done;
-        let oldest_age = g
-            .index
-            .oldest()
-            .filter(|(seq, _)| *seq <= upto)
-            .map(|(_, v)| v.born.elapsed());
-        let due = draining
-            || g.wb_force
-            || closing
-            || core.budget_pressure()
-            || oldest_age.is_some_and(|a| a >= core.cfg.writeback_delay);
-        let items = if due {
+        let items = if wb_policy::due(&facts, &limits) {
             g.index.select(upto, core.cfg.writeback_round as u64)
         } else {
             Vec::new()
         };
-        // Flushes of the data device run on the flusher thread while writeback goes on.
-        let flush_due = g.index.needs_flush()
-            && (items.is_empty() && (draining || g.wb_force || closing)
-                || last_flush.elapsed() >= core.cfg.data_flush_interval
-                || unflushed_bytes >= core.cfg.data_flush_bytes);
-        if flush_due && g.flush.is_none() {
-            g.flush = Some(g.index.start_flush());
-            core.flush_cv.notify_one();
-            last_flush = Instant::now();
-            unflushed_bytes = 0;
-            continue;
-        }
-        if items.is_empty() {
-            if (draining || closing || g.wb_force) && (g.flush.is_some() || g.index.has_unflushed())
-            {
-                // The next step (persisting "do not replay", bypass, close, writeback_all)
-                // needs everything written back to be flushed: wait for the flusher.
-                core.wb_cv.wait_for(&mut g, Duration::from_millis(100));
-                continue;
+        match wb_policy::decide(&facts, &limits, !items.is_empty()) {
+            WbDecision::Exit => break,
+            WbDecision::StartFlush => {
+                // The flusher runs it while writeback goes on.
+                g.flush = Some(g.index.start_flush());
+                core.flush_cv.notify_one();
+                last_flush = Instant::now();
+                unflushed_bytes = 0;
             }
-            if draining && !g.skip_persisted {
+            WbDecision::AwaitFlush => {
+                core.wb_cv.wait_for(&mut g, wb_policy::WB_IDLE);
+            }
+            WbDecision::PersistSkip => {
                 update_min_pos(&core, &mut g);
                 persist_skip(&core, &mut g);
-                continue;
             }
-            if draining && g.index.is_empty() {
+            WbDecision::EnterBypass => {
                 g.index.drop_zombies();
                 enter_bypass(&core, &mut g);
-                continue;
             }
-            if due && !draining {
-                g.wb_force = false;
+            WbDecision::Rest { clear_force, wait } => {
+                if clear_force {
+                    g.wb_force = false;
+                }
+                update_min_pos(&core, &mut g);
+                match wait {
+                    None => break,
+                    Some(wait) => {
+                        core.wb_cv.wait_for(&mut g, wait);
+                    }
+                }
             }
-            update_min_pos(&core, &mut g);
-            if closing {
-                break;
-            }
-            let mut wait = match oldest_age {
-                Some(a) => core
-                    .cfg
-                    .writeback_delay
-                    .saturating_sub(a)
-                    .max(Duration::from_millis(1)),
-                None => Duration::from_millis(100),
-            };
-            if g.index.needs_flush() {
-                let left = core
-                    .cfg
-                    .data_flush_interval
-                    .saturating_sub(last_flush.elapsed());
-                wait = wait.min(left.max(Duration::from_millis(1)));
-            }
-            core.wb_cv.wait_for(&mut g, wait);
-            continue;
-        }
-        g.wb_busy = true;
-        let result = MutexGuard::unlocked(&mut g, || write_items(&core, &items));
-        g.wb_busy = false;
-        match result {
-            Ok(()) => {
+            WbDecision::Write => {
+                g.wb_busy = true;
+                let result = MutexGuard::unlocked(&mut g, || write_items(&core, &items));
+                g.wb_busy = false;
+                if let Err(e) = result {
+                    core.fail(&mut g, e);
+                    break;
+                }
                 unflushed_bytes += items.iter().map(|i| i.end - i.start).sum::<u64>();
                 // Let go of the data first, so that retired versions can recycle their buffers.
                 let mut items = items;
@@ -133,10 +119,6 @@ pub(crate) fn run(core: Arc<Core>) {
                 }
                 core.wb_cv.notify_all();
             }
-            Err(e) => {
-                core.fail(&mut g, e);
-                break;
-            }
         }
     }
     g.wb_done = true;
@@ -149,8 +131,14 @@ pub(crate) fn run(core: Arc<Core>) {
 pub(crate) fn run_flusher(core: Arc<Core>) {
     let mut g = core.shared.lock();
     loop {
-        if g.kill || g.mode.mode() == LoggerMode::Failed {
-            break;
+        let exit = g.kill || g.mode.mode() == LoggerMode::Failed;
+        match wb_policy::flusher_decide(exit, g.flush.is_some(), g.wb_done) {
+            FlushDecision::Exit => break,
+            FlushDecision::Wait => {
+                core.flush_cv.wait(&mut g);
+                continue;
+            }
+            FlushDecision::Flush => {}
         }
         if let Some(covered) = g.flush {
             let result = MutexGuard::unlocked(&mut g, || {
@@ -167,12 +155,7 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
             g.index.data_flushed(covered);
             update_min_pos(&core, &mut g);
             core.wb_cv.notify_all();
-            continue;
         }
-        if g.wb_done {
-            break;
-        }
-        core.flush_cv.wait(&mut g);
     }
     g.flush = None;
     drop(g);
