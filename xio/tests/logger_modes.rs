@@ -313,3 +313,27 @@ fn a_dead_data_device_fails_the_logger_and_the_log_restores_everything() {
         "the replay wrote everything to the device"
     );
 }
+
+/// The `Output` contract: the logger may block in `submit` (budget, draining), so a call
+/// from an IO completion thread is a bug that debug builds catch at once, before it stalls.
+#[cfg(debug_assertions)]
+#[test]
+fn the_logger_is_never_called_from_a_completion_thread() {
+    let data = MemDisk::new("data", 1 << 20, MemDiskMode::Inline);
+    let logger = TransLogger::open_store(data, Arc::new(MemLogStore::new(1 << 20)), cfg()).unwrap();
+    let l2 = logger.clone();
+    let r = std::thread::spawn(move || {
+        brick_core::mark_completion_thread("test completion");
+        brick_core::write_all(&*l2, 0, &[1; BLOCK])
+    })
+    .join();
+    let msg = r.expect_err("submit on a completion thread panics");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("modes/logger") && msg.contains("may block"),
+        "{msg}"
+    );
+    // From an ordinary thread the same write goes through.
+    brick_core::write_all(&*logger, 0, &[1; BLOCK]).unwrap();
+    logger.close().unwrap();
+}

@@ -257,6 +257,9 @@ impl Core {
 
     /// Admit a request (power gate, statistics, range checks) and route it.
     pub fn submit(self: &Arc<Self>, mut req: Box<Aio>) -> Result<(), Rejected> {
+        // Every request may wait here (budget, draining, a synchronous read of the data
+        // device): never from a completion thread (brick_core::Output, "Blocking").
+        brick_core::debug_assert_may_block(&self.name);
         if let Err(e) = self.power.enter(&self.name) {
             return Err(Rejected::new(req, e));
         }
