@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xio::file::{Backend, FileOptions};
-use xio::logger::{LoggerConfig, TransLogger};
+use xio::logger::{LoggerConfig, LoggerMode, TransLogger};
 use xio::nbd::{Export, NbdServer, ServerConfig};
 
 #[derive(Parser, Debug)]
@@ -175,7 +175,7 @@ fn run(args: Args) -> Result<()> {
 struct StatusMonitor {
     log_dir: PathBuf,
     interval: Option<Duration>,
-    last_mode: &'static str,
+    last_mode: Option<LoggerMode>,
     last_print: Instant,
 }
 
@@ -184,35 +184,35 @@ impl StatusMonitor {
         StatusMonitor {
             log_dir: args.log_dir.clone(),
             interval: (args.status_interval > 0).then(|| Duration::from_secs(args.status_interval)),
-            last_mode: "",
+            last_mode: None,
             last_print: Instant::now(),
         }
     }
 
     fn check(&mut self, logger: &TransLogger) {
         let st = logger.status();
-        let changed = st.mode != self.last_mode;
+        let changed = Some(st.mode) != self.last_mode;
         let due = self
             .interval
             .is_some_and(|i| self.last_print.elapsed() >= i);
         if !changed && !due {
             return;
         }
-        if changed && !self.last_mode.is_empty() {
+        if changed && self.last_mode.is_some() {
             let hole = st.hole.map_or_else(|| "?".into(), |h| h.to_string());
             match st.mode {
-                "draining" => tracing::warn!(
+                LoggerMode::Draining => tracing::warn!(
                     "the log cannot be written ({}): writing everything in memory back to the \
                      data device, then writes bypass the log",
                     self.log_dir.display()
                 ),
-                "bypass" => tracing::warn!(
+                LoggerMode::Bypass => tracing::warn!(
                     "writes now bypass the log: it has a hole from {hole}. Free space in {} (or \
                      fix its device) and restart the export to log again; replicas fed from \
                      this log need a full sync",
                     self.log_dir.display()
                 ),
-                "failed" => tracing::error!(
+                LoggerMode::Failed => tracing::error!(
                     "the data device failed ({}): every request fails now. The log keeps every \
                      acknowledged write: fix or replace the data device and restart the export \
                      (it replays the log)",
@@ -223,7 +223,7 @@ impl StatusMonitor {
         }
         println!("status {st}");
         std::io::stdout().flush().ok();
-        self.last_mode = st.mode;
+        self.last_mode = Some(st.mode);
         self.last_print = Instant::now();
     }
 }

@@ -192,7 +192,7 @@ fn failed_writeback_is_eio_on_flush() {
 /// the hole. Nothing acknowledged is lost at any step.
 #[test]
 fn a_full_log_file_system_switches_the_logger_to_bypass_and_loses_nothing() {
-    use xio::logger::{LoggerConfig, TransLogger};
+    use xio::logger::{LoggerConfig, LoggerMode, TransLogger};
     const BLOCK: usize = 4096;
     const BLOCKS: u64 = 4096; // 16 MiB of data device
     let fs = Tmpfs::new("2m");
@@ -229,7 +229,7 @@ fn a_full_log_file_system_switches_the_logger_to_bypass_and_loses_nothing() {
     }
     run(&*logger, Aio::new(Op::Flush, 0, 0)).unwrap();
     let status = logger.status();
-    assert_eq!(status.mode, "bypass", "{status:?}");
+    assert_eq!(status.mode, LoggerMode::Bypass, "{status:?}");
     let hole = logger.log_hole().expect("the log's hole is reported");
     let seen = brick_core::read_all(&*logger, 0, model.len()).unwrap();
     assert!(
@@ -247,7 +247,7 @@ fn a_full_log_file_system_switches_the_logger_to_bypass_and_loses_nothing() {
         "after the restart the data differs from what was written"
     );
     // The old log files made room: the restarted logger logs again.
-    assert_eq!(logger.status().mode, "logging");
+    assert_eq!(logger.status().mode, LoggerMode::Logging);
     let mut w = Aio::write(0, vec![0xab; BLOCK]);
     w.flags = Flags::FUA;
     run(&*logger, w).unwrap();

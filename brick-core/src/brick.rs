@@ -46,6 +46,25 @@ impl Info {
 /// - Requests accepted from one thread reach the terminal brick in submission order;
 ///   completions may be reordered unless the brick documents otherwise.
 /// - Back-pressure is a bounded queue depth: a full brick rejects with [`crate::Error::Busy`].
+///
+/// # Blocking
+/// Most bricks return from `submit` at once. These may **block** the calling thread:
+/// - `xio::logger::TransLogger`: a write waits for the memory budget (released by its
+///   writeback, which needs the data device's completions); every request waits while the
+///   logger drains to emergency bypass or resumes logging; a read of bytes that are not in its
+///   index reads the data device synchronously;
+/// - the file backends (`xio::aio`, `xio::sio`): a request with [`crate::Flags::MAY_BLOCK`]
+///   is done on the calling thread; a full queue waits a short, configured time for a slot
+///   (not on the backend's own completion thread: there it rejects with `Busy` at once);
+/// - [`crate::bricks::Probe`] with a [`crate::Limiter`]: waits for its tokens.
+///
+/// A brick that may block must **never be called from an IO completion thread** (a
+/// completion hook runs there: io_uring's completion thread, a thread-pool backend's worker,
+/// a `MemDisk` worker). Blocking there stalls every completion of that device, and deadlocks
+/// when the wait needs one of them (the logger's budget waits for writeback, writeback for the
+/// data device's completions). Completion threads mark themselves with
+/// [`mark_completion_thread`]; blocking bricks check [`debug_assert_may_block`] (debug builds).
+/// A hook that must start blocking work hands it to a thread of its own.
 pub trait Output: Send + Sync {
     /// Current geometry.
     fn info(&self) -> Result<Info>;
@@ -75,4 +94,54 @@ pub trait Brick: Output {
 
     /// Counters and latency of this brick.
     fn stats(&self) -> StatsSnapshot;
+}
+
+thread_local! {
+    /// The kind of IO completion thread this is (`None`: not one).
+    static COMPLETION_THREAD: std::cell::Cell<Option<&'static str>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Mark the calling thread as an IO completion thread of `kind` (e.g. `"io_uring completion"`):
+/// bricks that may block in `submit` must not be called from it (see [`Output`], "Blocking").
+pub fn mark_completion_thread(kind: &'static str) {
+    COMPLETION_THREAD.with(|c| c.set(Some(kind)));
+}
+
+/// The kind of IO completion thread the caller runs on, if it is one.
+pub fn completion_thread() -> Option<&'static str> {
+    COMPLETION_THREAD.with(|c| c.get())
+}
+
+/// Debug builds: panic when `brick`, which may block in `submit`, is called from an IO
+/// completion thread (a contract violation that stalls or deadlocks the device). Free in
+/// release builds.
+#[inline]
+pub fn debug_assert_may_block(brick: &str) {
+    if cfg!(debug_assertions) {
+        if let Some(kind) = completion_thread() {
+            panic!(
+                "`{brick}` may block in submit and was called from an {kind} thread: hand the \
+                 request to a thread of its own (brick_core::Output, \"Blocking\")"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocking_brick_on_a_completion_thread_is_caught_in_debug_builds() {
+        debug_assert_may_block("free thread");
+        let r = std::thread::spawn(|| {
+            mark_completion_thread("io_uring completion");
+            assert_eq!(completion_thread(), Some("io_uring completion"));
+            debug_assert_may_block("res/logger");
+        })
+        .join();
+        assert_eq!(r.is_err(), cfg!(debug_assertions));
+        assert_eq!(completion_thread(), None, "the mark is per thread");
+    }
 }

@@ -109,6 +109,18 @@ pub enum Error {
         /// Its length.
         len: u64,
     },
+    /// Stored data failed its integrity check where it was read: a log record whose header,
+    /// checksum or numbering is wrong, a fetched log that does not verify. Nothing from
+    /// `offset` on was used.
+    #[error("{file} is corrupt at offset {offset}: {reason}; nothing from there on was applied (restore the file from a replica, or invalidate this node's copy)")]
+    Corrupt {
+        /// The damaged file (a path or a log name).
+        file: String,
+        /// Byte offset of the damage in it.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A brick-specific failure with a message (kept structured by the brick's own error type,
     /// flattened here so that it can travel through a generic chain).
     #[error("{brick}: {message}")]
@@ -133,19 +145,29 @@ impl Error {
         ) || matches!(self, Error::Os { errno, .. } if *errno == EAGAIN || *errno == EINTR)
     }
 
-    /// Build an error from an `std::io::Error`, mapping ENOSPC to [`Error::NoSpace`].
-    pub fn from_io(err: &std::io::Error, context: &'static str) -> Error {
-        match err.raw_os_error() {
-            Some(ENOSPC) => Error::NoSpace { context },
-            Some(errno) => Error::Os { errno, context },
-            None => Error::Os {
+    /// The structured error for a failed system call with `errno`, made while doing
+    /// `context`: the one errno → error mapping. ENOSPC and EDQUOT (a full file system or
+    /// quota) become [`Error::NoSpace`]; every other errno stays in [`Error::Os`] (EIO stays
+    /// `Os { errno: 5, .. }`); a zero or negative "errno" (a bookkeeping bug) becomes EIO
+    /// rather than success.
+    pub fn from_errno(errno: i32, context: &'static str) -> Error {
+        match errno {
+            ENOSPC | EDQUOT => Error::NoSpace { context },
+            e if e > 0 => Error::Os { errno: e, context },
+            _ => Error::Os {
                 errno: EIO,
                 context,
             },
         }
     }
 
-    /// The closest errno for protocols that speak errno (NBD replies).
+    /// [`Error::from_errno`] for an `std::io::Error` (errors without an errno become EIO).
+    pub fn from_io(err: &std::io::Error, context: &'static str) -> Error {
+        Error::from_errno(err.raw_os_error().unwrap_or(EIO), context)
+    }
+
+    /// The closest errno, for protocols that speak errno (NBD replies, the remote log
+    /// server): the one error → errno mapping. A corrupt record or a damaged block is EIO.
     pub fn errno(&self) -> i32 {
         match self {
             Error::OutOfRange { .. } | Error::Invalid(_) => EINVAL,
@@ -191,6 +213,70 @@ const EAGAIN: i32 = 11;
 const EINTR: i32 = 4;
 const EINVAL: i32 = 22;
 const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
 const EOPNOTSUPP: i32 = 95;
 const ESHUTDOWN: i32 = 108;
 const ETIMEDOUT: i32 = 110;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one error → errno table (every variant) and the one errno → error table.
+    #[test]
+    fn errno_mapping_both_ways() {
+        let s = String::new;
+        #[rustfmt::skip]
+        let to_errno: Vec<(Error, i32)> = vec![
+            (Error::NotConnected { input: s() },                              ESHUTDOWN),
+            (Error::AlreadyConnected { input: s() },                          EIO),
+            (Error::Off { brick: s() },                                       ESHUTDOWN),
+            (Error::PowerOrder { brick: s(), on: true, reason: s() },         EIO),
+            (Error::OutOfRange { pos: 0, len: 1, size: 0 },                   EINVAL),
+            (Error::Invalid("x"),                                             EINVAL),
+            (Error::Unsupported { op: "x", brick: s() },                      EOPNOTSUPP),
+            (Error::ShortRead { pos: 0, got: 0, want: 1 },                    EIO),
+            (Error::NoSpace { context: "x" },                                 ENOSPC),
+            (Error::Os { errno: 30, context: "x" },                           30),
+            (Error::Busy { brick: s(), inflight: 1 },                         EAGAIN),
+            (Error::Timeout { context: "x", millis: 1 },                      ETIMEDOUT),
+            (Error::Checksum { device: s(), pos: 0, len: 4096 },              EIO),
+            (Error::Corrupt { file: s(), offset: 0, reason: s() },            EIO),
+            (Error::Brick { brick: s(), message: s() },                       EIO),
+        ];
+        for (e, want) in &to_errno {
+            assert_eq!(e.errno(), *want, "{e:?}");
+        }
+        #[rustfmt::skip]
+        let from_errno = [
+            (ENOSPC, Error::NoSpace { context: "c" }),
+            (EDQUOT, Error::NoSpace { context: "c" }),
+            (EIO,    Error::Os { errno: EIO, context: "c" }),
+            (EINTR,  Error::Os { errno: EINTR, context: "c" }),
+            (0,      Error::Os { errno: EIO, context: "c" }),
+            (-3,     Error::Os { errno: EIO, context: "c" }),
+        ];
+        for (errno, want) in from_errno {
+            assert_eq!(Error::from_errno(errno, "c"), want, "{errno}");
+        }
+        let io = std::io::Error::other("no errno");
+        assert_eq!(Error::from_io(&io, "c").errno(), EIO);
+        let io = std::io::Error::from_raw_os_error(EDQUOT);
+        assert_eq!(Error::from_io(&io, "c"), Error::NoSpace { context: "c" });
+    }
+
+    #[test]
+    fn a_corrupt_record_names_its_file_and_offset_and_is_not_retried() {
+        let e = Error::Corrupt {
+            file: "log-000000003-alice".into(),
+            offset: 8192,
+            reason: "record header checksum mismatch".into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("log-000000003-alice") && text.contains("8192"),
+            "{text}"
+        );
+        assert!(!e.is_retryable());
+    }
+}

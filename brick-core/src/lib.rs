@@ -50,7 +50,9 @@ mod request;
 mod timing;
 
 pub use aspect::{Aspect, Slot};
-pub use brick::{Brick, Info, Output};
+pub use brick::{
+    completion_thread, debug_assert_may_block, mark_completion_thread, Brick, Info, Output,
+};
 pub use budget::{MemBudget, Reservation};
 pub use completion::{read_all, run, submit_wait, write_all, CompletionQueue};
 pub use error::{Error, Rejected, Result};

@@ -306,7 +306,7 @@ impl ResourceRt {
                 end: st.durable_end.offset,
                 clients: p.clients(),
                 min_seq: st.min_pos.seq,
-                bypass: matches!(st.mode, "bypass" | "draining" | "resuming"),
+                bypass: st.mode.is_emergency(),
                 hole: st.hole.map(|h| (h.seq, h.offset)),
             }
         });

@@ -9,6 +9,13 @@
 mod common;
 use common::*;
 use std::time::Duration;
+use xio::logger::LoggerMode;
+
+/// The mode `view --json` reports for the logger of `res` on `node`.
+fn logger_mode(node: &Node, res: &str) -> Option<LoggerMode> {
+    let s = node.status();
+    s.resources.iter().find(|r| r.name == res)?.logger
+}
 
 const SIZE: u64 = 16 << 20;
 
@@ -28,6 +35,14 @@ fn emergency_mode_keeps_io_going_and_invalidate_recovers() {
         &(1u64 << 50).to_string(),
     ]);
     a.wait_state("r0", "EmergencyMode", |m| m.disk == "EmergencyMode");
+    wait_until(
+        Duration::from_secs(20),
+        "alice's logger to bypass",
+        || match logger_mode(a, "r0") {
+            Some(LoggerMode::Bypass) => Ok(()),
+            m => Err(format!("{m:?}")),
+        },
+    );
     // IO goes on: every write succeeds and reads back (verifying writes).
     write_blocks(&mut nbd, &mut model, 52, 400, 50);
     assert_eq!(
@@ -48,6 +63,8 @@ fn emergency_mode_keeps_io_going_and_invalidate_recovers() {
     // connected (the export is never interrupted).
     a.ok(&["set-link", "defaults/emergency-free", "0"]);
     a.cron_until_logging("r0", Duration::from_secs(20));
+    assert_eq!(logger_mode(a, "r0"), Some(LoggerMode::Logging));
+    assert_eq!(logger_mode(b, "r0"), None, "only the primary runs a logger");
     // The same connection goes on: writes logged again, reads exact.
     write_blocks(&mut nbd, &mut model, 54, 200, 50);
     assert_eq!(

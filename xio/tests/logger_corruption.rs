@@ -166,6 +166,14 @@ fn recovery_refuses_a_corrupt_log_and_applies_nothing() {
         ),
         "{err}"
     );
+    // On the data path (a request's error) it stays structured: file and offset.
+    match err.to_brick("r/logger") {
+        brick_core::Error::Corrupt { file, offset, .. } => {
+            assert_eq!(offset, 512);
+            assert!(file.contains("log-000000001"), "{file}");
+        }
+        other => panic!("a corrupt record became {other:?}"),
+    }
     assert_eq!(data.contents(), vec![0u8; 1 << 20], "nothing was applied");
     let _ = data.info();
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use xio::fault::MemLogStore;
 use xio::log::{Expect, LogPos, Scanner};
-use xio::logger::{replay_store, LogStore, LoggerConfig, ReplayOptions, TransLogger};
+use xio::logger::{replay_store, LogStore, LoggerConfig, LoggerMode, ReplayOptions, TransLogger};
 
 const BLOCK: usize = 4096;
 
@@ -186,7 +186,7 @@ fn emergency_bypass_keeps_serving_and_reports_the_hole() {
         brick_core::run(&*logger, w).unwrap();
     }
     flush(&*logger);
-    assert_eq!(logger.status().mode, "bypass");
+    assert_eq!(logger.status().mode, LoggerMode::Bypass);
     let hole = logger.log_hole().expect("the hole is reported");
     assert!(hole.offset <= 64 << 10, "{hole}");
     let seen = brick_core::read_all(&*logger, 0, 50 * BLOCK).unwrap();
@@ -296,7 +296,7 @@ fn a_dead_data_device_fails_the_logger_and_the_log_restores_everything() {
         .writeback_all(Duration::from_secs(30))
         .expect_err("writeback onto a dead device");
     assert_eq!(err.errno(), libc::EIO, "{err}");
-    assert_eq!(logger.status().mode, "failed");
+    assert_eq!(logger.status().mode, LoggerMode::Failed);
     let later = brick_core::run(&*logger, Aio::write(0, vec![1; BLOCK])).unwrap_err();
     assert_eq!(
         later.errno(),
@@ -312,4 +312,28 @@ fn a_dead_data_device_fails_the_logger_and_the_log_restores_everything() {
         mem.contents() == model,
         "the replay wrote everything to the device"
     );
+}
+
+/// The `Output` contract: the logger may block in `submit` (budget, draining), so a call
+/// from an IO completion thread is a bug that debug builds catch at once, before it stalls.
+#[cfg(debug_assertions)]
+#[test]
+fn the_logger_is_never_called_from_a_completion_thread() {
+    let data = MemDisk::new("data", 1 << 20, MemDiskMode::Inline);
+    let logger = TransLogger::open_store(data, Arc::new(MemLogStore::new(1 << 20)), cfg()).unwrap();
+    let l2 = logger.clone();
+    let r = std::thread::spawn(move || {
+        brick_core::mark_completion_thread("test completion");
+        brick_core::write_all(&*l2, 0, &[1; BLOCK])
+    })
+    .join();
+    let msg = r.expect_err("submit on a completion thread panics");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("modes/logger") && msg.contains("may block"),
+        "{msg}"
+    );
+    // From an ordinary thread the same write goes through.
+    brick_core::write_all(&*logger, 0, &[1; BLOCK]).unwrap();
+    logger.close().unwrap();
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xio::fault::{CrashMode, FaultDisk, MemLogStore};
 use xio::log::{Expect, RecordOp, Scanner};
-use xio::logger::{LogStore, LoggerConfig, LoggerError, TransLogger};
+use xio::logger::{LogStore, LoggerConfig, LoggerError, LoggerMode, TransLogger};
 
 const BLOCK: usize = 4096;
 const BLOCKS: usize = 64;
@@ -88,7 +88,11 @@ fn in_bypass(model: &mut [u8]) -> (Arc<FaultDisk>, MemLogStore, Arc<TransLogger>
         );
     }
     flush(&*logger);
-    assert_eq!(logger.status().mode, "bypass", "the log filled up");
+    assert_eq!(
+        logger.status().mode,
+        LoggerMode::Bypass,
+        "the log filled up"
+    );
     (data, store, logger)
 }
 
@@ -113,7 +117,7 @@ fn resume_logs_again_and_a_power_cut_after_it_loses_nothing() {
     store.fail_writes_beyond(0);
     let err = logger.resume_logging(WAIT).unwrap_err();
     assert!(!matches!(err, LoggerError::NotInBypass { .. }), "{err}");
-    assert_eq!(logger.status().mode, "bypass");
+    assert_eq!(logger.status().mode, LoggerMode::Bypass);
     write(&*logger, &mut model, 5, payload(3, 0), false);
 
     store.fail_writes_beyond(u64::MAX);
@@ -123,7 +127,11 @@ fn resume_logs_again_and_a_power_cut_after_it_loses_nothing() {
         "a new log file after the hole: {start} vs {hole}"
     );
     let st = logger.status();
-    assert_eq!((st.mode, st.hole), ("logging", Some(hole)), "{st}");
+    assert_eq!(
+        (st.mode, st.hole),
+        (LoggerMode::Logging, Some(hole)),
+        "{st}"
+    );
     assert_eq!(data.unsynced(), 0, "the resume flushed the data device");
 
     for i in 0..30u32 {
@@ -235,7 +243,9 @@ fn resume_is_refused_outside_bypass() {
     let store = MemLogStore::new(1 << 20);
     let logger = TransLogger::open_store(data, Arc::new(store), cfg()).unwrap();
     match logger.resume_logging(WAIT) {
-        Err(LoggerError::NotInBypass { mode: "logging" }) => {}
+        Err(LoggerError::NotInBypass {
+            mode: LoggerMode::Logging,
+        }) => {}
         other => panic!("expected NotInBypass, got {other:?}"),
     }
     logger.close().unwrap();

@@ -63,6 +63,7 @@ impl MemDisk {
                     std::thread::Builder::new()
                         .name(format!("memdisk-{i}"))
                         .spawn(move || {
+                            crate::mark_completion_thread("MemDisk worker");
                             for req in rx {
                                 core.execute(req);
                             }

@@ -109,6 +109,7 @@ impl Output for Probe {
     fn submit(&self, mut req: Box<Aio>) -> Result<(), Rejected> {
         let core = &self.core;
         if let Some(limiter) = &core.limiter {
+            crate::debug_assert_may_block(&core.name);
             let bytes = if req.op == Op::Flush {
                 0
             } else {

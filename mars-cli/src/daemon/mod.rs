@@ -879,7 +879,7 @@ impl Daemon {
     fn leave_emergency(&mut self, res: &str, space: &crate::runtime::Space) -> Option<String> {
         let p = self.rts.get(res).and_then(|rt| rt.primary())?;
         let st = p.logger().status();
-        if !matches!(st.mode, "bypass" | "draining" | "resuming") {
+        if !st.mode.is_emergency() {
             return None;
         }
         let free = space.free.unwrap_or(0);
@@ -889,7 +889,7 @@ impl Daemon {
                 "{res}: still in emergency mode: {free} bytes free in the mars directory, at least {needed} needed to log again; free more space, then run cron again"
             ));
         }
-        if st.mode != "bypass" {
+        if st.mode != xio::logger::LoggerMode::Bypass {
             return Some(format!(
                 "{res}: still {} (writing the index back to the data device); run cron again in a few seconds",
                 st.mode

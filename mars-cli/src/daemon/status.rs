@@ -328,6 +328,9 @@ pub(super) fn resource_status(
         nbd_socket: rt
             .and_then(|rt| rt.primary())
             .map(|p| p.nbd_socket().display().to_string()),
+        logger: rt
+            .and_then(|rt| rt.primary())
+            .map(|p| p.logger().status().mode),
     }
 }
 

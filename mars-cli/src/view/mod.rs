@@ -79,6 +79,10 @@ pub struct ResourceStatus {
     pub logs: Vec<String>,
     /// The NBD socket of the export, on the primary.
     pub nbd_socket: Option<String>,
+    /// What the running primary's logger does with writes (`logging`, `draining`, `bypass`,
+    /// `resuming`, `failed`); null elsewhere.
+    #[serde(default)]
+    pub logger: Option<xio::logger::LoggerMode>,
     /// Where the history forks, if it does (every node reports the same).
     #[serde(default)]
     pub split_brain: Option<String>,

@@ -144,7 +144,14 @@ pub fn render(s: &NodeStatus) -> String {
             replica_lines(&mut out, r, m, s);
         }
         if let Some(sock) = &r.nbd_socket {
-            let _ = writeln!(out, "  export: nbd+unix:///{}?socket={sock}", r.name);
+            let logger = r
+                .logger
+                .map_or_else(String::new, |m| format!(", logger {m}"));
+            let _ = writeln!(
+                out,
+                "  export: nbd+unix:///{}?socket={sock}{logger}",
+                r.name
+            );
         }
     }
     if s.resources.is_empty() && s.cluster.is_some() {

@@ -208,6 +208,7 @@ impl Shared {
 
 fn completion_loop(shared: Arc<Shared>) {
     let me = Arc::as_ptr(&shared) as usize;
+    brick_core::mark_completion_thread("io_uring completion");
     COMPLETION_OF.with(|c| c.set(me));
     DEFER.with(|d| d.set(me));
     let mut batch = [(0u64, 0i32); 64];

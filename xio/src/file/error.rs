@@ -1,5 +1,6 @@
-//! Mapping of operating-system errors to [`brick_core::Error`]: the one place that decides which
-//! errno becomes which structured error, shared by both backends.
+//! Operating-system errors of the file backends: the errno → [`brick_core::Error`] mapping is
+//! brick-core's one (`Error::from_errno`, and `Error::errno` back); this module names the
+//! errnos the backends react to.
 
 use brick_core::Error;
 
@@ -9,33 +10,21 @@ pub(crate) mod errno {
     pub const EAGAIN: i32 = libc::EAGAIN;
     pub const EIO: i32 = libc::EIO;
     pub const EINVAL: i32 = libc::EINVAL;
-    pub const ENOSPC: i32 = libc::ENOSPC;
-    pub const EDQUOT: i32 = libc::EDQUOT;
     pub const EROFS: i32 = libc::EROFS;
     pub const EOPNOTSUPP: i32 = libc::EOPNOTSUPP;
     pub const ENOTTY: i32 = libc::ENOTTY;
 }
 
-/// The structured error for a failed system call with `errno`, made while doing `context`.
-///
-/// ENOSPC and EDQUOT (a full file system or quota) become [`Error::NoSpace`]; everything else
-/// keeps its errno in [`Error::Os`], so EIO stays `Os { errno: 5, .. }`.
+/// The structured error for a failed system call with `errno`, made while doing `context`:
+/// [`Error::from_errno`], the one mapping of the workspace (ENOSPC and EDQUOT become
+/// [`Error::NoSpace`]; EIO stays `Os { errno: 5, .. }`).
 pub fn from_errno(errno: i32, context: &'static str) -> Error {
-    match errno {
-        errno::ENOSPC | errno::EDQUOT => Error::NoSpace { context },
-        e if e > 0 => Error::Os { errno: e, context },
-        // A negative or zero "errno" is a bug in the caller's bookkeeping; report it as EIO
-        // rather than inventing success.
-        _ => Error::Os {
-            errno: errno::EIO,
-            context,
-        },
-    }
+    Error::from_errno(errno, context)
 }
 
 /// [`from_errno`] for an `std::io::Error` (errors without an errno become EIO).
 pub fn from_io(err: &std::io::Error, context: &'static str) -> Error {
-    from_errno(err.raw_os_error().unwrap_or(errno::EIO), context)
+    Error::from_io(err, context)
 }
 
 /// Whether a failed system call should simply be repeated.

@@ -55,6 +55,15 @@ impl LogError {
     pub fn to_brick(&self, brick: &str) -> brick_core::Error {
         match self {
             LogError::Io { source, .. } => source.clone(),
+            LogError::Corruption {
+                file,
+                offset,
+                reason,
+            } => brick_core::Error::Corrupt {
+                file: file.clone(),
+                offset: *offset,
+                reason: reason.clone(),
+            },
             other => brick_core::Error::Brick {
                 brick: brick.to_string(),
                 message: other.to_string(),

@@ -7,6 +7,7 @@
 
 use super::config::LoggerConfig;
 use super::index::{Index, Version};
+use super::mode::{IllegalTransition, LoggerMode, ModeEvent, ModeState};
 use super::payload::Payload;
 use super::store::LogStore;
 use crate::log::{LogPos, RecordOp};
@@ -18,22 +19,6 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// What the logger does with new writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Normal: log, acknowledge, write back later.
-    Logging,
-    /// Logging failed at `hole`: the index is being drained to the data device; writers wait.
-    Draining { hole: LogPos },
-    /// Emergency bypass: writes go straight to the data device; the log lacks them.
-    Bypass { hole: LogPos },
-    /// Leaving bypass (`TransLogger::resume_logging`): writers wait while the bypass writes
-    /// in flight finish, the data device is flushed and a new log file starts.
-    Resuming { hole: LogPos },
-    /// A fatal error (data device failed): every request fails with it.
-    Failed(Error),
-}
 
 /// A record waiting for the log thread.
 pub(crate) struct Pending {
@@ -58,7 +43,8 @@ pub(crate) struct Shared {
     pub durable_end: LogPos,
     /// FUA writes and flushes: complete once `durable_seq >= target`.
     pub waiters: Vec<(u64, Box<Aio>)>,
-    pub mode: Mode,
+    /// Changed only through [`Core::change_mode`].
+    pub mode: ModeState,
     pub stop: bool,
     pub kill: bool,
     pub rotate_req: bool,
@@ -187,7 +173,7 @@ impl Core {
                 durable_seq: 0,
                 durable_end,
                 waiters: Vec::new(),
-                mode: Mode::Logging,
+                mode: ModeState::new(),
                 stop: false,
                 kill: false,
                 rotate_req: false,
@@ -229,6 +215,17 @@ impl Core {
         })
     }
 
+    /// The header of this logger's log file `seq` (rotation, resume).
+    pub fn new_header(&self, seq: u64) -> crate::log::FileHeader {
+        crate::log::FileHeader {
+            seq,
+            nonce: crate::log::header::new_nonce(),
+            created: self.clock.now().0,
+            resource: self.cfg.resource.clone(),
+            node: self.cfg.node.clone(),
+        }
+    }
+
     /// At least half of the memory budget is in use: writeback should run now, not wait for
     /// `writeback_delay`.
     pub fn budget_pressure(&self) -> bool {
@@ -260,6 +257,9 @@ impl Core {
 
     /// Admit a request (power gate, statistics, range checks) and route it.
     pub fn submit(self: &Arc<Self>, mut req: Box<Aio>) -> Result<(), Rejected> {
+        // Every request may wait here (budget, draining, a synchronous read of the data
+        // device): never from a completion thread (brick_core::Output, "Blocking").
+        brick_core::debug_assert_may_block(&self.name);
         if let Err(e) = self.power.enter(&self.name) {
             return Err(Rejected::new(req, e));
         }
@@ -306,7 +306,7 @@ impl Core {
     /// than `Draining` and `Resuming`.
     fn settled(&self) -> MutexGuard<'_, Shared> {
         let mut g = self.shared.lock();
-        while matches!(g.mode, Mode::Draining { .. } | Mode::Resuming { .. }) && !g.kill {
+        while matches!(g.mode.mode(), LoggerMode::Draining | LoggerMode::Resuming) && !g.kill {
             self.mode_cv.wait(&mut g);
         }
         g
@@ -332,15 +332,15 @@ impl Core {
         let flags = record_flags(req.flags);
         let stamp = self.clock.now().0;
         let mut g = self.settled();
-        match &g.mode {
-            Mode::Logging => {}
-            Mode::Failed(e) => {
-                let e = e.clone();
+        match g.mode.mode() {
+            LoggerMode::Logging => {}
+            LoggerMode::Failed => {
+                let e = g.mode.failure().cloned().unwrap_or_else(|| self.off());
                 drop(g);
                 restore(&mut req, &data);
                 return self.done(req, Err(e));
             }
-            Mode::Bypass { .. } | Mode::Draining { .. } | Mode::Resuming { .. } => {
+            LoggerMode::Bypass | LoggerMode::Draining | LoggerMode::Resuming => {
                 g.bypass_inflight += 1;
                 drop(g);
                 restore(&mut req, &data);
@@ -402,8 +402,8 @@ impl Core {
 
     fn flush(self: &Arc<Self>, mut req: Box<Aio>) {
         let mut g = self.settled();
-        match &g.mode {
-            Mode::Logging => {
+        match g.mode.mode() {
+            LoggerMode::Logging => {
                 let target = g.next_seq - 1;
                 if target <= g.durable_seq {
                     drop(g);
@@ -416,12 +416,12 @@ impl Core {
                     self.log_cv.notify_one();
                 }
             }
-            Mode::Failed(e) => {
-                let e = e.clone();
+            LoggerMode::Failed => {
+                let e = g.mode.failure().cloned().unwrap_or_else(|| self.off());
                 drop(g);
                 self.done(req, Err(e));
             }
-            Mode::Bypass { .. } | Mode::Draining { .. } | Mode::Resuming { .. } => {
+            LoggerMode::Bypass | LoggerMode::Draining | LoggerMode::Resuming => {
                 g.bypass_inflight += 1;
                 drop(g);
                 req.aspect(&self.slot).bypass = true;
@@ -432,7 +432,7 @@ impl Core {
 
     fn read(self: &Arc<Self>, mut req: Box<Aio>) {
         let g = self.shared.lock();
-        if let Mode::Failed(e) = &g.mode {
+        if let Some(e) = g.mode.failure() {
             let e = e.clone();
             drop(g);
             return self.done(req, Err(e));
@@ -496,19 +496,40 @@ impl Core {
         if std::mem::take(&mut req.aspect(&self.slot).bypass) {
             let mut g = self.shared.lock();
             g.bypass_inflight -= 1;
-            if g.bypass_inflight == 0 && matches!(g.mode, Mode::Resuming { .. }) {
+            if g.bypass_inflight == 0 && g.mode.mode() == LoggerMode::Resuming {
                 self.log_cv.notify_all();
             }
         }
     }
 
-    /// Enter a terminal failure: fail waiters, wake everyone.
+    /// The error of a logger that is switched off (killed or closed).
+    pub fn off(&self) -> Error {
+        Error::Off {
+            brick: self.name.clone(),
+        }
+    }
+
+    /// Take a mode event (the only way the mode changes); everyone waiting for a mode
+    /// change is woken.
+    pub fn change_mode(
+        &self,
+        g: &mut Shared,
+        event: ModeEvent,
+    ) -> std::result::Result<LoggerMode, IllegalTransition> {
+        let to = g.mode.apply(event)?;
+        self.mode_cv.notify_all();
+        Ok(to)
+    }
+
+    /// Enter a terminal failure: fail waiters, wake everyone. A logger that failed already
+    /// keeps its first error.
     pub fn fail(&self, g: &mut MutexGuard<'_, Shared>, e: Error) {
+        if self.change_mode(g, ModeEvent::Fatal(e.clone())).is_err() {
+            return;
+        }
         tracing::error!(brick = %self.name, error = %e, "trans_logger failed");
-        g.mode = Mode::Failed(e.clone());
         g.pending.clear();
         self.release_waiters(g, Some(Err(e)));
-        self.mode_cv.notify_all();
         self.log_cv.notify_all();
         self.wb_cv.notify_all();
         self.flush_cv.notify_all();

@@ -47,7 +47,7 @@ pub enum LoggerError {
     #[error("the logger is in mode {mode}, not in emergency bypass: there is nothing to resume")]
     NotInBypass {
         /// The mode it is in (`LoggerStatus::mode`).
-        mode: &'static str,
+        mode: super::LoggerMode,
     },
     /// A hand-wired logger (no log store) cannot make its next log file itself.
     #[error(

@@ -4,21 +4,13 @@
 //! rotates to the next log file (make-before-break: the next file is created and its header
 //! synced before the `log` input is rewired to it).
 
-use super::core::{Core, Mode, Pending, Shared, Via};
-use crate::log::{FileHeader, LogError, LogName, LogPos, LogWriter, RecordIn};
+use super::core::{Core, Pending, Shared, Via};
+use super::log_policy::{self, CommitRule, LogDecision, LogFacts, LogLimits};
+use super::mode::ModeEvent;
+use crate::log::{LogError, LogName, LogPos, LogWriter, RecordIn};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-pub(crate) fn new_header(core: &Core, seq: u64) -> FileHeader {
-    FileHeader {
-        seq,
-        nonce: crate::log::header::new_nonce(),
-        created: core.clock.now().0,
-        resource: core.cfg.resource.clone(),
-        node: core.cfg.node.clone(),
-    }
-}
 
 /// Where the open (appended, not yet committed) batch stands.
 struct Open {
@@ -28,7 +20,7 @@ struct Open {
     waited: bool,
 }
 
-/// Body of the log thread.
+/// Body of the log thread: gather the facts, decide (`log_policy::decide`), execute.
 pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
     let cfg = core.cfg.clone();
     let mut open = Open {
@@ -39,106 +31,111 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
     };
     let mut g = core.shared.lock();
     loop {
-        if g.kill || matches!(g.mode, Mode::Failed(_)) {
-            break;
-        }
-        if g.mode != Mode::Logging {
-            if g.stop {
-                break;
-            }
-            if std::mem::take(&mut g.resume_req) {
+        let limits = LogLimits {
+            // A quarter of the memory budget at most: writeback may only take durable data,
+            // and writers wait for the budget.
+            commit_bytes: cfg.commit_bytes.min(core.budget.limit() / 4).max(1),
+            commit_interval: cfg.commit_interval,
+            chunk_size: cfg.chunk_size,
+            batch_delay: cfg.batch_delay,
+            group_wait: cfg.group_wait,
+            rotate_size: cfg.rotate_size,
+        };
+        let facts = LogFacts {
+            mode: g.mode.mode(),
+            kill: g.kill,
+            stop: g.stop,
+            rotate_req: g.rotate_req,
+            resume_req: g.resume_req,
+            pending_bytes: if g.pending.is_empty() {
+                0
+            } else {
+                g.pending_bytes.max(1)
+            },
+            oldest_pending: g
+                .pending
+                .front()
+                .map_or(Duration::ZERO, |p| p.since.elapsed()),
+            waiters: !g.waiters.is_empty(),
+            batch_open: writer.batch_open(),
+            open_bytes: open.bytes,
+            open_age: open.since.map(|t| t.elapsed()),
+            group_waited: open.waited,
+            file_offset: writer.pos().offset,
+            can_prepare_next: core.store.is_some() && !core.next_log.is_connected(),
+        };
+        match log_policy::decide(&facts, &limits) {
+            LogDecision::Exit => break,
+            LogDecision::Resume => {
+                g.resume_req = false;
                 super::resume::run(&core, &mut g, &mut writer);
-                continue;
             }
-            core.log_cv.wait_for(&mut g, Duration::from_millis(100));
-            continue;
-        }
-        let age = open.since.map_or(Duration::ZERO, |t| t.elapsed());
-        // Commit once enough is appended: `commit_bytes`, or a quarter of the memory budget
-        // (writeback may only take durable data, and writers wait for the budget). Queued
-        // bytes do not count: a backlog is written as appends and committed once, not as one
-        // `fdatasync` per chunk.
-        let commit_bytes = cfg.commit_bytes.min(core.budget.limit() / 4).max(1);
-        let must_commit = g.stop
-            || g.rotate_req
-            || open.bytes >= commit_bytes
-            || writer.pos().offset >= cfg.rotate_size
-            || (open.since.is_some() && age >= cfg.commit_interval);
-        let need_commit = must_commit || !g.waiters.is_empty();
-        if g.pending.is_empty() {
-            if writer.batch_open() && need_commit {
+            LogDecision::Commit => {
                 let t0 = Instant::now();
                 let result = MutexGuard::unlocked(&mut g, || writer.commit(&Via(&core.log), &[]));
                 g.log_io_time += t0.elapsed();
                 committed(&core, &mut g, &mut writer, &mut open, result, &[]);
-                continue;
             }
-            if g.rotate_req || writer.pos().offset >= cfg.rotate_size {
+            LogDecision::Rotate => {
                 g.rotate_req = false;
                 rotate(&core, &mut g, &mut writer);
-                continue;
             }
-            if g.stop {
-                break;
-            }
-            prepare_next(&core, &mut g, &writer);
-            let wait = match open.since {
-                Some(_) => cfg.commit_interval.saturating_sub(age),
-                None => Duration::from_millis(200),
-            };
-            core.log_cv
-                .wait_for(&mut g, wait.max(Duration::from_micros(50)));
-            continue;
-        }
-        let oldest = g.pending.front().map_or_else(Instant::now, |p| p.since);
-        let urgent =
-            need_commit || g.pending_bytes >= cfg.chunk_size || oldest.elapsed() >= cfg.batch_delay;
-        if !urgent {
-            let wait = cfg.batch_delay.saturating_sub(oldest.elapsed());
-            core.log_cv.wait_for(&mut g, wait);
-            continue;
-        }
-        // Group commit: give the writers just released by the last commit a moment to queue
-        // their next writes, so that one fdatasync serves all of them.
-        if need_commit
-            && !open.waited
-            && !cfg.group_wait.is_zero()
-            && g.pending_bytes < cfg.chunk_size
-        {
-            open.waited = true;
-            core.log_cv.wait_for(&mut g, cfg.group_wait);
-            continue;
-        }
-        let batch = take_batch(&mut g, cfg.chunk_size);
-        let last = batch.last().map_or(0, |p| p.seq);
-        let commit = must_commit
-            || (need_commit && (g.pending.is_empty() || g.waiters.iter().any(|(t, _)| *t <= last)));
-        let t0 = Instant::now();
-        let result = MutexGuard::unlocked(&mut g, || write(&core, &mut writer, &batch, commit));
-        g.log_io_time += t0.elapsed();
-        g.records_logged += batch.len() as u64;
-        if commit {
-            committed(&core, &mut g, &mut writer, &mut open, result, &batch);
-        } else {
-            match result {
-                Ok(spans) => {
-                    note_positions(&mut g, &batch, &spans);
-                    open.since.get_or_insert_with(Instant::now);
-                    open.bytes += spans
-                        .end
-                        .saturating_sub(spans.starts.first().copied().unwrap_or(spans.end));
-                    open.last_seq = batch.last().map_or(open.last_seq, |p| p.seq);
+            LogDecision::Wait { wait, prepare_next } => {
+                if prepare_next {
+                    self::prepare_next(&core, &mut g, &writer);
                 }
-                Err(e) => {
-                    let hole = g.durable_end;
-                    emergency(&core, &mut g, hole, &e)
-                }
+                core.log_cv.wait_for(&mut g, wait);
             }
+            LogDecision::GroupWait(wait) => {
+                // Give the writers just released by the last commit a moment to queue their
+                // next writes, so that one fdatasync serves all of them.
+                open.waited = true;
+                core.log_cv.wait_for(&mut g, wait);
+            }
+            LogDecision::Append(rule) => append(&core, &mut g, &mut writer, &mut open, rule),
         }
     }
     g.log_threads_done = true;
     drop(g);
     core.wb_cv.notify_all();
+}
+
+/// Take a batch from the queue, append it, and commit it when `rule` says so.
+fn append(
+    core: &Core,
+    g: &mut MutexGuard<'_, Shared>,
+    writer: &mut LogWriter,
+    open: &mut Open,
+    rule: CommitRule,
+) {
+    let batch = take_batch(g, core.cfg.chunk_size);
+    let last = batch.last().map_or(0, |p| p.seq);
+    let commit = log_policy::commit_after_take(
+        rule,
+        !g.pending.is_empty(),
+        g.waiters.iter().any(|(t, _)| *t <= last),
+    );
+    let t0 = Instant::now();
+    let result = MutexGuard::unlocked(g, || write(core, writer, &batch, commit));
+    g.log_io_time += t0.elapsed();
+    g.records_logged += batch.len() as u64;
+    if commit {
+        return committed(core, g, writer, open, result, &batch);
+    }
+    match result {
+        Ok(spans) => {
+            note_positions(g, &batch, &spans);
+            open.since.get_or_insert_with(Instant::now);
+            open.bytes += spans
+                .end
+                .saturating_sub(spans.starts.first().copied().unwrap_or(spans.end));
+            open.last_seq = batch.last().map_or(open.last_seq, |p| p.seq);
+        }
+        Err(e) => {
+            let hole = g.durable_end;
+            emergency(core, g, hole, &e)
+        }
+    }
 }
 
 fn note_positions(g: &mut Shared, batch: &[Pending], spans: &crate::log::BatchSpans) {
@@ -277,7 +274,7 @@ fn rotate(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
         return;
     };
     let out = drain.output();
-    let header = new_header(core, seq);
+    let header = core.new_header(seq);
     let name = core.store.as_ref().map_or_else(
         || LogName::new(seq, core.cfg.node.as_str()).to_string(),
         |s| s.describe(seq),
@@ -302,12 +299,13 @@ fn rotate(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
 
 /// Logging failed: drain the index to the data device, then bypass the log.
 pub(crate) fn emergency(core: &Core, g: &mut MutexGuard<'_, Shared>, hole: LogPos, e: &LogError) {
-    if g.mode != Mode::Logging {
+    // Only a logging logger enters emergency mode (a second log error while draining, or a
+    // request in bypass, changes nothing).
+    if core.change_mode(g, ModeEvent::LogFailed { hole }).is_err() {
         return;
     }
     tracing::error!(brick = %core.name, error = %e, hole = %hole,
         "log write failed: emergency mode, draining to the data device and bypassing the log");
-    g.mode = Mode::Draining { hole };
     g.pending.clear();
     g.pending_bytes = 0;
     g.wb_force = true;

@@ -51,7 +51,9 @@ mod core;
 mod error;
 mod fs;
 mod index;
+mod log_policy;
 mod log_thread;
+mod mode;
 mod open;
 mod payload;
 mod replay;
@@ -60,16 +62,18 @@ mod resume;
 mod slots;
 mod state;
 mod store;
+mod wb_policy;
 mod writeback;
 
 pub use self::config::{LoggerConfig, WatermarkFn};
 pub use self::error::{LoggerError, Result};
 pub use self::fs::{FsLogStore, PlainFile};
+pub use self::mode::{IllegalTransition, LoggerMode};
 pub use self::replay::{replay_store, ReplayOptions, ReplayReport};
 pub use self::state::LogState;
 pub use self::store::LogStore;
 
-use self::core::{Core, Mode};
+use self::core::Core;
 use crate::log::{LogPos, LogWriter};
 use brick_core::{Aio, Brick, Error, Info, MemBudget, Output, PowerState, Rejected, StatsSnapshot};
 use parking_lot::Mutex;
@@ -87,8 +91,8 @@ pub struct TransLogger {
 /// A snapshot of the logger's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggerStatus {
-    /// `"logging"`, `"draining"`, `"bypass"`, `"resuming"` or `"failed"`.
-    pub mode: &'static str,
+    /// What the logger does with writes now.
+    pub mode: LoggerMode,
     /// Watermark: everything before it is written back.
     pub min_pos: LogPos,
     /// End of the durable log.
@@ -190,12 +194,7 @@ impl TransLogger {
     }
 
     fn hole_in(&self, g: &core::Shared) -> Option<LogPos> {
-        match &g.mode {
-            Mode::Draining { hole } | Mode::Bypass { hole } | Mode::Resuming { hole } => {
-                Some(*hole)
-            }
-            _ => g.resumed_hole.or(self.recovered_hole),
-        }
+        g.mode.hole().or(g.resumed_hole).or(self.recovered_hole)
     }
 
     /// Byte extents `(pos, len)` of the versions not yet written back (or not yet flushed)
@@ -214,7 +213,7 @@ impl TransLogger {
     pub fn status(&self) -> LoggerStatus {
         let g = self.core.shared.lock();
         LoggerStatus {
-            mode: mode_name(&g.mode),
+            mode: g.mode.mode(),
             min_pos: g.min_pos,
             durable_end: g.durable_end,
             pending: g.pending.len(),
@@ -227,10 +226,7 @@ impl TransLogger {
             writeback_rounds: g.wb_rounds,
             rotations: g.rotations,
             hole: self.hole_in(&g),
-            error: match &g.mode {
-                Mode::Failed(e) => Some(e.to_string()),
-                _ => None,
-            },
+            error: g.mode.failure().map(|e| e.to_string()),
         }
     }
 
@@ -285,14 +281,13 @@ impl TransLogger {
     pub fn resume_logging(&self, timeout: Duration) -> Result<LogPos> {
         let deadline = std::time::Instant::now() + timeout;
         let mut g = self.core.shared.lock();
-        match &g.mode {
-            Mode::Bypass { .. } => {}
-            Mode::Failed(e) => return Err(LoggerError::Io(e.clone())),
-            _ => {
-                return Err(LoggerError::NotInBypass {
-                    mode: mode_name(&g.mode),
-                })
-            }
+        if let Some(e) = g.mode.failure() {
+            return Err(LoggerError::Io(e.clone()));
+        }
+        if g.mode.mode() != LoggerMode::Bypass {
+            return Err(LoggerError::NotInBypass {
+                mode: g.mode.mode(),
+            });
         }
         g.resume_outcome = None;
         g.resume_req = true;
@@ -301,7 +296,7 @@ impl TransLogger {
             if let Some(outcome) = g.resume_outcome.take() {
                 return outcome;
             }
-            if let Mode::Failed(e) = &g.mode {
+            if let Some(e) = g.mode.failure() {
                 return Err(LoggerError::Io(e.clone()));
             }
             if self.core.mode_cv.wait_until(&mut g, deadline).timed_out()
@@ -320,7 +315,7 @@ impl TransLogger {
         let deadline = std::time::Instant::now() + timeout;
         let mut g = self.core.shared.lock();
         loop {
-            if let Mode::Failed(e) = &g.mode {
+            if let Some(e) = g.mode.failure() {
                 return Err(e.clone());
             }
             let durable_left = g.index.oldest().is_some_and(|(s, _)| s <= g.durable_seq);
@@ -330,7 +325,7 @@ impl TransLogger {
                 && g.pending.is_empty()
                 && g.waiters.is_empty()
                 && !g.index.has_unflushed()
-                && (g.index.is_empty() || g.mode == Mode::Logging)
+                && (g.index.is_empty() || g.mode.mode() == LoggerMode::Logging)
             {
                 return Ok(());
             }
@@ -379,9 +374,9 @@ impl TransLogger {
                 brick: self.core.name.clone(),
             })),
         );
-        match &g.mode {
-            Mode::Failed(e) => Err(e.clone()),
-            _ => Ok(()),
+        match g.mode.failure() {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
         }
     }
 
@@ -396,10 +391,10 @@ impl TransLogger {
                 brick: self.core.name.clone(),
             })),
         );
-        g.mode = Mode::Failed(Error::Off {
-            brick: self.core.name.clone(),
-        });
-        self.core.mode_cv.notify_all();
+        // A logger that failed before keeps its error.
+        let _ = self
+            .core
+            .change_mode(&mut g, mode::ModeEvent::Fatal(self.core.off()));
     }
 
     fn join(&self) {
@@ -466,15 +461,5 @@ impl Brick for TransLogger {
 
     fn stats(&self) -> StatsSnapshot {
         self.core.stats.snapshot()
-    }
-}
-
-fn mode_name(mode: &Mode) -> &'static str {
-    match mode {
-        Mode::Logging => "logging",
-        Mode::Draining { .. } => "draining",
-        Mode::Bypass { .. } => "bypass",
-        Mode::Resuming { .. } => "resuming",
-        Mode::Failed(_) => "failed",
     }
 }

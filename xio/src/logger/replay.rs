@@ -33,49 +33,24 @@
 
 use super::apply::Applier;
 use super::error::Result;
+pub use super::replay_scan::ReplayReport;
 use super::replay_scan::{scan_store, Sink, Step};
+#[cfg(doc)]
+use super::replay_scan::{BATCH_BYTES, DIRECT_MIN, MERGE_MAX};
 use super::store::LogStore;
-use crate::log::{LogPos, ScanEnd};
+use crate::log::LogPos;
 use brick_core::{Flags, Output};
 use crossbeam_channel::{Receiver, Sender};
 
-/// Largest request that merging builds from adjacent records.
-pub const MERGE_MAX: usize = 1 << 20;
-/// Payloads at least this large that straddle the scanner's window are read straight into
-/// the request's buffer (`Scanner::read_payloads_directly`).
-pub const DIRECT_MIN: usize = 128 << 10;
 /// Default of [`ReplayOptions::flush_behind`]: with `flush`, a device flush is started
 /// (without waiting) after every this many bytes applied, so that the disk writes back while
 /// replay goes on and the final flush is short.
 pub const FLUSH_BEHIND: usize = 128 << 20;
-/// Payload bytes per batch sent from the scan thread.
-pub const BATCH_BYTES: usize = 4 << 20;
 /// Batches the scan thread may be ahead of the applying thread.
 pub const AHEAD: usize = 4;
-/// Requests per batch at most.
-pub(super) const BATCH_ITEMS: usize = 1024;
 /// Spare buffers kept for reuse by the scan thread (their bytes are bounded by the applier:
 /// `apply::SPENT_MAX_BYTES` per batch).
 const SPARE_MAX: usize = 2048;
-
-/// What a replay did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplayReport {
-    /// Records applied.
-    pub records: u64,
-    /// Device bytes they touched.
-    pub bytes: u64,
-    /// Position after the last record applied (or the replay start if none was).
-    pub reached: LogPos,
-    /// Log files read.
-    pub files: u64,
-    /// How the last file read ended (`None` when there was no file).
-    pub end: Option<ScanEnd>,
-    /// The last file read.
-    pub last_seq: Option<u64>,
-    /// The first file that ended in a torn tail (only empty files may follow it).
-    pub torn: Option<(u64, ScanEnd)>,
-}
 
 /// Options of a replay.
 pub struct ReplayOptions<'a> {

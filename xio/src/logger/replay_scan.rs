@@ -4,11 +4,39 @@
 //! request.
 
 use super::error::{LoggerError, Result};
-use super::replay::{ReplayReport, BATCH_BYTES, BATCH_ITEMS, DIRECT_MIN, MERGE_MAX};
 use super::store::LogStore;
 use crate::log::record::{FLAG_LZ4, FLAG_NO_HOLE};
 use crate::log::{Expect, LogError, LogPos, RecordHeader, RecordOp, ScanEnd, Scanner, HEADER_LEN};
 use crossbeam_channel::{Receiver, Sender};
+
+/// Largest request that merging builds from adjacent records.
+pub const MERGE_MAX: usize = 1 << 20;
+/// Payloads at least this large that straddle the scanner's window are read straight into
+/// the request's buffer (`Scanner::read_payloads_directly`).
+pub const DIRECT_MIN: usize = 128 << 10;
+/// Payload bytes per batch sent from the scan thread.
+pub const BATCH_BYTES: usize = 4 << 20;
+/// Requests per batch at most.
+pub(super) const BATCH_ITEMS: usize = 1024;
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Records applied.
+    pub records: u64,
+    /// Device bytes they touched.
+    pub bytes: u64,
+    /// Position after the last record applied (or the replay start if none was).
+    pub reached: LogPos,
+    /// Log files read.
+    pub files: u64,
+    /// How the last file read ended (`None` when there was no file).
+    pub end: Option<ScanEnd>,
+    /// The last file read.
+    pub last_seq: Option<u64>,
+    /// The first file that ended in a torn tail (only empty files may follow it).
+    pub torn: Option<(u64, ScanEnd)>,
+}
 
 /// One request for the data device: one record, or several merged ones.
 pub(super) struct Item {

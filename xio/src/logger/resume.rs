@@ -2,14 +2,14 @@
 //!
 //! The invariant: once the logger logs again from position P of a new file, every write
 //! acknowledged before P is on the flushed data device (the watermark P says so). So the log
-//! thread, which owns the log writer, (1) holds new writers back (`Mode::Resuming`), (2) waits
+//! thread, which owns the log writer, (1) holds new writers back (`LoggerMode::Resuming`), (2) waits
 //! for the bypass writes already forwarded to the data device, (3) flushes the data device,
 //! (4) creates the next log file, (5) persists the watermark at its start (still naming the
 //! hole: replicas fed from this log need a full sync), and only then (6) logs again. Any
 //! failure leaves it in bypass, where IO goes on as before.
 
-use super::core::{Core, Mode, Shared, Via};
-use super::log_thread::new_header;
+use super::core::{Core, Shared, Via};
+use super::mode::ModeEvent;
 use super::state::LogState;
 use super::LoggerError;
 use crate::log::{LogPos, LogWriter};
@@ -22,10 +22,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Run a requested resume on the log thread; the outcome goes to `Shared::resume_outcome`.
 pub(crate) fn run(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
-    let Mode::Bypass { hole } = g.mode.clone() else {
+    let Some(hole) = g.mode.hole() else {
         return;
     };
-    g.mode = Mode::Resuming { hole };
+    if core.change_mode(g, ModeEvent::ResumeStarted).is_err() {
+        return;
+    }
     let outcome = match resume(core, g, hole) {
         Ok((w, start)) => {
             *writer = w;
@@ -34,20 +36,21 @@ pub(crate) fn run(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogW
             g.oldest_file = start.seq;
             g.skip_persisted = false;
             g.resumed_hole = Some(hole);
-            g.mode = Mode::Logging;
+            core.change_mode(g, ModeEvent::Resumed)
+                .expect("only the log thread leaves Resuming");
             tracing::warn!(brick = %core.name, hole = %hole, log = start.seq,
                 "left emergency bypass: logging again; replicas fed from this log need a full sync past the hole");
             Ok(start)
         }
         Err(e) => {
-            g.mode = Mode::Bypass { hole };
+            core.change_mode(g, ModeEvent::ResumeFailed)
+                .expect("only the log thread leaves Resuming");
             tracing::error!(brick = %core.name, error = %e,
                 "cannot leave emergency bypass; writes keep going to the data device");
             Err(e)
         }
     };
     g.resume_outcome = Some(outcome);
-    core.mode_cv.notify_all();
 }
 
 fn resume(
@@ -81,7 +84,7 @@ fn resume(
         let made = LogWriter::create(
             &*out,
             store.describe(seq),
-            new_header(core, seq),
+            core.new_header(seq),
             core.cfg.compress,
         )
         .map_err(LoggerError::from)

@@ -12,109 +12,96 @@
 //! persisted and reported; log files entirely below it are deleted unless `keep_logs`.
 
 use super::apply::Applier;
-use super::core::{Core, Mode, Shared};
+use super::core::{Core, Shared};
 use super::index::WbItem;
+use super::mode::{LoggerMode, ModeEvent};
 use super::state::LogState;
+use super::wb_policy::{self, FlushDecision, WbDecision, WbFacts, WbLimits};
 use crate::log::{LogPos, RecordOp};
 use brick_core::{Aio, Error, Op};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+/// Body of the writeback thread: gather the facts, decide (`wb_policy`), execute.
 pub(crate) fn run(core: Arc<Core>) {
+    let limits = WbLimits {
+        writeback_delay: core.cfg.writeback_delay,
+        data_flush_interval: core.cfg.data_flush_interval,
+        data_flush_bytes: core.cfg.data_flush_bytes,
+    };
     let mut last_flush = Instant::now();
     let mut unflushed_bytes = 0u64;
     let mut retired = Vec::new();
     let mut g = core.shared.lock();
     loop {
-        if g.kill || matches!(g.mode, Mode::Failed(_)) {
-            break;
-        }
-        let draining = matches!(g.mode, Mode::Draining { .. });
-        // Draining writes back the durable versions first (the watermark still advances), then
-        // records that the log will not be replayed, and only then writes the rest: the data
-        // device never gets ahead of a log that a restart would replay.
-        let upto = if draining && g.skip_persisted {
-            u64::MAX
-        } else {
-            g.durable_seq
+        let mode = g.mode.mode();
+        let draining = mode == LoggerMode::Draining;
+        let upto = wb_policy::select_upto(draining, g.skip_persisted, g.durable_seq);
+        let facts = WbFacts {
+            exit: g.kill || mode == LoggerMode::Failed,
+            draining,
+            skip_persisted: g.skip_persisted,
+            closing: g.stop && g.log_threads_done,
+            force: g.wb_force,
+            budget_pressure: core.budget_pressure(),
+            oldest_age: g
+                .index
+                .oldest()
+                .filter(|(seq, _)| *seq <= upto)
+                .map(|(_, v)| v.born.elapsed()),
+            needs_flush: g.index.needs_flush(),
+            flush_running: g.flush.is_some(),
+            unflushed: g.index.has_unflushed(),
+            index_empty: g.index.is_empty(),
+            since_flush: last_flush.elapsed(),
+            unflushed_bytes,
         };
-        let closing = g.stop && g.log_threads_done;
-        let oldest_age = g
-            .index
-            .oldest()
-            .filter(|(seq, _)| *seq <= upto)
-            .map(|(_, v)| v.born.elapsed());
-        let due = draining
-            || g.wb_force
-            || closing
-            || core.budget_pressure()
-            || oldest_age.is_some_and(|a| a >= core.cfg.writeback_delay);
-        let items = if due {
+        let items = if wb_policy::due(&facts, &limits) {
             g.index.select(upto, core.cfg.writeback_round as u64)
         } else {
             Vec::new()
         };
-        // Flushes of the data device run on the flusher thread while writeback goes on.
-        let flush_due = g.index.needs_flush()
-            && (items.is_empty() && (draining || g.wb_force || closing)
-                || last_flush.elapsed() >= core.cfg.data_flush_interval
-                || unflushed_bytes >= core.cfg.data_flush_bytes);
-        if flush_due && g.flush.is_none() {
-            g.flush = Some(g.index.start_flush());
-            core.flush_cv.notify_one();
-            last_flush = Instant::now();
-            unflushed_bytes = 0;
-            continue;
-        }
-        if items.is_empty() {
-            if (draining || closing || g.wb_force) && (g.flush.is_some() || g.index.has_unflushed())
-            {
-                // The next step (persisting "do not replay", bypass, close, writeback_all)
-                // needs everything written back to be flushed: wait for the flusher.
-                core.wb_cv.wait_for(&mut g, Duration::from_millis(100));
-                continue;
+        match wb_policy::decide(&facts, &limits, !items.is_empty()) {
+            WbDecision::Exit => break,
+            WbDecision::StartFlush => {
+                // The flusher runs it while writeback goes on.
+                g.flush = Some(g.index.start_flush());
+                core.flush_cv.notify_one();
+                last_flush = Instant::now();
+                unflushed_bytes = 0;
             }
-            if draining && !g.skip_persisted {
+            WbDecision::AwaitFlush => {
+                core.wb_cv.wait_for(&mut g, wb_policy::WB_IDLE);
+            }
+            WbDecision::PersistSkip => {
                 update_min_pos(&core, &mut g);
                 persist_skip(&core, &mut g);
-                continue;
             }
-            if draining && g.index.is_empty() {
+            WbDecision::EnterBypass => {
                 g.index.drop_zombies();
                 enter_bypass(&core, &mut g);
-                continue;
             }
-            if due && !draining {
-                g.wb_force = false;
+            WbDecision::Rest { clear_force, wait } => {
+                if clear_force {
+                    g.wb_force = false;
+                }
+                update_min_pos(&core, &mut g);
+                match wait {
+                    None => break,
+                    Some(wait) => {
+                        core.wb_cv.wait_for(&mut g, wait);
+                    }
+                }
             }
-            update_min_pos(&core, &mut g);
-            if closing {
-                break;
-            }
-            let mut wait = match oldest_age {
-                Some(a) => core
-                    .cfg
-                    .writeback_delay
-                    .saturating_sub(a)
-                    .max(Duration::from_millis(1)),
-                None => Duration::from_millis(100),
-            };
-            if g.index.needs_flush() {
-                let left = core
-                    .cfg
-                    .data_flush_interval
-                    .saturating_sub(last_flush.elapsed());
-                wait = wait.min(left.max(Duration::from_millis(1)));
-            }
-            core.wb_cv.wait_for(&mut g, wait);
-            continue;
-        }
-        g.wb_busy = true;
-        let result = MutexGuard::unlocked(&mut g, || write_items(&core, &items));
-        g.wb_busy = false;
-        match result {
-            Ok(()) => {
+            WbDecision::Write => {
+                g.wb_busy = true;
+                let result = MutexGuard::unlocked(&mut g, || write_items(&core, &items));
+                g.wb_busy = false;
+                if let Err(e) = result {
+                    core.fail(&mut g, e);
+                    break;
+                }
                 unflushed_bytes += items.iter().map(|i| i.end - i.start).sum::<u64>();
                 // Let go of the data first, so that retired versions can recycle their buffers.
                 let mut items = items;
@@ -132,10 +119,6 @@ pub(crate) fn run(core: Arc<Core>) {
                 }
                 core.wb_cv.notify_all();
             }
-            Err(e) => {
-                core.fail(&mut g, e);
-                break;
-            }
         }
     }
     g.wb_done = true;
@@ -148,8 +131,14 @@ pub(crate) fn run(core: Arc<Core>) {
 pub(crate) fn run_flusher(core: Arc<Core>) {
     let mut g = core.shared.lock();
     loop {
-        if g.kill || matches!(g.mode, Mode::Failed(_)) {
-            break;
+        let exit = g.kill || g.mode.mode() == LoggerMode::Failed;
+        match wb_policy::flusher_decide(exit, g.flush.is_some(), g.wb_done) {
+            FlushDecision::Exit => break,
+            FlushDecision::Wait => {
+                core.flush_cv.wait(&mut g);
+                continue;
+            }
+            FlushDecision::Flush => {}
         }
         if let Some(covered) = g.flush {
             let result = MutexGuard::unlocked(&mut g, || {
@@ -166,12 +155,7 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
             g.index.data_flushed(covered);
             update_min_pos(&core, &mut g);
             core.wb_cv.notify_all();
-            continue;
         }
-        if g.wb_done {
-            break;
-        }
-        core.flush_cv.wait(&mut g);
     }
     g.flush = None;
     drop(g);
@@ -232,7 +216,7 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
 
 /// Recompute the watermark; persist, report and delete old logs when it advanced.
 pub(crate) fn update_min_pos(core: &Core, g: &mut MutexGuard<'_, Shared>) {
-    if !matches!(g.mode, Mode::Logging | Mode::Draining { .. }) || g.skip_persisted {
+    if !matches!(g.mode.mode(), LoggerMode::Logging | LoggerMode::Draining) || g.skip_persisted {
         return;
     }
     let mp = g.index.min_pos(g.durable_seq, g.durable_end);
@@ -279,7 +263,7 @@ fn publish(core: &Core, mp: LogPos, hole: Option<LogPos>, oldest: u64) -> u64 {
 /// Every durable version is written back after a log failure: record that a restart must
 /// not replay the log (everything still in memory goes to the data device next).
 fn persist_skip(core: &Core, g: &mut MutexGuard<'_, Shared>) {
-    let Mode::Draining { hole } = g.mode.clone() else {
+    let (LoggerMode::Draining, Some(hole)) = (g.mode.mode(), g.mode.hole()) else {
         return;
     };
     let next_seq = g.durable_end.seq.max(core.next_log_seq.lock().unwrap_or(0)) + 1;
@@ -325,12 +309,11 @@ fn persist_skip(core: &Core, g: &mut MutexGuard<'_, Shared>) {
 
 /// The index is empty: from now on writes go straight to the data device.
 fn enter_bypass(core: &Core, g: &mut MutexGuard<'_, Shared>) {
-    let Mode::Draining { hole } = g.mode.clone() else {
+    if core.change_mode(g, ModeEvent::Drained).is_err() {
         return;
-    };
-    g.mode = Mode::Bypass { hole };
+    }
+    let hole = g.mode.hole().unwrap_or_default();
     g.wb_force = false;
     core.release_waiters(g, Some(Ok(())));
-    core.mode_cv.notify_all();
     tracing::warn!(brick = %core.name, hole = %hole, "emergency bypass: the log has a hole from here on");
 }

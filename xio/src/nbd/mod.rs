@@ -25,6 +25,7 @@ pub mod proto;
 mod reply;
 mod server;
 pub mod socket;
+mod stats;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -32,4 +33,5 @@ mod tests_gated;
 
 pub use error::{NbdError, Result};
 pub use export::{Export, Geometry, MAX_PAYLOAD};
-pub use server::{NbdServer, ServerConfig, ServerStats};
+pub use server::{NbdServer, ServerConfig};
+pub use stats::ServerStats;

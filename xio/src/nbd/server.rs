@@ -10,6 +10,7 @@ use super::conn;
 use super::error::{NbdError, Result};
 use super::export::Export;
 use super::socket::Stream;
+use super::stats::{Counters, ServerStats};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -39,31 +40,6 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(120),
         }
     }
-}
-
-/// Counters of the whole server (plain atomics, read with [`NbdServer::stats`]).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) active: AtomicU64,
-    pub(crate) requests: AtomicU64,
-    pub(crate) refused: AtomicU64,
-    pub(crate) violations: AtomicU64,
-}
-
-/// A snapshot of the server's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ServerStats {
-    /// Connections accepted so far.
-    pub accepted: u64,
-    /// Connections open now.
-    pub active: u64,
-    /// Transmission requests received.
-    pub requests: u64,
-    /// Requests answered with an error before touching the device.
-    pub refused: u64,
-    /// Connections closed because the client broke the protocol.
-    pub violations: u64,
 }
 
 enum Waker {
@@ -232,14 +208,7 @@ impl NbdServer {
 
     /// Counters.
     pub fn stats(&self) -> ServerStats {
-        let c = &self.shared.counters;
-        ServerStats {
-            accepted: c.accepted.load(Relaxed),
-            active: c.active.load(Relaxed),
-            requests: c.requests.load(Relaxed),
-            refused: c.refused.load(Relaxed),
-            violations: c.violations.load(Relaxed),
-        }
+        self.shared.counters.snapshot()
     }
 
     /// Stop accepting, let every connection finish its in-flight requests and close. Returns

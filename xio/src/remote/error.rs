@@ -82,11 +82,16 @@ impl RemoteError {
                 context: "waiting for the remote peer (no progress)",
                 millis: *millis,
             },
-            RemoteError::Server { errno, .. } if *errno == 22 => {
+            RemoteError::Server { errno, .. } if *errno == libc::EINVAL => {
                 brick_core::Error::Invalid("the server rejected the request range")
             }
             RemoteError::Off(_) => brick_core::Error::Off {
                 brick: brick.into(),
+            },
+            RemoteError::Verify { name, pos, reason } => brick_core::Error::Corrupt {
+                file: name.clone(),
+                offset: *pos,
+                reason: format!("fetched log does not verify: {reason}"),
             },
             other => brick_core::Error::Brick {
                 brick: brick.into(),
@@ -98,3 +103,24 @@ impl RemoteError {
 
 /// Result alias of the remote bricks.
 pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fetched_log_that_does_not_verify_is_a_structured_corruption() {
+        let e = RemoteError::Verify {
+            name: "log-000000002-alice".into(),
+            pos: 4096,
+            reason: "record at 4096 carries another file's nonce".into(),
+        };
+        match e.to_brick("fetch") {
+            brick_core::Error::Corrupt { file, offset, .. } => {
+                assert_eq!((file.as_str(), offset), ("log-000000002-alice", 4096));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!e.is_retryable());
+    }
+}

@@ -153,7 +153,10 @@ impl Exports {
                 Ok(req) => self.handle(&req, &mut files),
                 Err(e) => {
                     tracing::warn!(%peer, "undecodable remote request: {e}");
-                    (err(format!("undecodable request: {e}"), 22), Vec::new())
+                    (
+                        err(format!("undecodable request: {e}"), libc::EINVAL),
+                        Vec::new(),
+                    )
                 }
             };
             let body = postcard::to_allocvec(&reply).unwrap_or_default();
@@ -181,7 +184,10 @@ impl Exports {
             } => sums(&src, *pos, *len, *chunk),
             RemoteReq::ReadIfDiffers { pos, len, sum, .. } => {
                 if *len as usize > MAX_READ {
-                    Err(err(format!("read of {len} bytes exceeds {MAX_READ}"), 22))
+                    Err(err(
+                        format!("read of {len} bytes exceeds {MAX_READ}"),
+                        libc::EINVAL,
+                    ))
                 } else {
                     src.stat().and_then(|(size, finished)| {
                         let data = src.read(*pos, *len as usize, size)?;
@@ -205,7 +211,10 @@ impl Exports {
         wait_ms: u32,
     ) -> Result<(RemoteReply, Vec<u8>), RemoteReply> {
         if len as usize > MAX_READ {
-            return Err(err(format!("read of {len} bytes exceeds {MAX_READ}"), 22));
+            return Err(err(
+                format!("read of {len} bytes exceeds {MAX_READ}"),
+                libc::EINVAL,
+            ));
         }
         let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS) as u64);
         let mut parked = None;
@@ -232,10 +241,13 @@ impl Exports {
                 .get(name)
                 .cloned()
                 .map(Source::Dev)
-                .ok_or_else(|| err(format!("no device exported as {name:?}"), 2)),
+                .ok_or_else(|| err(format!("no device exported as {name:?}"), libc::ENOENT)),
             Target::Log(name) => {
                 let Some(dir) = &self.log_dir else {
-                    return Err(err("this node exports no log directory".into(), 2));
+                    return Err(err(
+                        "this node exports no log directory".into(),
+                        libc::ENOENT,
+                    ));
                 };
                 let (sub, file) = log_path(dir, name).map_err(|m| err(m, 22))?;
                 if !files.contains_key(name) {
@@ -272,7 +284,7 @@ impl Source<'_> {
             Source::Log { file, finished } => file
                 .metadata()
                 .map(|m| (m.len(), *finished))
-                .map_err(|e| err(format!("stat of log: {e}"), 5)),
+                .map_err(|e| io_err(&e, "reading the metadata of a log file")),
         }
     }
 
@@ -291,7 +303,7 @@ impl Source<'_> {
                         Ok(0) => break,
                         Ok(n) => got += n,
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(err(format!("reading log: {e}"), 5)),
+                        Err(e) => return Err(io_err(&e, "reading a log file")),
                     }
                 }
                 buf.truncate(got);
@@ -349,6 +361,12 @@ impl Drop for Parked {
 
 fn err(message: String, errno: i32) -> RemoteReply {
     RemoteReply::Error { message, errno }
+}
+
+/// A failed system call, through the one errno mapping (`brick_core::Error::from_io`).
+fn io_err(e: &std::io::Error, context: &'static str) -> RemoteReply {
+    let e = brick_core::Error::from_io(e, context);
+    err(e.to_string(), e.errno())
 }
 
 #[cfg(test)]

@@ -97,6 +97,7 @@ fn core_name(opts: &FileOptions, path: &Path) -> String {
 
 fn worker(core: Arc<FileCore>, rx: Receiver<Job>) {
     WORKER_OF.with(|w| w.set(Arc::as_ptr(&core) as usize));
+    brick_core::mark_completion_thread("sio worker");
     for (mut req, started) in rx {
         let result = core.execute_sync(&mut req);
         // A panicking completion hook must not kill the worker (see aio's completion loop).

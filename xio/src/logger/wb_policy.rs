@@ -1,0 +1,318 @@
+//! What the writeback and flusher threads do next: pure functions of the logger's state
+//! ([`WbFacts`]) and settings ([`WbLimits`]). The loops in `writeback.rs` gather the facts
+//! under the lock, ask, and execute.
+//!
+//! Invariants (each has rows in the table tests below):
+//! - **Only durable data is written back** while the log may be replayed: writeback selects
+//!   versions up to the durable sequence number; everything only after draining recorded
+//!   "do not replay" (`skip_persisted`).
+//! - **Writeback is deferred**: a version waits `writeback_delay` (so that overwrites of it
+//!   are never written), unless the memory budget is half used, a drain, a close or a
+//!   `writeback_all` forces it.
+//! - **A flush covers only what was written before it started** (writeback epochs): one
+//!   flush at a time; one is started every `data_flush_interval` or `data_flush_bytes` of
+//!   writeback, and before any step that needs everything written back to be flushed.
+//! - **Draining ends in this order**: every durable version written back and flushed, the
+//!   watermark persisted, then "do not replay" persisted, then the rest written back and
+//!   flushed, and only then bypass. The data device never gets ahead of a log that a restart
+//!   would replay.
+//! - **The watermark is persisted whenever writeback rests** (and after every round and flush,
+//!   by the executor); a close ends only after everything is written back and flushed.
+
+use std::time::Duration;
+
+/// The logger's state as the writeback thread sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct WbFacts {
+    /// Killed, or failed: end now.
+    pub exit: bool,
+    /// Emergency: the index is being drained to the data device.
+    pub draining: bool,
+    /// Draining persisted "do not replay": versions that are not durable may go too.
+    pub skip_persisted: bool,
+    /// Closing, and the log thread has ended.
+    pub closing: bool,
+    /// Write everything back now (`writeback_all`, close, drain).
+    pub force: bool,
+    /// At least half of the memory budget is in use.
+    pub budget_pressure: bool,
+    /// Age of the oldest version writeback may take (`None`: none).
+    pub oldest_age: Option<Duration>,
+    /// Data was written back since the last flush started.
+    pub needs_flush: bool,
+    /// A flush runs (on the flusher thread).
+    pub flush_running: bool,
+    /// Written-back data not yet covered by a completed flush.
+    pub unflushed: bool,
+    /// The index holds no extent.
+    pub index_empty: bool,
+    /// Time since the last flush started.
+    pub since_flush: Duration,
+    /// Bytes written back since the last flush started.
+    pub unflushed_bytes: u64,
+}
+
+/// The settings the decision depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WbLimits {
+    pub writeback_delay: Duration,
+    pub data_flush_interval: Duration,
+    pub data_flush_bytes: u64,
+}
+
+/// What the writeback thread does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WbDecision {
+    /// End the thread.
+    Exit,
+    /// Write the selected versions back.
+    Write,
+    /// Ask the flusher for a data-device flush.
+    StartFlush,
+    /// The next step needs everything written back to be flushed: wait for the flusher.
+    AwaitFlush,
+    /// Draining: every durable version is on the flushed data device: persist the
+    /// watermark, then "do not replay".
+    PersistSkip,
+    /// Draining is done: writes bypass the log from now on.
+    EnterBypass,
+    /// Nothing to do: persist the watermark (clearing `force` when `clear_force`), then end
+    /// (`wait: None`) or wait.
+    Rest {
+        clear_force: bool,
+        wait: Option<Duration>,
+    },
+}
+
+/// Waits while nothing is due, and between looks at a running flush.
+pub(crate) const WB_IDLE: Duration = Duration::from_millis(100);
+/// Shortest timed wait (a zero wait would spin).
+const WB_MIN_WAIT: Duration = Duration::from_millis(1);
+
+/// Which versions writeback may take: up to this sequence number.
+pub(crate) fn select_upto(draining: bool, skip_persisted: bool, durable_seq: u64) -> u64 {
+    if draining && skip_persisted {
+        u64::MAX
+    } else {
+        durable_seq
+    }
+}
+
+/// Whether a writeback round is due (the executor then selects the versions). Pure.
+pub(crate) fn due(f: &WbFacts, l: &WbLimits) -> bool {
+    f.draining
+        || f.force
+        || f.closing
+        || f.budget_pressure
+        || f.oldest_age.is_some_and(|a| a >= l.writeback_delay)
+}
+
+/// The decision, once the versions of a due round are selected (`selected`: any). Pure.
+pub(crate) fn decide(f: &WbFacts, l: &WbLimits, selected: bool) -> WbDecision {
+    use WbDecision as D;
+    if f.exit {
+        return D::Exit;
+    }
+    let urgent = f.draining || f.force || f.closing;
+    let flush_due = f.needs_flush
+        && (!selected && urgent
+            || f.since_flush >= l.data_flush_interval
+            || f.unflushed_bytes >= l.data_flush_bytes);
+    if flush_due && !f.flush_running {
+        return D::StartFlush;
+    }
+    if selected {
+        return D::Write;
+    }
+    if urgent && (f.flush_running || f.unflushed) {
+        return D::AwaitFlush;
+    }
+    if f.draining && !f.skip_persisted {
+        return D::PersistSkip;
+    }
+    if f.draining && f.index_empty {
+        return D::EnterBypass;
+    }
+    let clear_force = due(f, l) && !f.draining;
+    if f.closing {
+        return D::Rest {
+            clear_force,
+            wait: None,
+        };
+    }
+    let mut wait = match f.oldest_age {
+        Some(a) => l.writeback_delay.saturating_sub(a).max(WB_MIN_WAIT),
+        None => WB_IDLE,
+    };
+    if f.needs_flush {
+        wait = wait.min(
+            l.data_flush_interval
+                .saturating_sub(f.since_flush)
+                .max(WB_MIN_WAIT),
+        );
+    }
+    D::Rest {
+        clear_force,
+        wait: Some(wait),
+    }
+}
+
+/// What the flusher thread does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FlushDecision {
+    Exit,
+    /// Run the requested flush.
+    Flush,
+    Wait,
+}
+
+/// The flusher's decision: `exit` (killed or failed), a flush requested, writeback ended.
+/// A requested flush runs even after writeback ended (a close waits for it). Pure.
+pub(crate) fn flusher_decide(exit: bool, requested: bool, wb_done: bool) -> FlushDecision {
+    if exit {
+        FlushDecision::Exit
+    } else if requested {
+        FlushDecision::Flush
+    } else if wb_done {
+        FlushDecision::Exit
+    } else {
+        FlushDecision::Wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use WbDecision::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn limits() -> WbLimits {
+        WbLimits {
+            writeback_delay: 50 * MS,
+            data_flush_interval: 200 * MS,
+            data_flush_bytes: 64 << 20,
+        }
+    }
+
+    /// Facts from a row: space-separated `key` or `key=value` (bytes, times in ms).
+    fn facts(row: &str) -> WbFacts {
+        let mut f = WbFacts::default();
+        for word in row.split_whitespace() {
+            let (k, v) = word.split_once('=').unwrap_or((word, "0"));
+            let n: u64 = v.parse().unwrap_or(0);
+            match k {
+                "exit" => f.exit = true,
+                "draining" => f.draining = true,
+                "skip_persisted" => f.skip_persisted = true,
+                "closing" => f.closing = true,
+                "force" => f.force = true,
+                "pressure" => f.budget_pressure = true,
+                "oldest" => f.oldest_age = Some(Duration::from_millis(n)),
+                "needs_flush" => f.needs_flush = true,
+                "flushing" => f.flush_running = true,
+                "unflushed" => f.unflushed = true,
+                "empty" => f.index_empty = true,
+                "since_flush" => f.since_flush = Duration::from_millis(n),
+                "unflushed_bytes" => f.unflushed_bytes = n,
+                _ => panic!("unknown fact {k}"),
+            }
+        }
+        f
+    }
+
+    fn rest(clear_force: bool, ms: Option<u64>) -> WbDecision {
+        Rest {
+            clear_force,
+            wait: ms.map(Duration::from_millis),
+        }
+    }
+
+    /// The golden table: state → due → decision (`selected`: the due round found versions).
+    #[test]
+    fn writeback_decisions() {
+        #[rustfmt::skip]
+        let table: Vec<(&str, bool, bool, WbDecision)> = vec![
+            // row                                           due    selected decision
+            ("exit draining",                                true,  true,  Exit),
+            // Deferred: young versions wait for writeback_delay.
+            ("oldest=10",                                    false, false, rest(false, Some(40))),
+            ("",                                             false, false, rest(false, Some(100))),
+            ("oldest=50",                                    true,  true,  Write),
+            ("oldest=10 pressure",                           true,  true,  Write),
+            ("oldest=10 force",                              true,  true,  Write),
+            // A due round that found nothing (the versions are not durable yet).
+            ("oldest=60",                                    true,  false, rest(true, Some(1))),
+            // Flushes: by time or bytes, one at a time, beside writeback.
+            ("oldest=50 needs_flush since_flush=200",        true,  true,  StartFlush),
+            ("needs_flush unflushed_bytes=67108864",         false, false, StartFlush),
+            ("oldest=50 needs_flush since_flush=200 flushing", true, true, Write),
+            ("needs_flush since_flush=150",                  false, false, rest(false, Some(50))),
+            ("oldest=30 needs_flush since_flush=190",        false, false, rest(false, Some(10))),
+            // Forced (writeback_all): written back, then flushed, then rest.
+            ("force needs_flush unflushed",                  true,  false, StartFlush),
+            ("force flushing unflushed",                     true,  false, AwaitFlush),
+            ("force",                                        true,  false, rest(true, Some(100))),
+            // Closing: the same, then end.
+            ("closing oldest=1",                             true,  true,  Write),
+            ("closing needs_flush unflushed",                true,  false, StartFlush),
+            ("closing unflushed",                            true,  false, AwaitFlush),
+            ("closing empty",                                true,  false, rest(true, None)),
+            // Draining: durable versions back and flushed, "do not replay", the rest, bypass.
+            ("draining oldest=0",                            true,  true,  Write),
+            ("draining needs_flush unflushed",               true,  false, StartFlush),
+            ("draining flushing",                            true,  false, AwaitFlush),
+            ("draining",                                     true,  false, PersistSkip),
+            ("draining skip_persisted oldest=0",             true,  true,  Write),
+            ("draining skip_persisted unflushed",            true,  false, AwaitFlush),
+            ("draining skip_persisted empty",                true,  false, EnterBypass),
+            // Not empty yet but nothing selectable (versions mid-write): look again soon.
+            ("draining skip_persisted",                      true,  false, rest(false, Some(100))),
+        ];
+        let l = limits();
+        let mut failed = Vec::new();
+        for (row, want_due, selected, want) in &table {
+            let f = facts(row);
+            let got_due = due(&f, &l);
+            let got = decide(&f, &l, *selected);
+            if got_due != *want_due || got != *want {
+                failed.push(format!(
+                    "{row:?}: want due={want_due} {want:?}, got due={got_due} {got:?}"
+                ));
+            }
+        }
+        assert!(failed.is_empty(), "{}", failed.join("\n"));
+    }
+
+    #[test]
+    fn what_writeback_may_select() {
+        assert_eq!(select_upto(false, false, 7), 7);
+        assert_eq!(
+            select_upto(true, false, 7),
+            7,
+            "durable first while draining"
+        );
+        assert_eq!(
+            select_upto(true, true, 7),
+            u64::MAX,
+            "everything after do-not-replay"
+        );
+        assert_eq!(select_upto(false, true, 7), 7);
+    }
+
+    #[test]
+    fn flusher_decisions() {
+        use FlushDecision::*;
+        #[rustfmt::skip]
+        let table = [
+            // exit   requested wb_done  decision
+            (true,    true,     false,   Exit),
+            (false,   true,     true,    Flush),
+            (false,   false,    true,    Exit),
+            (false,   false,    false,   Wait),
+        ];
+        for (exit, req, done, want) in table {
+            assert_eq!(flusher_decide(exit, req, done), want, "{exit} {req} {done}");
+        }
+    }
+}
