@@ -87,7 +87,7 @@ fn every_golden_state_says_what_an_operator_must_know() {
             &[
                 "ERROR: EmergencyMode",
                 "ERROR: fetch stopped: only 1048576 bytes free",
-                "logger bypass",
+                "logger: bypass",
             ][..],
         ),
         (

@@ -144,14 +144,10 @@ pub fn render(s: &NodeStatus) -> String {
             replica_lines(&mut out, r, m, s);
         }
         if let Some(sock) = &r.nbd_socket {
-            let logger = r
-                .logger
-                .map_or_else(String::new, |m| format!(", logger {m}"));
-            let _ = writeln!(
-                out,
-                "  export: nbd+unix:///{}?socket={sock}{logger}",
-                r.name
-            );
+            let _ = writeln!(out, "  export: nbd+unix:///{}?socket={sock}", r.name);
+        }
+        if let Some(mode) = r.logger {
+            let _ = writeln!(out, "  logger: {mode}");
         }
     }
     if s.resources.is_empty() && s.cluster.is_some() {
