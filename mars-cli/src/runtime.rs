@@ -309,6 +309,7 @@ impl ResourceRt {
                 min_seq: st.min_pos.seq,
                 bypass: matches!(st.mode, "bypass" | "draining" | "resuming"),
                 hole: st.hole.map(|h| (h.seq, h.offset)),
+                writeback_error: st.writeback_error,
             }
         });
         if let Some(p) = &primary {

@@ -117,6 +117,9 @@ pub struct LoggerStatus {
     pub hole: Option<LogPos>,
     /// Why the logger failed (mode `"failed"`).
     pub error: Option<String>,
+    /// Writeback to the data device stalls for lack of space there (it retries; nothing is
+    /// lost: the writes stay in the index and the log).
+    pub writeback_error: Option<String>,
 }
 
 impl std::fmt::Display for LoggerStatus {
@@ -150,6 +153,9 @@ impl std::fmt::Display for LoggerStatus {
         )?;
         if let Some(e) = &self.error {
             write!(f, " error={e:?}")?;
+        }
+        if let Some(e) = &self.writeback_error {
+            write!(f, " writeback_error={e:?}")?;
         }
         Ok(())
     }
@@ -231,6 +237,7 @@ impl TransLogger {
                 Mode::Failed(e) => Some(e.to_string()),
                 _ => None,
             },
+            writeback_error: g.wb_error.as_ref().map(ToString::to_string),
         }
     }
 

@@ -115,6 +115,9 @@ pub(crate) fn run(core: Arc<Core>) {
         g.wb_busy = false;
         match result {
             Ok(()) => {
+                if g.wb_error.take().is_some() {
+                    tracing::warn!(brick = %core.name, "writeback to the data device works again");
+                }
                 unflushed_bytes += items.iter().map(|i| i.end - i.start).sum::<u64>();
                 // Let go of the data first, so that retired versions can recycle their buffers.
                 let mut items = items;
@@ -131,6 +134,16 @@ pub(crate) fn run(core: Arc<Core>) {
                     update_min_pos(&core, &mut g);
                 }
                 core.wb_cv.notify_all();
+            }
+            // The data device's file system is full: nothing is lost (the versions stay in
+            // the index, which serves reads, and in the log); retry until there is space.
+            // Closing does not wait for that: the log replays the rest when opened again.
+            Err(e @ Error::NoSpace { .. }) if !closing && !g.stop => {
+                if g.wb_error.is_none() {
+                    tracing::error!(brick = %core.name, error = %e, "writeback to the data device stalls: no space left there; retrying every {NOSPACE_RETRY:?}");
+                }
+                g.wb_error = Some(e);
+                core.wb_cv.wait_for(&mut g, NOSPACE_RETRY);
             }
             Err(e) => {
                 core.fail(&mut g, e);
@@ -177,6 +190,9 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
     drop(g);
     core.wb_cv.notify_all();
 }
+
+/// How often a writeback refused for lack of space on the data device is tried again.
+const NOSPACE_RETRY: Duration = Duration::from_secs(1);
 
 /// Adjacent written-back extents are merged into writes of up to this many bytes.
 const MERGE_MAX: usize = 1 << 20;
