@@ -310,6 +310,7 @@ impl ResourceRt {
                 bypass: matches!(st.mode, "bypass" | "draining" | "resuming"),
                 hole: st.hole.map(|h| (h.seq, h.offset)),
                 writeback_error: st.writeback_error,
+                failed: st.error,
             }
         });
         if let Some(p) = &primary {

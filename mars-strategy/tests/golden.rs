@@ -14,7 +14,7 @@
 //! - `fact replay-busy`, `fact replay-failed <text>`
 //! - `fact sync pos=<n> [done_at=<ns>] [failed=<text>]`
 //! - `fact primary <log> end=<n> clients=<n> min_seq=<n> [bypass] [hole=<seq>:<pos>]
-//!   [writeback_error=<text, `_` for spaces>]`
+//!   [writeback_error=<text, `_` for spaces>] [failed=<text, `_` for spaces>]`
 //! - `fact free <bytes> [delete_logs_below=<n>] [stop_fetch_below=<n>] [emergency_below=<n>]`
 
 use mars_strategy::strategy::{
@@ -127,6 +127,7 @@ fn parse(input: &str) -> (Snapshot, Facts) {
                         (a.parse().expect("seq"), b.parse().expect("pos"))
                     }),
                     writeback_error: m.get("writeback_error").map(|e| e.replace('_', " ")),
+                    failed: m.get("failed").map(|e| e.replace('_', " ")),
                 });
             }
             _ => panic!("unknown golden input line {line:?}"),

@@ -139,6 +139,14 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         forced_history(s, f, p.log.seq, out);
     }
     emergency(s, f, p, out);
+    if let Some(e) = &p.failed {
+        out.push(Action::Report {
+            msg: format!(
+                "LoggerFailed: the logger of {} stopped after an IO error ({e}); IO through the export fails; every acknowledged write is in the log: fix the cause (marsd's log has the details), then restart marsd here: opening the resource replays the log onto the data device",
+                s.res
+            ),
+        });
+    }
     if let Some(e) = &p.writeback_error {
         out.push(Action::Report {
             msg: format!(

@@ -67,6 +67,8 @@ pub struct PrimaryFact {
     pub hole: Option<(u64, u64)>,
     /// Writeback to the data device stalls (no space left there): why.
     pub writeback_error: Option<String>,
+    /// The logger stopped after an IO error (the export's IO fails): why.
+    pub failed: Option<String>,
 }
 
 /// Everything local the strategy looks at.
