@@ -143,7 +143,7 @@ pub fn render(i: &Input) -> String {
 
 fn resources(o: &mut Out, i: &Input) {
     type ResValue = fn(&crate::view::ResourceStatus) -> u64;
-    let per_res: [(&str, &str, ResValue); 3] = [
+    let per_res: [(&str, &str, ResValue); 4] = [
         ("mars_resource_size_bytes", "Size of the resource.", |r| {
             r.size
         }),
@@ -158,6 +158,18 @@ fn resources(o: &mut Out, i: &Input) {
             |r| {
                 let e = |d: &str| d == "EmergencyMode" || d == "Orphan";
                 u64::from(r.replicas.iter().any(|m| e(&m.disk)))
+            },
+        ),
+        (
+            "mars_resource_data_device_full",
+            "1 while the primary's writeback to its data device stalls for lack of space there.",
+            |r| {
+                let full = |m: &crate::view::ReplicaStatus| {
+                    m.msg
+                        .as_deref()
+                        .is_some_and(|x| x.starts_with("DataDeviceFull"))
+                };
+                u64::from(r.replicas.iter().any(full))
             },
         ),
     ];

@@ -164,6 +164,7 @@ impl ResourceRt {
             let st = w.state();
             if !st.running {
                 if let Some(to) = st.reached {
+                    tracing::info!(res = %self.res, "replayed {log} up to {to} ({} records)", st.records);
                     let link = ReplayLink {
                         log: log.clone(),
                         pos: to,
@@ -308,6 +309,8 @@ impl ResourceRt {
                 min_seq: st.min_pos.seq,
                 bypass: st.mode.is_emergency(),
                 hole: st.hole.map(|h| (h.seq, h.offset)),
+                writeback_error: st.writeback_error,
+                failed: st.error,
             }
         });
         if let Some(p) = &primary {
@@ -545,6 +548,9 @@ impl ResourceRt {
                 ) => {}
             Action::Replay { log, from, to } => match self.data_device(s) {
                 Ok(d) => {
+                    // Operators (and the restart tests) see where each step starts: after a
+                    // restart it must be the persisted replay position.
+                    tracing::info!(%res, "replay step: {log} from {from} to {to}");
                     let w = ReplayWorker::start(d, &self.log_dir, env.me, &res, log, *from, *to);
                     self.replay = Some((log.clone(), w));
                 }

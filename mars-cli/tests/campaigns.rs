@@ -58,12 +58,24 @@ fn campaign_r1_primary_kill9_under_flushed_load() {
         drop(m);
         camp.cycle_done();
     }
+    // Writes after the last restart: only writeback (at the clean stop below) puts them on
+    // alice's device, the restarts put the earlier ones there by replaying the log.
+    write_n(c.nodes[0].nbd("r0"), &model, 200, 25)
+        .disconnect()
+        .unwrap();
     let b = &c.nodes[1];
     b.wait_state_for("r0", "UpToDate", Duration::from_secs(120), |m| m.up_to_date);
     let m = model.lock().unwrap().clone();
     camp.check(
         "bob after the crashes",
         wait_model(&c.path("b.img"), &m, Duration::from_secs(30)),
+    );
+    // The primary's own data device: a clean stop writes everything back (the cycles are
+    // shorter than marsd's writeback delay: this is where its writeback is checked).
+    c.nodes[0].stop();
+    camp.check(
+        "alice's data device after a clean stop",
+        wait_model(&c.path("a.img"), &m, Duration::from_secs(30)),
     );
     camp.finish();
 }
@@ -169,9 +181,51 @@ fn split_reported(n: &Node) -> bool {
         .is_some_and(|r| r.split_brain.is_some())
 }
 
+/// How long the loser of a split is watched, fetch and replay allowed, before `invalidate`:
+/// what it must not do (apply the winner's log past the fork) would happen within a second.
+const LOSER_WATCH: Duration = Duration::from_secs(4);
+
+/// Watch the loser of a split (`LOSER_WATCH`, bounded polls): its device must hold none of
+/// the `winners` writes (block, generation) made after the fork, and it must keep reporting
+/// the split. Returns what it found wrong.
+fn loser_took_winners_writes(
+    n: &Node,
+    dev: &std::path::Path,
+    winners: &[(u64, u64)],
+) -> Option<String> {
+    let deadline = Instant::now() + LOSER_WATCH;
+    while Instant::now() < deadline {
+        let img = std::fs::read(dev).unwrap_or_default();
+        let taken: Vec<u64> = winners
+            .iter()
+            .filter(|(b, g)| {
+                let at = *b as usize * BLOCK;
+                img.get(at..at + BLOCK)
+                    .is_some_and(|bytes| block_generation(*b, bytes) == Some(*g))
+            })
+            .map(|(b, _)| *b)
+            .collect();
+        if !taken.is_empty() {
+            return Some(format!(
+                "{} applied {} blocks the new primary wrote after the fork (first: block {}) \
+                 before it was invalidated",
+                n.name,
+                taken.len(),
+                taken[0]
+            ));
+        }
+        if !split_reported(n) {
+            return Some(format!("{} no longer reports the split brain", n.name));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
 /// Forced failover and resolution, roles alternating: the secondary pauses fetch, the
 /// primary writes a tail and dies, the secondary takes over by force (serving exactly what
-/// it had) and writes; the old primary comes back: the split is reported on both;
+/// it had) and writes; the old primary comes back: the split is reported on both and the
+/// old primary applies nothing of the new primary's log until it is invalidated;
 /// `invalidate` on the old primary makes it equal to the new one.
 #[test]
 fn campaign_r5_forced_failover_and_resolution() {
@@ -197,8 +251,9 @@ fn campaign_r5_forced_failover_and_resolution() {
             wait_model(&devs[s], &model, Duration::from_secs(30)),
         );
         c.nodes[s].ok(&["pause-fetch", "r0"]);
-        // The tail only the old primary gets.
-        let tail = Mutex::new(model.clone());
+        // The tail only the old primary gets: other blocks and bytes than the new primary
+        // writes after the fork, so that a replica holding the wrong side shows.
+        let tail = Mutex::new(model.diverge(cycle + 1));
         drop(write_n(c.nodes[p].nbd("r0"), &tail, 150, 25));
         c.nodes[p].kill9();
         c.nodes[s].wait_unresponsive("r0", &pn, Duration::from_secs(60));
@@ -208,9 +263,11 @@ fn campaign_r5_forced_failover_and_resolution() {
             &format!("cycle {cycle}: {sn} right after primary --force"),
             model.check_exact(&read_export(&mut nbd, SIZE)),
         );
+        let before_fork = model.clone();
         let m = Mutex::new(model);
         write_n(nbd, &m, 150, 25).disconnect().unwrap();
         model = m.into_inner().unwrap();
+        let winners = model.written_since(&before_fork);
         c.nodes[p].start();
         let t = Instant::now();
         let reported = |n: &Node| {
@@ -233,6 +290,9 @@ fn campaign_r5_forced_failover_and_resolution() {
         }
         // Its fetch may still be paused from a cycle where it was the secondary.
         c.nodes[p].ok(&["resume-fetch", "r0"]);
+        if let Some(v) = loser_took_winners_writes(&c.nodes[p], &devs[p], &winners) {
+            camp.violation(format!("cycle {cycle}: {v}"), 0);
+        }
         c.nodes[p].ok_within(
             &["invalidate", "r0"],
             Duration::from_secs(30),

@@ -54,6 +54,7 @@ fn forced_failover_split_brain_and_invalidate() {
         model,
         "bob serves what he had replayed"
     );
+    let before_fork = model.clone();
     write_blocks(&mut nbd, &mut model, 3, 300, 50);
     nbd.disconnect().unwrap();
 
@@ -85,7 +86,15 @@ fn forced_failover_split_brain_and_invalidate() {
     a.wait_state("r0", "reporting the fork", |m| {
         m.msg.as_deref().is_some_and(|x| x.contains("SPLIT BRAIN"))
     });
-    assert_eq!(std::fs::read(c.path("a.img")).unwrap().len() as u64, SIZE);
+    // alice holds none of the blocks bob wrote after the fork.
+    let a_img = std::fs::read(c.path("a.img")).unwrap();
+    assert_eq!(a_img.len() as u64, SIZE);
+    let blocks = |img: &[u8]| img.chunks(4096).map(<[u8]>::to_vec).collect::<Vec<_>>();
+    let (then, now, alice) = (blocks(&before_fork), blocks(&model), blocks(&a_img));
+    let taken = (0..now.len())
+        .filter(|&i| now[i] != then[i] && alice[i] == now[i])
+        .count();
+    assert_eq!(taken, 0, "alice applied blocks bob wrote after the fork");
 
     // Resolution on the loser: what would go, then invalidate.
     let dry = a.ok(&["invalidate", "--dry-run", "r0"]);

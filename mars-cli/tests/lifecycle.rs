@@ -4,6 +4,8 @@
 
 mod common;
 use common::*;
+use mars_strategy::views::LogName;
+use std::time::Duration;
 
 const SIZE: u64 = 16 << 20;
 
@@ -129,6 +131,32 @@ fn primary_kill9_during_flushed_writes_loses_nothing() {
     wait_equal(&c.path("b.img"), &model, "bob after 10 primary crashes");
 }
 
+/// `(log, position)` from marsd's lines `<marker><log> <word>... <position>`, the position
+/// being the `nth` word after the log name, in order.
+fn logged_positions(text: &str, marker: &str, nth: usize) -> Vec<(LogName, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l[l.find(marker)? + marker.len()..].split_whitespace();
+            let log = LogName::parse(w.next()?).ok()?;
+            Some((log, w.nth(nth)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `(log, from)` of each replay step started (`replay step: <log> from <from> to <to>`).
+fn replay_steps(text: &str) -> Vec<(LogName, u64)> {
+    logged_positions(text, "replay step: ", 1)
+}
+
+/// `(log, to)` of each replay step completed (`replayed <log> up to <to> (...)`).
+fn replayed(text: &str) -> Vec<(LogName, u64)> {
+    logged_positions(text, "replayed ", 2)
+}
+
+/// bob is killed with -9 in the middle of replaying (steps completed, fetched data left);
+/// after the restart his first replay step starts at or after a position that was
+/// persisted before the kill (not at the start of the log again), and not past what he had
+/// fetched; the steps after the restart make his device equal.
 #[test]
 fn secondary_kill9_during_replay_resumes_from_its_position() {
     let mut c = Cluster::new(&["alice", "bob"]);
@@ -139,12 +167,78 @@ fn secondary_kill9_during_replay_resumes_from_its_position() {
     c.nodes[1].wait_uptodate("r0");
     let mut model = vec![0u8; SIZE as usize];
     let mut nbd = c.nodes[0].nbd("r0");
+    let logs = c.nodes[1].dir.join("resource-r0");
     for round in 0..3u64 {
-        write_blocks(&mut nbd, &mut model, 7 + round, 1500, 100);
-        // Kill bob while it is replaying (or about to).
+        let mark = c.nodes[1].log_text().len();
+        // Writes in three parts, a completed replay step after each of the first two, so
+        // that bob is killed with steps behind him and data left to replay.
+        let mut done = Vec::new();
+        for part in 0..3u64 {
+            write_blocks(&mut nbd, &mut model, 7 + round * 3 + part, 500, 100);
+            if part == 2 {
+                break;
+            }
+            wait_until(
+                Duration::from_secs(60),
+                "bob to complete a replay step",
+                || {
+                    let steps = replayed(&c.nodes[1].log_text()[mark..]);
+                    if steps.len() > done.len() {
+                        done = steps;
+                        Ok(())
+                    } else {
+                        Err(format!("{steps:?}"))
+                    }
+                },
+            );
+        }
+        // The link of the first of the last two steps is committed: the second was polled
+        // in a later round of marsd, after the first one's round committed.
+        done = replayed(&c.nodes[1].log_text()[mark..]);
         c.nodes[1].kill9();
+        let persisted = done[done.len() - 2].clone();
+        let fetched =
+            |l: &LogName| std::fs::metadata(logs.join(l.to_string())).map_or(0, |m| m.len());
+        let copies: Vec<(LogName, u64)> =
+            done.iter().map(|(l, _)| (l.clone(), fetched(l))).collect();
         write_blocks(&mut nbd, &mut model, 70 + round, 300, 100);
+        let mark = c.nodes[1].log_text().len();
         c.nodes[1].start();
+        let mut first = None;
+        wait_until(
+            Duration::from_secs(60),
+            "bob's first replay step after the restart",
+            || {
+                first = replay_steps(&c.nodes[1].log_text()[mark..])
+                    .into_iter()
+                    .next();
+                first
+                    .as_ref()
+                    .map(drop)
+                    .ok_or_else(|| c.nodes[1].log_tail())
+            },
+        );
+        let (log, from) = first.unwrap();
+        assert!(
+            (log.seq, from) >= (persisted.0.seq, persisted.1),
+            "round {round}: bob's replay restarted at {log}:{from}, before the position \
+             {}:{} he had persisted before the kill",
+            persisted.0,
+            persisted.1
+        );
+        let had = copies
+            .iter()
+            .find(|(l, _)| *l == log)
+            .map_or(0, |(_, n)| *n);
+        assert!(
+            log.seq > persisted.0.seq || from <= had,
+            "round {round}: bob's replay restarted at {log}:{from}, past the {had} bytes he \
+             had fetched of it"
+        );
+        eprintln!(
+            "round {round}: persisted {}:{}, restarted at {log}:{from}",
+            persisted.0, persisted.1
+        );
     }
     c.nodes[1].wait_uptodate("r0");
     wait_equal(

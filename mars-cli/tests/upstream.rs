@@ -9,7 +9,7 @@
 //! | `admin/switch2primary_force/…` (forced failover, split brain, resolution) | `failover::forced_failover_split_brain_and_invalidate`, `failover::two_logs_with_one_sequence_number_are_detected_and_resolved`, `interop_hard::forced_failover_while_partitioned_then_heal`, campaign R5 (`campaigns.rs`) |
 //! | `…/logrot_orig_prim`, `logrot_spl_brain_orig_{prim,secon}` (forced failover around a log rotation) | `interop_hard::forced_failover_after_log_rotate_on_old_primary`, `interop_hard::forced_failover_after_log_rotate_on_new_primary` |
 //! | `admin/logrotate`, `admin/logdelete` | `pool::three_nodes_two_resources_log_delete_keeps_what_a_paused_member_needs` |
-//! | `admin/datadev_full` | `upstream_net::datadev_full` |
+//! | `admin/datadev_full` (the secondary's, and the primary's data device full) | `upstream_net::datadev_full`, `upstream_net::datadev_full_primary` |
 //! | `hardcore/mars_dir_full/…` (emergency mode) | `emergency::emergency_mode_keeps_io_going_and_invalidate_recovers`, `interop_hard::emergency_mode_on_a_full_tmpfs`, campaign R6 (`upstream_net.rs`) |
 //! | `admin/resizing/grow` | `lifecycle::resize_grows_online_and_the_tail_replicates` |
 //! | `admin/multiresource`, `admin/three_nodes` | `pool::three_nodes_two_resources_log_delete_keeps_what_a_paused_member_needs` |

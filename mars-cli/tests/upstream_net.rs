@@ -2,12 +2,14 @@
 //! shaped veth pair, tmpfs file systems that really fill up (`--features interop`; the map
 //! of upstream scenarios to tests is in `upstream.rs`).
 //! - `datadev_full`: the secondary's data device file system is full;
+//! - `datadev_full_primary`: the primary's data device file system is full;
 //! - campaign R4: link cuts during fetch and during sync;
 //! - campaign R6: log space exhaustion under load, recovery by `cron` and `invalidate`.
 #![cfg(feature = "interop")]
 
 mod common;
 use common::*;
+use mars_cli::view::ReplicaStatus;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,6 +61,80 @@ fn datadev_full() {
     );
     let m = model.lock().unwrap().clone();
     wait_model(&db, &m, Duration::from_secs(30)).unwrap();
+    nbd.disconnect().unwrap();
+}
+
+/// Wait (bounded: the metrics are rendered every few seconds) until alice's
+/// `mars_resource_data_device_full` of r0 is `want`.
+fn wait_metric(addr: &str, want: f64) {
+    let name = "mars_resource_data_device_full";
+    wait_until(Duration::from_secs(30), name, || {
+        match value(&scrape(addr), name, &[("resource", "r0")]) {
+            Some(v) if v == want => Ok(()),
+            v => Err(format!("{v:?}, want {want}")),
+        }
+    });
+}
+
+/// `admin/datadev_full` on the primary: the file system of the primary's data device fills
+/// up (ENOSPC on writeback) under verified writes. Nothing acknowledged is lost: the export
+/// keeps accepting writes and returns every one (from the logger's memory), the secondary
+/// replicates them, `view` says DataDeviceFull with what to do and the metric says so too;
+/// once there is space again writeback catches up without a restart and the data device
+/// holds every write.
+#[test]
+fn datadev_full_primary() {
+    const SIZE: u64 = 16 * MIB;
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let c = Cluster::new_with(&["alice", "bob"], |i, mut n| {
+        if i == 0 {
+            n.extra = vec!["--metrics-listen".into(), metrics.clone()];
+        }
+        n
+    });
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    // alice's device: a sparse 16 MiB file on a 6 MiB tmpfs.
+    let fs = Tmpfs::mount(&c.path("alicedev/fs"), "6m");
+    let da = c.path("alicedev/fs/a.img");
+    std::fs::File::create(&da).unwrap().set_len(SIZE).unwrap();
+    a.ok(&["create-resource", "r0", da.to_str().unwrap()]);
+    a.wait_state("r0", "Primary", |m| m.role == "Primary");
+    b.ok(&["join-resource", "r0", &c.device("b.img", SIZE)]);
+    b.wait_uptodate("r0");
+    let full = |m: &ReplicaStatus| {
+        m.msg
+            .as_deref()
+            .is_some_and(|x| x.starts_with("DataDeviceFull"))
+    };
+    let model = Mutex::new(Model::new(SIZE, 37));
+    // ~3000 distinct blocks of 4 KiB: more than 6 MiB. Each write is read back at once.
+    let nbd = write_n(a.nbd("r0"), &model, 4000, 50);
+    a.wait_state_for("r0", "DataDeviceFull", Duration::from_secs(60), full);
+    let m = a.replica("r0").unwrap();
+    eprintln!("datadev_full_primary: alice says {:?}", m.msg);
+    assert!(m.msg.as_deref().unwrap().contains("free space"), "{m:?}");
+    wait_metric(&metrics, 1.0);
+    // The export goes on and serves every acknowledged write; bob has them too.
+    let mut nbd = write_n(nbd, &model, 200, 50);
+    assert!(
+        full(&a.replica("r0").unwrap()),
+        "the device got space by itself?"
+    );
+    let want = model.lock().unwrap().clone();
+    want.check_exact(&read_export(&mut nbd, SIZE)).unwrap();
+    b.wait_uptodate("r0");
+    wait_model(&c.path("b.img"), &want, Duration::from_secs(30)).unwrap();
+    // Space again: writeback catches up without a restart.
+    fs.remount("64m");
+    a.wait_state_for(
+        "r0",
+        "writeback to catch up",
+        Duration::from_secs(120),
+        |m| !full(m),
+    );
+    wait_model(&da, &want, Duration::from_secs(60)).unwrap();
+    wait_metric(&metrics, 0.0);
     nbd.disconnect().unwrap();
 }
 

@@ -13,7 +13,8 @@
 //! - `fact fetch <log> peer=<h> [done] [failed=<text without spaces>]`
 //! - `fact replay-busy`, `fact replay-failed <text>`
 //! - `fact sync pos=<n> [done_at=<ns>] [failed=<text>]`
-//! - `fact primary <log> end=<n> clients=<n> min_seq=<n> [bypass] [hole=<seq>:<pos>]`
+//! - `fact primary <log> end=<n> clients=<n> min_seq=<n> [bypass] [hole=<seq>:<pos>]
+//!   [writeback_error=<text, `_` for spaces>] [failed=<text, `_` for spaces>]`
 //! - `fact free <bytes> [delete_logs_below=<n>] [stop_fetch_below=<n>] [emergency_below=<n>]`
 
 use mars_strategy::strategy::{
@@ -125,6 +126,8 @@ fn parse(input: &str) -> (Snapshot, Facts) {
                         let (a, b) = h.split_once(':').expect("hole=<seq>:<pos>");
                         (a.parse().expect("seq"), b.parse().expect("pos"))
                     }),
+                    writeback_error: m.get("writeback_error").map(|e| e.replace('_', " ")),
+                    failed: m.get("failed").map(|e| e.replace('_', " ")),
                 });
             }
             _ => panic!("unknown golden input line {line:?}"),

@@ -32,6 +32,13 @@ fn flush(out: &dyn Output) {
     brick_core::run(out, Aio::new(Op::Flush, 0, 0)).unwrap();
 }
 
+/// A data device of `blocks` blocks behind a fault disk, and a log store.
+fn fault_data(blocks: usize) -> (Arc<MemDisk>, Arc<xio::fault::FaultDisk>, MemLogStore) {
+    let mem = MemDisk::new("data", blocks * BLOCK, MemDiskMode::Inline);
+    let data = xio::fault::FaultDisk::new("data", mem.clone());
+    (mem, data, MemLogStore::new(16 << 20))
+}
+
 /// All records of all files, in log order.
 fn log_records(store: &MemLogStore) -> Vec<xio::log::Record> {
     let mut all = Vec::new();
@@ -271,11 +278,9 @@ fn replay_is_idempotent_reports_progress_and_stops_at_until() {
 /// medium the restart replays what the dead device never got. Nothing acknowledged is lost.
 #[test]
 fn a_dead_data_device_fails_the_logger_and_the_log_restores_everything() {
-    use xio::fault::{CrashMode, FaultDisk};
+    use xio::fault::CrashMode;
     const BLOCKS: usize = 64;
-    let mem = MemDisk::new("data", BLOCKS * BLOCK, MemDiskMode::Inline);
-    let data = FaultDisk::new("data", mem.clone());
-    let store = MemLogStore::new(16 << 20);
+    let (mem, data, store) = fault_data(BLOCKS);
     let cfg = || LoggerConfig {
         // Writeback only when asked: the device dies with most data still in the log.
         writeback_delay: Duration::from_secs(600),
@@ -335,5 +340,54 @@ fn the_logger_is_never_called_from_a_completion_thread() {
     );
     // From an ordinary thread the same write goes through.
     brick_core::write_all(&*logger, 0, &[1; BLOCK]).unwrap();
+    logger.close().unwrap();
+}
+
+/// The data device's file system fills up (ENOSPC on writeback): nothing fails and nothing
+/// is lost. Reads come from the index, new writes are still accepted, the status says why
+/// writeback stalls; once there is space again writeback catches up by itself.
+#[test]
+fn a_full_data_device_stalls_writeback_until_there_is_space() {
+    const BLOCKS: usize = 64;
+    let (mem, data, store) = fault_data(BLOCKS);
+    let logger = TransLogger::open_store(data.clone(), Arc::new(store), cfg()).unwrap();
+    data.fail_writes_beyond(8 * BLOCK as u64);
+    let mut model = vec![0u8; BLOCKS * BLOCK];
+    let mut write = |i: u32| {
+        let b = (i as usize * 7) % BLOCKS;
+        let d = payload(5, i);
+        model[b * BLOCK..(b + 1) * BLOCK].copy_from_slice(&d);
+        brick_core::run(&*logger, Aio::write((b * BLOCK) as u64, d)).unwrap();
+    };
+    for i in 0..200 {
+        write(i);
+    }
+    flush(&*logger);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while logger.status().writeback_error.is_none() {
+        let st = logger.status();
+        assert!(
+            std::time::Instant::now() < deadline && st.mode != LoggerMode::Failed,
+            "writeback never reported the full device: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let st = logger.status();
+    assert_eq!(st.mode, LoggerMode::Logging, "{st}");
+    assert!(
+        st.writeback_error.as_deref().unwrap().contains("space"),
+        "{st}"
+    );
+    for i in 200..240 {
+        write(i);
+    }
+    assert!(brick_core::read_all(&*logger, 0, BLOCKS * BLOCK).unwrap() == model);
+    // Space again: writeback catches up without a restart.
+    data.fail_writes_beyond(u64::MAX);
+    flush(&*logger);
+    logger.writeback_all(Duration::from_secs(30)).unwrap();
+    let st = logger.status();
+    assert!(st.writeback_error.is_none() && st.versions == 0, "{st}");
+    assert!(mem.contents() == model, "the data device holds every write");
     logger.close().unwrap();
 }

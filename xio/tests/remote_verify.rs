@@ -123,3 +123,34 @@ fn a_corrupt_record_stops_the_fetch_with_its_offset() {
     let e = LogFetch::new(client, cfg).run().unwrap_err();
     assert!(e.to_string().contains("where 7 was expected"), "{e}");
 }
+
+/// A local copy damaged in the middle verifies up to the end of its last good record (not 0):
+/// only the rest is fetched again.
+#[test]
+fn a_damaged_copy_verifies_up_to_its_last_good_record() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 20, Duration::ZERO);
+    let path = dir.path().join(NAME);
+    let log = xio::log::LogName::parse(NAME).unwrap();
+    let whole = std::fs::read(&path).unwrap();
+    assert_eq!(
+        xio::replica::verified_prefix(&path, &log),
+        whole.len() as u64
+    );
+    let mid = whole.len() / 2;
+    let mut bytes = whole.clone();
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let good = xio::replica::verified_prefix(&path, &log);
+    assert!(
+        good > 512 && good <= mid as u64,
+        "{good} of {}",
+        whole.len()
+    );
+    // It is a record boundary: the file cut there verifies completely, and the next record
+    // would have reached past the damage.
+    std::fs::write(&path, &whole[..good as usize]).unwrap();
+    assert_eq!(xio::replica::verified_prefix(&path, &log), good);
+    std::fs::write(&path, &whole[..mid + 1]).unwrap();
+    assert_eq!(xio::replica::verified_prefix(&path, &log), good);
+}

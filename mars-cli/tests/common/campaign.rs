@@ -237,6 +237,35 @@ impl Model {
         (block * BLOCK as u64, block_bytes(block, g))
     }
 
+    /// A copy whose next writes differ from this model's next ones (other blocks, other
+    /// generations from `1 << 40` on): the other side of a fork must not write the same bytes,
+    /// or a replica that replays the wrong side looks right.
+    pub fn diverge(&self, salt: u64) -> Model {
+        let mut m = self.clone();
+        m.rng = Rng::new(self.rng.0 ^ salt);
+        m.next_gen += 1 << 40;
+        m
+    }
+
+    /// The blocks whose durable write differs from `before`'s (written since), with the
+    /// generation each holds now.
+    pub fn written_since(&self, before: &Model) -> Vec<(u64, u64)> {
+        let pairs = self.durable.iter().zip(&before.durable).enumerate();
+        pairs
+            .filter(|(_, (now, then))| now != then)
+            .map(|(b, (now, _))| (b as u64, *now))
+            .collect()
+    }
+
+    /// A block written before, and the generation of its newest acknowledged write (the
+    /// newest pending one, else the durable one). For a writer with one write in flight,
+    /// between its writes.
+    pub fn earlier_block(&mut self) -> (u64, u64) {
+        let b = self.rng.below(self.durable.len() as u64);
+        let newest = self.pending.iter().rev().find(|(p, _)| *p == b);
+        (b, newest.map_or(self.durable[b as usize], |(_, g)| *g))
+    }
+
     /// A flush completed: every write sent before it is durable.
     pub fn flushed(&mut self) {
         for (b, g) in self.pending.drain(..) {
@@ -329,6 +358,9 @@ pub struct WriterEnd {
     pub client: Option<Client>,
 }
 
+/// A writer reads back one earlier block every this many writes.
+const READ_EARLIER_EVERY: u64 = 4;
+
 /// Verified writes from `model` through `c`, a flush every `flush_every` writes and at the
 /// end, until `stop` is set, `max` writes, or an error (the server went away).
 fn write_loop(
@@ -366,20 +398,16 @@ fn write_loop(
                 return end;
             }
         }
-        match c.read(off, BLOCK as u32) {
-            Ok(Ok(d)) if d == bytes => {}
-            Ok(r) => {
-                end.stale_reads += 1;
-                let what = || {
-                    format!(
-                        "read of the acknowledged write at {off}: {:?}",
-                        r.map(|d| block_generation(off / BLOCK as u64, &d))
-                    )
-                };
-                end.first_stale.get_or_insert_with(what);
-            }
-            Err(e) => {
-                end.error = Some(format!("read at {off}: {e}"));
+        let b = off / BLOCK as u64;
+        let g = block_generation(b, &bytes).expect("a write's own bytes");
+        if !read_back(&mut c, b, g, "the acknowledged write", &mut end) {
+            return end;
+        }
+        // Now and then a block written earlier (maybe written back to the data device
+        // meanwhile): it must read as its newest acknowledged write.
+        if end.writes.is_multiple_of(READ_EARLIER_EVERY) {
+            let (b, g) = model.lock().unwrap().earlier_block();
+            if !read_back(&mut c, b, g, "an earlier block", &mut end) {
                 return end;
             }
         }
@@ -391,6 +419,29 @@ fn write_loop(
         end.client = Some(c);
     }
     end
+}
+
+/// Read block `b` through `c`: it must hold write `g`; other bytes count as a stale read.
+/// `false` when the connection failed (recorded in `end`).
+fn read_back(c: &mut Client, b: u64, g: u64, what: &str, end: &mut WriterEnd) -> bool {
+    let off = b * BLOCK as u64;
+    match c.read(off, BLOCK as u32) {
+        Ok(Ok(d)) if block_generation(b, &d) == Some(g) => true,
+        Ok(r) => {
+            end.stale_reads += 1;
+            end.first_stale.get_or_insert_with(|| {
+                format!(
+                    "read of {what} (block {b}, newest acknowledged write {g}): {:?}",
+                    r.map(|d| block_generation(b, &d))
+                )
+            });
+            true
+        }
+        Err(e) => {
+            end.error = Some(format!("read at {off}: {e}"));
+            false
+        }
+    }
 }
 
 /// `n` verified writes from `model` through `c` (flushed at the end); panics on an error.

@@ -139,6 +139,22 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         forced_history(s, f, p.log.seq, out);
     }
     emergency(s, f, p, out);
+    if let Some(e) = &p.failed {
+        out.push(Action::Report {
+            msg: format!(
+                "LoggerFailed: the logger of {} stopped after an IO error ({e}); IO through the export fails; every acknowledged write is in the log: fix the cause (marsd's log has the details), then restart marsd here: opening the resource replays the log onto the data device",
+                s.res
+            ),
+        });
+    }
+    if let Some(e) = &p.writeback_error {
+        out.push(Action::Report {
+            msg: format!(
+                "DataDeviceFull: writeback to this node's data device of {} stalls ({e}); nothing is lost: the writes stay in the log and in memory and reads are served from there, but new writes wait once the logger's memory budget is used up; free space on the file system of the data device (or grow it): writeback retries every second and catches up by itself",
+                s.res
+            ),
+        });
+    }
     let here = ReplayLink {
         log: p.log.clone(),
         pos: p.end,

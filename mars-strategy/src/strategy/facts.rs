@@ -65,6 +65,10 @@ pub struct PrimaryFact {
     pub bypass: bool,
     /// Where the log stops being complete, if it does (`log-<seq>-<me>` and offset).
     pub hole: Option<(u64, u64)>,
+    /// Writeback to the data device stalls (no space left there): why.
+    pub writeback_error: Option<String>,
+    /// The logger stopped after an IO error (the export's IO fails): why.
+    pub failed: Option<String>,
 }
 
 /// Everything local the strategy looks at.

@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     /// Write back everything durable now (close, `writeback_all`).
     pub wb_force: bool,
     pub wb_busy: bool,
+    /// The data device refused writeback for lack of space: the writes stay in the index and
+    /// the log, writeback retries (see `writeback.rs`).
+    pub wb_error: Option<Error>,
     /// The data-device flush that was requested and has not completed yet (the flusher
     /// thread runs it): the writeback epoch it covers.
     pub flush: Option<u64>,
@@ -179,6 +182,7 @@ impl Core {
                 rotate_req: false,
                 wb_force: false,
                 wb_busy: false,
+                wb_error: None,
                 flush: None,
                 wb_done: false,
                 skip_persisted: false,

@@ -121,6 +121,9 @@ pub struct LoggerStatus {
     pub hole: Option<LogPos>,
     /// Why the logger failed (mode `"failed"`).
     pub error: Option<String>,
+    /// Writeback to the data device stalls for lack of space there (it retries; nothing is
+    /// lost: the writes stay in the index and the log).
+    pub writeback_error: Option<String>,
 }
 
 impl std::fmt::Display for LoggerStatus {
@@ -154,6 +157,9 @@ impl std::fmt::Display for LoggerStatus {
         )?;
         if let Some(e) = &self.error {
             write!(f, " error={e:?}")?;
+        }
+        if let Some(e) = &self.writeback_error {
+            write!(f, " writeback_error={e:?}")?;
         }
         Ok(())
     }
@@ -227,6 +233,7 @@ impl TransLogger {
             rotations: g.rotations,
             hole: self.hole_in(&g),
             error: g.mode.failure().map(|e| e.to_string()),
+            writeback_error: g.wb_error.as_ref().map(ToString::to_string),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::log::{LogPos, RecordOp};
 use brick_core::{Aio, Error, Op};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Body of the writeback thread: gather the facts, decide (`wb_policy`), execute.
 pub(crate) fn run(core: Arc<Core>) {
@@ -98,9 +98,27 @@ pub(crate) fn run(core: Arc<Core>) {
                 g.wb_busy = true;
                 let result = MutexGuard::unlocked(&mut g, || write_items(&core, &items));
                 g.wb_busy = false;
-                if let Err(e) = result {
-                    core.fail(&mut g, e);
-                    break;
+                match result {
+                    Ok(()) => {}
+                    // The data device's file system is full: nothing is lost (the versions
+                    // stay in the index, which serves reads, and in the log); retry until
+                    // there is space. Closing does not wait for that: the log replays the
+                    // rest when opened again.
+                    Err(e @ Error::NoSpace { .. }) if !g.stop => {
+                        if g.wb_error.is_none() {
+                            tracing::error!(brick = %core.name, error = %e, "writeback to the data device stalls: no space left there; retrying every {NOSPACE_RETRY:?}");
+                        }
+                        g.wb_error = Some(e);
+                        core.wb_cv.wait_for(&mut g, NOSPACE_RETRY);
+                        continue;
+                    }
+                    Err(e) => {
+                        core.fail(&mut g, e);
+                        break;
+                    }
+                }
+                if g.wb_error.take().is_some() {
+                    tracing::warn!(brick = %core.name, "writeback to the data device works again");
                 }
                 unflushed_bytes += items.iter().map(|i| i.end - i.start).sum::<u64>();
                 // Let go of the data first, so that retired versions can recycle their buffers.
@@ -161,6 +179,9 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
     drop(g);
     core.wb_cv.notify_all();
 }
+
+/// How often a writeback refused for lack of space on the data device is tried again.
+const NOSPACE_RETRY: Duration = Duration::from_secs(1);
 
 /// Adjacent written-back extents are merged into writes of up to this many bytes.
 const MERGE_MAX: usize = 1 << 20;

@@ -31,11 +31,9 @@ pub fn local_log_state(dir: &Path) -> BTreeMap<LogName, u64> {
 }
 
 /// How far a local log file verifies (record checks from the start; a record-aligned prefix).
+/// A damaged record leaves the prefix before it (so that only the rest is fetched again).
 pub fn verified_prefix(path: &Path, log: &LogName) -> u64 {
-    let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else {
-        return 0;
-    };
-    log_verifier(Some(log.seq))(path, 0, len).unwrap_or(0)
+    crate::remote::verify::verified_len(path, Some(log.seq))
 }
 
 /// Where a fetch stands.
