@@ -51,7 +51,7 @@ mod timing;
 
 pub use aspect::{Aspect, Slot};
 pub use brick::{Brick, Info, Output};
-pub use budget::{MemBudget, Reservation};
+pub use budget::{admits, MemBudget, NodeBudget, PoolCounts, Reservation, ShareCounts};
 pub use completion::{read_all, run, submit_wait, write_all, CompletionQueue};
 pub use error::{Error, Rejected, Result};
 pub use graph::Graph;
