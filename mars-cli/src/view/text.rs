@@ -2,7 +2,9 @@
 //! `<host>: <res> [<replicas>/<nodes>] <disk> <repl> <flags> <role> <primary> [<commstate>]`,
 //! its progress lines (bar, percent, bytes, rate, ETA, lag) and its messages.
 
-use super::{Level, NodeStatus, Progress, ProgressKind, ReplicaStatus, ResourceStatus};
+use super::{
+    Level, MemoryStatus, NodeStatus, Progress, ProgressKind, ReplicaStatus, ResourceStatus,
+};
 use std::fmt::Write;
 
 /// Bytes for people: `512 B`, `1.5 MiB`.
@@ -101,6 +103,18 @@ fn replica_lines(out: &mut String, r: &ResourceStatus, m: &ReplicaStatus, s: &No
     }
 }
 
+/// `4.0 MiB used (peak 8.0 MiB) of 1.0 GiB, floor 8.0 MiB, 0 waits`.
+fn memory_line(m: &MemoryStatus, floor: &str) -> String {
+    format!(
+        "{} used (peak {}) of {}, {floor} {}, {} waits",
+        human(m.used),
+        human(m.peak),
+        human(m.limit),
+        human(m.floor),
+        m.waits
+    )
+}
+
 /// The text of `marsadm view`.
 pub fn render(s: &NodeStatus) -> String {
     let mut out = String::new();
@@ -146,6 +160,17 @@ pub fn render(s: &NodeStatus) -> String {
         if let Some(sock) = &r.nbd_socket {
             let _ = writeln!(out, "  export: nbd+unix:///{}?socket={sock}", r.name);
         }
+        if let Some(m) = &r.memory {
+            let _ = writeln!(out, "  memory: {}", memory_line(m, "floor"));
+        }
+    }
+    if !s.resources.is_empty() {
+        let _ = writeln!(
+            out,
+            "node {} memory: {}",
+            s.node,
+            memory_line(&s.memory, "floors")
+        );
     }
     if s.resources.is_empty() && s.cluster.is_some() {
         let _ = writeln!(out, "node {}: no resources here", s.node);

@@ -52,7 +52,7 @@ impl UringFile {
     /// Open `path` (see [`crate::file`] for the options and semantics).
     pub fn open(path: impl AsRef<Path>, opts: &FileOptions) -> Result<UringFile> {
         let core = FileCore::open(path.as_ref(), opts)?;
-        let ring = Ring::new(core.admission.depth()).map_err(|e| Error::Brick {
+        let ring = Ring::new(core.admission.limit() as usize).map_err(|e| Error::Brick {
             brick: core.name.clone(),
             message: format!(
                 "cannot set up io_uring: {e}; is io_uring disabled (sysctl kernel.io_uring_disabled)? \
@@ -125,7 +125,7 @@ impl UringFile {
     }
     /// Requests in flight.
     pub fn inflight(&self) -> usize {
-        self.shared.core.admission.inflight()
+        self.shared.core.admission.used() as usize
     }
     /// Switch off, waiting up to `timeout` for in-flight IO to drain.
     pub fn switch_off_wait(&self, timeout: Duration) -> Result<()> {
@@ -249,7 +249,7 @@ fn completion_loop(shared: Arc<Shared>) {
                 break;
             }
         }
-        if shared.stopping.load(SeqCst) && shared.core.admission.inflight() == 0 {
+        if shared.stopping.load(SeqCst) && shared.core.admission.used() == 0 {
             break;
         }
     }
@@ -270,7 +270,7 @@ impl Output for UringFile {
         let deferred = DEFER.with(|d| d.get()) == me;
         if deferred
             && !on_completion_thread
-            && s.core.admission.inflight() >= s.core.admission.depth()
+            && s.core.admission.used() >= s.core.admission.limit()
         {
             // About to wait for a slot: first let the kernel see what this batch queued.
             s.ring.wake();

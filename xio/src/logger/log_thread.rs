@@ -55,10 +55,11 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
         }
         let age = open.since.map_or(Duration::ZERO, |t| t.elapsed());
         // Commit once enough is appended: `commit_bytes`, or a quarter of the memory budget
+        // this logger could hold now (less on a crowded node):
         // (writeback may only take durable data, and writers wait for the budget). Queued
         // bytes do not count: a backlog is written as appends and committed once, not as one
         // `fdatasync` per chunk.
-        let commit_bytes = cfg.commit_bytes.min(core.budget.limit() / 4).max(1);
+        let commit_bytes = cfg.commit_bytes.min(core.budget.available() / 4).max(1);
         let must_commit = g.stop
             || g.rotate_req
             || open.bytes >= commit_bytes
