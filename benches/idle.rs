@@ -11,7 +11,8 @@
 //!
 //! `cargo bench -p mars-rs --bench idle` (needs `fallocate`). Binaries as in the `marsd`
 //! bench (`MARS_BENCH_BIN_DIR` skips the build). `MARS_BENCH_SECONDARY=0` skips bob,
-//! `MARS_BENCH_DIR` is where the temp dir goes.
+//! `MARS_BENCH_DIR` is where the temp dir goes, `MARS_BENCH_SETTLE_SECS` (default 12) how long
+//! the node is left idle before each measurement.
 #[path = "support/marsd_node.rs"]
 mod marsd_node;
 use marsd_node::{binaries, env_or, fallocate, wait_until, Node};
@@ -103,9 +104,10 @@ fn wait_all(node: &Node, n: u64, what: &str, ok: impl Fn(&mars_cli::view::Replic
     );
 }
 
-/// Let the node settle (lazily started threads, allocator) before a measurement.
+/// Let the node settle before a measurement: threads started on demand end when idle (the
+/// checksum flush thread after 10 s without a flush).
 fn settled(pid: u32) -> Usage {
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(env_or("MARS_BENCH_SETTLE_SECS", 12)));
     usage(pid)
 }
 

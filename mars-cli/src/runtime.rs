@@ -226,6 +226,12 @@ impl ResourceRt {
             if st.done && f.done_at.is_none() {
                 f.done_at = Some(now);
             }
+            if st.done {
+                // Finished: its connections and threads go (they stayed for the life of the
+                // secondary: 3 threads here and 2 connections on the primary per resource);
+                // the fact stays.
+                self.sync = None;
+            }
             if st.failed.is_some() {
                 f.failed = st.failed.clone();
                 self.sync = None;
