@@ -186,7 +186,7 @@ impl CsumDisk {
                 alerts: Mutex::new(VecDeque::new()),
                 recovered_regions: o.dirty_regions.len() as u64,
                 zero_sum: block_sum(&[0u8; BLOCK as usize]),
-                flush_thread: Mutex::new(None),
+                flush_thread: flusher::flush_thread(),
                 killed: std::sync::atomic::AtomicBool::new(false),
             }),
         }))
@@ -263,12 +263,8 @@ impl CsumDisk {
 
 impl Drop for CsumDisk {
     fn drop(&mut self) {
-        // The flush thread ends once its queue is empty and closed.
-        let thread = self.core.flush_thread.lock().take();
-        if let Some((tx, t)) = thread {
-            drop(tx);
-            let _ = t.join();
-        }
+        // The flush thread handles what is queued and ends.
+        self.core.flush_thread.stop();
         if self.core.killed.load(Ordering::Acquire) {
             return;
         }
