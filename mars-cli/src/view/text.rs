@@ -164,7 +164,8 @@ pub fn render(s: &NodeStatus) -> String {
             let _ = writeln!(out, "  memory: {}", memory_line(m, "floor"));
         }
     }
-    if !s.resources.is_empty() {
+    // The budget is the primaries' (their loggers'): shown where one runs.
+    if s.resources.iter().any(|r| r.memory.is_some()) {
         let _ = writeln!(
             out,
             "node {} memory: {}",
@@ -189,5 +190,39 @@ mod tests {
         assert_eq!(human(256 << 20), "256.0 MiB");
         assert_eq!(bar(250, 1000), "[=====...............]  25%");
         assert_eq!(bar(0, 0), "[====================] 100%");
+    }
+
+    #[test]
+    fn a_primary_shows_its_memory_and_the_node_s() {
+        let share = MemoryStatus {
+            used: 4096,
+            peak: 1 << 20,
+            limit: 1 << 30,
+            floor: 8 << 20,
+            waits: 3,
+        };
+        let s = NodeStatus {
+            node: "alice".into(),
+            cluster: Some("c".into()),
+            memory: MemoryStatus {
+                floor: 16 << 20,
+                ..share
+            },
+            resources: vec![ResourceStatus {
+                name: "r0".into(),
+                memory: Some(share),
+                ..ResourceStatus::default()
+            }],
+            ..NodeStatus::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("  memory: 4.0 KiB used (peak 1.0 MiB) of 1.0 GiB, floor 8.0 MiB, 3 waits\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("node alice memory: 4.0 KiB used (peak 1.0 MiB) of 1.0 GiB, floors 16.0 MiB, 3 waits\n"),
+            "{text}"
+        );
     }
 }
