@@ -89,11 +89,7 @@ fn wait_all(node: &Node, n: u64, what: &str, ok: impl Fn(&mars_cli::view::Replic
             let ready = s
                 .resources
                 .iter()
-                .filter(|r| {
-                    r.replicas
-                        .iter()
-                        .any(|m| m.host == node.name && ok(m))
-                })
+                .filter(|r| r.replicas.iter().any(|m| m.host == node.name && ok(m)))
                 .count() as u64;
             if ready >= n {
                 Ok(())
@@ -137,7 +133,11 @@ fn main() {
     let alice_base = settled(alice.pid());
     let bob_base = bob.as_ref().map(|b| settled(b.pid()));
     for i in 0..n {
-        alice.ok(&["create-resource", &format!("r{i}"), &dev(format!("a{i}.img"))]);
+        alice.ok(&[
+            "create-resource",
+            &format!("r{i}"),
+            &dev(format!("a{i}.img")),
+        ]);
     }
     wait_all(&alice, n, "Primary", |m| m.role == "Primary");
     println!(
@@ -145,7 +145,12 @@ fn main() {
         DEV_SIZE >> 20,
         t0.elapsed()
     );
-    report("alice, primaries only", &alice_base, &settled(alice.pid()), n);
+    report(
+        "alice, primaries only",
+        &alice_base,
+        &settled(alice.pid()),
+        n,
+    );
     if let (Some(b), Some(bb)) = (&bob, &bob_base) {
         let t = Instant::now();
         for i in 0..n {
@@ -154,7 +159,12 @@ fn main() {
         wait_all(b, n, "UpToDate", |m| m.up_to_date);
         println!("idle bench: all UpToDate on bob after {:?}", t.elapsed());
         report("bob, secondaries", bb, &settled(b.pid()), n);
-        report("alice, with secondaries", &alice_base, &settled(alice.pid()), n);
+        report(
+            "alice, with secondaries",
+            &alice_base,
+            &settled(alice.pid()),
+            n,
+        );
     }
     println!("idle bench: took {:?}", t0.elapsed());
 }

@@ -116,7 +116,9 @@ impl Setup {
         sec.ok(&["join-cluster", &prim.addr()]);
         prim.ok(&["create-resource", RES, &dev("alice.img")]);
         for n in [&solo, &prim] {
-            n.wait_state(RES, "Primary", Duration::from_secs(60), |m| m.role == "Primary");
+            n.wait_state(RES, "Primary", Duration::from_secs(60), |m| {
+                m.role == "Primary"
+            });
         }
         sec.ok(&["join-resource", RES, &dev("bob.img")]);
         sec.ok(&["wait-resource", RES, "is-uptodate"]);

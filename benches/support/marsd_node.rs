@@ -228,4 +228,3 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
-

@@ -18,14 +18,62 @@ fn share(used: u64, floor: u64, cap: u64) -> ShareCounts {
 fn admits_golden() {
     // (node, share, n, admitted, why)
     let rows = [
-        (pool(100, 0, 50, 0), share(0, 10, 100), 500, true, "alone on the node: oversized goes"),
-        (pool(100, 90, 50, 50), share(0, 10, 100), 10, true, "within the floor, node full"),
-        (pool(100, 90, 50, 50), share(5, 10, 100), 6, false, "1 beyond the floor, no room"),
-        (pool(100, 60, 50, 20), share(20, 10, 100), 30, true, "beyond the floor, 30 of room"),
-        (pool(100, 60, 50, 20), share(20, 10, 100), 31, false, "beyond the room"),
-        (pool(100, 10, 50, 0), share(10, 10, 20), 11, false, "over the cap"),
-        (pool(100, 10, 50, 0), share(0, 10, 5), 8, true, "over the cap, but holds nothing"),
-        (pool(100, 10, 120, 0), share(0, 0, 100), 1, false, "floors over the limit: no room"),
+        (
+            pool(100, 0, 50, 0),
+            share(0, 10, 100),
+            500,
+            true,
+            "alone on the node: oversized goes",
+        ),
+        (
+            pool(100, 90, 50, 50),
+            share(0, 10, 100),
+            10,
+            true,
+            "within the floor, node full",
+        ),
+        (
+            pool(100, 90, 50, 50),
+            share(5, 10, 100),
+            6,
+            false,
+            "1 beyond the floor, no room",
+        ),
+        (
+            pool(100, 60, 50, 20),
+            share(20, 10, 100),
+            30,
+            true,
+            "beyond the floor, 30 of room",
+        ),
+        (
+            pool(100, 60, 50, 20),
+            share(20, 10, 100),
+            31,
+            false,
+            "beyond the room",
+        ),
+        (
+            pool(100, 10, 50, 0),
+            share(10, 10, 20),
+            11,
+            false,
+            "over the cap",
+        ),
+        (
+            pool(100, 10, 50, 0),
+            share(0, 10, 5),
+            8,
+            true,
+            "over the cap, but holds nothing",
+        ),
+        (
+            pool(100, 10, 120, 0),
+            share(0, 0, 100),
+            1,
+            false,
+            "floors over the limit: no room",
+        ),
     ];
     for (p, s, n, want, why) in rows {
         assert_eq!(admits(p, s, n), want, "{why}: {p:?} {s:?} n={n}");
@@ -64,15 +112,24 @@ fn a_busy_share_uses_what_the_others_leave_and_never_their_floors() {
     let node = NodeBudget::new(100);
     let busy = node.share(10, 100);
     let idle = node.share(30, 100);
-    let got: Vec<_> = std::iter::from_fn(|| busy.try_acquire(10)).take(20).collect();
+    let got: Vec<_> = std::iter::from_fn(|| busy.try_acquire(10))
+        .take(20)
+        .collect();
     assert_eq!(got.len(), 7, "busy gets 100 minus idle's floor of 30");
     assert!(busy.pressure());
     let floor = idle.try_acquire(30).expect("the idle share's floor");
     assert_eq!(node.used(), 100);
-    assert!(idle.try_acquire(1).is_none(), "beyond its floor on a full node");
+    assert!(
+        idle.try_acquire(1).is_none(),
+        "beyond its floor on a full node"
+    );
     drop(floor);
     drop(idle);
-    assert_eq!(node.counts().floors, 10, "a dropped share gives its floor back");
+    assert_eq!(
+        node.counts().floors,
+        10,
+        "a dropped share gives its floor back"
+    );
     assert!(busy.try_acquire(30).is_some());
 }
 

@@ -114,9 +114,13 @@ mod tests {
     fn the_thread_ends_when_idle_and_the_next_item_starts_it_again() {
         let seen = Arc::new(AtomicUsize::new(0));
         let s2 = seen.clone();
-        let w = IdleWorker::new("idle-test", Duration::from_millis(50), move |b: Vec<u32>| {
-            s2.fetch_add(b.len(), SeqCst);
-        });
+        let w = IdleWorker::new(
+            "idle-test",
+            Duration::from_millis(50),
+            move |b: Vec<u32>| {
+                s2.fetch_add(b.len(), SeqCst);
+            },
+        );
         assert!(!w.running());
         for round in 1..=2 {
             w.submit(1).unwrap();

@@ -41,7 +41,11 @@ fn a_busy_resource_exhausts_the_node_budget_and_a_quiet_one_never_waits_for_memo
     }
     let node = a.status().memory;
     assert_eq!(node.limit, 24 << 20);
-    assert_eq!(node.floor, RESOURCES as u64 * (512 << 10), "every floor fits");
+    assert_eq!(
+        node.floor,
+        RESOURCES as u64 * (512 << 10),
+        "every floor fits"
+    );
 
     // r0: four connections writing 1 MiB blocks without flushes until told to stop.
     let stop = Arc::new(AtomicBool::new(false));

@@ -231,7 +231,10 @@ fn many_clients_time_out_with_one_watchdog_thread() {
                 .is_ok_and(|c| c.trim() == "remote-watchdog")
         })
         .count();
-    assert_eq!(watchdogs, 1, "one watchdog thread for every client of the process");
+    assert_eq!(
+        watchdogs, 1,
+        "one watchdog thread for every client of the process"
+    );
     proxy.set_down(true);
     for c in &clients {
         let e = c.stat().unwrap_err();

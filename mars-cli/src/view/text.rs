@@ -217,7 +217,9 @@ mod tests {
         };
         let text = render(&s);
         assert!(
-            text.contains("  memory: 4.0 KiB used (peak 1.0 MiB) of 1.0 GiB, floor 8.0 MiB, 3 waits\n"),
+            text.contains(
+                "  memory: 4.0 KiB used (peak 1.0 MiB) of 1.0 GiB, floor 8.0 MiB, 3 waits\n"
+            ),
             "{text}"
         );
         assert!(

@@ -268,9 +268,7 @@ impl Output for UringFile {
         let me = self.me();
         let on_completion_thread = COMPLETION_OF.with(|c| c.get()) == me;
         let deferred = DEFER.with(|d| d.get()) == me;
-        if deferred
-            && !on_completion_thread
-            && s.core.admission.used() >= s.core.admission.limit()
+        if deferred && !on_completion_thread && s.core.admission.used() >= s.core.admission.limit()
         {
             // About to wait for a slot: first let the kernel see what this batch queued.
             s.ring.wake();

@@ -65,7 +65,10 @@ mod tests {
             assert!(running(&d), "no flush thread after a flush (round {round})");
             let deadline = Instant::now() + Duration::from_secs(10);
             while running(&d) {
-                assert!(Instant::now() < deadline, "the idle flush thread did not end");
+                assert!(
+                    Instant::now() < deadline,
+                    "the idle flush thread did not end"
+                );
                 std::thread::sleep(Duration::from_millis(10));
             }
         }

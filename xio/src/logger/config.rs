@@ -111,7 +111,10 @@ impl std::fmt::Debug for LoggerConfig {
             .field("resource", &self.resource)
             .field("node", &self.node)
             .field("mem_budget", &self.mem_budget)
-            .field("budget", &self.budget.as_ref().map(|b| (b.floor(), b.limit())))
+            .field(
+                "budget",
+                &self.budget.as_ref().map(|b| (b.floor(), b.limit())),
+            )
             .field("chunk_size", &self.chunk_size)
             .field("batch_delay", &self.batch_delay)
             .field("commit_interval", &self.commit_interval)

@@ -117,7 +117,9 @@ fn run(mut poll: Poll) {
                 match e.listener.accept() {
                     Ok((s, _)) => {
                         if let Err(err) = s.set_nonblocking(false) {
-                            tracing::warn!("nbd: dropping a connection: cannot make it blocking: {err}");
+                            tracing::warn!(
+                                "nbd: dropping a connection: cannot make it blocking: {err}"
+                            );
                             continue;
                         }
                         (e.on_accept)(s);

@@ -211,7 +211,9 @@ impl NbdServer {
         let shared = self.shared.clone();
         let registration = acceptor::register(l, move |s| Shared::start(&shared, Stream::Unix(s)))
             .map_err(NbdError::io("registering a Unix listener"))?;
-        self.listeners.lock().push(Listener::Unix { registration, path });
+        self.listeners
+            .lock()
+            .push(Listener::Unix { registration, path });
         Ok(())
     }
 
@@ -249,7 +251,9 @@ impl NbdServer {
                     drop(TcpStream::connect_timeout(&waker, Duration::from_secs(1)));
                     match ended.recv_timeout(Duration::from_secs(2)) {
                         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                            tracing::warn!("nbd: a listener did not wake up for shutdown; leaving it")
+                            tracing::warn!(
+                                "nbd: a listener did not wake up for shutdown; leaving it"
+                            )
                         }
                         _ => {
                             let _ = thread.join();

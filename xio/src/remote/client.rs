@@ -13,8 +13,8 @@
 //! use it as its source, plus direct calls for stat, checksums and compare-reads.
 
 use super::error::{RemoteError, Result};
-use super::watchdog::{self, Watch};
 use super::proto::{ChunkSum, RemoteReply, RemoteReq, Target, MAX_READ};
+use super::watchdog::{self, Watch};
 use brick_core::{Aio, Brick, Info, Op, Output, Power, PowerState, Rejected, Stats, StatsSnapshot};
 use mars_net::{connect, Backoff, ChannelKind, ConnSender, Message, NetConfig};
 use parking_lot::Mutex;

@@ -58,7 +58,9 @@ fn run() {
         for w in due {
             w.check();
         }
-        let sleep = wake.saturating_duration_since(Instant::now()).min(MAX_SLEEP);
+        let sleep = wake
+            .saturating_duration_since(Instant::now())
+            .min(MAX_SLEEP);
         std::thread::sleep(sleep.max(Duration::from_millis(1)));
     }
 }
