@@ -17,63 +17,16 @@ fn share(used: u64, floor: u64, cap: u64) -> ShareCounts {
 #[test]
 fn admits_golden() {
     // (node, share, n, admitted, why)
+    #[rustfmt::skip]
     let rows = [
-        (
-            pool(100, 0, 50, 0),
-            share(0, 10, 100),
-            500,
-            true,
-            "alone on the node: oversized goes",
-        ),
-        (
-            pool(100, 90, 50, 50),
-            share(0, 10, 100),
-            10,
-            true,
-            "within the floor, node full",
-        ),
-        (
-            pool(100, 90, 50, 50),
-            share(5, 10, 100),
-            6,
-            false,
-            "1 beyond the floor, no room",
-        ),
-        (
-            pool(100, 60, 50, 20),
-            share(20, 10, 100),
-            30,
-            true,
-            "beyond the floor, 30 of room",
-        ),
-        (
-            pool(100, 60, 50, 20),
-            share(20, 10, 100),
-            31,
-            false,
-            "beyond the room",
-        ),
-        (
-            pool(100, 10, 50, 0),
-            share(10, 10, 20),
-            11,
-            false,
-            "over the cap",
-        ),
-        (
-            pool(100, 10, 50, 0),
-            share(0, 10, 5),
-            8,
-            true,
-            "over the cap, but holds nothing",
-        ),
-        (
-            pool(100, 10, 120, 0),
-            share(0, 0, 100),
-            1,
-            false,
-            "floors over the limit: no room",
-        ),
+        (pool(100, 0, 50, 0), share(0, 10, 100), 500, true, "alone on the node: oversized goes"),
+        (pool(100, 90, 50, 50), share(0, 10, 100), 10, true, "within the floor, node full"),
+        (pool(100, 90, 50, 50), share(5, 10, 100), 6, false, "1 beyond the floor, no room"),
+        (pool(100, 60, 50, 20), share(20, 10, 100), 30, true, "beyond the floor, 30 of room"),
+        (pool(100, 60, 50, 20), share(20, 10, 100), 31, false, "beyond the room"),
+        (pool(100, 10, 50, 0), share(10, 10, 20), 11, false, "over the cap"),
+        (pool(100, 10, 50, 0), share(0, 10, 5), 8, true, "over the cap, but holds nothing"),
+        (pool(100, 10, 120, 0), share(0, 0, 100), 1, false, "floors over the limit: no room"),
     ];
     for (p, s, n, want, why) in rows {
         assert_eq!(admits(p, s, n), want, "{why}: {p:?} {s:?} n={n}");
