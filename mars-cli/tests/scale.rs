@@ -10,9 +10,13 @@ use std::time::{Duration, Instant};
 
 const SIZE: u64 = 16 << 20;
 const RESOURCES: usize = 20;
-/// 20 floors of 512 KiB leave 14 MiB that the busy resource can fill.
-const BUDGET: &str = "24M";
-const FLOOR: &str = "512K";
+/// 20 floors of 2 MiB leave 24 MiB that the busy resource can fill. The quiet one's writes
+/// stay well below its floor (it writes back from half of it on a full node).
+const BUDGET: &str = "64M";
+const FLOOR: &str = "2M";
+const FLOOR_BYTES: u64 = 2 << 20;
+/// The quiet resource's writes: enough to meet a full node many times without its floor.
+const QUIET_WRITES: usize = 1500;
 
 fn memory(n: &Node, res: &str) -> mars_cli::view::MemoryStatus {
     n.status()
@@ -40,10 +44,10 @@ fn a_busy_resource_exhausts_the_node_budget_and_a_quiet_one_never_waits_for_memo
         a.wait_state(&format!("r{i}"), "Primary", |m| m.role == "Primary");
     }
     let node = a.status().memory;
-    assert_eq!(node.limit, 24 << 20);
+    assert_eq!(node.limit, 64 << 20);
     assert_eq!(
         node.floor,
-        RESOURCES as u64 * (512 << 10),
+        RESOURCES as u64 * FLOOR_BYTES,
         "every floor fits"
     );
 
@@ -80,7 +84,7 @@ fn a_busy_resource_exhausts_the_node_budget_and_a_quiet_one_never_waits_for_memo
     let mut quiet = a.nbd("r1");
     let t = Instant::now();
     let r0_waits = memory(a, "r0").waits;
-    write_blocks(&mut quiet, &mut model, 7, 400, 20);
+    write_blocks(&mut quiet, &mut model, 7, QUIET_WRITES, 20);
     let r0_waited = memory(a, "r0").waits - r0_waits;
     let r1 = memory(a, "r1");
     stop.store(true, Relaxed);
@@ -88,7 +92,7 @@ fn a_busy_resource_exhausts_the_node_budget_and_a_quiet_one_never_waits_for_memo
         b.join().unwrap();
     }
     eprintln!(
-        "r1: 400 writes in {:?} while r0 waited {r0_waited} times for memory; r1 {r1:?}; node {:?}",
+        "r1: {QUIET_WRITES} writes in {:?} while r0 waited {r0_waited} times for memory; r1 {r1:?}; node {:?}",
         t.elapsed(),
         a.status().memory
     );
@@ -97,7 +101,7 @@ fn a_busy_resource_exhausts_the_node_budget_and_a_quiet_one_never_waits_for_memo
         "r0 did not exhaust the node's budget while r1 wrote: the test proves nothing"
     );
     assert_eq!(r1.waits, 0, "r1 waited for memory: its floor was not kept");
-    assert_eq!(r1.floor, 512 << 10);
+    assert_eq!(r1.floor, FLOOR_BYTES);
     let node = a.status().memory;
     assert!(node.peak <= node.limit, "over the node's budget: {node:?}");
     assert_eq!(read_export(&mut quiet, SIZE), model, "r1's data");
