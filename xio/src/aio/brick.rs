@@ -278,10 +278,12 @@ impl Output for UringFile {
             // A buffered write is a copy into the page cache that io_uring cannot do without
             // blocking (ext4: it punts every one to an io-wq worker, one at a time per file).
             // A submitter that may block saves the hand-off and the wake-ups by doing it here.
+            // A flush done here also never needs an io-wq worker (io_uring runs every fsync on
+            // one, and the last worker of a ring stays for the ring's life: a thread per idle
+            // device).
             Admit::Go(mut req)
-                if req.op == Op::Write
-                    && req.flags.contains(Flags::MAY_BLOCK)
-                    && !s.core.opts.direct =>
+                if req.flags.contains(Flags::MAY_BLOCK)
+                    && (req.op == Op::Flush || (req.op == Op::Write && !s.core.opts.direct)) =>
             {
                 let started = Instant::now();
                 let result = s.core.execute_sync(&mut req);

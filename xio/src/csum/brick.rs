@@ -14,8 +14,8 @@
 use super::format::{self, block_sum, BLOCK};
 use super::store::{CsumFile, Entry, Table};
 use brick_core::{
-    Aio, Aspect, Brick, Completer, Error, Info, Op, Output, Power, PowerState, Rejected, Result,
-    Slot, Stats, StatsSnapshot,
+    Aio, Aspect, Brick, Completer, Error, Flags, Info, Op, Output, Power, PowerState, Rejected,
+    Result, Slot, Stats, StatsSnapshot,
 };
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -525,7 +525,10 @@ impl Core {
     /// without writes in flight). Serialized: one flush at a time.
     pub(crate) fn flush(&self, all: bool) -> Result<()> {
         let file = self.file.lock();
-        brick_core::run(&*self.inner, Aio::new(Op::Flush, 0, 0))?;
+        // This thread waits anyway: the device may flush on it (see `Flags::MAY_BLOCK`).
+        let mut req = Aio::new(Op::Flush, 0, 0);
+        req.flags = Flags::MAY_BLOCK;
+        brick_core::run(&*self.inner, req)?;
         let (pages, bits) = {
             let mut st = self.state.lock();
             let mut changed = false;
