@@ -23,7 +23,7 @@ fn a_flush_that_may_block_starts_no_io_wq_worker() {
         create_size: Some(1 << 20),
         ..FileOptions::default()
     };
-    let f = file::open(&dir.path().join("disk.img"), Backend::IoUring, &opts).unwrap();
+    let f = file::open(dir.path().join("disk.img"), Backend::IoUring, &opts).unwrap();
     if std::env::var_os("MARS_IO_URING").is_some_and(|v| v == "off") {
         eprintln!("io_uring is off: nothing to test");
         return;
