@@ -30,15 +30,18 @@
 //! `MARS_BENCH_NBDKIT` (runs of the nbdkit peer per row, default 1: context only, and it keeps
 //! the default run under 4 minutes; 0 skips it), `MARS_BENCH_PAUSED=1` (one more side: the
 //! two-node primary with the secondary's fetch paused, to tell waiting from sharing the CPUs).
+#[path = "support/env.rs"]
+mod env;
 #[path = "support/fio.rs"]
 #[allow(dead_code)]
 mod fio;
+#[path = "support/marsd_node.rs"]
+mod marsd_node;
 
-use fio::{env_or, fmt3, have, lat_medians, load, med, mmm, FioResult, Length, Peer, Target};
-use mars_cli::control::{call, Outcome, Request};
-use mars_cli::view::{NodeStatus, ReplicaStatus};
+use env::{env_or, have, load};
+use fio::{fmt3, lat_medians, med, mmm, FioResult, Length, Peer, Target};
+use marsd_node::{binaries, fallocate, Node};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "marsd bench cluster secret, long enough";
@@ -84,188 +87,6 @@ const ROWS: &[Row] = &[
     },
 ];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match f() {
-            Ok(()) => return,
-            Err(state) if Instant::now() >= deadline => {
-                panic!("timed out after {limit:?} waiting for {what}; last state: {state}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-fn fallocate(path: &Path, size: u64) {
-    let st = Command::new("fallocate")
-        .args(["-l", &size.to_string()])
-        .arg(path)
-        .status()
-        .expect("running fallocate");
-    assert!(st.success(), "fallocate {} failed", path.display());
-}
-
-/// The directory holding `marsd` and `marsadm`: built now with the cargo running the bench.
-fn binaries() -> PathBuf {
-    if let Ok(d) = std::env::var("MARS_BENCH_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    // The bench runs as target/<profile>/deps/marsd-<hash>: the binaries of `--release` land
-    // in target/release (the bench profile inherits release and shares its directory).
-    let exe = std::env::current_exe().expect("the bench's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_path_buf();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
-    let t = Instant::now();
-    let st = Command::new(cargo)
-        .args(["build", "--release", "-p", "mars-cli", "--bins"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("running cargo build");
-    assert!(st.success(), "cargo build --release -p mars-cli failed");
-    eprintln!("marsd bench: built marsd/marsadm in {:?}", t.elapsed());
-    for b in ["marsd", "marsadm"] {
-        assert!(dir.join(b).exists(), "no {b} in {}", dir.display());
-    }
-    dir
-}
-
-/// One marsd process (killed on drop) and marsadm against it.
-struct Node {
-    name: String,
-    dir: PathBuf,
-    port: u16,
-    bin: PathBuf,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Node {
-    fn start(root: &Path, bin: &Path, name: &str, secret: &Path) -> Node {
-        let dir = root.join(name);
-        let log = root.join(format!("{name}.log"));
-        let port = free_port();
-        let child = Command::new(bin.join("marsd"))
-            .args(["--mars-dir", dir.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--node", name])
-            .args(["--secret-file", secret.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawning marsd");
-        let n = Node {
-            name: name.to_string(),
-            dir,
-            port,
-            bin: bin.to_path_buf(),
-            child: Some(child),
-            log,
-        };
-        wait_until(Duration::from_secs(10), "marsd to listen", || {
-            n.status_raw().map(drop)
-        });
-        n
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn adm(&self, args: &[&str]) -> Output {
-        Command::new(self.bin.join("marsadm"))
-            .args(["--mars-dir", self.dir.to_str().unwrap(), "--timeout", "120"])
-            .args(args)
-            .output()
-            .expect("running marsadm")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.adm(args);
-        assert!(
-            o.status.success(),
-            "marsadm {args:?} on {} failed ({}): {}{}\n--- marsd log tail ---\n{}",
-            self.name,
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.log_tail()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn status_raw(&self) -> Result<NodeStatus, String> {
-        let r = call(&self.dir.join("marsd.sock"), Request::Status { res: None })
-            .map_err(|e| e.to_string())?;
-        if r.status != Outcome::Ok {
-            return Err(r.message);
-        }
-        serde_json::from_value(r.data).map_err(|e| e.to_string())
-    }
-
-    /// `host`'s replica of `RES` as this node sees it.
-    fn replica_of(&self, host: &str) -> Option<ReplicaStatus> {
-        let s = self.status_raw().ok()?;
-        s.resources
-            .iter()
-            .find(|r| r.name == RES)?
-            .replicas
-            .iter()
-            .find(|m| m.host == host)
-            .cloned()
-    }
-
-    fn wait_state(&self, what: &str, limit: Duration, f: impl Fn(&ReplicaStatus) -> bool) {
-        wait_until(
-            limit,
-            &format!("{RES} on {}: {what}", self.name),
-            || match self.replica_of(&self.name) {
-                Some(m) if f(&m) => Ok(()),
-                m => Err(format!("{m:?}")),
-            },
-        );
-    }
-
-    fn nbd_uri(&self) -> String {
-        format!(
-            "nbd+unix:///{RES}?socket={}",
-            self.dir.join("nbd").join(format!("{RES}.sock")).display()
-        )
-    }
-
-    fn log_tail(&self) -> String {
-        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = t.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Everything the bench started. Fields drop in order: processes first, the temp dir last.
 struct Setup {
     solo: Node,
@@ -301,7 +122,9 @@ impl Setup {
         sec.ok(&["join-cluster", &prim.addr()]);
         prim.ok(&["create-resource", RES, &dev("alice.img")]);
         for n in [&solo, &prim] {
-            n.wait_state("Primary", Duration::from_secs(60), |m| m.role == "Primary");
+            n.wait_state(RES, "Primary", Duration::from_secs(60), |m| {
+                m.role == "Primary"
+            });
         }
         sec.ok(&["join-resource", RES, &dev("bob.img")]);
         sec.ok(&["wait-resource", RES, "is-uptodate"]);
@@ -410,7 +233,7 @@ fn parse_link(l: &str) -> Option<(u64, String, u64)> {
 /// Log bytes between the secondary's replay link and the primary's, both as `view` (on the
 /// node `on`) sees them; across log files, the sizes of the primary's log files in between.
 fn lag_bytes(on: &Node, prim: &Node) -> Option<u64> {
-    let (p, s) = (on.replica_of(&prim.name)?, on.replica_of("bob")?);
+    let (p, s) = (on.replica_of(RES, &prim.name)?, on.replica_of(RES, "bob")?);
     let (ps, pl, pp) = parse_link(p.replay.as_deref()?)?;
     let (ss, sl, sp) = parse_link(s.replay.as_deref()?)?;
     if pl == sl {
@@ -503,7 +326,7 @@ fn main() {
         s.sec.pid(),
         load()
     );
-    let (solo_uri, prim_uri) = (s.solo.nbd_uri(), s.prim.nbd_uri());
+    let (solo_uri, prim_uri) = (s.solo.nbd_uri(RES), s.prim.nbd_uri(RES));
     let mut results = Vec::new();
     for row in rows {
         let mut r = RowResult {

@@ -32,12 +32,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "support/data_file.rs"]
 #[allow(dead_code)]
 mod data_file;
+#[path = "support/env.rs"]
+mod env;
 #[path = "support/fio.rs"]
 #[allow(dead_code)]
 mod fio;
 
 use brick_core::Output;
-use fio::{env_or, fmt3, have, lat_medians, load, mmm, FioResult, Length, Peer, Target};
+use env::{env_or, have, load};
+use fio::{fmt3, lat_medians, mmm, FioResult, Length, Peer, Target};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -124,28 +124,6 @@ pub fn lat_medians<'a>(v: impl Iterator<Item = &'a FioResult> + Clone) -> String
     format!("{:.0} / {:.0} / {:.0}", m[0], m[1], m[2])
 }
 
-pub fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-pub fn have(tool: &str) -> bool {
-    Command::new("which")
-        .arg(tool)
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-pub fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 /// A peer NBD server on a Unix socket, killed on drop.
 pub struct Peer {
     child: Child,

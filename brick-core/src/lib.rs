@@ -28,7 +28,8 @@
 //!   first, successors off first).
 //!
 //! Helper libraries: [`LamportClock`], [`Limiter`] (hierarchical ops/s and bytes/s),
-//! [`Stats`] (counters and latency histogram), [`MemBudget`] (memory with back-pressure).
+//! [`Stats`] (counters and latency histogram), [`MemBudget`] (memory with back-pressure),
+//! [`IdleWorker`] (a thread on demand that ends when idle).
 //! Logging goes through `tracing`.
 //!
 //! **Architecture invariant:** brick-core knows nothing of files, sockets or MARS.
@@ -42,6 +43,7 @@ mod budget;
 mod completion;
 mod error;
 mod graph;
+mod idle_worker;
 mod input;
 mod lamport;
 mod limiter;
@@ -53,10 +55,11 @@ pub use aspect::{Aspect, Slot};
 pub use brick::{
     completion_thread, debug_assert_may_block, mark_completion_thread, Brick, Info, Output,
 };
-pub use budget::{MemBudget, Reservation};
+pub use budget::{admits, MemBudget, NodeBudget, PoolCounts, Reservation, ShareCounts};
 pub use completion::{read_all, run, submit_wait, write_all, CompletionQueue};
 pub use error::{Error, Rejected, Result};
 pub use graph::Graph;
+pub use idle_worker::IdleWorker;
 pub use input::{Drain, Input};
 pub use lamport::{LamportClock, Observed, Stamp, SystemTimeSource, TimeSource};
 pub use limiter::{Limiter, Rates, BURST};

@@ -46,6 +46,8 @@ impl Node {
             node: self.name.into(),
             secret: SECRET.into(),
             nbd_listen: None,
+            mem_budget: mars_cli::daemon::DEFAULT_MEM_BUDGET,
+            mem_floor: mars_cli::daemon::DEFAULT_MEM_FLOOR,
         })
         .with_context(|| format!("starting marsd {}", self.name))?;
         self.addr = d.local_addr().to_string();

@@ -4,6 +4,8 @@
 //! ([`Published`]); a scrape only copies the last text, so it never waits for the owner.
 //! Every metric is listed, with its unit and labels, in `METRICS.md`.
 
+mod memory;
+
 use crate::progress::Kind;
 use crate::view::{NodeStatus, ProgressKind};
 use brick_core::StatsSnapshot;
@@ -98,6 +100,7 @@ pub fn render(i: &Input) -> String {
     replicas(&mut o, s);
     progress(&mut o, i);
     exports(&mut o, i);
+    memory::render(&mut o, s);
     o.family(
         "mars_dir_free_bytes",
         "gauge",
@@ -496,6 +499,10 @@ mod tests {
                     progress: vec![progress],
                     ..ReplicaStatus::default()
                 }],
+                memory: Some(crate::view::MemoryStatus {
+                    used: 4096,
+                    ..Default::default()
+                }),
                 ..ResourceStatus::default()
             }],
             ..NodeStatus::default()
@@ -537,6 +544,10 @@ mod tests {
             text.contains(
                 "mars_replica_lag_seconds{resource=\"r0\",node=\"bob\",what=\"replay\"} 0.5\n"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("mars_resource_memory_used_bytes{node=\"bob\",resource=\"r0\"} 4096\n"),
             "{text}"
         );
     }

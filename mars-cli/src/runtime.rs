@@ -44,6 +44,10 @@ pub struct Env<'a> {
     pub exports: &'a Exports,
     /// The shared TCP NBD server (`--nbd-listen`).
     pub tcp_nbd: Option<&'a Arc<NbdServer>>,
+    /// The node's memory budget: a primary's logger draws from a share of it.
+    pub budget: &'a brick_core::NodeBudget,
+    /// The floor of each share (`--mem-floor`).
+    pub mem_floor: u64,
     /// The node clock (ns).
     pub now: u64,
 }
@@ -222,6 +226,12 @@ impl ResourceRt {
             f.pos = st.pos;
             if st.done && f.done_at.is_none() {
                 f.done_at = Some(now);
+            }
+            if st.done {
+                // Finished: its connections and threads go (they stayed for the life of the
+                // secondary: 3 threads here and 2 connections on the primary per resource);
+                // the fact stays.
+                self.sync = None;
             }
             if st.failed.is_some() {
                 f.failed = st.failed.clone();
@@ -443,6 +453,7 @@ impl ResourceRt {
                     &env.dir.join("nbd").join(format!("{res}.sock")),
                 );
                 cfg.logger.rotate_size = 256 << 20;
+                cfg.logger.budget = Some(memory_share(&res, env));
                 let _ = std::fs::create_dir_all(self.csum_path.parent().unwrap_or(Path::new(".")));
                 cfg.checksums = Some(self.csum_path.clone());
                 cfg.verify_reads = self.verify_reads;
@@ -618,4 +629,23 @@ impl ResourceRt {
         }
         links
     }
+}
+
+/// The share of the node's memory budget for the primary of `res`. A floor smaller than asked
+/// for (the other resources' floors fill the budget) is logged: that resource may then wait
+/// for memory behind busier ones.
+fn memory_share(res: &str, env: &Env<'_>) -> Arc<brick_core::MemBudget> {
+    let share = env.budget.share(env.mem_floor, env.budget.limit());
+    if share.floor() < env.mem_floor {
+        tracing::warn!(
+            %res,
+            "the memory floor of this primary is {} bytes instead of --mem-floor {}: the other \
+             primaries' floors fill --mem-budget {}; raise --mem-budget or lower --mem-floor so \
+             that every primary's floor fits",
+            share.floor(),
+            env.mem_floor,
+            env.budget.limit()
+        );
+    }
+    share
 }

@@ -210,6 +210,39 @@ fn no_progress_gives_a_clear_timeout_and_recovery_afterwards() {
 }
 
 #[test]
+fn many_clients_time_out_with_one_watchdog_thread() {
+    let (_disk, node) = device_node(1 << 20);
+    let proxy = FaultProxy::start(node.local_addr(), FaultPlan::default()).unwrap();
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            let mut cfg = client_cfg(proxy.addr(), Target::Device("data".into()));
+            cfg.timeout = Duration::from_millis(300);
+            RemoteClient::start("data", cfg)
+        })
+        .collect();
+    for c in &clients {
+        assert!(c.stat().is_ok());
+    }
+    let watchdogs = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "remote-watchdog")
+        })
+        .count();
+    assert_eq!(
+        watchdogs, 1,
+        "one watchdog thread for every client of the process"
+    );
+    proxy.set_down(true);
+    for c in &clients {
+        let e = c.stat().unwrap_err();
+        assert!(matches!(e, RemoteError::Timeout { .. }), "{e}");
+    }
+}
+
+#[test]
 fn wrong_secret_client_never_connects_and_times_out() {
     let (_disk, node) = device_node(1 << 20);
     let mut cfg = client_cfg(node.local_addr(), Target::Device("data".into()));

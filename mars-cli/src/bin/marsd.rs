@@ -34,6 +34,29 @@ struct Args {
     /// The metrics are listed in mars-cli/src/METRICS.md.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// Memory (bytes) that all primaries of this node share for writes not yet written back;
+    /// writers wait beyond it. Suffixes K, M, G (powers of 1024).
+    #[arg(long, value_parser = parse_bytes, default_value = "1G")]
+    mem_budget: u64,
+    /// Memory (bytes) that each primary can always get of --mem-budget, however busy the
+    /// others are (so an idle or slow resource is never starved). Suffixes K, M, G.
+    #[arg(long, value_parser = parse_bytes, default_value = "8M")]
+    mem_floor: u64,
+}
+
+/// `4096`, `64K`, `8M`, `1G` (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.trim().chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size: give bytes, or a number with K, M or G"))
 }
 
 fn main() {
@@ -66,6 +89,8 @@ fn run(a: Args) -> Result<()> {
         node: a.node,
         secret,
         nbd_listen: a.nbd_listen.clone(),
+        mem_budget: a.mem_budget,
+        mem_floor: a.mem_floor,
     })?;
     if let Some(m) = &a.metrics_listen {
         let at = d.serve_metrics(m)?;

@@ -54,7 +54,18 @@ pub struct Options {
     pub secret: Vec<u8>,
     /// Also export primaries' devices over NBD on TCP here.
     pub nbd_listen: Option<String>,
+    /// The memory all primaries' loggers of this node share (bytes written but not yet
+    /// written back); writers wait beyond it.
+    pub mem_budget: u64,
+    /// What each primary can always get of `mem_budget`, however busy the others are.
+    pub mem_floor: u64,
 }
+
+/// The default of [`Options::mem_budget`]: 1 GiB.
+pub const DEFAULT_MEM_BUDGET: u64 = 1 << 30;
+/// The default of [`Options::mem_floor`]: 8 MiB (eight of the longest writes; 128 resources'
+/// floors fit in the default budget).
+pub const DEFAULT_MEM_FLOOR: u64 = 8 << 20;
 
 /// A control request and where its answer goes: the response and, for `events`, the
 /// subscriber's queue.
@@ -85,6 +96,8 @@ pub struct Daemon {
     metrics: Option<(crate::metrics::Published, std::time::Instant)>,
     /// Verifies this node runs as the primary, per resource.
     verifies: HashMap<String, verify::PrimaryVerify>,
+    /// The memory budget of the node, shared by the primaries' loggers.
+    budget: brick_core::NodeBudget,
 }
 
 /// Take the directory's lock: one marsd per DIR.
@@ -150,6 +163,7 @@ impl Daemon {
             .name("marsd-control".into())
             .spawn(move || serve::accept_control(listener, tx))?;
         tracing::info!(node = %opts.node, %addr, dir = %opts.dir.display(), "marsd ready");
+        let budget = brick_core::NodeBudget::new(opts.mem_budget);
         Ok(Daemon {
             opts,
             _lock: lock,
@@ -168,6 +182,7 @@ impl Daemon {
             subscribers: crate::events::Subscribers::default(),
             metrics: None,
             verifies: HashMap::new(),
+            budget,
         })
     }
 
@@ -327,6 +342,8 @@ impl Daemon {
                 addr: &addr,
                 exports: &self.exports,
                 tcp_nbd: self.tcp_nbd.as_ref(),
+                budget: &self.budget,
+                mem_floor: self.opts.mem_floor,
                 now,
             };
             let mut links = Vec::new();

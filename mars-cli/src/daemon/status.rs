@@ -6,8 +6,8 @@ use super::Daemon;
 use crate::progress::{distance, eta, Kind, Pos, Tracker};
 use crate::runtime::ResourceRt;
 use crate::view::{
-    messages, MetaCounters, NodeStatus, PeerStatus, Progress, ProgressKind, ReplicaStatus,
-    ResourceStatus,
+    messages, MemoryStatus, MetaCounters, NodeStatus, PeerStatus, Progress, ProgressKind,
+    ReplicaStatus, ResourceStatus,
 };
 use anyhow::Context;
 use brick_core::{Brick, TimeSource};
@@ -196,6 +196,7 @@ impl Daemon {
                 handled: self.runner.node().stats().handled.values().sum(),
             },
             time_ms: now / 1_000_000,
+            memory: node_memory(&self.budget),
         };
         messages::annotate(&mut status);
         status
@@ -331,6 +332,32 @@ pub(super) fn resource_status(
         logger: rt
             .and_then(|rt| rt.primary())
             .map(|p| p.logger().status().mode),
+        memory: rt
+            .and_then(|rt| rt.primary())
+            .map(|p| share_memory(&p.logger().budget())),
+    }
+}
+
+/// A resource's share of the node's memory budget.
+fn share_memory(b: &brick_core::MemBudget) -> MemoryStatus {
+    MemoryStatus {
+        used: b.used(),
+        peak: b.peak(),
+        limit: b.limit(),
+        floor: b.floor(),
+        waits: b.waits(),
+    }
+}
+
+/// The node's memory budget.
+fn node_memory(b: &brick_core::NodeBudget) -> MemoryStatus {
+    let c = b.counts();
+    MemoryStatus {
+        used: c.used,
+        peak: b.peak(),
+        limit: c.limit,
+        floor: c.floors,
+        waits: b.waits(),
     }
 }
 

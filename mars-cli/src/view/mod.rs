@@ -34,6 +34,24 @@ pub struct NodeStatus {
     /// When the daemon took this status (Unix time, ms).
     #[serde(default)]
     pub time_ms: u64,
+    /// The node's memory budget (`marsd --mem-budget`), shared by its primaries' loggers.
+    #[serde(default)]
+    pub memory: MemoryStatus,
+}
+
+/// A memory budget's use, in bytes: the node's, or one resource's share of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryStatus {
+    /// Held now (written, not yet written back).
+    pub used: u64,
+    /// The most held at once since it was created.
+    pub peak: u64,
+    /// The node's limit; a resource's cap (what it may hold when the others leave room).
+    pub limit: u64,
+    /// The sum of the resources' floors; a resource's floor (what it can always get).
+    pub floor: u64,
+    /// Writes that waited for memory.
+    pub waits: u64,
 }
 
 /// Metadata propagation counters of a node (for measuring propagation cost).
@@ -92,6 +110,9 @@ pub struct ResourceStatus {
     /// Why the migration's current step failed.
     #[serde(default)]
     pub migration_error: Option<String>,
+    /// The primary's share of the node's memory budget, on the primary.
+    #[serde(default)]
+    pub memory: Option<MemoryStatus>,
 }
 
 /// One member of a resource.

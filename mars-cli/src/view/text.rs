@@ -2,7 +2,9 @@
 //! `<host>: <res> [<replicas>/<nodes>] <disk> <repl> <flags> <role> <primary> [<commstate>]`,
 //! its progress lines (bar, percent, bytes, rate, ETA, lag) and its messages.
 
-use super::{Level, NodeStatus, Progress, ProgressKind, ReplicaStatus, ResourceStatus};
+use super::{
+    Level, MemoryStatus, NodeStatus, Progress, ProgressKind, ReplicaStatus, ResourceStatus,
+};
 use std::fmt::Write;
 
 /// Bytes for people: `512 B`, `1.5 MiB`.
@@ -101,6 +103,18 @@ fn replica_lines(out: &mut String, r: &ResourceStatus, m: &ReplicaStatus, s: &No
     }
 }
 
+/// `4.0 MiB used (peak 8.0 MiB) of 1.0 GiB, floor 8.0 MiB, 0 waits`.
+fn memory_line(m: &MemoryStatus, floor: &str) -> String {
+    format!(
+        "{} used (peak {}) of {}, {floor} {}, {} waits",
+        human(m.used),
+        human(m.peak),
+        human(m.limit),
+        human(m.floor),
+        m.waits
+    )
+}
+
 /// The text of `marsadm view`.
 pub fn render(s: &NodeStatus) -> String {
     let mut out = String::new();
@@ -149,6 +163,18 @@ pub fn render(s: &NodeStatus) -> String {
         if let Some(mode) = r.logger {
             let _ = writeln!(out, "  logger: {mode}");
         }
+        if let Some(m) = &r.memory {
+            let _ = writeln!(out, "  memory: {}", memory_line(m, "floor"));
+        }
+    }
+    // The budget is the primaries' (their loggers'): shown where one runs.
+    if s.resources.iter().any(|r| r.memory.is_some()) {
+        let _ = writeln!(
+            out,
+            "node {} memory: {}",
+            s.node,
+            memory_line(&s.memory, "floors")
+        );
     }
     if s.resources.is_empty() && s.cluster.is_some() {
         let _ = writeln!(out, "node {}: no resources here", s.node);
@@ -167,5 +193,41 @@ mod tests {
         assert_eq!(human(256 << 20), "256.0 MiB");
         assert_eq!(bar(250, 1000), "[=====...............]  25%");
         assert_eq!(bar(0, 0), "[====================] 100%");
+    }
+
+    #[test]
+    fn a_primary_shows_its_memory_and_the_node_s() {
+        let share = MemoryStatus {
+            used: 4096,
+            peak: 1 << 20,
+            limit: 1 << 30,
+            floor: 8 << 20,
+            waits: 3,
+        };
+        let s = NodeStatus {
+            node: "alice".into(),
+            cluster: Some("c".into()),
+            memory: MemoryStatus {
+                floor: 16 << 20,
+                ..share
+            },
+            resources: vec![ResourceStatus {
+                name: "r0".into(),
+                memory: Some(share),
+                ..ResourceStatus::default()
+            }],
+            ..NodeStatus::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "  memory: 4.0 KiB used (peak 1.0 MiB) of 1.0 GiB, floor 8.0 MiB, 3 waits\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("node alice memory: 4.0 KiB used (peak 1.0 MiB) of 1.0 GiB, floors 16.0 MiB, 3 waits\n"),
+            "{text}"
+        );
     }
 }

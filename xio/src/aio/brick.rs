@@ -52,7 +52,7 @@ impl UringFile {
     /// Open `path` (see [`crate::file`] for the options and semantics).
     pub fn open(path: impl AsRef<Path>, opts: &FileOptions) -> Result<UringFile> {
         let core = FileCore::open(path.as_ref(), opts)?;
-        let ring = Ring::new(core.admission.depth()).map_err(|e| Error::Brick {
+        let ring = Ring::new(core.admission.limit() as usize).map_err(|e| Error::Brick {
             brick: core.name.clone(),
             message: format!(
                 "cannot set up io_uring: {e}; is io_uring disabled (sysctl kernel.io_uring_disabled)? \
@@ -125,7 +125,7 @@ impl UringFile {
     }
     /// Requests in flight.
     pub fn inflight(&self) -> usize {
-        self.shared.core.admission.inflight()
+        self.shared.core.admission.used() as usize
     }
     /// Switch off, waiting up to `timeout` for in-flight IO to drain.
     pub fn switch_off_wait(&self, timeout: Duration) -> Result<()> {
@@ -250,7 +250,7 @@ fn completion_loop(shared: Arc<Shared>) {
                 break;
             }
         }
-        if shared.stopping.load(SeqCst) && shared.core.admission.inflight() == 0 {
+        if shared.stopping.load(SeqCst) && shared.core.admission.used() == 0 {
             break;
         }
     }
@@ -269,9 +269,7 @@ impl Output for UringFile {
         let me = self.me();
         let on_completion_thread = COMPLETION_OF.with(|c| c.get()) == me;
         let deferred = DEFER.with(|d| d.get()) == me;
-        if deferred
-            && !on_completion_thread
-            && s.core.admission.inflight() >= s.core.admission.depth()
+        if deferred && !on_completion_thread && s.core.admission.used() >= s.core.admission.limit()
         {
             // About to wait for a slot: first let the kernel see what this batch queued.
             s.ring.wake();
@@ -281,10 +279,12 @@ impl Output for UringFile {
             // A buffered write is a copy into the page cache that io_uring cannot do without
             // blocking (ext4: it punts every one to an io-wq worker, one at a time per file).
             // A submitter that may block saves the hand-off and the wake-ups by doing it here.
+            // A flush done here also never needs an io-wq worker (io_uring runs every fsync on
+            // one, and the last worker of a ring stays for the ring's life: a thread per idle
+            // device).
             Admit::Go(mut req)
-                if req.op == Op::Write
-                    && req.flags.contains(Flags::MAY_BLOCK)
-                    && !s.core.opts.direct =>
+                if req.flags.contains(Flags::MAY_BLOCK)
+                    && (req.op == Op::Flush || (req.op == Op::Write && !s.core.opts.direct)) =>
             {
                 let started = Instant::now();
                 let result = s.core.execute_sync(&mut req);

@@ -14,10 +14,9 @@
 use super::format::{self, block_sum, BLOCK};
 use super::store::{CsumFile, Entry, Table};
 use brick_core::{
-    Aio, Aspect, Brick, Completer, Error, Info, Op, Output, Power, PowerState, Rejected, Result,
-    Slot, Stats, StatsSnapshot,
+    Aio, Aspect, Brick, Completer, Error, Flags, Info, Op, Output, Power, PowerState, Rejected,
+    Result, Slot, Stats, StatsSnapshot,
 };
-use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -110,13 +109,15 @@ pub(crate) struct Core {
     alerts: Mutex<VecDeque<String>>,
     recovered_regions: u64,
     zero_sum: u32,
-    /// The flush thread (started with the first flush) and its queue.
+    /// The flush thread (started with the first flush, ended when idle) and its queue.
     flush_thread: FlushThread,
     /// [`CsumDisk::kill`]: nothing more is persisted.
     killed: std::sync::atomic::AtomicBool,
 }
 
-type FlushThread = Mutex<Option<(Sender<Box<Aio>>, std::thread::JoinHandle<()>)>>;
+#[path = "flusher.rs"]
+mod flusher;
+use flusher::FlushThread;
 
 /// Per-block checksums of a data device, kept in a checksum file; verified reads. See the
 /// module docs and `FORMAT.md`.
@@ -185,7 +186,7 @@ impl CsumDisk {
                 alerts: Mutex::new(VecDeque::new()),
                 recovered_regions: o.dirty_regions.len() as u64,
                 zero_sum: block_sum(&[0u8; BLOCK as usize]),
-                flush_thread: Mutex::new(None),
+                flush_thread: flusher::flush_thread(),
                 killed: std::sync::atomic::AtomicBool::new(false),
             }),
         }))
@@ -262,12 +263,8 @@ impl CsumDisk {
 
 impl Drop for CsumDisk {
     fn drop(&mut self) {
-        // The flush thread ends once its queue is empty and closed.
-        let thread = self.core.flush_thread.lock().take();
-        if let Some((tx, t)) = thread {
-            drop(tx);
-            let _ = t.join();
-        }
+        // The flush thread handles what is queued and ends.
+        self.core.flush_thread.stop();
         if self.core.killed.load(Ordering::Acquire) {
             return;
         }
@@ -515,44 +512,6 @@ impl Core {
         None
     }
 
-    /// The queue of the flush thread, started on first use (`None` if it cannot start: then
-    /// the caller flushes itself). The thread holds only a weak reference: it ends when the
-    /// brick is dropped.
-    fn flusher(&self, me: &Arc<Core>) -> Option<Sender<Box<Aio>>> {
-        let mut ft = self.flush_thread.lock();
-        if let Some((tx, _)) = &*ft {
-            return Some(tx.clone());
-        }
-        let (tx, rx) = crossbeam_channel::unbounded::<Box<Aio>>();
-        let weak = Arc::downgrade(me);
-        let t = std::thread::Builder::new()
-            .name("csum-flush".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    // One flush serves every flush queued so far: each was submitted before
-                    // it started, so it covers what each of them must cover.
-                    let mut batch = vec![first];
-                    batch.extend(rx.try_iter());
-                    match weak.upgrade() {
-                        Some(core) => {
-                            let r = core.flush(false);
-                            for req in batch {
-                                core.finish_flush(req, r.clone());
-                            }
-                        }
-                        None => {
-                            for req in batch {
-                                req.finish(Err(Error::Invalid("checksum brick dropped")));
-                            }
-                        }
-                    }
-                }
-            })
-            .ok()?;
-        *ft = Some((tx.clone(), t));
-        Some(tx)
-    }
-
     /// Complete a flush this brick admitted.
     fn finish_flush(&self, req: Box<Aio>, r: Result<()>) {
         self.stats
@@ -566,7 +525,10 @@ impl Core {
     /// without writes in flight). Serialized: one flush at a time.
     pub(crate) fn flush(&self, all: bool) -> Result<()> {
         let file = self.file.lock();
-        brick_core::run(&*self.inner, Aio::new(Op::Flush, 0, 0))?;
+        // This thread waits anyway: the device may flush on it (see `Flags::MAY_BLOCK`).
+        let mut req = Aio::new(Op::Flush, 0, 0);
+        req.flags = Flags::MAY_BLOCK;
+        brick_core::run(&*self.inner, req)?;
         let (pages, bits) = {
             let mut st = self.state.lock();
             let mut changed = false;
@@ -637,21 +599,9 @@ impl Output for CsumDisk {
             Op::Flush => {
                 // Flushes run on the flush thread: the submitter goes on submitting (a flush
                 // is two `fdatasync`s here: the device's and the checksum file's).
-                match core.flusher(&self.core) {
-                    Some(tx) => {
-                        if let Err(e) = tx.send(req) {
-                            core.finish_flush(
-                                e.0,
-                                Err(Error::Off {
-                                    brick: core.name.clone(),
-                                }),
-                            );
-                        }
-                    }
-                    None => {
-                        let r = core.flush(false);
-                        core.finish_flush(req, r);
-                    }
+                if let Err(req) = core.queue_flush(&self.core, req) {
+                    let r = core.flush(false);
+                    core.finish_flush(req, r);
                 }
                 Ok(())
             }

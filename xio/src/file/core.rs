@@ -2,16 +2,16 @@
 //! its geometry, admission (power gate, queue depth, range checks), statistics and the
 //! synchronous forms of the operations (used by `sio` and by `aio`'s fallbacks).
 
-use super::admission::Admission;
 use super::error::{errno, from_errno, from_io, is_transient};
 use super::sys;
 use super::FileOptions;
-use brick_core::{Aio, Error, Flags, Info, Op, Power, Rejected, Result, Stats};
+use brick_core::{Aio, Error, Flags, Info, MemBudget, Op, Power, Rejected, Result, Stats};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What kind of object the backend talks to.
@@ -72,7 +72,9 @@ pub(crate) struct FileCore {
     pub(crate) opts: FileOptions,
     pub(crate) power: Power,
     pub(crate) stats: Stats,
-    pub(crate) admission: Admission,
+    /// The queue depth: at most `queue_depth` requests in flight (a submitter beyond it waits
+    /// `busy_wait` for a slot and is then refused with [`Error::Busy`], the request handed back).
+    pub(crate) admission: Arc<MemBudget>,
 }
 
 impl FileCore {
@@ -133,7 +135,7 @@ impl FileCore {
             opts: opts.clone(),
             power: Power::on(),
             stats: Stats::new(),
-            admission: Admission::new(opts.queue_depth),
+            admission: MemBudget::new(opts.queue_depth.max(1) as u64),
         })
     }
 
@@ -208,13 +210,13 @@ impl FileCore {
         } else {
             Duration::ZERO
         };
-        if let Err(inflight) = self.admission.acquire(wait) {
+        if !self.admission.take(1, wait) {
             self.power.leave();
             return Err(Rejected::new(
                 req,
                 Error::Busy {
                     brick: self.name.clone(),
-                    inflight,
+                    inflight: self.admission.used() as usize,
                 },
             ));
         }
@@ -265,7 +267,7 @@ impl FileCore {
         }
         self.stats
             .on_complete(req.len as u64, started.elapsed(), result.is_err());
-        self.admission.release();
+        self.admission.give(1);
         self.power.leave();
         req.finish(result);
     }

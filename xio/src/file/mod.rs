@@ -68,7 +68,6 @@
 //! [`Flags::FUA`]: brick_core::Flags::FUA
 //! [`Flags::NO_HOLE`]: brick_core::Flags::NO_HOLE
 
-mod admission;
 pub(crate) mod core;
 pub(crate) mod error;
 pub(crate) mod sys;

@@ -1,7 +1,7 @@
 //! [`LoggerConfig`]: the knobs of the trans_logger, with sensible defaults.
 
 use crate::log::LogPos;
-use brick_core::LamportClock;
+use brick_core::{LamportClock, MemBudget};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,12 @@ pub struct LoggerConfig {
     /// creator, else `local`).
     pub node: String,
     /// Memory for written-but-not-written-back data; writers wait beyond it (default 256 MiB).
+    /// Used when `budget` is `None`.
     pub mem_budget: u64,
+    /// The budget to draw that memory from instead (default none: a budget of its own of
+    /// `mem_budget` bytes). `marsd` hands in each resource's share of the node's budget
+    /// ([`brick_core::NodeBudget::share`]).
+    pub budget: Option<Arc<MemBudget>>,
     /// Soft upper bound of one write to the log (default 1 MiB; holds at least one record).
     pub chunk_size: usize,
     /// How long a record nobody waits for may sit in memory before it is written to the log
@@ -79,6 +84,7 @@ impl Default for LoggerConfig {
                 .filter(|h| crate::log::LogName::check_creator(h).is_ok())
                 .unwrap_or_else(|| "local".into()),
             mem_budget: 256 << 20,
+            budget: None,
             chunk_size: 1 << 20,
             batch_delay: Duration::from_millis(2),
             commit_interval: Duration::from_secs(1),
@@ -105,6 +111,10 @@ impl std::fmt::Debug for LoggerConfig {
             .field("resource", &self.resource)
             .field("node", &self.node)
             .field("mem_budget", &self.mem_budget)
+            .field(
+                "budget",
+                &self.budget.as_ref().map(|b| (b.floor(), b.limit())),
+            )
             .field("chunk_size", &self.chunk_size)
             .field("batch_delay", &self.batch_delay)
             .field("commit_interval", &self.commit_interval)

@@ -160,9 +160,12 @@ impl Core {
             .clock
             .clone()
             .unwrap_or_else(|| Arc::new(LamportClock::new(std::time::Duration::from_secs(10))));
+        let budget = cfg
+            .budget
+            .clone()
+            .unwrap_or_else(|| MemBudget::new(cfg.mem_budget));
         Ok(Core {
             name,
-            budget: MemBudget::new(cfg.mem_budget),
             data: Input::connected("data", data),
             log: Input::connected("log", log),
             next_log: Input::new("next-log"),
@@ -213,8 +216,9 @@ impl Core {
             // Two rounds' worth: a round takes a buffer per item for its writes and
             // returns them, and then releases the versions' buffers, in bursts.
             bufs: super::bufpool::BufPool::new(
-                (2 * cfg.writeback_round).min((cfg.mem_budget / 4) as usize),
+                (2 * cfg.writeback_round).min((budget.limit() / 4) as usize),
             ),
+            budget,
             cfg,
         })
     }
@@ -230,10 +234,11 @@ impl Core {
         }
     }
 
-    /// At least half of the memory budget is in use: writeback should run now, not wait for
+    /// At least half of the memory this logger could hold now is in use (less than its
+    /// budget when other resources crowd the node): writeback should run now, not wait for
     /// `writeback_delay`.
     pub fn budget_pressure(&self) -> bool {
-        self.budget.used() * 2 >= self.budget.limit()
+        self.budget.pressure()
     }
 
     /// Let go of retired payloads: buffers that nobody else holds go back to the pool, and

@@ -7,9 +7,10 @@
 //!   the thread commit: right away when nothing is queued, after the queued records are
 //!   appended otherwise (at most one `group_wait` later, so that writers released by the last
 //!   commit share the next `fdatasync`).
-//! - **A commit is bounded** in bytes (`commit_bytes`, at most a quarter of the memory budget:
-//!   writeback may only take durable data) and in time (`commit_interval` after the first
-//!   append of the batch); closing (`stop`) and rotation commit too.
+//! - **A commit is bounded** in bytes (`commit_bytes`, at most a quarter of the memory the
+//!   logger could hold now: writeback may only take durable data) and in time
+//!   (`commit_interval` after the first append of the batch); closing (`stop`) and rotation
+//!   commit too.
 //! - **Queued records are appended once urgent**: a waiter, a full chunk, or the oldest record
 //!   older than `batch_delay`; otherwise the thread waits for the first of these.
 //! - **Rotation only between batches**: the next file is switched to only when nothing is

@@ -32,9 +32,10 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
     let mut g = core.shared.lock();
     loop {
         let limits = LogLimits {
-            // A quarter of the memory budget at most: writeback may only take durable data,
-            // and writers wait for the budget.
-            commit_bytes: cfg.commit_bytes.min(core.budget.limit() / 4).max(1),
+            // A quarter of the memory this logger could hold now at most (less than its budget
+            // on a crowded node): writeback may only take durable data, and writers wait for
+            // the budget.
+            commit_bytes: cfg.commit_bytes.min(core.budget.available() / 4).max(1),
             commit_interval: cfg.commit_interval,
             chunk_size: cfg.chunk_size,
             batch_delay: cfg.batch_delay,

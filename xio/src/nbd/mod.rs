@@ -11,10 +11,13 @@
 //!   many requests in flight per connection, replies in completion order, structured replies
 //!   when negotiated. Every request is checked ([`check`]) before it touches anything.
 //!
-//! Threads: one reader and one reply thread per connection (plain threads, no async runtime).
+//! Threads: one reader and one reply thread per connection (plain threads, no async runtime);
+//! one accept thread per TCP listener, and one for all Unix listeners of the process
+//! (`acceptor`, epoll through mio).
 //! **Invariant:** a misbehaving client closes only its own connection; nothing it sends can
 //! panic the server or make it allocate more than the maximum payload (32 MiB) per request.
 
+mod acceptor;
 pub mod check;
 pub mod client;
 mod conn;

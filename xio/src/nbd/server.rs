@@ -1,11 +1,14 @@
-//! The NBD server: a table of named exports, TCP and Unix listeners (one accept thread each),
-//! one reader thread plus one reply thread per connection, counters, and graceful shutdown.
+//! The NBD server: a table of named exports, TCP listeners (one accept thread each) and Unix
+//! listeners (served by the process's one accept thread, `acceptor`), one reader thread plus
+//! one reply thread per connection, counters, and graceful shutdown.
 //!
-//! Shutdown: stop accepting (listeners are woken by a connection to themselves), shut down the
+//! Shutdown: stop accepting (TCP listeners are woken by a connection to themselves, Unix
+//! listeners are removed from the accept thread), shut down the
 //! read side of every client socket (readers see EOF, stop taking requests), wait until every
 //! connection has finished its in-flight requests and written their replies. The caller then
 //! flushes the exported bricks.
 
+use super::acceptor;
 use super::conn;
 use super::error::{NbdError, Result};
 use super::export::Export;
@@ -42,16 +45,18 @@ impl Default for ServerConfig {
     }
 }
 
-enum Waker {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-struct Listener {
-    waker: Waker,
-    thread: JoinHandle<()>,
-    /// Disconnected when the accept thread has ended.
-    ended: crossbeam_channel::Receiver<()>,
+enum Listener {
+    Tcp {
+        /// Where to connect to wake the blocked accept.
+        waker: SocketAddr,
+        thread: JoinHandle<()>,
+        /// Disconnected when the accept thread has ended.
+        ended: crossbeam_channel::Receiver<()>,
+    },
+    Unix {
+        registration: acceptor::Registration,
+        path: PathBuf,
+    },
 }
 
 struct Shared {
@@ -153,12 +158,12 @@ impl NbdServer {
                         let _ = s.set_nodelay(true);
                         Shared::start(&shared, Stream::Tcp(s));
                     }
-                    Err(e) => accept_failed(&e),
+                    Err(e) => acceptor::accept_failed(&e),
                 }
             }
         })?;
-        self.listeners.lock().push(Listener {
-            waker: Waker::Tcp(local),
+        self.listeners.lock().push(Listener::Tcp {
+            waker: local,
             thread,
             ended,
         });
@@ -180,24 +185,11 @@ impl NbdServer {
             source,
         })?;
         let shared = self.shared.clone();
-        let (ended_tx, ended) = crossbeam_channel::bounded::<()>(0);
-        let thread = spawn("nbd-accept-unix", move || {
-            let _ended = ended_tx;
-            for s in l.incoming() {
-                if shared.shutting_down.load(SeqCst) {
-                    break;
-                }
-                match s {
-                    Ok(s) => Shared::start(&shared, Stream::Unix(s)),
-                    Err(e) => accept_failed(&e),
-                }
-            }
-        })?;
-        self.listeners.lock().push(Listener {
-            waker: Waker::Unix(path),
-            thread,
-            ended,
-        });
+        let registration = acceptor::register(l, move |s| Shared::start(&shared, Stream::Unix(s)))
+            .map_err(NbdError::io("registering a Unix listener"))?;
+        self.listeners
+            .lock()
+            .push(Listener::Unix { registration, path });
         Ok(())
     }
 
@@ -216,23 +208,31 @@ impl NbdServer {
     pub fn shutdown(&self, timeout: Duration) -> bool {
         self.shared.shutting_down.store(true, SeqCst);
         for l in self.listeners.lock().drain(..) {
-            // Wake the blocked accept with a connection to ourselves. If that cannot reach it
-            // (the socket file was removed underneath us), the thread is left blocked in
-            // accept rather than hanging the shutdown; it accepts nothing more either way.
-            match &l.waker {
-                Waker::Tcp(a) => drop(TcpStream::connect_timeout(a, Duration::from_secs(1))),
-                Waker::Unix(p) => drop(UnixStream::connect(p)),
-            }
-            match l.ended.recv_timeout(Duration::from_secs(2)) {
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    tracing::warn!("nbd: a listener did not wake up for shutdown; leaving it")
+            match l {
+                Listener::Tcp {
+                    waker,
+                    thread,
+                    ended,
+                } => {
+                    // Wake the blocked accept with a connection to ourselves. If that cannot
+                    // reach it, the thread is left blocked in accept rather than hanging the
+                    // shutdown; it accepts nothing more either way.
+                    drop(TcpStream::connect_timeout(&waker, Duration::from_secs(1)));
+                    match ended.recv_timeout(Duration::from_secs(2)) {
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            tracing::warn!(
+                                "nbd: a listener did not wake up for shutdown; leaving it"
+                            )
+                        }
+                        _ => {
+                            let _ = thread.join();
+                        }
+                    }
                 }
-                _ => {
-                    let _ = l.thread.join();
+                Listener::Unix { registration, path } => {
+                    drop(registration); // synchronous: nothing more is accepted on it
+                    let _ = std::fs::remove_file(path);
                 }
-            }
-            if let Waker::Unix(p) = &l.waker {
-                let _ = std::fs::remove_file(p);
             }
         }
         let deadline = Instant::now() + timeout;
@@ -321,10 +321,4 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         .name(name.into())
         .spawn(f)
         .map_err(NbdError::io("spawning a listener thread"))
-}
-
-fn accept_failed(e: &std::io::Error) {
-    tracing::warn!("nbd: accept failed: {e}");
-    // EMFILE and friends: do not spin.
-    std::thread::sleep(Duration::from_millis(10));
 }

@@ -275,3 +275,32 @@ fn shutdown_does_not_hang_when_the_socket_file_was_removed() {
     assert!(r.server.shutdown(Duration::from_secs(10)));
     assert!(c.read(0, 512).is_err());
 }
+
+/// Threads of this process named `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .count()
+}
+
+#[test]
+fn unix_listeners_of_many_servers_share_one_accept_thread_and_stop_accepting_at_shutdown() {
+    let rigs: Vec<Rig> = (0..8).map(|_| rig(4)).collect();
+    for r in &rigs {
+        let mut c = Client::unix(&r.sock, "disk", false).unwrap();
+        assert_eq!(c.write(0, &[7; 512]).unwrap(), 0);
+    }
+    // Other tests of this binary may run servers too: still one thread for all of them.
+    assert_eq!(threads_named("nbd-accept"), 1);
+    let r = &rigs[0];
+    // A second name of the listener's socket: after shutdown nothing accepts on it any more.
+    let link = r.sock.with_extension("link");
+    std::fs::hard_link(&r.sock, &link).unwrap();
+    assert!(r.server.shutdown(Duration::from_secs(10)));
+    assert!(!r.sock.exists());
+    assert!(std::os::unix::net::UnixStream::connect(&link).is_err());
+    let mut other = Client::unix(&rigs[1].sock, "disk", false).unwrap();
+    assert_eq!(other.read(0, 512).unwrap().unwrap(), vec![7; 512]);
+}

@@ -14,6 +14,7 @@
 
 use super::error::{RemoteError, Result};
 use super::proto::{ChunkSum, RemoteReply, RemoteReq, Target, MAX_READ};
+use super::watchdog::{self, Watch};
 use brick_core::{Aio, Brick, Info, Op, Output, Power, PowerState, Rejected, Stats, StatsSnapshot};
 use mars_net::{connect, Backoff, ChannelKind, ConnSender, Message, NetConfig};
 use parking_lot::Mutex;
@@ -98,7 +99,8 @@ pub struct RemoteClient {
 }
 
 impl RemoteClient {
-    /// Start the bundle's link threads (they connect in the background) and a watchdog.
+    /// Start the bundle's link threads (they connect in the background); the process's
+    /// watchdog thread watches it.
     pub fn start(name: impl Into<String>, cfg: ClientConfig) -> Arc<RemoteClient> {
         let n = cfg.connections.max(1);
         let shared = Arc::new(Shared {
@@ -125,11 +127,8 @@ impl RemoteClient {
                 .spawn(move || link_loop(&s, i))
                 .expect("spawning a remote link thread");
         }
-        let s = shared.clone();
-        std::thread::Builder::new()
-            .name("remote-watchdog".into())
-            .spawn(move || watchdog(&s))
-            .expect("spawning the remote watchdog");
+        let watched: Arc<dyn Watch> = shared.clone();
+        watchdog::watch(&watched);
         Arc::new(RemoteClient { shared })
     }
 
@@ -460,19 +459,25 @@ fn link_loop(s: &Arc<Shared>, i: usize) {
     }
 }
 
-fn watchdog(s: &Arc<Shared>) {
-    let tick = (s.cfg.timeout / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
-    while !s.stop.load(Ordering::Acquire) {
-        std::thread::sleep(tick);
+impl Watch for Shared {
+    fn tick(&self) -> Duration {
+        (self.cfg.timeout / 10).clamp(Duration::from_millis(5), Duration::from_millis(100))
+    }
+
+    /// Fail the pending requests when none made progress for the timeout.
+    fn check(&self) {
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
         let expired = {
-            let st = s.state.lock();
-            !st.pending.is_empty() && st.last_progress.elapsed() >= s.cfg.timeout
+            let st = self.state.lock();
+            !st.pending.is_empty() && st.last_progress.elapsed() >= self.cfg.timeout
         };
         if expired {
-            let millis = s.cfg.timeout.as_millis() as u64;
-            tracing::warn!(brick = %s.name, peer = %s.cfg.peer, "no progress for {millis} ms: failing pending requests");
-            let peer = s.cfg.peer.to_string();
-            s.fail_all(|| RemoteError::Timeout {
+            let millis = self.cfg.timeout.as_millis() as u64;
+            tracing::warn!(brick = %self.name, peer = %self.cfg.peer, "no progress for {millis} ms: failing pending requests");
+            let peer = self.cfg.peer.to_string();
+            self.fail_all(|| RemoteError::Timeout {
                 peer: peer.clone(),
                 millis,
             });

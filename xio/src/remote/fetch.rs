@@ -322,13 +322,16 @@ impl LogFetch {
     }
 }
 
-/// A thread that runs `fdatasync` on request, so that appending never waits for the disk; a
-/// request while one is queued is merged into it. Its first error is reported by the next
-/// [`BackgroundSync::kick`].
+/// A thread that runs `fdatasync` on request, so that appending never waits for the disk;
+/// requests queued while one runs are merged into one. Its first error is reported by the next
+/// [`BackgroundSync::kick`]. The thread ends after 10 s without a request (a secondary that
+/// follows an idle primary has nothing to sync) and the next request starts it again; dropping
+/// waits for the queued syncs.
 struct BackgroundSync {
-    tx: Option<crossbeam_channel::Sender<()>>,
+    worker: brick_core::IdleWorker<()>,
     error: Arc<Mutex<Option<std::io::Error>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// For syncing inline when the thread cannot start.
+    file: File,
     path: PathBuf,
 }
 
@@ -339,46 +342,36 @@ impl BackgroundSync {
             source,
         };
         let f = file.try_clone().map_err(local)?;
-        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
         let error = Arc::new(Mutex::new(None));
         let e2 = error.clone();
-        let thread = std::thread::Builder::new()
-            .name("log-fetch-sync".into())
-            .spawn(move || {
-                for () in rx {
-                    if let Err(e) = f.sync_data() {
-                        e2.lock().get_or_insert(e);
-                    }
+        let worker = brick_core::IdleWorker::new(
+            "log-fetch-sync",
+            Duration::from_secs(10),
+            move |_merged: Vec<()>| {
+                if let Err(e) = f.sync_data() {
+                    e2.lock().get_or_insert(e);
                 }
-            })
-            .map_err(local)?;
+            },
+        );
         Ok(BackgroundSync {
-            tx: Some(tx),
+            worker,
             error,
-            thread: Some(thread),
+            file: file.try_clone().map_err(local)?,
             path: path.to_path_buf(),
         })
     }
 
     fn kick(&self) -> Result<()> {
+        let local = |source| RemoteError::Local {
+            path: self.path.display().to_string(),
+            source,
+        };
         if let Some(e) = self.error.lock().take() {
-            return Err(RemoteError::Local {
-                path: self.path.display().to_string(),
-                source: e,
-            });
+            return Err(local(e));
         }
-        if let Some(tx) = &self.tx {
-            let _ = tx.try_send(());
+        if self.worker.submit(()).is_err() {
+            self.file.sync_data().map_err(local)?;
         }
         Ok(())
-    }
-}
-
-impl Drop for BackgroundSync {
-    fn drop(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }

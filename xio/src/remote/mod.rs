@@ -29,6 +29,7 @@ pub mod fetch;
 pub mod proto;
 pub mod server;
 pub mod verify;
+mod watchdog;
 
 pub use client::{ClientConfig, Done, RemoteClient};
 pub use error::{RemoteError, Result};

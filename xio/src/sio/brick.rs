@@ -35,7 +35,7 @@ impl SyncFile {
     /// Open `path` (see [`crate::file`] for the options and semantics).
     pub fn open(path: impl AsRef<Path>, opts: &FileOptions) -> Result<SyncFile> {
         let core = Arc::new(FileCore::open(path.as_ref(), opts)?);
-        let (tx, rx) = crossbeam_channel::bounded::<Job>(core.admission.depth());
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(core.admission.limit() as usize);
         let id = INSTANCE.fetch_add(1, Relaxed);
         let mut workers = Vec::new();
         for _ in 0..opts.threads.max(1) {
@@ -79,7 +79,7 @@ impl SyncFile {
     }
     /// Requests in flight.
     pub fn inflight(&self) -> usize {
-        self.core.admission.inflight()
+        self.core.admission.used() as usize
     }
     /// Switch off, waiting up to `timeout` for in-flight IO to drain.
     pub fn switch_off_wait(&self, timeout: Duration) -> Result<()> {
