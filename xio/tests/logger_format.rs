@@ -1,5 +1,5 @@
-//! Golden byte fixtures of log format v1 (`tests/data/`) and the scanner's verdicts on whole
-//! files: clean end, unknown version, wrong resource, interrupted creation.
+//! Golden byte fixtures of log formats v1 and v2 (`tests/data/`) and the scanner's verdicts on
+//! whole files: clean end, unknown version, wrong resource, interrupted creation.
 //!
 //! Regenerate the fixtures (only when FORMAT.md changes, with a version bump):
 //! `MARS_UPDATE_FIXTURES=1 cargo test -p xio --test logger_format`.
@@ -20,20 +20,24 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn header() -> FileHeader {
+/// Both formats: v1 (align 0) and v2 with 4 KiB alignment.
+const FORMATS: [(&str, u32); 2] = [("log-v1-golden.bin", 0), ("log-v2-golden.bin", 4096)];
+
+fn header(align: u32) -> FileHeader {
     FileHeader {
         seq: 3,
         nonce: 0x0123_4567_89ab_cdef,
         created: 1_700_000_000_000_000_000,
         resource: "golden".into(),
         node: "node-a".into(),
+        align,
     }
 }
 
 /// A deterministic log file: two batches covering every record kind, one record compressed.
-fn build() -> Vec<u8> {
+fn build(align: u32) -> Vec<u8> {
     let disk = MemDisk::new("golden", 1 << 20, MemDiskMode::Inline);
-    let mut w = LogWriter::create(&*disk, "golden", header(), true).unwrap();
+    let mut w = LogWriter::create(&*disk, "golden", header(align), true).unwrap();
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     let noisy: Vec<u8> = (0..512u32)
         .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 24) as u8)
@@ -103,9 +107,15 @@ fn scan(bytes: &[u8], expect: &Expect) -> xio::log::Result<(Vec<xio::log::Record
 }
 
 #[test]
-fn log_file_fixture_is_stable_and_reads_back() {
-    let bytes = build();
-    check_golden("log-v1-golden.bin", &bytes);
+fn log_file_fixtures_are_stable_and_read_back() {
+    for (name, align) in FORMATS {
+        fixture_reads_back(name, align);
+    }
+}
+
+fn fixture_reads_back(name: &str, align: u32) {
+    let bytes = build(align);
+    check_golden(name, &bytes);
     let (recs, end) = scan(
         &bytes,
         &Expect {
@@ -144,6 +154,13 @@ fn log_file_fixture_is_stable_and_reads_back() {
     assert!(
         recs[1].header.batch_end() && recs[3].header.batch_end() && !recs[0].header.batch_end()
     );
+    if align > 0 {
+        // v2: records from `align` on, every write (here: batch) starts aligned and is padded.
+        let a = align as u64;
+        assert_eq!((recs[0].offset, recs[2].offset % a, bytes.len() as u64 % a), (a, 0, 0));
+        assert_eq!(recs[1].end, recs[2].offset, "the padding belongs to the record before");
+        assert!(recs[1].header.padded() && !recs[0].header.padded());
+    }
 }
 
 #[test]
@@ -161,16 +178,18 @@ fn state_file_fixture_is_stable() {
 
 #[test]
 fn trailing_zeroes_are_a_clean_end() {
-    let mut bytes = build();
-    let n = bytes.len() as u64;
-    bytes.resize(bytes.len() + 10_000, 0);
-    let (recs, end) = scan(&bytes, &Expect::default()).unwrap();
-    assert_eq!((recs.len(), end), (4, ScanEnd::Clean { end: n }));
+    for (_, align) in FORMATS {
+        let mut bytes = build(align);
+        let n = bytes.len() as u64;
+        bytes.resize(bytes.len() + 10_000, 0);
+        let (recs, end) = scan(&bytes, &Expect::default()).unwrap();
+        assert_eq!((recs.len(), end), (4, ScanEnd::Clean { end: n }));
+    }
 }
 
 #[test]
 fn unknown_version_and_wrong_resource_are_errors() {
-    let bytes = build();
+    let bytes = build(0);
     let err = scan(
         &bytes,
         &Expect {
@@ -183,13 +202,13 @@ fn unknown_version_and_wrong_resource_are_errors() {
         matches!(err, LogError::WrongResource { ref found, .. } if found == "golden"),
         "{err}"
     );
-    let mut v2 = bytes.clone();
-    v2[8] = 2;
-    let crc = crc32c::crc32c(&v2[..508]);
-    v2[508..512].copy_from_slice(&crc.to_le_bytes());
-    let err = scan(&v2, &Expect::default()).unwrap_err();
+    let mut v3 = bytes.clone();
+    v3[8] = 3;
+    let crc = crc32c::crc32c(&v3[..508]);
+    v3[508..512].copy_from_slice(&crc.to_le_bytes());
+    let err = scan(&v3, &Expect::default()).unwrap_err();
     assert!(
-        matches!(err, LogError::UnknownVersion { version: 2, .. }),
+        matches!(err, LogError::UnknownVersion { version: 3, .. }),
         "{err}"
     );
     assert!(
@@ -200,7 +219,7 @@ fn unknown_version_and_wrong_resource_are_errors() {
 
 #[test]
 fn interrupted_creation_is_a_torn_tail_at_zero() {
-    let mut bytes = build();
+    let mut bytes = build(4096);
     bytes.truncate(300);
     let mut padded = bytes.clone();
     padded.resize(4096, 0);

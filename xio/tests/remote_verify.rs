@@ -30,6 +30,7 @@ fn write_log(dir: &Path, batches: usize, pause: Duration) {
         created: 1,
         resource: "r".into(),
         node: "n".into(),
+        align: 0,
     };
     let mut w = LogWriter::create(&*out, NAME, header, false).unwrap();
     for b in 0..batches {

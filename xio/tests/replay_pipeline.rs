@@ -99,6 +99,7 @@ fn header(seq: u64, nonce: u64) -> FileHeader {
         created: 1,
         resource: "replay".into(),
         node: "n".into(),
+        align: 0,
     }
 }
 

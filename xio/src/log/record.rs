@@ -24,7 +24,10 @@ pub const FLAG_BATCH_END: u8 = 2;
 pub const FLAG_FUA: u8 = 4;
 /// Record flag: write-zeroes must keep the range allocated.
 pub const FLAG_NO_HOLE: u8 = 8;
-const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_BATCH_END | FLAG_FUA | FLAG_NO_HOLE;
+/// Record flag (format v2 only): the last record of one write; the next record starts at the
+/// next multiple of the file's alignment (the bytes in between are padding).
+pub const FLAG_PAD: u8 = 16;
+const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_BATCH_END | FLAG_FUA | FLAG_NO_HOLE | FLAG_PAD;
 
 /// What a record does to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,6 +153,11 @@ impl RecordHeader {
     pub fn batch_end(&self) -> bool {
         self.flags & FLAG_BATCH_END != 0
     }
+
+    /// Whether padding follows the record (format v2).
+    pub fn padded(&self) -> bool {
+        self.flags & FLAG_PAD != 0
+    }
 }
 
 /// A record to append: what the writer gets from the logger.
@@ -165,7 +173,7 @@ pub struct RecordIn<'a> {
     pub data: &'a [u8],
     /// Lamport stamp.
     pub stamp: u64,
-    /// Extra flags (`FLAG_FUA`, `FLAG_NO_HOLE`).
+    /// Extra flags (`FLAG_FUA`, `FLAG_NO_HOLE`; the writer adds `FLAG_PAD`).
     pub flags: u8,
 }
 
@@ -180,7 +188,7 @@ pub fn encode_record(
     batch_end: bool,
     compress: bool,
 ) {
-    let mut flags = rec.flags & (FLAG_FUA | FLAG_NO_HOLE);
+    let mut flags = rec.flags & (FLAG_FUA | FLAG_NO_HOLE | FLAG_PAD);
     if batch_end {
         flags |= FLAG_BATCH_END;
     }

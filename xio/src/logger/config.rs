@@ -59,6 +59,14 @@ pub struct LoggerConfig {
     pub writeback_round: usize,
     /// Compress record payloads with lz4 when that makes them smaller (default off).
     pub compress: bool,
+    /// Alignment of the writes to new log files (log format v2, `log/FORMAT.md`; default
+    /// 4 KiB, raised to the log device's logical block size where that is larger). 0 writes
+    /// format v1 (records back to back; not usable with `log_direct`). Both formats are read.
+    pub log_align: u32,
+    /// Open log files with `O_DIRECT` (default false): log writes bypass the page cache, so
+    /// that a commit's `fdatasync` has no dirty pages to write and the log does not compete
+    /// with the data for the cache. Needs format v2 (`log_align` > 0).
+    pub log_direct: bool,
     /// Keep log files that are fully written back (default false: delete them; a replicating
     /// caller that ships logs to secondaries sets this and deletes them itself).
     pub keep_logs: bool,
@@ -91,6 +99,8 @@ impl Default for LoggerConfig {
             writeback_depth: 64,
             writeback_round: 32 << 20,
             compress: false,
+            log_align: crate::log::header::DEFAULT_ALIGN,
+            log_direct: false,
             keep_logs: false,
             max_write: 1 << 20,
             clock: None,
@@ -117,6 +127,8 @@ impl std::fmt::Debug for LoggerConfig {
             .field("writeback_depth", &self.writeback_depth)
             .field("writeback_round", &self.writeback_round)
             .field("compress", &self.compress)
+            .field("log_align", &self.log_align)
+            .field("log_direct", &self.log_direct)
             .field("keep_logs", &self.keep_logs)
             .field("max_write", &self.max_write)
             .finish_non_exhaustive()

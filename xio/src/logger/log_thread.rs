@@ -17,6 +17,7 @@ pub(crate) fn new_header(core: &Core, seq: u64) -> FileHeader {
         created: core.clock.now().0,
         resource: core.cfg.resource.clone(),
         node: core.cfg.node.clone(),
+        align: core.cfg.log_align,
     }
 }
 

@@ -150,6 +150,7 @@ fn header_for(cfg: &LoggerConfig, seq: u64) -> crate::log::FileHeader {
         created: 0,
         resource: cfg.resource.clone(),
         node: cfg.node.clone(),
+        align: cfg.log_align,
     };
     h.created = cfg
         .clock
