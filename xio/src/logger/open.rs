@@ -24,7 +24,13 @@ impl TransLogger {
         log_dir: &Path,
         cfg: LoggerConfig,
     ) -> Result<Arc<TransLogger>> {
-        let store = Arc::new(FsLogStore::new(log_dir, &cfg.node)?);
+        if cfg.log_direct && cfg.log_align == 0 {
+            return Err(LoggerError::Io(brick_core::Error::Invalid(
+                "log_direct needs log format v2 (log_align > 0): O_DIRECT writes must be \
+                 aligned; set log_align (4096) or turn log_direct off",
+            )));
+        }
+        let store = Arc::new(FsLogStore::new(log_dir, &cfg.node)?.with_direct(cfg.log_direct));
         // A split brain as its own error before anything else reads the directory.
         store.logs()?;
         TransLogger::open_store(data, store, cfg)
