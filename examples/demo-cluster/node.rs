@@ -46,6 +46,7 @@ impl Node {
             node: self.name.into(),
             secret: SECRET.into(),
             nbd_listen: None,
+            direct_io: xio::file::DirectIo::Auto,
         })
         .with_context(|| format!("starting marsd {}", self.name))?;
         self.addr = d.local_addr().to_string();

@@ -44,6 +44,8 @@ pub struct Env<'a> {
     pub exports: &'a Exports,
     /// The shared TCP NBD server (`--nbd-listen`).
     pub tcp_nbd: Option<&'a Arc<NbdServer>>,
+    /// `O_DIRECT` on a primary's data device and logs (`--direct-io`).
+    pub direct_io: xio::file::DirectIo,
     /// The node clock (ns).
     pub now: u64,
 }
@@ -440,6 +442,7 @@ impl ResourceRt {
                     &env.dir.join("nbd").join(format!("{res}.sock")),
                 );
                 cfg.logger.rotate_size = 256 << 20;
+                cfg.direct = env.direct_io;
                 let _ = std::fs::create_dir_all(self.csum_path.parent().unwrap_or(Path::new(".")));
                 cfg.checksums = Some(self.csum_path.clone());
                 cfg.verify_reads = self.verify_reads;

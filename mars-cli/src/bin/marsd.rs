@@ -34,6 +34,10 @@ struct Args {
     /// The metrics are listed in mars-cli/src/METRICS.md.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// O_DIRECT on primary data devices and their log files: auto (block devices only), on
+    /// (the file system under --mars-dir and the data files must support it) or off.
+    #[arg(long, default_value = "auto")]
+    direct_io: xio::file::DirectIo,
 }
 
 fn main() {
@@ -66,6 +70,7 @@ fn run(a: Args) -> Result<()> {
         node: a.node,
         secret,
         nbd_listen: a.nbd_listen.clone(),
+        direct_io: a.direct_io,
     })?;
     if let Some(m) = &a.metrics_listen {
         let at = d.serve_metrics(m)?;

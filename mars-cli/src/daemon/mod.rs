@@ -54,6 +54,8 @@ pub struct Options {
     pub secret: Vec<u8>,
     /// Also export primaries' devices over NBD on TCP here.
     pub nbd_listen: Option<String>,
+    /// `O_DIRECT` on primaries' data devices and log files (`auto`: for block devices).
+    pub direct_io: xio::file::DirectIo,
 }
 
 /// A control request and where its answer goes: the response and, for `events`, the
@@ -327,6 +329,7 @@ impl Daemon {
                 addr: &addr,
                 exports: &self.exports,
                 tcp_nbd: self.tcp_nbd.as_ref(),
+                direct_io: self.opts.direct_io,
                 now,
             };
             let mut links = Vec::new();

@@ -70,11 +70,13 @@
 
 mod admission;
 pub(crate) mod core;
+mod direct;
 pub(crate) mod error;
 pub(crate) mod sys;
 mod uring_probe;
 
 pub use self::core::FileKind;
+pub use direct::DirectIo;
 pub use error::{from_errno, from_io};
 pub use uring_probe::{io_uring_unavailable, IO_URING_ENV};
 
