@@ -69,8 +69,8 @@ fn a_v1_directory_is_fetched_replayed_and_continued_in_v2() {
     let logs = tmp.path().join("logs");
     let mut model = vec![0u8; BLOCKS * BLOCK];
     // 1. A logger that writes v1; killed before any writeback.
-    let logger = TransLogger::open(data_file(&tmp.path().join("a.img")), &logs, cfg(0, false))
-        .unwrap();
+    let logger =
+        TransLogger::open(data_file(&tmp.path().join("a.img")), &logs, cfg(0, false)).unwrap();
     write_blocks(&*logger, &mut model, 0, 40, 100);
     logger.rotate();
     write_blocks(&*logger, &mut model, 20, 30, 200);
@@ -99,14 +99,17 @@ fn a_v1_directory_is_fetched_replayed_and_continued_in_v2() {
         let f = LogFetch::new(client, fc);
         let p = run_bounded(&f, Duration::from_secs(60)).unwrap();
         let want = std::fs::read(logs.join(&name)).unwrap();
-        assert_eq!((p.local, p.verified), (want.len() as u64, want.len() as u64));
+        assert_eq!(
+            (p.local, p.verified),
+            (want.len() as u64, want.len() as u64)
+        );
         assert!(std::fs::read(fetched.join(&name)).unwrap() == want);
     }
 
     // 3. A logger writing v2 with O_DIRECT opens the v1 directory: replay restores the device,
     //    and it continues in a v2 file.
-    let logger = TransLogger::open(data_file(&tmp.path().join("a.img")), &logs, cfg(4096, true))
-        .unwrap();
+    let logger =
+        TransLogger::open(data_file(&tmp.path().join("a.img")), &logs, cfg(4096, true)).unwrap();
     let got = brick_core::read_all(&*logger, 0, model.len()).unwrap();
     assert!(got == model, "the v1 logs replay");
     write_blocks(&*logger, &mut model, 50, 30, 300);
@@ -119,8 +122,12 @@ fn a_v1_directory_is_fetched_replayed_and_continued_in_v2() {
     // 4. Without the state file (nothing known to be written back) the mixed directory
     //    replays from its first file, v1 then v2, onto an empty device.
     std::fs::remove_file(logs.join("state")).unwrap();
-    let logger =
-        TransLogger::open(data_file(&tmp.path().join("c.img")), &logs, cfg(4096, false)).unwrap();
+    let logger = TransLogger::open(
+        data_file(&tmp.path().join("c.img")),
+        &logs,
+        cfg(4096, false),
+    )
+    .unwrap();
     let got = brick_core::read_all(&*logger, 0, model.len()).unwrap();
     assert!(got == model, "the mixed directory replays completely");
     logger.close().unwrap();

@@ -190,7 +190,12 @@ fn run_case(steps: Vec<Step>, delay_ms: u64) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run_mode(steps: Vec<Step>, delay_ms: u64, align: u32, direct: bool) -> Result<(), TestCaseError> {
+fn run_mode(
+    steps: Vec<Step>,
+    delay_ms: u64,
+    align: u32,
+    direct: bool,
+) -> Result<(), TestCaseError> {
     let mut w = World::new(cfg(delay_ms, align), direct);
     for (i, s) in steps.into_iter().enumerate() {
         let tag = i as u16 + 1;

@@ -157,8 +157,14 @@ fn fixture_reads_back(name: &str, align: u32) {
     if align > 0 {
         // v2: records from `align` on, every write (here: batch) starts aligned and is padded.
         let a = align as u64;
-        assert_eq!((recs[0].offset, recs[2].offset % a, bytes.len() as u64 % a), (a, 0, 0));
-        assert_eq!(recs[1].end, recs[2].offset, "the padding belongs to the record before");
+        assert_eq!(
+            (recs[0].offset, recs[2].offset % a, bytes.len() as u64 % a),
+            (a, 0, 0)
+        );
+        assert_eq!(
+            recs[1].end, recs[2].offset,
+            "the padding belongs to the record before"
+        );
         assert!(recs[1].header.padded() && !recs[0].header.padded());
     }
 }

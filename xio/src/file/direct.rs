@@ -60,6 +60,9 @@ mod tests {
             assert!(DirectIo::Auto.resolve(loop0));
         }
         assert_eq!("auto".parse::<DirectIo>(), Ok(DirectIo::Auto));
-        assert!("sometimes".parse::<DirectIo>().unwrap_err().contains("auto"));
+        assert!("sometimes"
+            .parse::<DirectIo>()
+            .unwrap_err()
+            .contains("auto"));
     }
 }

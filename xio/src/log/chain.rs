@@ -141,9 +141,17 @@ mod tests {
         let first = rec(77, 1, 1, false, FLAG_PAD);
         let h = check(&c, &first).unwrap();
         assert_eq!(c.accept(&h, 4096), 8192, "padding moves to the next block");
-        assert!(check(&c, &rec(78, 2, 1, true, 0)).unwrap_err().contains("nonce"));
-        assert!(check(&c, &rec(77, 3, 1, true, 0)).is_err(), "record number skipped");
-        assert!(check(&c, &rec(77, 2, 2, true, 0)).is_err(), "batch not closed yet");
+        assert!(check(&c, &rec(78, 2, 1, true, 0))
+            .unwrap_err()
+            .contains("nonce"));
+        assert!(
+            check(&c, &rec(77, 3, 1, true, 0)).is_err(),
+            "record number skipped"
+        );
+        assert!(
+            check(&c, &rec(77, 2, 2, true, 0)).is_err(),
+            "batch not closed yet"
+        );
         let h = check(&c, &rec(77, 2, 1, true, 0)).unwrap();
         assert_eq!(c.accept(&h, 8192), 8192 + 172);
         assert_eq!(c.expected_batch(), 2);

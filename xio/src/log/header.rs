@@ -77,8 +77,7 @@ impl FileHeader {
     pub fn encode(&self) -> Result<[u8; HEADER_LEN]> {
         check_name("resource", &self.resource)?;
         check_name("node", &self.node)?;
-        if self.align != 0 && !(ALIGN_RANGE.contains(&self.align) && self.align.is_power_of_two())
-        {
+        if self.align != 0 && !(ALIGN_RANGE.contains(&self.align) && self.align.is_power_of_two()) {
             return Err(LogError::Encode(format!(
                 "log alignment must be a power of two in {ALIGN_RANGE:?}, got {}",
                 self.align
@@ -200,7 +199,12 @@ mod tests {
         assert_eq!(FileHeader::decode(&b2).unwrap(), v2);
         assert_eq!((v2.data_start(), v2.align_up(4097)), (4096, 8192));
         for bad in [100, 3000, 1 << 17] {
-            assert!(FileHeader { align: bad, ..h.clone() }.encode().is_err());
+            assert!(FileHeader {
+                align: bad,
+                ..h.clone()
+            }
+            .encode()
+            .is_err());
         }
         let mut b = h.encode().unwrap();
         assert_eq!(FileHeader::decode(&b).unwrap(), h);

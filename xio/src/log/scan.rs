@@ -249,7 +249,10 @@ impl Scanner {
             Ok(h) => h,
             Err(reason) => return self.damage(pos, reason.to_string()).map(|_| None),
         };
-        let chain = self.chain.as_ref().expect("a scan without header has ended");
+        let chain = self
+            .chain
+            .as_ref()
+            .expect("a scan without header has ended");
         if let Err(reason) = chain.check(&h) {
             return self.damage(pos, reason).map(|_| None);
         }
@@ -314,7 +317,10 @@ impl Scanner {
     }
 
     fn finish_at(&mut self, pos: u64) {
-        let chain = self.chain.as_ref().expect("a scan without header has ended");
+        let chain = self
+            .chain
+            .as_ref()
+            .expect("a scan without header has ended");
         self.end = Some(if chain.last_closed() {
             ScanEnd::Clean { end: pos }
         } else {
@@ -335,7 +341,10 @@ impl Scanner {
 
     /// Classify damage at `pos`: corruption (error) or the torn tail (sets `end`).
     fn damage(&mut self, pos: u64, reason: String) -> Result<()> {
-        let chain = self.chain.as_ref().expect("a scan without header has ended");
+        let chain = self
+            .chain
+            .as_ref()
+            .expect("a scan without header has ended");
         let damaged_batch = chain.expected_batch();
         if let Some((at, batch)) = self.find_later_batch(pos + 1, damaged_batch)? {
             return Err(self.corrupt(
