@@ -67,9 +67,9 @@ struct Args {
     /// and the disk); the export then announces the file's block size as its minimum.
     #[arg(long)]
     direct: bool,
-    /// Alignment of the writes to new log files (log format v2); 0 writes format v1 (not with
-    /// --direct). Both formats are read.
-    #[arg(long, default_value_t = 4096)]
+    /// Alignment of the writes to new log files (> 0: log format v2); 0 (default): v1 for
+    /// buffered logs, v2 with 4 KiB with --direct. Both formats are read.
+    #[arg(long, default_value_t = 0)]
     log_align: u32,
     /// IO threads of the sio backend (requests in flight on the data file).
     #[arg(long, default_value_t = 4)]

@@ -106,10 +106,10 @@ fn a_v1_directory_is_fetched_replayed_and_continued_in_v2() {
         assert!(std::fs::read(fetched.join(&name)).unwrap() == want);
     }
 
-    // 3. A logger writing v2 with O_DIRECT opens the v1 directory: replay restores the device,
-    //    and it continues in a v2 file.
+    // 3. A logger with O_DIRECT log files (which implies v2) opens the v1 directory: replay
+    //    restores the device, and it continues in a v2 file.
     let logger =
-        TransLogger::open(data_file(&tmp.path().join("a.img")), &logs, cfg(4096, true)).unwrap();
+        TransLogger::open(data_file(&tmp.path().join("a.img")), &logs, cfg(0, true)).unwrap();
     let got = brick_core::read_all(&*logger, 0, model.len()).unwrap();
     assert!(got == model, "the v1 logs replay");
     write_blocks(&*logger, &mut model, 50, 30, 300);

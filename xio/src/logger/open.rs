@@ -22,13 +22,11 @@ impl TransLogger {
     pub fn open(
         data: Arc<dyn Output>,
         log_dir: &Path,
-        cfg: LoggerConfig,
+        mut cfg: LoggerConfig,
     ) -> Result<Arc<TransLogger>> {
         if cfg.log_direct && cfg.log_align == 0 {
-            return Err(LoggerError::Io(brick_core::Error::Invalid(
-                "log_direct needs log format v2 (log_align > 0): O_DIRECT writes must be \
-                 aligned; set log_align (4096) or turn log_direct off",
-            )));
+            // O_DIRECT writes must be aligned: format v2.
+            cfg.log_align = crate::log::header::DEFAULT_ALIGN;
         }
         let store = Arc::new(FsLogStore::new(log_dir, &cfg.node)?.with_direct(cfg.log_direct));
         // A split brain as its own error before anything else reads the directory.

@@ -113,8 +113,8 @@ impl PrimaryGraph {
         };
         let mut lcfg = cfg.logger.clone();
         lcfg.keep_logs = true;
-        // O_DIRECT log files need the aligned format v2.
-        lcfg.log_direct = direct && lcfg.log_align > 0;
+        // O_DIRECT log files are written in the aligned format v2.
+        lcfg.log_direct = direct;
         let logger = TransLogger::open(data, &cfg.log_dir, lcfg)?;
         let export = Export::new(cfg.logger.resource.clone(), logger.clone())
             .map_err(|source| ReplicaError::Nbd {
