@@ -341,6 +341,7 @@ fn make_log(dir: &Path, bs: usize, total: u64, random: bool) -> u64 {
                     data: &data,
                     stamp: 1,
                     flags: 0,
+                    data_crc: None,
                 }
             })
             .collect();

@@ -71,5 +71,9 @@ fn direct_io_primaries_write_v2_logs_that_replicate_both_ways() {
     assert!(read_export(&mut nbd, SIZE) == model, "bob serves the data");
     write_blocks(&mut nbd, &mut model, 2, 300, 30);
     a.wait_uptodate("r0");
-    wait_equal(&c.path("a.img"), &model, "alice's device to equal the model");
+    wait_equal(
+        &c.path("a.img"),
+        &model,
+        "alice's device to equal the model",
+    );
 }

@@ -54,6 +54,7 @@ fn build(seed: u64, compress: bool) -> File {
                 data: d,
                 stamp: 1,
                 flags: 0,
+                data_crc: None,
             })
             .collect();
         last_batch_start = w.pos().offset;

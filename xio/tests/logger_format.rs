@@ -50,6 +50,7 @@ fn build(align: u32) -> Vec<u8> {
             data: &pattern,
             stamp: 1_700_000_000_000_000_001,
             flags: 0,
+            data_crc: None,
         },
         RecordIn {
             op: RecordOp::Write,
@@ -58,6 +59,7 @@ fn build(align: u32) -> Vec<u8> {
             data: &noisy,
             stamp: 1_700_000_000_000_000_002,
             flags: FLAG_FUA,
+            data_crc: None,
         },
     ];
     w.write_batch(&*disk, &b1).unwrap();
@@ -69,6 +71,7 @@ fn build(align: u32) -> Vec<u8> {
             data: &[],
             stamp: 1_700_000_000_000_000_003,
             flags: 0,
+            data_crc: None,
         },
         RecordIn {
             op: RecordOp::WriteZeroes,
@@ -77,6 +80,7 @@ fn build(align: u32) -> Vec<u8> {
             data: &[],
             stamp: 1_700_000_000_000_000_004,
             flags: FLAG_NO_HOLE,
+            data_crc: None,
         },
     ];
     let spans = w.write_batch(&*disk, &b2).unwrap();

@@ -48,6 +48,7 @@ fn write_log(dir: &Path, batches: usize, pause: Duration, align: u32) {
                 data: d,
                 stamp: b as u64,
                 flags: 0,
+                data_crc: None,
             })
             .collect();
         w.write_batch(&*out, &recs).unwrap();

@@ -125,6 +125,7 @@ mod tests {
             data: &[1; 100],
             stamp: 1,
             flags,
+            data_crc: None,
         };
         encode_record(&mut out, &r, nonce, rec_seq, batch, end, false);
         out

@@ -139,6 +139,7 @@ impl LogWriter {
             data: &[],
             stamp: 0,
             flags: 0,
+            data_crc: None,
         };
         let all: &[RecordIn<'_>] = if recs.is_empty() {
             std::slice::from_ref(&marker)
