@@ -37,7 +37,13 @@ fn header(align: u32) -> FileHeader {
 /// A deterministic log file: two batches covering every record kind, one record compressed.
 fn build(align: u32) -> Vec<u8> {
     let disk = MemDisk::new("golden", 1 << 20, MemDiskMode::Inline);
-    let mut w = LogWriter::create(&*disk, "golden", header(align), true).unwrap();
+    let (_, end) = build_on(&*disk, header(align));
+    brick_core::read_all(&*disk, 0, end as usize).unwrap()
+}
+
+/// Write [`build`]'s two batches to `disk` under `header`; the writer and the end.
+fn build_on(disk: &dyn Output, header: FileHeader) -> (LogWriter, u64) {
+    let mut w = LogWriter::create(disk, "golden", header, true).unwrap();
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     let noisy: Vec<u8> = (0..512u32)
         .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 24) as u8)
@@ -62,7 +68,7 @@ fn build(align: u32) -> Vec<u8> {
             data_crc: None,
         },
     ];
-    w.write_batch(&*disk, &b1).unwrap();
+    w.write_batch(disk, &b1).unwrap();
     let b2 = [
         RecordIn {
             op: RecordOp::Discard,
@@ -83,8 +89,8 @@ fn build(align: u32) -> Vec<u8> {
             data_crc: None,
         },
     ];
-    let spans = w.write_batch(&*disk, &b2).unwrap();
-    brick_core::read_all(&*disk, 0, spans.end as usize).unwrap()
+    let spans = w.write_batch(disk, &b2).unwrap();
+    (w, spans.end)
 }
 
 fn check_golden(name: &str, bytes: &[u8]) {
@@ -237,5 +243,40 @@ fn interrupted_creation_is_a_torn_tail_at_zero() {
         let (recs, end) = scan(&b, &Expect::default()).unwrap();
         assert!(recs.is_empty());
         assert!(matches!(end, ScanEnd::TornTail { end: 0, .. }), "{end:?}");
+    }
+}
+
+/// A file reused for a new log (same sequence number, a new nonce) still holds the old file's
+/// records after the new valid end: the old file began with the same records, so the stale
+/// ones continue the new file's numbering exactly (record 5 of batch 3) and pass every check
+/// but one: they carry the old nonce. The scanner never takes them for the new file's.
+#[test]
+fn stale_records_of_an_earlier_file_past_the_end_are_never_read() {
+    for (_, align) in FORMATS {
+        let old_disk = MemDisk::new("old", 1 << 20, MemDiskMode::Inline);
+        let mut old_header = header(align);
+        old_header.nonce ^= 0xdead_beef;
+        let (mut w, _) = build_on(&*old_disk, old_header);
+        let data = vec![0x5au8; 4096];
+        let recs: Vec<RecordIn<'_>> = (0..20u64)
+            .map(|i| RecordIn {
+                op: RecordOp::Write,
+                pos: i * 4096,
+                len: 4096,
+                data: &data,
+                stamp: i,
+                flags: 0,
+                data_crc: None,
+            })
+            .collect();
+        let end = w.write_batch(&*old_disk, &recs).unwrap().end;
+        let mut file = brick_core::read_all(&*old_disk, 0, end as usize).unwrap();
+        let new = build(align);
+        assert!(new.len() < file.len());
+        file[..new.len()].copy_from_slice(&new);
+        let (got, end) = scan(&file, &Expect::default()).unwrap();
+        assert_eq!(got.len(), 4, "align {align}: only the new file's records");
+        assert!(got.iter().all(|r| r.header.nonce == header(align).nonce));
+        assert_eq!(end.end(), new.len() as u64, "align {align}: {end:?}");
     }
 }
