@@ -233,7 +233,7 @@ fn logger_run(
 
 /// Write-through logging, the simplest design that keeps a log: each write goes to the data
 /// file (aio, as the peer does), and its bytes are also appended to a log file by a thread of
-/// its own (1 MiB writes through `PlainFile`, which starts their writeback at once, and an
+/// its own (1 MiB writes through an inline `file` brick, which starts their writeback at once, and an
 /// `fdatasync` every 16 MiB, as the logger's log thread does). No index, no checksum, no record
 /// headers, no deferral and no ordering.
 struct WriteThrough {
@@ -264,8 +264,16 @@ impl brick_core::Output for WriteThrough {
 /// Writes per second through [`WriteThrough`] (its log file lives in `dir`).
 fn write_through_run(data: &Arc<FileBrick>, dir: &Path, w: Workload, secs: u64) -> f64 {
     let path = dir.join("write-through.log");
-    let file = std::fs::File::create(&path).expect("creating the write-through log");
-    let log = xio::logger::PlainFile::new("write-through-log", file, None);
+    let opts = xio::file::FileOptions {
+        name: Some("write-through-log".into()),
+        create_size: Some(0),
+        growable: true,
+        threads: 0,
+        start_writeback: true,
+        ..xio::file::FileOptions::default()
+    };
+    let log = xio::file::open(&path, xio::file::Backend::Sync, &opts)
+        .expect("creating the write-through log");
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     let appender = std::thread::spawn(move || {
         let (mut pos, mut unsynced) = (0u64, 0usize);
@@ -308,6 +316,7 @@ fn make_log(dir: &Path, bs: usize, total: u64, random: bool) -> u64 {
         created: 1,
         resource: "bench".into(),
         node: "n".into(),
+        align: 0,
     };
     let mut w = LogWriter::create(&*out, store.describe(1), header, false).unwrap();
     let data = vec![0x77u8; bs];
@@ -332,6 +341,7 @@ fn make_log(dir: &Path, bs: usize, total: u64, random: bool) -> u64 {
                     data: &data,
                     stamp: 1,
                     flags: 0,
+                    data_crc: None,
                 }
             })
             .collect();

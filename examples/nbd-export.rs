@@ -63,10 +63,14 @@ struct Args {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 128)]
     max_inflight: usize,
-    /// Open the data file with O_DIRECT (no page cache between the logger and the disk); the
-    /// export then announces the file's block size as its minimum.
+    /// Open the data file and the log files with O_DIRECT (no page cache between the logger
+    /// and the disk); the export then announces the file's block size as its minimum.
     #[arg(long)]
     direct: bool,
+    /// Alignment of the writes to new log files (> 0: log format v2); 0 (default): v1 for
+    /// buffered logs, v2 with 4 KiB with --direct. Both formats are read.
+    #[arg(long, default_value_t = 0)]
+    log_align: u32,
     /// IO threads of the sio backend (requests in flight on the data file).
     #[arg(long, default_value_t = 4)]
     threads: usize,
@@ -121,6 +125,8 @@ fn run(args: Args) -> Result<()> {
         LoggerConfig {
             resource: args.name.clone(),
             mem_budget: args.mem_budget,
+            log_align: args.log_align,
+            log_direct: args.direct,
             ..LoggerConfig::default()
         },
     )

@@ -48,6 +48,7 @@ impl Node {
             nbd_listen: None,
             mem_budget: mars_cli::daemon::DEFAULT_MEM_BUDGET,
             mem_floor: mars_cli::daemon::DEFAULT_MEM_FLOOR,
+            direct_io: xio::file::DirectIo::Auto,
         })
         .with_context(|| format!("starting marsd {}", self.name))?;
         self.addr = d.local_addr().to_string();

@@ -48,6 +48,8 @@ pub struct Env<'a> {
     pub budget: &'a brick_core::NodeBudget,
     /// The floor of each share (`--mem-floor`).
     pub mem_floor: u64,
+    /// `O_DIRECT` on a primary's data device and logs (`--direct-io`).
+    pub direct_io: xio::file::DirectIo,
     /// The node clock (ns).
     pub now: u64,
 }
@@ -454,6 +456,7 @@ impl ResourceRt {
                 );
                 cfg.logger.rotate_size = 256 << 20;
                 cfg.logger.budget = Some(memory_share(&res, env));
+                cfg.direct = env.direct_io;
                 let _ = std::fs::create_dir_all(self.csum_path.parent().unwrap_or(Path::new(".")));
                 cfg.checksums = Some(self.csum_path.clone());
                 cfg.verify_reads = self.verify_reads;

@@ -31,6 +31,7 @@ fn build(seed: u64, compress: bool) -> File {
         created: 5,
         resource: "r".into(),
         node: "n".into(),
+        align: 0,
     };
     let mut w = LogWriter::create(&*disk, "f", header, compress).unwrap();
     let mut last_batch_start = 0;
@@ -53,6 +54,7 @@ fn build(seed: u64, compress: bool) -> File {
                 data: d,
                 stamp: 1,
                 flags: 0,
+                data_crc: None,
             })
             .collect();
         last_batch_start = w.pos().offset;
@@ -137,11 +139,19 @@ fn truncation_inside_the_last_record_is_a_torn_tail() {
 
 #[test]
 fn recovery_refuses_a_corrupt_log_and_applies_nothing() {
+    // Both formats: v1 (records from offset 512) and v2 (aligned, records from 4096).
+    for (log_align, first) in [(0, 512u64), (4096, 4096)] {
+        refuses_a_corrupt_log(log_align, first);
+    }
+}
+
+fn refuses_a_corrupt_log(log_align: u32, first: u64) {
     let store = MemLogStore::new(1 << 20);
     let data = MemDisk::new("data", 1 << 20, MemDiskMode::Inline);
     let cfg = LoggerConfig {
         resource: "r".into(),
         writeback_delay: std::time::Duration::from_secs(3600),
+        log_align,
         ..LoggerConfig::default()
     };
     let logger =
@@ -153,23 +163,23 @@ fn recovery_refuses_a_corrupt_log_and_applies_nothing() {
     logger.kill();
     // Flip a byte in the first record's payload (a synced batch followed by later ones).
     let raw = store.raw(1).unwrap();
-    let mut b = brick_core::read_all(&*raw, 512 + 100, 1).unwrap();
+    let mut b = brick_core::read_all(&*raw, first + 100, 1).unwrap();
     b[0] ^= 0x40;
-    brick_core::write_all(&*raw, 512 + 100, &b).unwrap();
+    brick_core::write_all(&*raw, first + 100, &b).unwrap();
     let err = TransLogger::open_store(data.clone(), Arc::new(store.reboot()), cfg)
         .err()
         .expect("refused");
     assert!(
         matches!(
             err,
-            LoggerError::Log(LogError::Corruption { offset: 512, .. })
+            LoggerError::Log(LogError::Corruption { offset, .. }) if offset == first
         ),
         "{err}"
     );
     // On the data path (a request's error) it stays structured: file and offset.
     match err.to_brick("r/logger") {
         brick_core::Error::Corrupt { file, offset, .. } => {
-            assert_eq!(offset, 512);
+            assert_eq!(offset, first);
             assert!(file.contains("log-000000001"), "{file}");
         }
         other => panic!("a corrupt record became {other:?}"),

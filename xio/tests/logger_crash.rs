@@ -9,6 +9,10 @@
 //! durable write is present, and no block holds invented or mixed data). Reads between crashes
 //! must return exactly the model (read-your-writes).
 //!
+//! Every case runs in each of three modes: log format v1; v2; v2 with the log files and the
+//! data device modelling `O_DIRECT` (unaligned writes fail: 4 KiB on the log, 512 bytes on the
+//! data device).
+//!
 //! Default run: 24 cases. `MARS_LONG_TESTS=1`: 400 cases and at least 1000 crash points.
 
 use brick_core::bricks::{MemDisk, MemDiskMode};
@@ -56,8 +60,12 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn cfg(delay_ms: u64) -> LoggerConfig {
+/// The modes: (log alignment (0: format v1), O_DIRECT modelled on log and data).
+const MODES: [(u32, bool); 3] = [(0, false), (4096, false), (4096, true)];
+
+fn cfg(delay_ms: u64, log_align: u32) -> LoggerConfig {
     LoggerConfig {
+        log_align,
         resource: "crash".into(),
         node: "n0".into(),
         mem_budget: 64 << 10,
@@ -85,9 +93,12 @@ struct World {
 }
 
 impl World {
-    fn new(cfg: LoggerConfig) -> World {
-        let store = MemLogStore::new(64 << 10);
+    fn new(cfg: LoggerConfig, direct: bool) -> World {
+        let store = MemLogStore::new(64 << 10).direct(if direct { 4096 } else { 1 });
         let data = FaultDisk::new("data", MemDisk::new("data", SIZE, MemDiskMode::Inline));
+        if direct {
+            data.require_aligned_writes(SECT as u64);
+        }
         let logger =
             TransLogger::open_store(data.clone(), Arc::new(store.clone()), cfg.clone()).unwrap();
         World {
@@ -172,7 +183,20 @@ impl World {
 }
 
 fn run_case(steps: Vec<Step>, delay_ms: u64) -> Result<(), TestCaseError> {
-    let mut w = World::new(cfg(delay_ms));
+    for (align, direct) in MODES {
+        run_mode(steps.clone(), delay_ms, align, direct)
+            .map_err(|e| TestCaseError::fail(format!("log_align {align}, direct {direct}: {e}")))?;
+    }
+    Ok(())
+}
+
+fn run_mode(
+    steps: Vec<Step>,
+    delay_ms: u64,
+    align: u32,
+    direct: bool,
+) -> Result<(), TestCaseError> {
+    let mut w = World::new(cfg(delay_ms, align), direct);
     for (i, s) in steps.into_iter().enumerate() {
         let tag = i as u16 + 1;
         match s {

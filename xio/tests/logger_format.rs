@@ -1,5 +1,5 @@
-//! Golden byte fixtures of log format v1 (`tests/data/`) and the scanner's verdicts on whole
-//! files: clean end, unknown version, wrong resource, interrupted creation.
+//! Golden byte fixtures of log formats v1 and v2 (`tests/data/`) and the scanner's verdicts on
+//! whole files: clean end, unknown version, wrong resource, interrupted creation.
 //!
 //! Regenerate the fixtures (only when FORMAT.md changes, with a version bump):
 //! `MARS_UPDATE_FIXTURES=1 cargo test -p xio --test logger_format`.
@@ -20,20 +20,30 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn header() -> FileHeader {
+/// Both formats: v1 (align 0) and v2 with 4 KiB alignment.
+const FORMATS: [(&str, u32); 2] = [("log-v1-golden.bin", 0), ("log-v2-golden.bin", 4096)];
+
+fn header(align: u32) -> FileHeader {
     FileHeader {
         seq: 3,
         nonce: 0x0123_4567_89ab_cdef,
         created: 1_700_000_000_000_000_000,
         resource: "golden".into(),
         node: "node-a".into(),
+        align,
     }
 }
 
 /// A deterministic log file: two batches covering every record kind, one record compressed.
-fn build() -> Vec<u8> {
+fn build(align: u32) -> Vec<u8> {
     let disk = MemDisk::new("golden", 1 << 20, MemDiskMode::Inline);
-    let mut w = LogWriter::create(&*disk, "golden", header(), true).unwrap();
+    let (_, end) = build_on(&*disk, header(align));
+    brick_core::read_all(&*disk, 0, end as usize).unwrap()
+}
+
+/// Write [`build`]'s two batches to `disk` under `header`; the writer and the end.
+fn build_on(disk: &dyn Output, header: FileHeader) -> (LogWriter, u64) {
+    let mut w = LogWriter::create(disk, "golden", header, true).unwrap();
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     let noisy: Vec<u8> = (0..512u32)
         .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 24) as u8)
@@ -46,6 +56,7 @@ fn build() -> Vec<u8> {
             data: &pattern,
             stamp: 1_700_000_000_000_000_001,
             flags: 0,
+            data_crc: None,
         },
         RecordIn {
             op: RecordOp::Write,
@@ -54,9 +65,10 @@ fn build() -> Vec<u8> {
             data: &noisy,
             stamp: 1_700_000_000_000_000_002,
             flags: FLAG_FUA,
+            data_crc: None,
         },
     ];
-    w.write_batch(&*disk, &b1).unwrap();
+    w.write_batch(disk, &b1).unwrap();
     let b2 = [
         RecordIn {
             op: RecordOp::Discard,
@@ -65,6 +77,7 @@ fn build() -> Vec<u8> {
             data: &[],
             stamp: 1_700_000_000_000_000_003,
             flags: 0,
+            data_crc: None,
         },
         RecordIn {
             op: RecordOp::WriteZeroes,
@@ -73,10 +86,11 @@ fn build() -> Vec<u8> {
             data: &[],
             stamp: 1_700_000_000_000_000_004,
             flags: FLAG_NO_HOLE,
+            data_crc: None,
         },
     ];
-    let spans = w.write_batch(&*disk, &b2).unwrap();
-    brick_core::read_all(&*disk, 0, spans.end as usize).unwrap()
+    let spans = w.write_batch(disk, &b2).unwrap();
+    (w, spans.end)
 }
 
 fn check_golden(name: &str, bytes: &[u8]) {
@@ -103,9 +117,15 @@ fn scan(bytes: &[u8], expect: &Expect) -> xio::log::Result<(Vec<xio::log::Record
 }
 
 #[test]
-fn log_file_fixture_is_stable_and_reads_back() {
-    let bytes = build();
-    check_golden("log-v1-golden.bin", &bytes);
+fn log_file_fixtures_are_stable_and_read_back() {
+    for (name, align) in FORMATS {
+        fixture_reads_back(name, align);
+    }
+}
+
+fn fixture_reads_back(name: &str, align: u32) {
+    let bytes = build(align);
+    check_golden(name, &bytes);
     let (recs, end) = scan(
         &bytes,
         &Expect {
@@ -144,6 +164,19 @@ fn log_file_fixture_is_stable_and_reads_back() {
     assert!(
         recs[1].header.batch_end() && recs[3].header.batch_end() && !recs[0].header.batch_end()
     );
+    if align > 0 {
+        // v2: records from `align` on, every write (here: batch) starts aligned and is padded.
+        let a = align as u64;
+        assert_eq!(
+            (recs[0].offset, recs[2].offset % a, bytes.len() as u64 % a),
+            (a, 0, 0)
+        );
+        assert_eq!(
+            recs[1].end, recs[2].offset,
+            "the padding belongs to the record before"
+        );
+        assert!(recs[1].header.padded() && !recs[0].header.padded());
+    }
 }
 
 #[test]
@@ -161,16 +194,18 @@ fn state_file_fixture_is_stable() {
 
 #[test]
 fn trailing_zeroes_are_a_clean_end() {
-    let mut bytes = build();
-    let n = bytes.len() as u64;
-    bytes.resize(bytes.len() + 10_000, 0);
-    let (recs, end) = scan(&bytes, &Expect::default()).unwrap();
-    assert_eq!((recs.len(), end), (4, ScanEnd::Clean { end: n }));
+    for (_, align) in FORMATS {
+        let mut bytes = build(align);
+        let n = bytes.len() as u64;
+        bytes.resize(bytes.len() + 10_000, 0);
+        let (recs, end) = scan(&bytes, &Expect::default()).unwrap();
+        assert_eq!((recs.len(), end), (4, ScanEnd::Clean { end: n }));
+    }
 }
 
 #[test]
 fn unknown_version_and_wrong_resource_are_errors() {
-    let bytes = build();
+    let bytes = build(0);
     let err = scan(
         &bytes,
         &Expect {
@@ -183,13 +218,13 @@ fn unknown_version_and_wrong_resource_are_errors() {
         matches!(err, LogError::WrongResource { ref found, .. } if found == "golden"),
         "{err}"
     );
-    let mut v2 = bytes.clone();
-    v2[8] = 2;
-    let crc = crc32c::crc32c(&v2[..508]);
-    v2[508..512].copy_from_slice(&crc.to_le_bytes());
-    let err = scan(&v2, &Expect::default()).unwrap_err();
+    let mut v3 = bytes.clone();
+    v3[8] = 3;
+    let crc = crc32c::crc32c(&v3[..508]);
+    v3[508..512].copy_from_slice(&crc.to_le_bytes());
+    let err = scan(&v3, &Expect::default()).unwrap_err();
     assert!(
-        matches!(err, LogError::UnknownVersion { version: 2, .. }),
+        matches!(err, LogError::UnknownVersion { version: 3, .. }),
         "{err}"
     );
     assert!(
@@ -200,7 +235,7 @@ fn unknown_version_and_wrong_resource_are_errors() {
 
 #[test]
 fn interrupted_creation_is_a_torn_tail_at_zero() {
-    let mut bytes = build();
+    let mut bytes = build(4096);
     bytes.truncate(300);
     let mut padded = bytes.clone();
     padded.resize(4096, 0);
@@ -208,5 +243,40 @@ fn interrupted_creation_is_a_torn_tail_at_zero() {
         let (recs, end) = scan(&b, &Expect::default()).unwrap();
         assert!(recs.is_empty());
         assert!(matches!(end, ScanEnd::TornTail { end: 0, .. }), "{end:?}");
+    }
+}
+
+/// A file reused for a new log (same sequence number, a new nonce) still holds the old file's
+/// records after the new valid end: the old file began with the same records, so the stale
+/// ones continue the new file's numbering exactly (record 5 of batch 3) and pass every check
+/// but one: they carry the old nonce. The scanner never takes them for the new file's.
+#[test]
+fn stale_records_of_an_earlier_file_past_the_end_are_never_read() {
+    for (_, align) in FORMATS {
+        let old_disk = MemDisk::new("old", 1 << 20, MemDiskMode::Inline);
+        let mut old_header = header(align);
+        old_header.nonce ^= 0xdead_beef;
+        let (mut w, _) = build_on(&*old_disk, old_header);
+        let data = vec![0x5au8; 4096];
+        let recs: Vec<RecordIn<'_>> = (0..20u64)
+            .map(|i| RecordIn {
+                op: RecordOp::Write,
+                pos: i * 4096,
+                len: 4096,
+                data: &data,
+                stamp: i,
+                flags: 0,
+                data_crc: None,
+            })
+            .collect();
+        let end = w.write_batch(&*old_disk, &recs).unwrap().end;
+        let mut file = brick_core::read_all(&*old_disk, 0, end as usize).unwrap();
+        let new = build(align);
+        assert!(new.len() < file.len());
+        file[..new.len()].copy_from_slice(&new);
+        let (got, end) = scan(&file, &Expect::default()).unwrap();
+        assert_eq!(got.len(), 4, "align {align}: only the new file's records");
+        assert!(got.iter().all(|r| r.header.nonce == header(align).nonce));
+        assert_eq!(end.end(), new.len() as u64, "align {align}: {end:?}");
     }
 }

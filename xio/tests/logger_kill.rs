@@ -1,6 +1,7 @@
 //! kill -9 test: a real child process writes through the logger (real files: io_uring data
-//! file, plain log files) and is killed with SIGKILL at random moments, at least 20 times
-//! (100 with `MARS_LONG_TESTS=1`). After each kill the parent recovers the log directory and
+//! file, log files) and is killed with SIGKILL at random moments, 10 times in each of three
+//! modes (100 with `MARS_LONG_TESTS=1`): log format v1 buffered, v2 buffered, and v2 with
+//! `O_DIRECT` on the log and on the data file. After each kill the parent recovers the log directory and
 //! checks that the device equals the previous state plus a prefix of the child's writes that
 //! includes every write acknowledged by a FUA write or a FLUSH (so nothing acknowledged is lost
 //! and nothing is invented or torn).
@@ -22,24 +23,40 @@ use xio::logger::{LoggerConfig, TransLogger};
 const BLOCK: usize = 4096;
 const BLOCKS: u64 = 256;
 
-fn cfg() -> LoggerConfig {
+/// The modes: (name, log alignment (0: format v1), O_DIRECT on log and data).
+const MODES: [(&str, u32, bool); 3] = [
+    ("v1", 0, false),
+    ("v2", 4096, false),
+    ("v2-direct", 4096, true),
+];
+
+fn mode(name: &str) -> (u32, bool) {
+    let (_, align, direct) = MODES.iter().find(|m| m.0 == name).expect("a known mode");
+    (*align, *direct)
+}
+
+fn cfg(mode_name: &str) -> LoggerConfig {
+    let (log_align, log_direct) = mode(mode_name);
     LoggerConfig {
         resource: "kill".into(),
         node: "n0".into(),
         mem_budget: 2 << 20,
         rotate_size: 256 << 10,
         writeback_delay: Duration::from_millis(20),
+        log_align,
+        log_direct,
         ..LoggerConfig::default()
     }
 }
 
-fn open(dir: &Path) -> Arc<TransLogger> {
+fn open(dir: &Path, mode_name: &str) -> Arc<TransLogger> {
     let opts = FileOptions {
         create_size: Some(BLOCKS * BLOCK as u64),
+        direct: mode(mode_name).1,
         ..FileOptions::default()
     };
     let data = xio::file::open(dir.join("disk"), Backend::IoUring, &opts).unwrap();
-    TransLogger::open(data, &dir.join("logs"), cfg()).unwrap()
+    TransLogger::open(data, &dir.join("logs"), cfg(mode_name)).unwrap()
 }
 
 /// The child's write sequence in round `round`: (block, fua-or-flush-after) per index.
@@ -71,7 +88,7 @@ fn child_writer() {
     };
     let dir = PathBuf::from(dir);
     let round: u64 = std::env::var("MARS_LOGGER_ROUND").unwrap().parse().unwrap();
-    let logger = open(&dir);
+    let logger = open(&dir, &std::env::var("MARS_LOGGER_MODE").unwrap());
     let mut acks = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -155,10 +172,16 @@ fn check_prefix(
 
 #[test]
 fn kill_9_never_loses_acknowledged_writes() {
+    for (name, _, _) in MODES {
+        kill_9_rounds(name);
+    }
+}
+
+fn kill_9_rounds(mode_name: &str) {
     let kills = if std::env::var("MARS_LONG_TESTS").is_ok_and(|v| v == "1") {
         100
     } else {
-        20
+        10
     };
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -177,6 +200,7 @@ fn kill_9_never_loses_acknowledged_writes() {
             ])
             .env("MARS_LOGGER_CHILD", dir.path())
             .env("MARS_LOGGER_ROUND", round.to_string())
+            .env("MARS_LOGGER_MODE", mode_name)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -202,17 +226,17 @@ fn kill_9_never_loses_acknowledged_writes() {
         child.0.kill().unwrap(); // SIGKILL
         child.0.wait().unwrap();
         let durable = last_ack(dir.path());
-        let logger = open(dir.path());
+        let logger = open(dir.path(), mode_name);
         let dev = brick_core::read_all(&*logger, 0, base.len()).unwrap();
         let plan = plan(round, PLAN_LEN);
         let k = check_prefix(&dev, &base, round, &plan, durable)
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            .unwrap_or_else(|e| panic!("{mode_name}, round {round}: {e}"));
         applied_total += k;
         logger.close().unwrap();
         drop(logger);
         base = dev;
     }
-    eprintln!("{kills} kills, {applied_total} writes recovered");
+    eprintln!("{mode_name}: {kills} kills, {applied_total} writes recovered");
     assert!(
         applied_total > kills * 10,
         "the child wrote too little to test anything"

@@ -13,7 +13,8 @@ use xio::remote::*;
 const NAME: &str = "log-000000001-alice";
 
 /// Write `batches` batches of records into `dir/NAME`, pausing between batches.
-fn write_log(dir: &Path, batches: usize, pause: Duration) {
+/// `align`: 0 for format v1, else v2 with this alignment.
+fn write_log(dir: &Path, batches: usize, pause: Duration, align: u32) {
     let out = file::open(
         dir.join(NAME),
         Backend::Sync,
@@ -30,6 +31,7 @@ fn write_log(dir: &Path, batches: usize, pause: Duration) {
         created: 1,
         resource: "r".into(),
         node: "n".into(),
+        align,
     };
     let mut w = LogWriter::create(&*out, NAME, header, false).unwrap();
     for b in 0..batches {
@@ -46,6 +48,7 @@ fn write_log(dir: &Path, batches: usize, pause: Duration) {
                 data: d,
                 stamp: b as u64,
                 flags: 0,
+                data_crc: None,
             })
             .collect();
         w.write_batch(&*out, &recs).unwrap();
@@ -55,6 +58,12 @@ fn write_log(dir: &Path, batches: usize, pause: Duration) {
 
 #[test]
 fn a_growing_real_log_verifies_as_it_arrives() {
+    for align in [0, 4096] {
+        growing_log_verifies(align);
+    }
+}
+
+fn growing_log_verifies(align: u32) {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join(NAME), b"").unwrap();
@@ -63,7 +72,7 @@ fn a_growing_real_log_verifies_as_it_arrives() {
         .unwrap();
     let dir = src.path().to_path_buf();
     let writer = std::thread::spawn(move || {
-        write_log(&dir, 200, Duration::from_millis(2));
+        write_log(&dir, 200, Duration::from_millis(2), align);
         std::fs::write(dir.join("log-000000002-alice"), [0u8; 512]).unwrap();
     });
     let client = RemoteClient::start(
@@ -71,7 +80,8 @@ fn a_growing_real_log_verifies_as_it_arrives() {
         client_cfg(node.local_addr(), Target::Log(NAME.into())),
     );
     let mut cfg = FetchConfig::new(dst.path().join(NAME), NAME);
-    cfg.chunk = 64 << 10;
+    // Chunks that end inside records and inside v2 padding.
+    cfg.chunk = 64 << 10 | 100;
     cfg.follow_wait_ms = 50;
     cfg.verify = Some(log_verifier(Some(1)));
     let f = LogFetch::new(client, cfg);
@@ -87,7 +97,7 @@ fn a_growing_real_log_verifies_as_it_arrives() {
 fn a_corrupt_record_stops_the_fetch_with_its_offset() {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
-    write_log(src.path(), 20, Duration::ZERO);
+    write_log(src.path(), 20, Duration::ZERO, 0);
     std::fs::write(src.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
     let mut bytes = std::fs::read(src.path().join(NAME)).unwrap();
     let mid = bytes.len() / 2;
@@ -124,12 +134,19 @@ fn a_corrupt_record_stops_the_fetch_with_its_offset() {
     assert!(e.to_string().contains("where 7 was expected"), "{e}");
 }
 
-/// A local copy damaged in the middle verifies up to the end of its last good record (not 0):
-/// only the rest is fetched again.
+/// A local copy damaged in the middle verifies up to the end of its last good record (not 0),
+/// in both formats (v2: where the damaged record starts, after the padding): only the rest
+/// is fetched again.
 #[test]
 fn a_damaged_copy_verifies_up_to_its_last_good_record() {
+    for align in [0, 4096] {
+        damaged_copy_verifies_up_to_its_last_good_record(align);
+    }
+}
+
+fn damaged_copy_verifies_up_to_its_last_good_record(align: u32) {
     let dir = tempfile::tempdir().unwrap();
-    write_log(dir.path(), 20, Duration::ZERO);
+    write_log(dir.path(), 20, Duration::ZERO, align);
     let path = dir.path().join(NAME);
     let log = xio::log::LogName::parse(NAME).unwrap();
     let whole = std::fs::read(&path).unwrap();
@@ -144,7 +161,7 @@ fn a_damaged_copy_verifies_up_to_its_last_good_record() {
     let good = xio::replica::verified_prefix(&path, &log);
     assert!(
         good > 512 && good <= mid as u64,
-        "{good} of {}",
+        "align {align}: {good} of {}",
         whole.len()
     );
     // It is a record boundary: the file cut there verifies completely, and the next record

@@ -47,6 +47,7 @@ impl Rec {
             data: &self.data,
             stamp: 1,
             flags: self.flags,
+            data_crc: None,
         }
     }
 }
@@ -99,6 +100,7 @@ fn header(seq: u64, nonce: u64) -> FileHeader {
         created: 1,
         resource: "replay".into(),
         node: "n".into(),
+        align: 0,
     }
 }
 
@@ -505,6 +507,7 @@ fn undecodable_lz4_payload_is_corruption() {
         data: &good,
         stamp: 1,
         flags: 0,
+        data_crc: None,
     };
     w.write_batch(&*out, &[rec, rec]).unwrap();
     let at = w.pos().offset;

@@ -42,6 +42,10 @@ struct Args {
     /// others are (so an idle or slow resource is never starved). Suffixes K, M, G.
     #[arg(long, value_parser = parse_bytes, default_value = "8M")]
     mem_floor: u64,
+    /// O_DIRECT on primary data devices and their log files: auto (block devices only), on
+    /// (the file system under --mars-dir and the data files must support it) or off.
+    #[arg(long, default_value = "auto")]
+    direct_io: xio::file::DirectIo,
 }
 
 /// `4096`, `64K`, `8M`, `1G` (powers of 1024).
@@ -91,6 +95,7 @@ fn run(a: Args) -> Result<()> {
         nbd_listen: a.nbd_listen.clone(),
         mem_budget: a.mem_budget,
         mem_floor: a.mem_floor,
+        direct_io: a.direct_io,
     })?;
     if let Some(m) = &a.metrics_listen {
         let at = d.serve_metrics(m)?;

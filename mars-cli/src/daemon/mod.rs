@@ -59,6 +59,8 @@ pub struct Options {
     pub mem_budget: u64,
     /// What each primary can always get of `mem_budget`, however busy the others are.
     pub mem_floor: u64,
+    /// `O_DIRECT` on primaries' data devices and log files (`auto`: for block devices).
+    pub direct_io: xio::file::DirectIo,
 }
 
 /// The default of [`Options::mem_budget`]: 1 GiB.
@@ -344,6 +346,7 @@ impl Daemon {
                 tcp_nbd: self.tcp_nbd.as_ref(),
                 budget: &self.budget,
                 mem_floor: self.opts.mem_floor,
+                direct_io: self.opts.direct_io,
                 now,
             };
             let mut links = Vec::new();

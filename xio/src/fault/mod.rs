@@ -56,6 +56,7 @@ pub struct FaultDisk {
     pending: Mutex<Vec<Unsynced>>,
     frozen: AtomicBool,
     write_limit: AtomicU64,
+    write_align: AtomicU64,
     power: Power,
     stats: Stats,
 }
@@ -69,6 +70,7 @@ impl FaultDisk {
             pending: Mutex::new(Vec::new()),
             frozen: AtomicBool::new(false),
             write_limit: AtomicU64::new(u64::MAX),
+            write_align: AtomicU64::new(1),
             power: Power::on(),
             stats: Stats::new(),
         })
@@ -77,6 +79,12 @@ impl FaultDisk {
     /// Fail writes that reach beyond `limit` bytes with ENOSPC (a full file system).
     pub fn fail_writes_beyond(&self, limit: u64) {
         self.write_limit.store(limit, SeqCst);
+    }
+
+    /// Fail mutations whose offset or length is not a multiple of `align` with `Invalid`, as
+    /// a file opened with `O_DIRECT` does (reads stay free: readers use buffered handles).
+    pub fn require_aligned_writes(&self, align: u64) {
+        self.write_align.store(align.max(1), SeqCst);
     }
 
     /// Number of writes not yet covered by a flush.
@@ -126,6 +134,7 @@ impl FaultDisk {
     pub fn reboot(&self) -> Arc<FaultDisk> {
         let d = FaultDisk::new(self.name.clone(), self.inner.clone());
         d.write_limit.store(self.write_limit.load(SeqCst), SeqCst);
+        d.write_align.store(self.write_align.load(SeqCst), SeqCst);
         d
     }
 
@@ -139,6 +148,12 @@ impl FaultDisk {
         }
         if req.op.is_mutation() {
             let end = req.end().ok_or(Error::Invalid("pos + len overflows"))?;
+            let align = self.write_align.load(SeqCst);
+            if !req.pos.is_multiple_of(align) || !(req.len as u64).is_multiple_of(align) {
+                return Err(Error::Invalid(
+                    "unaligned write to a fault disk that models O_DIRECT",
+                ));
+            }
             if end > self.write_limit.load(SeqCst) {
                 return Err(Error::NoSpace {
                     context: "writing to a fault disk",

@@ -26,6 +26,8 @@ pub struct MemLogStore {
     disks: Arc<Mutex<BTreeMap<u64, Arc<FaultDisk>>>>,
     /// The creator in the files' names ([`MemLogStore::DEFAULT_CREATOR`] unless set).
     creator: String,
+    /// Writes to the files must be multiples of this (1: any; see [`MemLogStore::direct`]).
+    write_align: u64,
 }
 
 impl MemLogStore {
@@ -44,7 +46,15 @@ impl MemLogStore {
             frozen: Arc::new(AtomicBool::new(false)),
             disks: Arc::new(Mutex::new(BTreeMap::new())),
             creator: MemLogStore::DEFAULT_CREATOR.into(),
+            write_align: 1,
         }
+    }
+
+    /// Model log files opened with `O_DIRECT`: writes that are not multiples of `align` (in
+    /// offset and length) fail, as they would on a real device.
+    pub fn direct(mut self, align: u64) -> MemLogStore {
+        self.write_align = align;
+        self
     }
 
     /// Name the files after `creator` instead.
@@ -81,6 +91,7 @@ impl MemLogStore {
             frozen: Arc::new(AtomicBool::new(false)),
             disks: Arc::new(Mutex::new(BTreeMap::new())),
             creator: self.creator.clone(),
+            write_align: self.write_align,
         }
     }
 
@@ -116,6 +127,7 @@ impl MemLogStore {
             .or_insert_with(|| {
                 let d = FaultDisk::new(self.describe(seq), mem);
                 d.fail_writes_beyond(self.medium.write_limit.load(SeqCst));
+                d.require_aligned_writes(self.write_align);
                 d
             })
             .clone();
@@ -161,7 +173,12 @@ impl LogStore for MemLogStore {
         let d = self.disk(seq)?;
         let cap = self.medium.capacity as u64;
         if len < cap {
-            brick_core::write_all(&*d, len, &vec![0u8; (cap - len) as usize])?;
+            // On the medium itself: cutting a file is no (aligned) write through the file.
+            let mem = self.raw(seq).ok_or(Error::Os {
+                errno: 2,
+                context: "sealing a log file that does not exist",
+            })?;
+            brick_core::write_all(&*mem, len, &vec![0u8; (cap - len) as usize])?;
         }
         brick_core::run(&*d, Aio::new(Op::Flush, 0, 0)).map(|_| ())
     }

@@ -297,6 +297,10 @@ impl FileCore {
             Op::Read => self.read_sync(req),
             Op::Write => {
                 self.write_sync(req.pos, &req.data[..req.len], "writing")?;
+                if self.opts.start_writeback && !self.opts.direct {
+                    // Only a hint: on failure the next `fdatasync` still does all the work.
+                    let _ = sys::start_writeback(&self.file, req.pos, req.len as u64);
+                }
                 self.fua_sync(req.flags)
             }
             Op::Flush => self.fdatasync(),

@@ -57,7 +57,7 @@
 //! disk (several `sio` workers, io_uring's workers). A caller that needs one write to land after
 //! another waits for the first one's completion; a flush covers every write completed before it.
 //!
-//! IO is buffered (no `O_DIRECT`): requests carry ordinary `Vec<u8>` buffers.
+//! IO is buffered unless [`FileOptions::direct`]: requests carry ordinary `Vec<u8>` buffers.
 //!
 //! [`Error::ShortRead`]: brick_core::Error::ShortRead
 //! [`Error::OutOfRange`]: brick_core::Error::OutOfRange
@@ -69,11 +69,13 @@
 //! [`Flags::NO_HOLE`]: brick_core::Flags::NO_HOLE
 
 pub(crate) mod core;
+mod direct;
 pub(crate) mod error;
 pub(crate) mod sys;
 mod uring_probe;
 
 pub use self::core::FileKind;
+pub use direct::DirectIo;
 pub use error::{from_errno, from_io};
 pub use uring_probe::{io_uring_unavailable, IO_URING_ENV};
 
@@ -121,8 +123,14 @@ pub struct FileOptions {
     pub busy_wait: Duration,
     /// `prepare` shortens reads and writes to this many bytes (default 8 MiB).
     pub max_len: usize,
-    /// Worker threads of the `Sync` backend (default 4; ignored by `IoUring`).
+    /// Worker threads of the `Sync` backend (default 4; ignored by `IoUring`). 0: no thread,
+    /// each request runs on the submitting thread and completes before `submit` returns (for
+    /// a file with one synchronous user, such as a log file: no hand-over, no wake-up).
     pub threads: usize,
+    /// After each write, start writing its pages to disk (`sync_file_range`), so that a later
+    /// `fdatasync` finds them on their way instead of writing everything at once (default
+    /// false; for log files written in a stream; ignored with `direct` and by `IoUring`).
+    pub start_writeback: bool,
     /// Open with `O_DIRECT`: IO bypasses the page cache (default false). Data goes through an
     /// aligned bounce buffer (aio: one per request, kept with it; sio: one per worker thread);
     /// offsets and lengths must be multiples of `Info::block_size`, other requests fail with
@@ -141,6 +149,7 @@ impl Default for FileOptions {
             busy_wait: Duration::from_millis(100),
             max_len: 8 << 20,
             threads: 4,
+            start_writeback: false,
             direct: false,
         }
     }

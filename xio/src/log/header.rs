@@ -1,4 +1,5 @@
-//! The 512-byte file header of a log file (FORMAT.md, "File header").
+//! The 512-byte file header of a log file (FORMAT.md, "File header"): format v1 (records back
+//! to back from offset 512) or v2 (records aligned for `O_DIRECT`, from offset `align`).
 
 use super::error::{LogError, Result};
 
@@ -6,8 +7,15 @@ use super::error::{LogError, Result};
 pub const HEADER_LEN: usize = 512;
 /// File magic `MARSLOG\0`.
 pub const FILE_MAGIC: [u8; 8] = *b"MARSLOG\0";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format v1: records back to back from [`HEADER_LEN`] on.
+pub const FORMAT_V1: u32 = 1;
+/// Format v2: every write of the writer starts at a multiple of the header's `align`.
+pub const FORMAT_V2: u32 = 2;
+/// The smallest and largest alignment a v2 file may declare.
+pub const ALIGN_RANGE: std::ops::RangeInclusive<u32> = 512..=65536;
+/// The alignment of v2 files unless the device needs more (4 KiB: a page, and the logical
+/// block size of nearly every device).
+pub const DEFAULT_ALIGN: u32 = 4096;
 const NAME_MAX: usize = 200;
 
 /// Decoded file header.
@@ -23,6 +31,9 @@ pub struct FileHeader {
     pub resource: String,
     /// Creator node name.
     pub node: String,
+    /// Format v2: the alignment of every write (a power of two in [`ALIGN_RANGE`]; records
+    /// start at offset `align`). 0: format v1.
+    pub align: u32,
 }
 
 /// Why a header did not decode.
@@ -35,19 +46,53 @@ pub enum HeaderProblem {
 }
 
 impl FileHeader {
+    /// The format version: [`FORMAT_V1`] or [`FORMAT_V2`].
+    pub fn version(&self) -> u32 {
+        if self.align == 0 {
+            FORMAT_V1
+        } else {
+            FORMAT_V2
+        }
+    }
+
+    /// Offset of the first record ([`HEADER_LEN`] in v1, `align` in v2).
+    pub fn data_start(&self) -> u64 {
+        if self.align == 0 {
+            HEADER_LEN as u64
+        } else {
+            self.align as u64
+        }
+    }
+
+    /// Where the next write starts after one that ended at `end`: `end` in v1, `end` rounded
+    /// up to the alignment in v2.
+    pub fn align_up(&self, end: u64) -> u64 {
+        match self.align as u64 {
+            0 => end,
+            a => end.div_ceil(a) * a,
+        }
+    }
+
     /// Encode into exactly [`HEADER_LEN`] bytes.
     pub fn encode(&self) -> Result<[u8; HEADER_LEN]> {
         check_name("resource", &self.resource)?;
         check_name("node", &self.node)?;
+        if self.align != 0 && !(ALIGN_RANGE.contains(&self.align) && self.align.is_power_of_two()) {
+            return Err(LogError::Encode(format!(
+                "log alignment must be a power of two in {ALIGN_RANGE:?}, got {}",
+                self.align
+            )));
+        }
         let mut b = [0u8; HEADER_LEN];
         b[0..8].copy_from_slice(&FILE_MAGIC);
-        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        b[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        b[8..12].copy_from_slice(&self.version().to_le_bytes());
+        b[12..16].copy_from_slice(&(self.data_start() as u32).to_le_bytes());
         b[16..24].copy_from_slice(&self.seq.to_le_bytes());
         b[24..32].copy_from_slice(&self.nonce.to_le_bytes());
         b[32..40].copy_from_slice(&self.created.to_le_bytes());
         b[40..42].copy_from_slice(&(self.resource.len() as u16).to_le_bytes());
         b[42..44].copy_from_slice(&(self.node.len() as u16).to_le_bytes());
+        b[44..48].copy_from_slice(&self.align.to_le_bytes());
         b[48..48 + self.resource.len()].copy_from_slice(self.resource.as_bytes());
         b[248..248 + self.node.len()].copy_from_slice(self.node.as_bytes());
         let crc = crc32c::crc32c(&b[..508]);
@@ -67,10 +112,17 @@ impl FileHeader {
             return Err(HeaderProblem::Damaged("file header checksum mismatch"));
         }
         let version = u32_at(b, 8);
-        if version != FORMAT_VERSION {
-            return Err(HeaderProblem::Version(version));
+        let align = match version {
+            FORMAT_V1 if u32_at(b, 44) == 0 => 0,
+            FORMAT_V1 => return Err(HeaderProblem::Damaged("reserved header bytes are not zero")),
+            FORMAT_V2 => u32_at(b, 44),
+            _ => return Err(HeaderProblem::Version(version)),
+        };
+        if align != 0 && !(ALIGN_RANGE.contains(&align) && align.is_power_of_two()) {
+            return Err(HeaderProblem::Damaged("v2 alignment out of range"));
         }
-        if u32_at(b, 12) as usize != HEADER_LEN {
+        let start = if align == 0 { HEADER_LEN as u32 } else { align };
+        if u32_at(b, 12) != start {
             return Err(HeaderProblem::Damaged("unexpected header length"));
         }
         let rlen = u16::from_le_bytes([b[40], b[41]]) as usize;
@@ -88,6 +140,7 @@ impl FileHeader {
             created: u64_at(b, 32),
             resource: resource.to_string(),
             node: node.to_string(),
+            align,
         })
     }
 }
@@ -136,7 +189,23 @@ mod tests {
             created: 1,
             resource: "r0".into(),
             node: "n1".into(),
+            align: 0,
         };
+        let v2 = FileHeader {
+            align: 4096,
+            ..h.clone()
+        };
+        let b2 = v2.encode().unwrap();
+        assert_eq!(FileHeader::decode(&b2).unwrap(), v2);
+        assert_eq!((v2.data_start(), v2.align_up(4097)), (4096, 8192));
+        for bad in [100, 3000, 1 << 17] {
+            assert!(FileHeader {
+                align: bad,
+                ..h.clone()
+            }
+            .encode()
+            .is_err());
+        }
         let mut b = h.encode().unwrap();
         assert_eq!(FileHeader::decode(&b).unwrap(), h);
         b[100] ^= 1;

@@ -1,8 +1,10 @@
-//! # Transaction-log format v1
+//! # Transaction-log formats v1 and v2
 //!
 //! The byte format is specified in `FORMAT.md` next to this file (file header, records with
-//! header/payload/trailer and CRC32C, batches and the torn-tail rule). This module owns:
+//! header/payload/trailer and CRC32C, batches and the torn-tail rule; v2 aligns every write
+//! for `O_DIRECT`). This module owns:
 //! - [`header`]: the 512-byte file header;
+//! - [`chain`]: [`Chain`], record and batch validation shared by every reader;
 //! - [`record`]: record encoding/decoding (optional lz4 per record);
 //! - [`writer`]: [`LogWriter`], group commit of one file (one write + one flush per batch);
 //! - [`scan`]: [`Scanner`], which walks a file and tells a clean end from a torn tail, and both
@@ -13,6 +15,7 @@
 //! Log files are reached through [`brick_core::Output`]s, so the same code runs on real files
 //! and on the in-memory, fault-injecting disks of the tests.
 
+pub mod chain;
 pub mod error;
 pub mod header;
 pub mod name;
@@ -22,6 +25,7 @@ pub mod scan;
 mod scanned;
 pub mod writer;
 
+pub use chain::Chain;
 pub use error::{LogError, Result};
 pub use header::{FileHeader, HEADER_LEN};
 pub use name::{LogName, LogNameError};

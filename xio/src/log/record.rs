@@ -24,7 +24,10 @@ pub const FLAG_BATCH_END: u8 = 2;
 pub const FLAG_FUA: u8 = 4;
 /// Record flag: write-zeroes must keep the range allocated.
 pub const FLAG_NO_HOLE: u8 = 8;
-const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_BATCH_END | FLAG_FUA | FLAG_NO_HOLE;
+/// Record flag (format v2 only): the last record of one write; the next record starts at the
+/// next multiple of the file's alignment (the bytes in between are padding).
+pub const FLAG_PAD: u8 = 16;
+const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_BATCH_END | FLAG_FUA | FLAG_NO_HOLE | FLAG_PAD;
 
 /// What a record does to the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,6 +153,11 @@ impl RecordHeader {
     pub fn batch_end(&self) -> bool {
         self.flags & FLAG_BATCH_END != 0
     }
+
+    /// Whether padding follows the record (format v2).
+    pub fn padded(&self) -> bool {
+        self.flags & FLAG_PAD != 0
+    }
 }
 
 /// A record to append: what the writer gets from the logger.
@@ -165,8 +173,12 @@ pub struct RecordIn<'a> {
     pub data: &'a [u8],
     /// Lamport stamp.
     pub stamp: u64,
-    /// Extra flags (`FLAG_FUA`, `FLAG_NO_HOLE`).
+    /// Extra flags (`FLAG_FUA`, `FLAG_NO_HOLE`; the writer adds `FLAG_PAD`).
     pub flags: u8,
+    /// CRC32C of `data`, if the caller computed it already (the logger does on the client's
+    /// thread, so that the log thread, which writes the records of all clients, does not
+    /// read every payload once more). Must be right: a wrong one makes the record corrupt.
+    pub data_crc: Option<u32>,
 }
 
 /// Append the encoding of `rec` to `out`. With `compress`, a write's payload is lz4-compressed
@@ -180,7 +192,7 @@ pub fn encode_record(
     batch_end: bool,
     compress: bool,
 ) {
-    let mut flags = rec.flags & (FLAG_FUA | FLAG_NO_HOLE);
+    let mut flags = rec.flags & (FLAG_FUA | FLAG_NO_HOLE | FLAG_PAD);
     if batch_end {
         flags |= FLAG_BATCH_END;
     }
@@ -210,7 +222,12 @@ pub fn encode_record(
         pos: rec.pos,
     };
     let hb = h.encode();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&hb), payload);
+    let crc = match rec.data_crc {
+        Some(data_crc) if compressed.is_none() && !payload.is_empty() => {
+            crc32c::crc32c_combine(crc32c::crc32c(&hb), data_crc, payload.len())
+        }
+        _ => crc32c::crc32c_append(crc32c::crc32c(&hb), payload),
+    };
     out.extend_from_slice(&hb);
     out.extend_from_slice(payload);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -258,6 +275,7 @@ mod tests {
             data,
             stamp: 9,
             flags: 0,
+            data_crc: None,
         };
         encode_record(&mut out, &rec, 5, 1, 1, true, compress);
         out
@@ -274,6 +292,27 @@ mod tests {
             let payload = &b[REC_HEADER_LEN..REC_HEADER_LEN + h.stored_len as usize];
             check_trailer(&b, payload, &b[b.len() - TRAILER_LEN..]).unwrap();
             assert_eq!(decode_payload(&h, payload).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn a_precomputed_payload_crc_gives_the_same_record() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for compress in [false, true] {
+            let mut rec = RecordIn {
+                op: RecordOp::Write,
+                pos: 0,
+                len: data.len() as u32,
+                data: &data,
+                stamp: 3,
+                flags: 0,
+                data_crc: None,
+            };
+            let (mut plain, mut pre) = (Vec::new(), Vec::new());
+            encode_record(&mut plain, &rec, 5, 1, 1, true, compress);
+            rec.data_crc = Some(crc32c::crc32c(&data));
+            encode_record(&mut pre, &rec, 5, 1, 1, true, compress);
+            assert!(plain == pre, "compress {compress}");
         }
     }
 

@@ -10,6 +10,7 @@
 //! move to that record's start. [`Scanner::next_raw`] lends the verified payload out of the
 //! window without copying it.
 
+use super::chain::Chain;
 use super::error::{LogError, Result};
 use super::header::{FileHeader, HeaderProblem, HEADER_LEN};
 use super::record::{
@@ -34,9 +35,8 @@ pub struct Scanner {
     pos: u64,
     win: Vec<u8>,
     win_pos: u64,
-    next_rec: u64,
-    last_batch: u64,
-    last_closed: bool,
+    /// The expected next record (`None` without a header: the scan has ended then).
+    chain: Option<Chain>,
     skip_until: u64,
     end: Option<ScanEnd>,
     /// Payloads of at least this many bytes that are not in the window are read into a buffer
@@ -70,9 +70,7 @@ impl Scanner {
             pos: HEADER_LEN as u64,
             win: Vec::new(),
             win_pos: 0,
-            next_rec: 1,
-            last_batch: 0,
-            last_closed: true,
+            chain: None,
             skip_until: 0,
             end: None,
             direct_min: None,
@@ -99,6 +97,8 @@ impl Scanner {
                         return Err(s.corrupt(0, format!("header says log {} not {seq}", h.seq)));
                     }
                 }
+                s.pos = h.data_start();
+                s.chain = Some(Chain::new(&h));
                 s.header = Some(h);
             }
             Err(HeaderProblem::Version(version)) => {
@@ -181,10 +181,10 @@ impl Scanner {
     /// The next valid record, or `None` at the end of the valid prefix (see [`Scanner::end`]).
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record>> {
-        let Some((h, pos, total)) = self.advance()? else {
+        let Some((h, pos, end)) = self.advance()? else {
             return Ok(None);
         };
-        let data = if pos + total <= self.skip_until {
+        let data = if end <= self.skip_until {
             Vec::new()
         } else {
             let stored = self.stored(pos, &h);
@@ -194,7 +194,7 @@ impl Scanner {
             header: h,
             data,
             offset: pos,
-            end: pos + total,
+            end,
         }))
     }
 
@@ -202,14 +202,14 @@ impl Scanner {
     /// being copied (and decompressed) into a new buffer: see [`RawRecord::decode_into`].
     /// [`Scanner::skip_payloads_until`] does not apply (the caller decides what to decode).
     pub fn next_raw(&mut self) -> Result<Option<RawRecord<'_>>> {
-        let Some((h, pos, total)) = self.advance()? else {
+        let Some((h, pos, end)) = self.advance()? else {
             return Ok(None);
         };
         Ok(Some(RawRecord {
             header: h,
             stored: self.stored(pos, &h),
             offset: pos,
-            end: pos + total,
+            end,
             direct: self.direct.is_some(),
             file: &self.name,
         }))
@@ -225,8 +225,9 @@ impl Scanner {
         &self.win[off..off + h.stored_len as usize]
     }
 
-    /// Check the next record and step over it; returns its header, offset and total length,
-    /// with the whole record inside the read window. `None` at the end of the valid prefix.
+    /// Check the next record and step over it; returns its header, offset and end (where the
+    /// next record starts: after the padding in v2, at most the file's end), with the whole
+    /// record inside the read window. `None` at the end of the valid prefix.
     fn advance(&mut self) -> Result<Option<(RecordHeader, u64, u64)>> {
         if self.end.is_some() {
             return Ok(None);
@@ -248,25 +249,16 @@ impl Scanner {
             Ok(h) => h,
             Err(reason) => return self.damage(pos, reason.to_string()).map(|_| None),
         };
-        if Some(h.nonce) != self.header.as_ref().map(|h| h.nonce) {
-            let reason = "record belongs to another file (nonce)".into();
+        let chain = self
+            .chain
+            .as_ref()
+            .expect("a scan without header has ended");
+        if let Err(reason) = chain.check(&h) {
             return self.damage(pos, reason).map(|_| None);
         }
         let total = h.total_len();
         if pos + total > self.len {
             let reason = "record extends past the end of the file".into();
-            return self.damage(pos, reason).map(|_| None);
-        }
-        let want_batch = if self.last_closed {
-            self.last_batch + 1
-        } else {
-            self.last_batch
-        };
-        if h.rec_seq != self.next_rec || h.batch != want_batch {
-            let reason = format!(
-                "record {} of batch {} where record {} of batch {want_batch} was expected",
-                h.rec_seq, h.batch, self.next_rec
-            );
             return self.damage(pos, reason).map(|_| None);
         }
         if let Some(old) = self.direct.take() {
@@ -288,11 +280,9 @@ impl Scanner {
             }
             return self.damage(pos, reason.to_string()).map(|_| None);
         }
-        self.next_rec += 1;
-        self.last_batch = h.batch;
-        self.last_closed = h.batch_end();
-        self.pos = pos + total;
-        Ok(Some((h, pos, total)))
+        let chain = self.chain.as_mut().expect("checked above");
+        self.pos = chain.accept(&h, pos).min(self.len);
+        Ok(Some((h, pos, self.pos)))
     }
 
     /// Read the payload of the record at `pos` (header `h`, bytes `hb`) into a buffer of its
@@ -327,12 +317,16 @@ impl Scanner {
     }
 
     fn finish_at(&mut self, pos: u64) {
-        self.end = Some(if self.last_closed {
+        let chain = self
+            .chain
+            .as_ref()
+            .expect("a scan without header has ended");
+        self.end = Some(if chain.last_closed() {
             ScanEnd::Clean { end: pos }
         } else {
             ScanEnd::TornTail {
                 end: pos,
-                reason: format!("batch {} is incomplete", self.last_batch),
+                reason: format!("batch {} is incomplete", chain.last_batch()),
             }
         });
     }
@@ -347,11 +341,11 @@ impl Scanner {
 
     /// Classify damage at `pos`: corruption (error) or the torn tail (sets `end`).
     fn damage(&mut self, pos: u64, reason: String) -> Result<()> {
-        let damaged_batch = if self.last_closed {
-            self.last_batch + 1
-        } else {
-            self.last_batch
-        };
+        let chain = self
+            .chain
+            .as_ref()
+            .expect("a scan without header has ended");
+        let damaged_batch = chain.expected_batch();
         if let Some((at, batch)) = self.find_later_batch(pos + 1, damaged_batch)? {
             return Err(self.corrupt(
                 pos,

@@ -4,11 +4,15 @@
 //!
 //! **Invariant:** nothing of batch *b+1* is written before the flush of batch *b* completed;
 //! a failed write poisons the writer (the caller switches to emergency mode).
+//!
+//! Format v2 (a header with `align`): the header is written as one block of `align` bytes, and
+//! every write is padded with zeroes to a multiple of `align` (its last record carries
+//! `FLAG_PAD`), so that each write starts and ends aligned as `O_DIRECT` requires.
 
 use super::error::{LogError, Result};
-use super::header::{FileHeader, HEADER_LEN};
+use super::header::FileHeader;
 use super::pos::LogPos;
-use super::record::{encode_record, RecordIn, RecordOp};
+use super::record::{encode_record, RecordIn, RecordOp, FLAG_PAD};
 use brick_core::{Aio, Op, Output};
 
 /// Writer of one log file.
@@ -39,25 +43,31 @@ pub struct BatchSpans {
 }
 
 impl LogWriter {
-    /// Start a new log file on `out`: write the header at offset 0 and flush it.
+    /// Start a new log file on `out`: write the header at offset 0 and flush it. A v2 header
+    /// (`align` > 0) gets the alignment `out` needs if that is more (its `Info::block_size`).
     pub fn create(
         out: &dyn Output,
         name: impl Into<String>,
-        header: FileHeader,
+        mut header: FileHeader,
         compress: bool,
     ) -> Result<LogWriter> {
         let name = name.into();
-        let bytes = header.encode()?;
         let io = |e| LogError::Io {
             file: name.clone(),
             source: e,
         };
-        write_at(out, 0, bytes.to_vec()).map_err(io)?;
+        if header.align != 0 {
+            let needed = out.info().map_err(io)?.block_size;
+            header.align = header.align.max(needed);
+        }
+        let mut bytes = header.encode()?.to_vec();
+        bytes.resize(header.data_start() as usize, 0);
+        write_at(out, 0, bytes).map_err(io)?;
         brick_core::run(out, Aio::new(Op::Flush, 0, 0)).map_err(io)?;
         Ok(LogWriter {
+            pos: header.data_start(),
             header,
             name,
-            pos: HEADER_LEN as u64,
             next_rec: 1,
             next_batch: 1,
             compress,
@@ -129,6 +139,7 @@ impl LogWriter {
             data: &[],
             stamp: 0,
             flags: 0,
+            data_crc: None,
         };
         let all: &[RecordIn<'_>] = if recs.is_empty() {
             std::slice::from_ref(&marker)
@@ -138,21 +149,28 @@ impl LogWriter {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut last_start = 0;
+        let v2 = self.header.align != 0;
         for (i, r) in all.iter().enumerate() {
             last_start = buf.len();
             starts.push(self.pos + buf.len() as u64);
-            let last = commit && i + 1 == all.len();
+            let is_last = i + 1 == all.len();
             let seq = self.next_rec + i as u64;
+            let mut r = *r;
+            if v2 && is_last {
+                r.flags |= FLAG_PAD;
+            }
             encode_record(
                 &mut buf,
-                r,
+                &r,
                 self.header.nonce,
                 seq,
                 batch,
-                last,
+                commit && is_last,
                 self.compress,
             );
         }
+        let padded = self.header.align_up(self.pos + buf.len() as u64) - self.pos;
+        buf.resize(padded as usize, 0);
         if recs.is_empty() {
             starts.clear();
         }

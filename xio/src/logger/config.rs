@@ -64,6 +64,15 @@ pub struct LoggerConfig {
     pub writeback_round: usize,
     /// Compress record payloads with lz4 when that makes them smaller (default off).
     pub compress: bool,
+    /// Alignment of the writes to new log files: > 0 writes log format v2 (`log/FORMAT.md`;
+    /// raised to the log device's logical block size where that is larger). 0 (default):
+    /// format v1 for buffered log files (records back to back: padding would only cost log
+    /// space), v2 with 4 KiB for `log_direct` ones. Both formats are read.
+    pub log_align: u32,
+    /// Open log files with `O_DIRECT` (default false): log writes bypass the page cache, so
+    /// that a commit's `fdatasync` has no dirty pages to write and the log does not compete
+    /// with the data for the cache. Implies format v2.
+    pub log_direct: bool,
     /// Keep log files that are fully written back (default false: delete them; a replicating
     /// caller that ships logs to secondaries sets this and deletes them itself).
     pub keep_logs: bool,
@@ -97,6 +106,8 @@ impl Default for LoggerConfig {
             writeback_depth: 64,
             writeback_round: 32 << 20,
             compress: false,
+            log_align: 0,
+            log_direct: false,
             keep_logs: false,
             max_write: 1 << 20,
             clock: None,
@@ -127,6 +138,8 @@ impl std::fmt::Debug for LoggerConfig {
             .field("writeback_depth", &self.writeback_depth)
             .field("writeback_round", &self.writeback_round)
             .field("compress", &self.compress)
+            .field("log_align", &self.log_align)
+            .field("log_direct", &self.log_direct)
             .field("keep_logs", &self.keep_logs)
             .field("max_write", &self.max_write)
             .finish_non_exhaustive()

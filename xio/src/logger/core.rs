@@ -231,6 +231,7 @@ impl Core {
             created: self.clock.now().0,
             resource: self.cfg.resource.clone(),
             node: self.cfg.node.clone(),
+            align: self.cfg.log_align,
         }
     }
 

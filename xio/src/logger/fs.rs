@@ -1,161 +1,35 @@
-//! Real files: [`PlainFile`], a minimal synchronous file output (pread/pwrite/fdatasync, run on
-//! the submitting thread), and [`FsLogStore`], a log directory on a file system.
+//! [`FsLogStore`], a log directory on a file system.
 //!
-//! Log files use `PlainFile` rather than the io_uring backend of `crate::file` on purpose: the
-//! log thread is their only writer and issues exactly one sequential write and one `fdatasync`
-//! at a time (group commit), so there is nothing to overlap, and a synchronous call has the
-//! lowest latency. Data devices should use `crate::file` (io_uring).
+//! Log files are file bricks of the file layer in its inline synchronous mode
+//! (`Backend::Sync` with no worker threads, `crate::file`): the log thread is their only writer
+//! and issues exactly one sequential write and one `fdatasync` at a time (group commit), so
+//! there is nothing to overlap, and a call on the submitting thread has the lowest latency (no
+//! hand-over to another thread). With `direct` the files written are opened with `O_DIRECT`
+//! (the writer then writes log format v2, aligned); files opened to be read are always
+//! buffered, since readers read at any offset.
 
 use super::error::LoggerError;
 use super::slots;
 use super::store::LogStore;
+use crate::file::{self, Backend, FileOptions};
 use crate::log::LogName;
-use brick_core::{
-    Aio, Brick, Error, Info, Op, Output, Power, PowerState, Rejected, Result, Stats, StatsSnapshot,
-};
+use brick_core::{Error, Output, Result};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
-/// A file as a terminal brick. Completes every request before `submit` returns.
-/// Log files grow (`fixed_size: None`); a data file has a fixed size and checks ranges.
-pub struct PlainFile {
-    name: String,
-    file: File,
-    fixed_size: Option<u64>,
-    power: Power,
-    stats: Stats,
-}
-
-impl PlainFile {
-    /// Wrap an open file. `fixed_size`: the device size for range checks (`None`: grows).
-    pub fn new(name: impl Into<String>, file: File, fixed_size: Option<u64>) -> Arc<PlainFile> {
-        Arc::new(PlainFile {
-            name: name.into(),
-            file,
-            fixed_size,
-            power: Power::on(),
-            stats: Stats::new(),
-        })
-    }
-
-    /// Open (or create) a data file of exactly `size` bytes at `path`.
-    pub fn open_data(path: &Path, size: u64) -> std::io::Result<Arc<PlainFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        if file.metadata()?.len() < size {
-            file.set_len(size)?;
-        }
-        Ok(PlainFile::new(path.display().to_string(), file, Some(size)))
-    }
-
-    fn execute(&self, req: &mut Aio) -> Result<()> {
-        if let Some(size) = self.fixed_size {
-            req.check_range(size)?;
-        } else if req.op == Op::Write && req.data.len() != req.len {
-            return Err(Error::Invalid("write data length differs from len"));
-        }
-        let io = |e: std::io::Error, ctx| Error::from_io(&e, ctx);
-        match req.op {
-            Op::Read => {
-                req.data.clear();
-                req.data.resize(req.len, 0);
-                let mut done = 0;
-                while done < req.len {
-                    let n = self
-                        .file
-                        .read_at(&mut req.data[done..], req.pos + done as u64)
-                        .map_err(|e| io(e, "reading a file"))?;
-                    if n == 0 {
-                        return Err(Error::ShortRead {
-                            pos: req.pos,
-                            got: done,
-                            want: req.len,
-                        });
-                    }
-                    done += n;
-                }
-            }
-            Op::Write => {
-                self.file
-                    .write_all_at(&req.data[..req.len], req.pos)
-                    .map_err(|e| io(e, "writing a file"))?;
-                if self.fixed_size.is_none() {
-                    // A log file: start writing the appended bytes to disk now, so that the
-                    // commit's `fdatasync` finds them on their way (for a stream of appends
-                    // it would otherwise write everything since the last commit at once).
-                    // Only a hint: on failure the `fdatasync` still does all the work.
-                    let _ = crate::file::sys::start_writeback(&self.file, req.pos, req.len as u64);
-                }
-            }
-            Op::Flush => self.file.sync_data().map_err(|e| io(e, "syncing a file"))?,
-            Op::Discard | Op::WriteZeroes => {
-                let zeros = vec![0u8; req.len.min(1 << 20)];
-                let mut done = 0u64;
-                while done < req.len as u64 {
-                    let n = (req.len as u64 - done).min(zeros.len() as u64) as usize;
-                    self.file
-                        .write_all_at(&zeros[..n], req.pos + done)
-                        .map_err(|e| io(e, "zeroing a file range"))?;
-                    done += n as u64;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Output for PlainFile {
-    fn info(&self) -> Result<Info> {
-        let size = match self.fixed_size {
-            Some(s) => s,
-            None => self
-                .file
-                .metadata()
-                .map_err(|e| Error::from_io(&e, "reading file metadata"))?
-                .len(),
-        };
-        Ok(Info::new(size))
-    }
-
-    fn submit(&self, mut req: Box<Aio>) -> Result<(), Rejected> {
-        if let Err(e) = self.power.enter(&self.name) {
-            return Err(Rejected::new(req, e));
-        }
-        self.stats.on_submit();
-        let started = Instant::now();
-        let result = self.execute(&mut req);
-        self.stats
-            .on_complete(req.len as u64, started.elapsed(), result.is_err());
-        self.power.leave();
-        req.finish(result);
-        Ok(())
-    }
-}
-
-impl Brick for PlainFile {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn switch(&self, on: bool) -> Result<()> {
-        if on {
-            self.power.switch_on(|| Ok(()))
-        } else {
-            self.power.switch_off(&self.name, || Ok(()))
-        }
-    }
-    fn power(&self) -> PowerState {
-        self.power.state()
-    }
-    fn stats(&self) -> StatsSnapshot {
-        self.stats.snapshot()
-    }
+/// Open the log file `path` as an inline file brick (buffered, or `O_DIRECT` with `direct`).
+fn log_file(path: &Path, direct: bool) -> Result<Arc<dyn Output>> {
+    let opts = FileOptions {
+        growable: true,
+        threads: 0,
+        queue_depth: 4,
+        start_writeback: !direct,
+        direct,
+        ..FileOptions::default()
+    };
+    Ok(file::open(path, Backend::Sync, &opts)?)
 }
 
 /// A log directory: log files `log-<seq %09d>-<creator>` ([`LogName`]) and the `state` file.
@@ -175,6 +49,8 @@ impl Brick for PlainFile {
 pub struct FsLogStore {
     dir: PathBuf,
     creator: String,
+    /// Open the files written with `O_DIRECT`.
+    direct: bool,
     /// The open slotted state file and the newest generation in it (after the first store
     /// or load).
     state: Arc<parking_lot::Mutex<Option<(File, u64)>>>,
@@ -193,8 +69,15 @@ impl FsLogStore {
         Ok(FsLogStore {
             dir: dir.to_path_buf(),
             creator: creator.to_string(),
+            direct: false,
             state: Arc::default(),
         })
+    }
+
+    /// Write new log files with `O_DIRECT` (the logger must write format v2 to them).
+    pub fn with_direct(mut self, direct: bool) -> FsLogStore {
+        self.direct = direct;
+        self
     }
 
     /// The log directory.
@@ -333,28 +216,21 @@ impl LogStore for FsLogStore {
             });
         }
         let path = self.dir.join(name.to_string());
-        let file = OpenOptions::new()
+        OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::from_io(&e, "creating a log file"))?;
         self.sync_dir()?;
-        Ok(PlainFile::new(path.display().to_string(), file, None))
+        log_file(&path, self.direct)
     }
 
     fn open(&self, seq: u64) -> Result<(Arc<dyn Output>, u64)> {
         let path = self.existing(seq, "opening a log file")?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::from_io(&e, "opening a log file"))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::from_io(&e, "reading log file metadata"))?
-            .len();
-        Ok((PlainFile::new(path.display().to_string(), file, None), len))
+        let out = log_file(&path, false)?;
+        let len = out.info()?.size;
+        Ok((out, len))
     }
 
     fn truncate(&self, seq: u64, len: u64) -> Result<()> {

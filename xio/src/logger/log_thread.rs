@@ -217,6 +217,7 @@ fn write(
             data: &p.data,
             stamp: p.stamp,
             flags: p.flags,
+            data_crc: Some(p.data.crc()),
         })
         .collect();
     if commit {

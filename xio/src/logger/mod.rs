@@ -67,7 +67,7 @@ mod writeback;
 
 pub use self::config::{LoggerConfig, WatermarkFn};
 pub use self::error::{LoggerError, Result};
-pub use self::fs::{FsLogStore, PlainFile};
+pub use self::fs::FsLogStore;
 pub use self::mode::{IllegalTransition, LoggerMode};
 pub use self::replay::{replay_store, ReplayOptions, ReplayReport};
 pub use self::state::LogState;

@@ -22,9 +22,13 @@ impl TransLogger {
     pub fn open(
         data: Arc<dyn Output>,
         log_dir: &Path,
-        cfg: LoggerConfig,
+        mut cfg: LoggerConfig,
     ) -> Result<Arc<TransLogger>> {
-        let store = Arc::new(FsLogStore::new(log_dir, &cfg.node)?);
+        if cfg.log_direct && cfg.log_align == 0 {
+            // O_DIRECT writes must be aligned: format v2.
+            cfg.log_align = crate::log::header::DEFAULT_ALIGN;
+        }
+        let store = Arc::new(FsLogStore::new(log_dir, &cfg.node)?.with_direct(cfg.log_direct));
         // A split brain as its own error before anything else reads the directory.
         store.logs()?;
         TransLogger::open_store(data, store, cfg)
@@ -150,6 +154,7 @@ fn header_for(cfg: &LoggerConfig, seq: u64) -> crate::log::FileHeader {
         created: 0,
         resource: cfg.resource.clone(),
         node: cfg.node.clone(),
+        align: cfg.log_align,
     };
     h.created = cfg
         .clock

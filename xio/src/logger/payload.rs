@@ -10,13 +10,28 @@ use std::sync::Arc;
 
 pub(crate) struct Payload {
     bytes: Vec<u8>,
+    /// CRC32C of `bytes`, computed where the payload is made (the client's thread): the log
+    /// thread, the one thread that writes every client's records, then only combines it with
+    /// the record header's (measured: 9% of the process's samples under 1 MiB writes were
+    /// this CRC on the log thread).
+    crc: u32,
     _mem: Reservation,
 }
 
 impl Payload {
     /// `bytes` (empty for discard / write-zeroes) holding `mem` of the budget.
     pub fn new(bytes: Vec<u8>, mem: Reservation) -> Arc<Payload> {
-        Arc::new(Payload { bytes, _mem: mem })
+        let crc = crc32c::crc32c(&bytes);
+        Arc::new(Payload {
+            bytes,
+            crc,
+            _mem: mem,
+        })
+    }
+
+    /// CRC32C of the bytes.
+    pub fn crc(&self) -> u32 {
+        self.crc
     }
 
     /// The buffer back (and the budget released) if nobody else holds the payload.

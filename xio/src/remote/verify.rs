@@ -5,23 +5,25 @@
 
 use super::fetch::VerifyFn;
 use crate::log::header::{FileHeader, HeaderProblem, HEADER_LEN};
-use crate::log::record::{check_trailer, RecordHeader, REC_HEADER_LEN, TRAILER_LEN};
+use crate::log::record::{RecordHeader, REC_HEADER_LEN, TRAILER_LEN};
+use crate::log::Chain;
 use parking_lot::Mutex;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Between calls: the chain of the file (after its header) and where the next record starts
+/// when that lies beyond the bytes that had arrived (v2 padding).
 #[derive(Default)]
 struct State {
-    nonce: u64,
-    next_rec: u64,
-    batch: u64,
-    last_closed: bool,
+    chain: Option<Chain>,
+    resume: u64,
 }
 
-/// A verifier for log files of format v1 (`expect_seq`: the sequence number the file header
-/// must carry, if known).
+/// A verifier for log files of format v1 and v2 (`expect_seq`: the sequence number the file
+/// header must carry, if known). It returns how far the file verifies: the end of the last
+/// complete record, or the start of the next one once its padding (v2) has arrived.
 pub fn log_verifier(expect_seq: Option<u64>) -> VerifyFn {
     let state = Mutex::new(State::default());
     Arc::new(move |path: &Path, from: u64, local: u64| {
@@ -51,10 +53,10 @@ fn check(
     local: u64,
 ) -> Result<u64, (u64, String)> {
     let f = File::open(path).map_err(|e| (from, format!("cannot open the local copy: {e}")))?;
-    let read = |pos: u64, len: usize| -> Result<Vec<u8>, (u64, String)> {
+    let read = |pos: u64, len: usize| -> Result<Vec<u8>, String> {
         let mut b = vec![0u8; len];
         f.read_exact_at(&mut b, pos)
-            .map_err(|e| (pos, format!("reading the local copy at {pos}: {e}")))?;
+            .map_err(|e| format!("reading the local copy at {pos}: {e}"))?;
         Ok(b)
     };
     let mut p = from;
@@ -62,7 +64,7 @@ fn check(
         if local < HEADER_LEN as u64 {
             return Ok(0);
         }
-        let h = match FileHeader::decode(&read(0, HEADER_LEN)?) {
+        let h = match FileHeader::decode(&read(0, HEADER_LEN).map_err(|e| (0, e))?) {
             Ok(h) => h,
             Err(HeaderProblem::Damaged(why)) => return Err((0, format!("file header: {why}"))),
             Err(HeaderProblem::Version(v)) => {
@@ -77,57 +79,38 @@ fn check(
                 ));
             }
         }
-        *st = State {
-            nonce: h.nonce,
-            next_rec: 1,
-            batch: 1,
-            last_closed: false,
-        };
-        p = HEADER_LEN as u64;
+        st.resume = h.data_start();
+        st.chain = Some(Chain::new(&h));
     }
+    if st.resume > p {
+        // The header block, or the padding after the last record, ends at `resume`.
+        if local < st.resume {
+            return Ok(p);
+        }
+        p = st.resume;
+    }
+    let Some(chain) = st.chain.as_mut() else {
+        return Err((p, "verification resumed without the file header".into()));
+    };
     while local - p >= REC_HEADER_LEN as u64 {
         let at = |why: String| (p, format!("record at {p}: {why}"));
-        let hb = read(p, REC_HEADER_LEN).map_err(|(_, e)| (p, e))?;
+        let hb = read(p, REC_HEADER_LEN).map_err(|e| (p, e))?;
         let h = RecordHeader::decode(&hb).map_err(|why| at(why.to_string()))?;
-        let total = h.total_len();
-        if p + total > local {
+        let end = p + h.total_len();
+        if end > local {
             break; // the rest of this record has not arrived yet
         }
-        if h.nonce != st.nonce {
-            return Err((p, format!("record at {p} carries another file's nonce")));
+        let payload = read(p + REC_HEADER_LEN as u64, h.stored_len as usize).map_err(|e| (p, e))?;
+        let trailer = read(end - TRAILER_LEN as u64, TRAILER_LEN).map_err(|e| (p, e))?;
+        chain
+            .check_record(&hb, &payload, &trailer)
+            .map_err(|why| at(why.to_string()))?;
+        let next = chain.accept(&h, p);
+        if next > local {
+            st.resume = next;
+            return Ok(end);
         }
-        if h.rec_seq != st.next_rec {
-            return Err((
-                p,
-                format!(
-                    "record at {p} is number {} where {} was expected",
-                    h.rec_seq, st.next_rec
-                ),
-            ));
-        }
-        let want_batch = if st.last_closed {
-            st.batch + 1
-        } else {
-            st.batch
-        };
-        if h.batch != want_batch {
-            return Err((
-                p,
-                format!(
-                    "record at {p} is in batch {} where {want_batch} was expected",
-                    h.batch
-                ),
-            ));
-        }
-        let payload =
-            read(p + REC_HEADER_LEN as u64, h.stored_len as usize).map_err(|(_, e)| (p, e))?;
-        let trailer = read(p + REC_HEADER_LEN as u64 + h.stored_len as u64, TRAILER_LEN)
-            .map_err(|(_, e)| (p, e))?;
-        check_trailer(&hb, &payload, &trailer).map_err(|why| at(why.to_string()))?;
-        st.next_rec += 1;
-        st.batch = h.batch;
-        st.last_closed = h.batch_end();
-        p += total;
+        p = next;
     }
     Ok(p)
 }

@@ -2,7 +2,7 @@
 
 use super::ReplicaError;
 use crate::csum::CsumDisk;
-use crate::file::{self, Backend, FileOptions};
+use crate::file::{self, Backend, DirectIo, FileOptions};
 use crate::log::{LogName, LogPos};
 use crate::logger::{LoggerConfig, TransLogger};
 use crate::nbd::{Export, NbdServer, ServerConfig};
@@ -28,6 +28,8 @@ pub struct PrimaryConfig {
     pub logger: LoggerConfig,
     /// The IO backend of the data device.
     pub backend: Backend,
+    /// `O_DIRECT` on the data device and the log files (default `auto`: for block devices).
+    pub direct: DirectIo,
     /// Keep per-block checksums of the data device in this file (`None`: no checksums).
     pub checksums: Option<PathBuf>,
     /// Verify reads against the checksums.
@@ -55,6 +57,7 @@ impl PrimaryConfig {
                 ..LoggerConfig::default()
             },
             backend: Backend::IoUring,
+            direct: DirectIo::Auto,
             checksums: None,
             verify_reads: true,
         }
@@ -88,8 +91,10 @@ impl PrimaryGraph {
     /// Open the data device, recover the log directory (replaying the node's own log onto the
     /// device), then start the NBD export.
     pub fn start(cfg: PrimaryConfig) -> Result<PrimaryGraph, ReplicaError> {
+        let direct = cfg.direct.resolve(&cfg.data);
         let opts = FileOptions {
             create_size: Some(cfg.size),
+            direct,
             ..FileOptions::default()
         };
         let file = file::open(&cfg.data, cfg.backend, &opts)?;
@@ -108,6 +113,8 @@ impl PrimaryGraph {
         };
         let mut lcfg = cfg.logger.clone();
         lcfg.keep_logs = true;
+        // O_DIRECT log files are written in the aligned format v2.
+        lcfg.log_direct = direct;
         let logger = TransLogger::open(data, &cfg.log_dir, lcfg)?;
         let export = Export::new(cfg.logger.resource.clone(), logger.clone())
             .map_err(|source| ReplicaError::Nbd {

@@ -1,4 +1,5 @@
-//! [`SyncFile`]: the thread-pool brick.
+//! [`SyncFile`]: the thread-pool brick (or, with `threads: 0`, the inline brick: every
+//! request runs on the submitting thread).
 
 use crate::file::core::{Admit, FileCore};
 use crate::file::{FileKind, FileOptions};
@@ -35,10 +36,17 @@ impl SyncFile {
     /// Open `path` (see [`crate::file`] for the options and semantics).
     pub fn open(path: impl AsRef<Path>, opts: &FileOptions) -> Result<SyncFile> {
         let core = Arc::new(FileCore::open(path.as_ref(), opts)?);
+        if opts.threads == 0 {
+            return Ok(SyncFile {
+                core,
+                tx: None,
+                workers: Vec::new(),
+            });
+        }
         let (tx, rx) = crossbeam_channel::bounded::<Job>(core.admission.limit() as usize);
         let id = INSTANCE.fetch_add(1, Relaxed);
         let mut workers = Vec::new();
-        for _ in 0..opts.threads.max(1) {
+        for _ in 0..opts.threads {
             let (core, rx) = (core.clone(), rx.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("xio-sio-{id}"))
@@ -121,8 +129,14 @@ impl Output for SyncFile {
         let on_worker = WORKER_OF.with(|w| w.get()) == Arc::as_ptr(core) as usize;
         match core.admit(req, !on_worker)? {
             Admit::Done(req, result) => core.complete_now(req, result),
-            Admit::Go(req) => {
-                let tx = self.tx.as_ref().expect("the sender lives until drop");
+            Admit::Go(mut req) => {
+                let Some(tx) = self.tx.as_ref() else {
+                    // Inline (no workers): run it here.
+                    let started = Instant::now();
+                    let result = core.execute_sync(&mut req);
+                    core.complete(req, started, result);
+                    return Ok(());
+                };
                 // Admission keeps at most `depth` jobs queued, so the bounded channel has room;
                 // the workers live as long as the sender, so it is connected.
                 if let Err(e) = tx.try_send((req, Instant::now())) {
