@@ -147,6 +147,8 @@ impl Ours {
             _ => {
                 let cfg = LoggerConfig {
                     resource: "bench".into(),
+                    // Direct: the log files too (format v2, 4 KiB aligned writes).
+                    log_direct: mode.direct(),
                     ..LoggerConfig::default()
                 };
                 let logs = dir.join(format!("logs-{}", mode.name()));

@@ -87,6 +87,11 @@ impl Node {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--node", name])
             .args(["--secret-file", secret.to_str().unwrap()])
+            // `MARS_BENCH_DIRECT_IO=on` measures primaries with O_DIRECT data devices and logs.
+            .args([
+                "--direct-io",
+                &std::env::var("MARS_BENCH_DIRECT_IO").unwrap_or_else(|_| "auto".into()),
+            ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
