@@ -25,6 +25,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/env.rs"]
+mod env;
+
 use mars_net::{ChannelKind, ClusterId, NetConfig, Secret};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -282,22 +285,14 @@ fn main() {
         .output()
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false);
-    let tools = ["nbdkit", "nbdcopy", "ip", "tc"].iter().all(|t| {
-        Command::new("which")
-            .arg(t)
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
+    let tools = ["nbdkit", "nbdcopy", "ip", "tc"]
+        .iter()
+        .all(|t| env::have(t));
     if !root || !tools {
         println!("net bench skipped: needs root and nbdkit, nbdcopy, ip, tc");
         return;
     }
-    let runs: usize = std::env::var("MARS_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let runs = env::env_or("MARS_BENCH_RUNS", 3) as usize;
     let gib: u64 = std::env::var("MARS_BENCH_SYNC_GIB")
         .ok()
         .and_then(|s| s.parse().ok())
