@@ -16,6 +16,10 @@
 //!   watermark persisted, then "do not replay" persisted, then the rest written back and
 //!   flushed, and only then bypass. The data device never gets ahead of a log that a restart
 //!   would replay.
+//! - **A full data device stalls writeback, it does not fail the logger**: a round the device
+//!   refuses for lack of space is retried after [`NOSPACE_RETRY`] (the versions stay in the
+//!   index and the log); a closing logger does not wait for space (the log replays the rest
+//!   at the next open), and any other write error fails the logger.
 //! - **The watermark is persisted whenever writeback rests** (and after every round and flush,
 //!   by the executor); a close ends only after everything is written back and flushed.
 
@@ -154,6 +158,29 @@ pub(crate) fn decide(f: &WbFacts, l: &WbLimits, selected: bool) -> WbDecision {
     D::Rest {
         clear_force,
         wait: Some(wait),
+    }
+}
+
+/// How long writeback waits before it retries a round the data device refused for lack of
+/// space.
+pub(crate) const NOSPACE_RETRY: Duration = Duration::from_secs(1);
+
+/// What writeback does after a round failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteFailure {
+    /// Keep the versions and try again after [`NOSPACE_RETRY`].
+    Retry,
+    /// Fail the logger.
+    Fail,
+}
+
+/// The decision after a failed writeback round: `no_space` (the device's file system is
+/// full), `stopping` (the logger is closing). Pure.
+pub(crate) fn after_write_error(no_space: bool, stopping: bool) -> WriteFailure {
+    if no_space && !stopping {
+        WriteFailure::Retry
+    } else {
+        WriteFailure::Fail
     }
 }
 
@@ -298,6 +325,26 @@ mod tests {
             "everything after do-not-replay"
         );
         assert_eq!(select_upto(false, true, 7), 7);
+    }
+
+    #[test]
+    fn write_error_decisions() {
+        use WriteFailure::*;
+        #[rustfmt::skip]
+        let table = [
+            // no_space stopping decision
+            (true,      false,   Retry),
+            (true,      true,    Fail),
+            (false,     false,   Fail),
+            (false,     true,    Fail),
+        ];
+        for (no_space, stopping, want) in table {
+            assert_eq!(
+                after_write_error(no_space, stopping),
+                want,
+                "{no_space} {stopping}"
+            );
+        }
     }
 
     #[test]

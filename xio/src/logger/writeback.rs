@@ -16,12 +16,14 @@ use super::core::{Core, Shared};
 use super::index::WbItem;
 use super::mode::{LoggerMode, ModeEvent};
 use super::state::LogState;
-use super::wb_policy::{self, FlushDecision, WbDecision, WbFacts, WbLimits};
+use super::wb_policy::{
+    self, FlushDecision, WbDecision, WbFacts, WbLimits, WriteFailure, NOSPACE_RETRY,
+};
 use crate::log::{LogPos, RecordOp};
 use brick_core::{Aio, Error, Op};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Body of the writeback thread: gather the facts, decide (`wb_policy`), execute.
 pub(crate) fn run(core: Arc<Core>) {
@@ -98,23 +100,21 @@ pub(crate) fn run(core: Arc<Core>) {
                 g.wb_busy = true;
                 let result = MutexGuard::unlocked(&mut g, || write_items(&core, &items));
                 g.wb_busy = false;
-                match result {
-                    Ok(()) => {}
-                    // The data device's file system is full: nothing is lost (the versions
-                    // stay in the index, which serves reads, and in the log); retry until
-                    // there is space. Closing does not wait for that: the log replays the
-                    // rest when opened again.
-                    Err(e @ Error::NoSpace { .. }) if !g.stop => {
-                        if g.wb_error.is_none() {
-                            tracing::error!(brick = %core.name, error = %e, "writeback to the data device stalls: no space left there; retrying every {NOSPACE_RETRY:?}");
+                if let Err(e) = result {
+                    let no_space = matches!(e, Error::NoSpace { .. });
+                    match wb_policy::after_write_error(no_space, g.stop) {
+                        WriteFailure::Retry => {
+                            if g.wb_error.is_none() {
+                                tracing::error!(brick = %core.name, error = %e, "writeback to the data device stalls: no space left there; retrying every {NOSPACE_RETRY:?}");
+                            }
+                            g.wb_error = Some(e);
+                            core.wb_cv.wait_for(&mut g, NOSPACE_RETRY);
+                            continue;
                         }
-                        g.wb_error = Some(e);
-                        core.wb_cv.wait_for(&mut g, NOSPACE_RETRY);
-                        continue;
-                    }
-                    Err(e) => {
-                        core.fail(&mut g, e);
-                        break;
+                        WriteFailure::Fail => {
+                            core.fail(&mut g, e);
+                            break;
+                        }
                     }
                 }
                 if g.wb_error.take().is_some() {
@@ -179,9 +179,6 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
     drop(g);
     core.wb_cv.notify_all();
 }
-
-/// How often a writeback refused for lack of space on the data device is tried again.
-const NOSPACE_RETRY: Duration = Duration::from_secs(1);
 
 /// Adjacent written-back extents are merged into writes of up to this many bytes.
 const MERGE_MAX: usize = 1 << 20;
