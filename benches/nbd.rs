@@ -120,6 +120,11 @@ impl Mode {
 /// The sequential job writes this many times the logger's (default) memory budget.
 const SEQ_BUDGETS: u64 = 6;
 
+/// The bytes of the sequential job: the same for every side.
+fn seq_bytes() -> u64 {
+    SEQ_BUDGETS * LoggerConfig::default().mem_budget
+}
+
 const SIDES: [&str; 3] = ["ours", "peer", "ceiling"];
 
 /// Our export of `img` in `mode`, served on `sock`.
@@ -170,16 +175,12 @@ impl Ours {
         }
     }
 
-    fn stop(self) -> Option<u64> {
+    fn stop(self) {
         self.server.shutdown(Duration::from_secs(30));
-        let budget = self.logger.as_ref().map(|l| {
-            println!("logger: {}", l.status());
-            LoggerConfig::default().mem_budget
-        });
         if let Some(l) = self.logger {
+            println!("logger: {}", l.status());
             l.close().expect("closing the logger");
         }
-        budget
     }
 }
 
@@ -189,14 +190,7 @@ struct Row {
     res: [Vec<FioResult>; 3],
 }
 
-fn measure(
-    mode: Mode,
-    kind: &str,
-    dir: &Path,
-    size: u64,
-    runs: usize,
-    secs: u64,
-) -> (Vec<Row>, Option<u64>) {
+fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64) -> Vec<Row> {
     let region = size / 2;
     let (ours_img, peer_img) = (dir.join("ours.img"), dir.join("peer.img"));
     for img in [&ours_img, &peer_img] {
@@ -238,7 +232,7 @@ fn measure(
                     },
                 };
                 let len = if w.mibs {
-                    Length::Bytes(SEQ_BUDGETS * LoggerConfig::default().mem_budget)
+                    Length::Bytes(seq_bytes())
                 } else {
                     Length::Secs(secs)
                 };
@@ -257,11 +251,11 @@ fn measure(
         rows.push(Row { w, res });
     }
     drop(peer);
-    let budget = ours.stop();
-    (rows, budget)
+    ours.stop();
+    rows
 }
 
-fn print(mode: Mode, kind: &str, rows: &[Row], budget: Option<u64>) {
+fn print(mode: Mode, kind: &str, rows: &[Row]) {
     let m = mode as usize;
     println!();
     println!(
@@ -308,12 +302,12 @@ fn print(mode: Mode, kind: &str, rows: &[Row], budget: Option<u64>) {
             lat_medians(r.res[2].iter())
         );
     }
-    if let Some(b) = budget {
+    if rows.iter().any(|r| r.w.mibs) {
         println!();
         println!(
             "sequential: {} MiB per job = {SEQ_BUDGETS}× the logger's memory budget of {} MiB",
-            (SEQ_BUDGETS * b) >> 20,
-            b >> 20
+            seq_bytes() >> 20,
+            LoggerConfig::default().mem_budget >> 20
         );
     }
 }
@@ -365,8 +359,8 @@ fn main() {
         load()
     );
     for mode in modes {
-        let (rows, budget) = measure(mode, &kind, dir.path(), size, runs, secs);
-        print(mode, &kind, &rows, budget);
+        let rows = measure(mode, &kind, dir.path(), size, runs, secs);
+        print(mode, &kind, &rows);
     }
     println!();
     println!("nbd bench: took {:?}, load {}", t0.elapsed(), load());

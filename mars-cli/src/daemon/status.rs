@@ -317,6 +317,8 @@ pub(super) fn resource_status(
             }
         })
         .collect();
+    // The running primary of this node, if it is one.
+    let primary = rt.and_then(|rt| rt.primary());
     ResourceStatus {
         name: s.res.clone(),
         size: s.size.unwrap_or(0),
@@ -326,15 +328,9 @@ pub(super) fn resource_status(
         split_brain: split_brain(s).map(|sb| sb.to_string()),
         migration: None,
         migration_error: None,
-        nbd_socket: rt
-            .and_then(|rt| rt.primary())
-            .map(|p| p.nbd_socket().display().to_string()),
-        logger: rt
-            .and_then(|rt| rt.primary())
-            .map(|p| p.logger().status().mode),
-        memory: rt
-            .and_then(|rt| rt.primary())
-            .map(|p| share_memory(&p.logger().budget())),
+        nbd_socket: primary.map(|p| p.nbd_socket().display().to_string()),
+        logger: primary.map(|p| p.logger().status().mode),
+        memory: primary.map(|p| share_memory(&p.logger().budget())),
     }
 }
 
