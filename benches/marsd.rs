@@ -31,7 +31,9 @@
 //! logs behind `O_DIRECT`; default `auto`, i.e. buffered on these files),
 //! `MARS_BENCH_NBDKIT` (runs of the nbdkit peer per row, default 1: context only, and it keeps
 //! the default run under 4 minutes; 0 skips it), `MARS_BENCH_PAUSED=1` (one more side: the
-//! two-node primary with the secondary's fetch paused, to tell waiting from sharing the CPUs).
+//! two-node primary with the secondary's fetch paused, to tell waiting from sharing the CPUs),
+//! `MARS_BENCH_SECONDARY=idle` (the secondary's marsd at idle CPU and IO priority: the nearest
+//! this one machine comes to a secondary on a machine of its own).
 #[path = "support/env.rs"]
 mod env;
 #[path = "support/fio.rs"]
@@ -42,7 +44,7 @@ mod marsd_node;
 
 use env::{env_or, have, load};
 use fio::{fmt3, lat_medians, med, mmm, FioResult, Length, Peer, Target};
-use marsd_node::{binaries, fallocate, Node};
+use marsd_node::{binaries, fallocate, Node, Priority};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -89,6 +91,18 @@ const ROWS: &[Row] = &[
     },
 ];
 
+/// `MARS_BENCH_SECONDARY=idle`: the secondary's marsd runs under `SCHED_IDLE` and the idle IO
+/// class. Here both nodes share 2 cores and one disk; a real secondary is on a machine of its
+/// own and takes no CPU or disk time from the primary. At idle priority it gets only what the
+/// primary and fio leave, which is the closest this machine comes to that: what remains is the
+/// primary's own cost of serving the fetch.
+fn secondary_priority() -> Priority {
+    match std::env::var("MARS_BENCH_SECONDARY").as_deref() {
+        Ok("idle") => Priority::Idle,
+        _ => Priority::Normal,
+    }
+}
+
 /// Everything the bench started. Fields drop in order: processes first, the temp dir last.
 struct Setup {
     solo: Node,
@@ -119,7 +133,7 @@ impl Setup {
         solo.ok(&["create-resource", RES, &dev("solo.img")]);
         // Primary with a secondary: a two-node cluster of its own.
         let prim = Node::start(r, bin, "alice", &secret);
-        let sec = Node::start(r, bin, "bob", &secret);
+        let sec = Node::start_with_priority(r, bin, "bob", &secret, secondary_priority());
         prim.ok(&["create-cluster"]);
         sec.ok(&["join-cluster", &prim.addr()]);
         prim.ok(&["create-resource", RES, &dev("alice.img")]);
@@ -322,10 +336,11 @@ fn main() {
     let bin = binaries();
     let s = Setup::new(&bin, nbdkit_runs > 0);
     println!(
-        "marsd bench: 1 GiB resource, {secs} s per job (+1 s ramp), {runs} runs ({nbdkit_runs} of nbdkit), marsd pids solo {} alice {} bob {}, load {}",
+        "marsd bench: 1 GiB resource, {secs} s per job (+1 s ramp), {runs} runs ({nbdkit_runs} of nbdkit), marsd pids solo {} alice {} bob {} (priority {:?}), load {}",
         s.solo.pid(),
         s.prim.pid(),
         s.sec.pid(),
+        secondary_priority(),
         load()
     );
     let (solo_uri, prim_uri) = (s.solo.nbd_uri(RES), s.prim.nbd_uri(RES));

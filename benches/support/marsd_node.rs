@@ -67,6 +67,16 @@ pub fn binaries() -> PathBuf {
     dir
 }
 
+/// How a node's marsd is scheduled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(dead_code)] // `Idle` is used by the marsd bench only
+pub enum Priority {
+    Normal,
+    /// `SCHED_IDLE` and the idle IO class: it runs only on CPU and disk time nobody else wants,
+    /// which is what a node on a machine of its own takes from the others (nothing).
+    Idle,
+}
+
 /// One marsd process (killed on drop) and marsadm against it.
 pub struct Node {
     pub name: String,
@@ -79,10 +89,31 @@ pub struct Node {
 
 impl Node {
     pub fn start(root: &Path, bin: &Path, name: &str, secret: &Path) -> Node {
+        Node::start_with_priority(root, bin, name, secret, Priority::Normal)
+    }
+
+    /// [`Node::start`], with the process's CPU and IO priority (every thread inherits it).
+    pub fn start_with_priority(
+        root: &Path,
+        bin: &Path,
+        name: &str,
+        secret: &Path,
+        priority: Priority,
+    ) -> Node {
         let dir = root.join(name);
         let log = root.join(format!("{name}.log"));
         let port = free_port();
-        let child = Command::new(bin.join("marsd"))
+        let marsd = bin.join("marsd");
+        let mut cmd = match priority {
+            Priority::Normal => Command::new(&marsd),
+            // `chrt` and `ionice` exec marsd: the child's pid is marsd's.
+            Priority::Idle => {
+                let mut c = Command::new("chrt");
+                c.args(["--idle", "0", "ionice", "-c", "3"]).arg(&marsd);
+                c
+            }
+        };
+        let child = cmd
             .args(["--mars-dir", dir.to_str().unwrap()])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--node", name])
