@@ -23,7 +23,10 @@
 //! default 5, plus 1 s ramp), `NBD_BENCH_RUNS`, `NBD_BENCH_DIR` (where the files go; default
 //! `/work` if it exists, else the temp dir: not tmpfs), `NBD_BENCH_SIZE_GIB` (file size,
 //! default 2; jobs use half), `NBD_BENCH_OURS` = `logger` (default) | `aio` (no logger: the
-//! NBD layer's cost on the same file IO) | `mem` (MemDisk: the NBD layer alone).
+//! NBD layer's cost on the same file IO) | `mem` (MemDisk: the NBD layer alone),
+//! `NBD_BENCH_PERF` (a directory: the first run of each workload on our side is recorded with
+//! `perf record -g`; the data, the report and its top lines go there and to the output).
+//! The context switches of this process (ours runs in it) per IO are printed for every run.
 
 // The binaries' allocator: see ARCHITECTURE.md, "Allocator".
 #[global_allocator]
@@ -37,10 +40,13 @@ mod env;
 #[path = "support/fio.rs"]
 #[allow(dead_code)]
 mod fio;
+#[path = "support/profile.rs"]
+mod profile;
 
 use brick_core::Output;
 use env::{env_or, have, load};
-use fio::{fmt3, lat_medians, mmm, FioResult, Length, Peer, Target};
+use fio::{fmt3, lat_medians, med, mmm, FioResult, Length, Peer, Target};
+use profile::{context_switches, Recording};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,10 +190,22 @@ impl Ours {
     }
 }
 
-/// The results of one workload in one mode: per side, one result per run.
+/// The results of one workload in one mode: per side, one result per run; our context
+/// switches per IO in each run, and the profile of our first run (`NBD_BENCH_PERF`).
 struct Row {
     w: &'static Workload,
     res: [Vec<FioResult>; 3],
+    switches: Vec<f64>,
+    profile: Option<String>,
+}
+
+/// The IOs of a job that ran at `rate` (the ramp second included, as in the switch count).
+fn ios(w: &Workload, rate: f64, secs: u64) -> f64 {
+    if w.mibs {
+        (seq_bytes() >> 20) as f64 // 1 MiB blocks
+    } else {
+        rate * (secs + 1) as f64
+    }
 }
 
 fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64) -> Vec<Row> {
@@ -217,6 +235,8 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
         .filter(|w| only.is_empty() || only.contains(&w.id))
     {
         let mut res: [Vec<FioResult>; 3] = Default::default();
+        let (mut switches, mut profile) = (Vec::new(), None);
+        let me = std::process::id();
         for run in 0..runs {
             let mut order = [0, 1, 2];
             if run % 2 == 1 {
@@ -236,7 +256,25 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
                 } else {
                     Length::Secs(secs)
                 };
-                res[side].push(fio::run(&target, region, len, w.args, w.read, w.mibs));
+                let perf = (side == 0 && run == 0)
+                    .then(|| std::env::var("NBD_BENCH_PERF").ok())
+                    .flatten()
+                    .and_then(|d| {
+                        let data = Path::new(&d).join(format!("{}-{}.data", mode.name(), w.id));
+                        Recording::start(me, &data)
+                    });
+                let cs = context_switches(me);
+                let r = fio::run(&target, region, len, w.args, w.read, w.mibs);
+                if side == 0 {
+                    let n = (context_switches(me) - cs) as f64;
+                    switches.push(n / ios(w, r.rate, secs).max(1.0));
+                }
+                if let Some(p) = perf {
+                    let top = p.finish();
+                    eprintln!("  perf, ours, {} {}:\n{top}", mode.name(), w.name);
+                    profile = Some(top);
+                }
+                res[side].push(r);
             }
             eprintln!(
                 "  {} {} run {run}: ours {:.0} peer {:.0} ceiling {:.0} (load {})",
@@ -248,7 +286,12 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
                 load()
             );
         }
-        rows.push(Row { w, res });
+        rows.push(Row {
+            w,
+            res,
+            switches,
+            profile,
+        });
     }
     drop(peer);
     ours.stop();
@@ -265,15 +308,15 @@ fn print(mode: Mode, kind: &str, rows: &[Row]) {
         u8::from(mode.direct())
     );
     println!();
-    println!("| # | workload | unit | ours min / med / max | peer min / med / max | ceiling med | ours / peer | goal | met | ours / ceiling | peer / ceiling |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| # | workload | unit | ours min / med / max | peer min / med / max | ceiling med | ours / peer | goal | met | ours / ceiling | peer / ceiling | ours: switches / IO |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let rate = |i: usize| mmm(r.res[i].iter().map(|s| s.rate).collect());
         let (o, p, c) = (rate(0), rate(1), rate(2));
         let ratio = o[1] / p[1];
         let goal = r.w.goal[m];
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} | {:.2}× | ≥ {:.1}× | {} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.2}× | ≥ {:.1}× | {} | {:.2} | {:.2} | {:.2} |",
             r.w.id,
             r.w.name,
             if r.w.mibs { "MiB/s" } else { "IOPS" },
@@ -285,6 +328,7 @@ fn print(mode: Mode, kind: &str, rows: &[Row]) {
             if ratio >= goal { "yes" } else { "no" },
             o[1] / c[1],
             p[1] / c[1],
+            med(r.switches.iter().copied()),
         );
     }
     println!();
@@ -301,6 +345,17 @@ fn print(mode: Mode, kind: &str, rows: &[Row]) {
             lat_medians(r.res[1].iter()),
             lat_medians(r.res[2].iter())
         );
+    }
+    for r in rows {
+        if let Some(p) = &r.profile {
+            println!();
+            println!(
+                "perf, ours, {} (self time by thread and symbol, ≥ 1.5%):",
+                r.w.name
+            );
+            println!();
+            println!("```\n{p}\n```");
+        }
     }
     if rows.iter().any(|r| r.w.mibs) {
         println!();
