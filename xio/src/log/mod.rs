@@ -5,6 +5,7 @@
 //! for `O_DIRECT`). This module owns:
 //! - [`header`]: the 512-byte file header;
 //! - [`chain`]: [`Chain`], record and batch validation shared by every reader;
+//! - `crc`: the CRC32C of a record from its header's and its payload's (fast combine);
 //! - [`record`]: record encoding/decoding (optional lz4 per record);
 //! - [`writer`]: [`LogWriter`], group commit of one file (one write + one flush per batch);
 //! - [`scan`]: [`Scanner`], which walks a file and tells a clean end from a torn tail, and both
@@ -16,6 +17,7 @@
 //! and on the in-memory, fault-injecting disks of the tests.
 
 pub mod chain;
+mod crc;
 pub mod error;
 pub mod header;
 pub mod name;

@@ -224,7 +224,7 @@ pub fn encode_record(
     let hb = h.encode();
     let crc = match rec.data_crc {
         Some(data_crc) if compressed.is_none() && !payload.is_empty() => {
-            crc32c::crc32c_combine(crc32c::crc32c(&hb), data_crc, payload.len())
+            super::crc::combine(crc32c::crc32c(&hb), data_crc, payload.len())
         }
         _ => crc32c::crc32c_append(crc32c::crc32c(&hb), payload),
     };
