@@ -33,7 +33,9 @@
 //! the default run under 4 minutes; 0 skips it), `MARS_BENCH_PAUSED=1` (one more side: the
 //! two-node primary with the secondary's fetch paused, to tell waiting from sharing the CPUs),
 //! `MARS_BENCH_SECONDARY=idle` (the secondary's marsd at idle CPU and IO priority: the nearest
-//! this one machine comes to a secondary on a machine of its own).
+//! this one machine comes to a secondary on a machine of its own), `MARS_BENCH_PERF` (a
+//! directory: the primary's marsd is recorded with `perf record -g` during the first run with
+//! the secondary of each row, and the top of the profile is printed).
 #[path = "support/env.rs"]
 mod env;
 #[path = "support/fio.rs"]
@@ -41,6 +43,8 @@ mod env;
 mod fio;
 #[path = "support/marsd_node.rs"]
 mod marsd_node;
+#[path = "support/profile.rs"]
+mod profile;
 
 use env::{env_or, have, load};
 use fio::{fmt3, lat_medians, med, mmm, FioResult, Length, Peer, Target};
@@ -372,7 +376,21 @@ fn main() {
                     Side::Alone => r.alone.push(fio(&solo_uri, row, secs, [s.solo.pid(), 0])),
                     Side::With => {
                         let pids = [s.prim.pid(), s.sec.pid()];
+                        let perf = (run == 0)
+                            .then(|| std::env::var("MARS_BENCH_PERF").ok())
+                            .flatten()
+                            .and_then(|d| {
+                                let data = Path::new(&d).join(format!("primary-{}.data", row.id));
+                                profile::Recording::start(s.prim.pid(), &data)
+                            });
                         r.with.push(fio(&prim_uri, row, secs, pids));
+                        if let Some(p) = perf {
+                            eprintln!(
+                                "  perf, primary with secondary, {}:\n{}",
+                                row.name,
+                                p.finish()
+                            );
+                        }
                         if !row.read {
                             let c = catch_up(&s, Instant::now());
                             r.catchup.push(c);
