@@ -31,6 +31,7 @@ fn header(align: u32) -> FileHeader {
         resource: "golden".into(),
         node: "node-a".into(),
         align,
+        prev_end: 0,
     }
 }
 

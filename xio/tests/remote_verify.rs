@@ -32,6 +32,7 @@ fn write_log(dir: &Path, batches: usize, pause: Duration, align: u32) {
         resource: "r".into(),
         node: "n".into(),
         align,
+        prev_end: 0,
     };
     let mut w = LogWriter::create(&*out, NAME, header, false).unwrap();
     for b in 0..batches {

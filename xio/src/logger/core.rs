@@ -232,6 +232,7 @@ impl Core {
             resource: self.cfg.resource.clone(),
             node: self.cfg.node.clone(),
             align: self.cfg.log_align,
+            prev_end: 0,
         }
     }
 

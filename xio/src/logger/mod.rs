@@ -60,6 +60,7 @@ mod replay;
 mod replay_scan;
 mod resume;
 mod slots;
+mod spares;
 mod state;
 mod store;
 mod wb_policy;

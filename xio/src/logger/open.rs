@@ -28,7 +28,12 @@ impl TransLogger {
             // O_DIRECT writes must be aligned: format v2.
             cfg.log_align = crate::log::header::DEFAULT_ALIGN;
         }
-        let store = Arc::new(FsLogStore::new(log_dir, &cfg.node)?.with_direct(cfg.log_direct));
+        let store = Arc::new(
+            FsLogStore::new(log_dir, &cfg.node)?
+                .with_direct(cfg.log_direct)
+                .with_spares(cfg.log_spares)
+                .with_live_ends(cfg.live_ends.clone()),
+        );
         // A split brain as its own error before anything else reads the directory.
         store.logs()?;
         TransLogger::open_store(data, store, cfg)
@@ -84,6 +89,16 @@ impl TransLogger {
             }
         }
         let new_seq = (last + 1).max(from.seq).max(1);
+        // The new file records where its predecessor's valid bytes end, when replay saw it.
+        let last_end = match (&report.torn, &report.end, report.last_seq) {
+            (Some((seq, end)), _, _) => Some((*seq, end.end())),
+            (None, Some(end), Some(seq)) => Some((seq, end.end())),
+            _ => None,
+        };
+        let prev_end = match last_end {
+            Some((seq, end)) if seq + 1 == new_seq && end >= HEADER_LEN as u64 => end,
+            _ => 0,
+        };
         let min_pos = LogPos::new(new_seq, HEADER_LEN as u64);
         let hole = state.and_then(|s| s.hole);
         // The watermark moves to the new file first, then the old files go, and only then is
@@ -102,12 +117,12 @@ impl TransLogger {
             .create(new_seq)
             .map_err(LoggerError::from)
             .and_then(|out| {
-                let writer = LogWriter::create(
-                    &*out,
-                    store.describe(new_seq),
-                    header_for(&cfg, new_seq),
-                    cfg.compress,
-                )?;
+                let header = crate::log::FileHeader {
+                    prev_end,
+                    ..header_for(&cfg, new_seq)
+                };
+                let writer = LogWriter::create(&*out, store.describe(new_seq), header, cfg.compress)?;
+                store.durable(new_seq, writer.pos().offset);
                 Ok((out, writer))
             });
         let (out, writer) = match made {
@@ -155,6 +170,7 @@ fn header_for(cfg: &LoggerConfig, seq: u64) -> crate::log::FileHeader {
         resource: cfg.resource.clone(),
         node: cfg.node.clone(),
         align: cfg.log_align,
+        prev_end: 0,
     };
     h.created = cfg
         .clock
