@@ -58,7 +58,12 @@ pub fn successor_header(dir: &Path, seq: u64) -> Option<FileHeader> {
             (n.seq > seq).then(|| (n.seq, e.path()))
         })
         .min()?;
-    let f = std::fs::File::open(next).ok()?;
+    read_header(&next)
+}
+
+/// The header of the log file at `path`, if it has a valid one.
+pub fn read_header(path: &Path) -> Option<FileHeader> {
+    let f = std::fs::File::open(path).ok()?;
     let mut b = [0u8; HEADER_LEN];
     f.read_exact_at(&mut b, 0).ok()?;
     FileHeader::decode(&b).ok()

@@ -72,6 +72,7 @@ pub use self::fs::FsLogStore;
 pub use self::mode::{IllegalTransition, LoggerMode};
 pub use self::replay::{replay_store, ReplayOptions, ReplayReport};
 pub use self::state::LogState;
+pub use self::spares::DEFAULT_SPARES;
 pub use self::store::LogStore;
 
 use self::core::Core;
