@@ -313,11 +313,17 @@ fn a_primary_recycles_deleted_logs_and_the_secondary_fetches_only_their_valid_by
     let last = logs.last().map(|l| l.0.clone());
     let finished = reused.iter().find(|l| Some(&l.0) != last.as_ref());
     let (name, _, len) = finished.unwrap_or_else(|| panic!("no finished recycled log: {logs:?}"));
-    wait_until(Duration::from_secs(20), "bob to fetch the recycled log", || {
-        let copy = files_of(b, "r0", name);
-        match copy.first() {
-            Some((_, _, l)) if l < len => Ok(()),
-            other => Err(format!("alice's {name} is {len} bytes, bob's copy {other:?}")),
-        }
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "bob to fetch the recycled log",
+        || {
+            let copy = files_of(b, "r0", name);
+            match copy.first() {
+                Some((_, _, l)) if l < len => Ok(()),
+                other => Err(format!(
+                    "alice's {name} is {len} bytes, bob's copy {other:?}"
+                )),
+            }
+        },
+    );
 }

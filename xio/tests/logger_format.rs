@@ -320,22 +320,35 @@ fn an_end_record_closes_the_file_and_what_follows_is_never_read() {
             while s.next().unwrap().is_some() {
                 n += 1;
             }
-            assert_eq!((n, s.end().unwrap()), (4, &ScanEnd::Clean { end }), "{name}");
+            assert_eq!(
+                (n, s.end().unwrap()),
+                (4, &ScanEnd::Clean { end }),
+                "{name}"
+            );
             assert!(s.closed());
             // The same file without its end-of-file record: a torn tail at the valid end.
             let mut open = bytes[..body_end as usize].to_vec();
             open.extend_from_slice(tail);
             let (recs, e) = scan(&open, &Expect::default()).unwrap();
             assert_eq!(recs.len(), 4);
-            assert!(matches!(e, ScanEnd::TornTail { end, .. } if end == body_end), "{e:?}");
+            assert!(
+                matches!(e, ScanEnd::TornTail { end, .. } if end == body_end),
+                "{e:?}"
+            );
         }
         // A recycled file before its header is written: zero header block, stale bytes.
         let mut recycled = stale.clone();
         recycled[..512].fill(0);
         let (recs, e) = scan(&recycled, &Expect::default()).unwrap();
-        assert!(recs.is_empty() && matches!(e, ScanEnd::TornTail { end: 0, .. }), "{e:?}");
+        assert!(
+            recs.is_empty() && matches!(e, ScanEnd::TornTail { end: 0, .. }),
+            "{e:?}"
+        );
         recycled[7] = 1;
         let err = scan(&recycled, &Expect::default()).unwrap_err();
-        assert!(matches!(err, LogError::Corruption { offset: 0, .. }), "{err}");
+        assert!(
+            matches!(err, LogError::Corruption { offset: 0, .. }),
+            "{err}"
+        );
     }
 }

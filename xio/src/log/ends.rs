@@ -104,17 +104,29 @@ mod tests {
         let one = LogName::new(1, "a");
         std::fs::write(d.path().join(one.to_string()), vec![7u8; 10_000]).unwrap();
         let live = LiveEnds::new();
-        assert_eq!(valid_end(d.path(), &one, 10_000, Some(&live)), (10_000, false));
+        assert_eq!(
+            valid_end(d.path(), &one, 10_000, Some(&live)),
+            (10_000, false)
+        );
         live.set(d.path().join(one.to_string()), 4_000);
-        assert_eq!(valid_end(d.path(), &one, 10_000, Some(&live)), (4_000, false));
+        assert_eq!(
+            valid_end(d.path(), &one, 10_000, Some(&live)),
+            (4_000, false)
+        );
         assert_eq!(valid_end(d.path(), &one, 10_000, None), (10_000, false));
         // A successor created early (or recycled, its header block zeroed) says nothing.
         let two = d.path().join("log-000000002-b");
         std::fs::write(&two, vec![0u8; 4096]).unwrap();
-        assert_eq!(valid_end(d.path(), &one, 10_000, Some(&live)), (4_000, false));
+        assert_eq!(
+            valid_end(d.path(), &one, 10_000, Some(&live)),
+            (4_000, false)
+        );
         // Its header, written at the switch, finishes the file at `prev_end`.
         std::fs::write(&two, header(2, 6_000)).unwrap();
-        assert_eq!(valid_end(d.path(), &one, 10_000, Some(&live)), (6_000, true));
+        assert_eq!(
+            valid_end(d.path(), &one, 10_000, Some(&live)),
+            (6_000, true)
+        );
         // A header from before recycling (no `prev_end`): the length.
         std::fs::write(&two, header(2, 0)).unwrap();
         assert_eq!(valid_end(d.path(), &one, 10_000, None), (10_000, true));

@@ -24,8 +24,8 @@ use super::chain::Chain;
 use super::error::{LogError, Result};
 use super::header::{FileHeader, HeaderProblem, HEADER_LEN};
 use super::record::{
-    check_trailer, decode_payload, RecordHeader, RecordOp, REC_HEADER_LEN, REC_MAGIC,
-    REC_OVERHEAD, TRAILER_LEN,
+    check_trailer, decode_payload, RecordHeader, RecordOp, REC_HEADER_LEN, REC_MAGIC, REC_OVERHEAD,
+    TRAILER_LEN,
 };
 pub use super::scanned::{Expect, RawRecord, Record, ScanEnd};
 use brick_core::{Aio, Output};

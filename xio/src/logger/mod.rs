@@ -71,8 +71,8 @@ pub use self::error::{LoggerError, Result};
 pub use self::fs::FsLogStore;
 pub use self::mode::{IllegalTransition, LoggerMode};
 pub use self::replay::{replay_store, ReplayOptions, ReplayReport};
-pub use self::state::LogState;
 pub use self::spares::DEFAULT_SPARES;
+pub use self::state::LogState;
 pub use self::store::LogStore;
 
 use self::core::Core;

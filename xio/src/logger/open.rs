@@ -90,15 +90,7 @@ impl TransLogger {
         }
         let new_seq = (last + 1).max(from.seq).max(1);
         // The new file records where its predecessor's valid bytes end, when replay saw it.
-        let last_end = match (&report.torn, &report.end, report.last_seq) {
-            (Some((seq, end)), _, _) => Some((*seq, end.end())),
-            (None, Some(end), Some(seq)) => Some((seq, end.end())),
-            _ => None,
-        };
-        let prev_end = match last_end {
-            Some((seq, end)) if seq + 1 == new_seq && end >= HEADER_LEN as u64 => end,
-            _ => 0,
-        };
+        let prev_end = prev_end(&*store, &report, new_seq, &cfg.resource);
         let min_pos = LogPos::new(new_seq, HEADER_LEN as u64);
         let hole = state.and_then(|s| s.hole);
         // The watermark moves to the new file first, then the old files go, and only then is
@@ -121,7 +113,8 @@ impl TransLogger {
                     prev_end,
                     ..header_for(&cfg, new_seq)
                 };
-                let writer = LogWriter::create(&*out, store.describe(new_seq), header, cfg.compress)?;
+                let writer =
+                    LogWriter::create(&*out, store.describe(new_seq), header, cfg.compress)?;
                 store.durable(new_seq, writer.pos().offset);
                 Ok((out, writer))
             });
@@ -160,6 +153,27 @@ impl TransLogger {
         let core = Core::new(name, cfg, data, log, None, pos, pos, log_seq)?;
         Ok(TransLogger::start(core, writer, None))
     }
+}
+
+/// The valid end of log file `seq - 1` (sealed or ended by now) for `seq`'s header: as the
+/// replay saw it, else scanned now (the replay started after it); 0 when there is none.
+fn prev_end(store: &dyn LogStore, report: &ReplayReport, seq: u64, resource: &str) -> u64 {
+    let Some(prev) = seq.checked_sub(1).filter(|&p| p > 0) else {
+        return 0;
+    };
+    if let Some(&(_, end)) = report.file_ends.iter().find(|(s, _)| *s == prev) {
+        return if end >= HEADER_LEN as u64 { end } else { 0 };
+    }
+    let scanned = store.open(prev).ok().and_then(|(out, len)| {
+        let expect = crate::log::Expect {
+            resource: Some(resource.to_string()),
+            seq: Some(prev),
+        };
+        let mut s = crate::log::Scanner::open(out, store.describe(prev), len, &expect).ok()?;
+        while s.next_raw().ok()?.is_some() {}
+        s.end().map(crate::log::ScanEnd::end)
+    });
+    scanned.filter(|&e| e >= HEADER_LEN as u64).unwrap_or(0)
 }
 
 fn header_for(cfg: &LoggerConfig, seq: u64) -> crate::log::FileHeader {

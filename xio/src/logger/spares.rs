@@ -29,9 +29,10 @@ pub(super) fn list(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name();
-        let is_spare = name.to_str().and_then(|n| n.strip_prefix(PREFIX)).is_some_and(|n| {
-            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-        });
+        let is_spare = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         if is_spare {
             out.push(e.path());
         }
@@ -94,7 +95,10 @@ mod tests {
         let b = std::fs::read(&new).unwrap();
         assert_eq!(b.len(), 10_000, "the blocks are kept");
         assert!(b[..ZEROED].iter().all(|&x| x == 0));
-        assert!(b[ZEROED..].iter().all(|&x| x == 1 || x == 2), "stale bytes stay");
+        assert!(
+            b[ZEROED..].iter().all(|&x| x == 1 || x == 2),
+            "stale bytes stay"
+        );
         assert!(reuse(d.path(), &d.path().join("log-000000005-a")).unwrap());
         assert!(!reuse(d.path(), &d.path().join("log-000000006-a")).unwrap());
     }

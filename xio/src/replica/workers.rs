@@ -33,8 +33,10 @@ pub fn local_log_state(dir: &Path) -> BTreeMap<LogName, u64> {
     let names: Vec<LogName> = out.keys().cloned().collect();
     for pair in names.windows(2) {
         let next = dir.join(pair[1].to_string());
-        if let Some(end) = crate::log::ends::read_header(&next).and_then(|h| h.end_of(pair[0].seq)) {
-            out.entry(pair[0].clone()).and_modify(|len| *len = end.min(*len));
+        if let Some(end) = crate::log::ends::read_header(&next).and_then(|h| h.end_of(pair[0].seq))
+        {
+            out.entry(pair[0].clone())
+                .and_modify(|len| *len = end.min(*len));
         }
     }
     out
