@@ -124,8 +124,7 @@ fn recycles(align: u32) {
     l.close().unwrap();
     let last = entries(dir.path())
         .into_iter()
-        .filter(|(n, _)| n.starts_with("log-"))
-        .last()
+        .rfind(|(n, _)| n.starts_with("log-"))
         .unwrap()
         .0;
     let last_path = dir.path().join(&last);
