@@ -33,15 +33,7 @@ fn load() -> String {
 /// Create log `seq` in `store`, commit `n` records of 4 KiB, one each; commits per second.
 fn commits(store: &FsLogStore, seq: u64, direct: bool, n: u64) -> f64 {
     let out = store.create(seq).expect("creating a log file");
-    let header = FileHeader {
-        seq,
-        nonce: xio::log::header::new_nonce(),
-        created: 0,
-        resource: "bench".into(),
-        node: "bench".into(),
-        align: if direct { 4096 } else { 0 },
-        prev_end: 0,
-    };
+    let header = FileHeader::new(seq, "bench", "bench", if direct { 4096 } else { 0 });
     let mut w = LogWriter::create(&*out, store.describe(seq), header, false).expect("header");
     let data = vec![0x5au8; 4096];
     let t = Instant::now();

@@ -445,15 +445,7 @@ fn authentication_across_namespaces() {
 /// The header of log 2, as the logger writes it when it switches to that file: it finishes
 /// log 1 for the log server (`prev_end` 0: log 1 ends at its length).
 fn successor_header() -> [u8; 512] {
-    xio::log::FileHeader {
-        seq: 2,
-        nonce: 1,
-        created: 0,
-        resource: "r".into(),
-        node: "alice".into(),
-        align: 0,
-        prev_end: 0,
-    }
-    .encode()
-    .unwrap()
+    xio::log::FileHeader::new(2, "r", "alice", 0)
+        .encode()
+        .unwrap()
 }

@@ -78,15 +78,7 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 /// finishes the log before it for the log server (`prev_end` 0: the predecessor's length is
 /// its end).
 pub fn started_header(seq: u64) -> [u8; 512] {
-    xio::log::FileHeader {
-        seq,
-        nonce: 1,
-        created: 0,
-        resource: "r".into(),
-        node: "alice".into(),
-        align: 0,
-        prev_end: 0,
-    }
-    .encode()
-    .unwrap()
+    xio::log::FileHeader::new(seq, "r", "alice", 0)
+        .encode()
+        .unwrap()
 }

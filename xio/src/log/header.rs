@@ -52,6 +52,21 @@ pub enum HeaderProblem {
 }
 
 impl FileHeader {
+    /// The header of a new log file `seq` of `resource` made by `node`: a fresh nonce,
+    /// creation stamp 0 and `prev_end` 0 (set them where they are known); `align` 0 for
+    /// format v1.
+    pub fn new(seq: u64, resource: &str, node: &str, align: u32) -> FileHeader {
+        FileHeader {
+            seq,
+            nonce: new_nonce(),
+            created: 0,
+            resource: resource.to_string(),
+            node: node.to_string(),
+            align,
+            prev_end: 0,
+        }
+    }
+
     /// The format version: [`FORMAT_V1`] or [`FORMAT_V2`].
     pub fn version(&self) -> u32 {
         if self.align == 0 {

@@ -121,15 +121,7 @@ impl LogWriter {
     /// batches only: an open batch would be left without `BATCH_END`.
     pub fn finish(&mut self, out: &dyn Output) -> Result<u64> {
         debug_assert!(!self.open, "finish with an open batch");
-        let end = RecordIn {
-            op: RecordOp::End,
-            pos: 0,
-            len: 0,
-            data: &[],
-            stamp: 0,
-            flags: 0,
-            data_crc: None,
-        };
+        let end = marker(RecordOp::End);
         Ok(self.put(out, std::slice::from_ref(&end), true)?.end)
     }
 
@@ -150,15 +142,7 @@ impl LogWriter {
                 batch,
             });
         }
-        let marker = RecordIn {
-            op: RecordOp::Commit,
-            pos: 0,
-            len: 0,
-            data: &[],
-            stamp: 0,
-            flags: 0,
-            data_crc: None,
-        };
+        let marker = marker(RecordOp::Commit);
         let all: &[RecordIn<'_>] = if recs.is_empty() {
             std::slice::from_ref(&marker)
         } else {
@@ -246,6 +230,19 @@ impl LogWriter {
                 })
             }
         }
+    }
+}
+
+/// A record without payload or device effect (commit marker, end of file).
+fn marker(op: RecordOp) -> RecordIn<'static> {
+    RecordIn {
+        op,
+        pos: 0,
+        len: 0,
+        data: &[],
+        stamp: 0,
+        flags: 0,
+        data_crc: None,
     }
 }
 

@@ -177,15 +177,7 @@ fn prev_end(store: &dyn LogStore, report: &ReplayReport, seq: u64, resource: &st
 }
 
 fn header_for(cfg: &LoggerConfig, seq: u64) -> crate::log::FileHeader {
-    let mut h = crate::log::FileHeader {
-        seq,
-        nonce: crate::log::header::new_nonce(),
-        created: 0,
-        resource: cfg.resource.clone(),
-        node: cfg.node.clone(),
-        align: cfg.log_align,
-        prev_end: 0,
-    };
+    let mut h = crate::log::FileHeader::new(seq, &cfg.resource, &cfg.node, cfg.log_align);
     h.created = cfg
         .clock
         .as_ref()

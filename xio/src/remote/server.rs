@@ -405,13 +405,8 @@ mod tests {
     /// A valid header of log 2 (what the logger writes when it switches to the file).
     fn header2() -> [u8; 512] {
         crate::log::FileHeader {
-            seq: 2,
-            nonce: 9,
-            created: 0,
-            resource: "r0".into(),
-            node: "bob".into(),
-            align: 0,
             prev_end: 1,
+            ..crate::log::FileHeader::new(2, "r0", "bob", 0)
         }
         .encode()
         .unwrap()
