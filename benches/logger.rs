@@ -317,6 +317,7 @@ fn make_log(dir: &Path, bs: usize, total: u64, random: bool) -> u64 {
         resource: "bench".into(),
         node: "n".into(),
         align: 0,
+        prev_end: 0,
     };
     let mut w = LogWriter::create(&*out, store.describe(1), header, false).unwrap();
     let data = vec![0x77u8; bs];

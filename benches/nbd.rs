@@ -25,7 +25,12 @@
 //! default 2; jobs use half), `NBD_BENCH_OURS` = `logger` (default) | `aio` (no logger: the
 //! NBD layer's cost on the same file IO) | `mem` (MemDisk: the NBD layer alone),
 //! `NBD_BENCH_PERF` (a directory: the first run of each workload on our side is recorded with
-//! `perf record -g`; the data, the report and its top lines go there and to the output).
+//! `perf record -g`; the data, the report and its top lines go there and to the output),
+//! `NBD_BENCH_ROTATE_MIB` (the logger's rotation size, default 1024) and
+//! `NBD_BENCH_LOG_SPARES` (its recycled log files, default 4; 0: every log file is new, so
+//! every commit extends a file). Recycling helps once spares exist: with the default rotation
+//! size a short job never rotates; use e.g. 64 so that the log directory reaches steady state
+//! (files rotated, written back, deleted into spares, reused) within the first run.
 //! The context switches of this process (ours runs in it) per IO are printed for every run.
 
 // The binaries' allocator: see ARCHITECTURE.md, "Allocator".
@@ -156,11 +161,14 @@ impl Ours {
             ),
             "aio" => open(),
             _ => {
+                let d = LoggerConfig::default();
                 let cfg = LoggerConfig {
                     resource: "bench".into(),
                     // Direct: the log files too (format v2, 4 KiB aligned writes).
                     log_direct: mode.direct(),
-                    ..LoggerConfig::default()
+                    rotate_size: env_or("NBD_BENCH_ROTATE_MIB", d.rotate_size >> 20) << 20,
+                    log_spares: env_or("NBD_BENCH_LOG_SPARES", d.log_spares as u64) as usize,
+                    ..d
                 };
                 let logs = dir.join(format!("logs-{}", mode.name()));
                 let l = TransLogger::open(open(), &logs, cfg).expect("opening the logger");

@@ -313,7 +313,7 @@ fn main() {
         std::fs::create_dir(&logs).unwrap();
         let log_size = 1u64 << 30;
         make_image(&logs.join("log-000000001-alice"), log_size, 1);
-        std::fs::write(logs.join("log-000000002-alice"), [0u8; 512]).unwrap();
+        std::fs::write(logs.join("log-000000002-alice"), successor_header()).unwrap();
         let ex = Exports::new(Some(logs.clone()));
         let node = ex.listen("127.0.0.1:0", net("a")).unwrap();
         let port = free_port();
@@ -426,4 +426,12 @@ fn main() {
         );
     }
     println!("\nratio > 1: ours faster (times: peer/ours; throughput: ours/peer).");
+}
+
+/// The header of log 2, as the logger writes it when it switches to that file: it finishes
+/// log 1 for the log server (`prev_end` 0: log 1 ends at its length).
+fn successor_header() -> [u8; 512] {
+    xio::log::FileHeader::new(2, "r", "alice", 0)
+        .encode()
+        .unwrap()
 }

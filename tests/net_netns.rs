@@ -172,7 +172,7 @@ fn log_fetch_survives_random_link_cuts() {
                 i += 1;
                 std::thread::sleep(Duration::from_millis(4));
             }
-            std::fs::write(dir.join("log-000000002-alice"), [0u8; 512]).unwrap();
+            std::fs::write(dir.join("log-000000002-alice"), successor_header()).unwrap();
             written
         })
     };
@@ -390,7 +390,7 @@ fn tbf_cap_and_limiter_are_respected_without_spurious_timeouts() {
     // Log fetch under the cap: no restarts.
     pair.tbf("100mbit");
     std::fs::copy(&src, dir.path().join("log-000000001-alice")).unwrap();
-    std::fs::write(dir.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
+    std::fs::write(dir.path().join("log-000000002-alice"), successor_header()).unwrap();
     let local = dir.path().join("fetched");
     let l2 = local.clone();
     let h = NetPair::run_in(&pair.ns_b, move || {
@@ -440,4 +440,12 @@ fn authentication_across_namespaces() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(node.stats().refused, 2, "{:?}", node.recent_refusals());
+}
+
+/// The header of log 2, as the logger writes it when it switches to that file: it finishes
+/// log 1 for the log server (`prev_end` 0: log 1 ends at its length).
+fn successor_header() -> [u8; 512] {
+    xio::log::FileHeader::new(2, "r", "alice", 0)
+        .encode()
+        .unwrap()
 }

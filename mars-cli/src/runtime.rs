@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xio::csum::CsumDisk;
 use xio::file::{self, Backend, FileOptions};
+use xio::logger::{FsLogStore, LogStore};
 use xio::nbd::NbdServer;
 use xio::remote::{ClientConfig, Exports, Target};
 use xio::replica::{
@@ -50,6 +51,10 @@ pub struct Env<'a> {
     pub mem_floor: u64,
     /// `O_DIRECT` on a primary's data device and logs (`--direct-io`).
     pub direct_io: xio::file::DirectIo,
+    /// Deleted log files a primary keeps to reuse (`--log-spares`).
+    pub log_spares: usize,
+    /// Where primaries' loggers publish their durable ends (for the log server).
+    pub live_ends: &'a xio::log::LiveEnds,
     /// The node clock (ns).
     pub now: u64,
 }
@@ -242,6 +247,22 @@ impl ResourceRt {
             }
         }
         links
+    }
+
+    /// Delete a log file; a primary keeps its own as spares for its later log files
+    /// (`--log-spares`), fetched copies go.
+    fn delete_log(&self, log: &LogName, env: &Env<'_>) -> Result<(), String> {
+        if self.primary.is_none() || log.creator != env.me {
+            return std::fs::remove_file(self.log_dir.join(log.to_string()))
+                .map_err(|e| e.to_string());
+        }
+        FsLogStore::new(&self.log_dir, env.me)
+            .and_then(|s| {
+                s.with_spares(env.log_spares)
+                    .with_live_ends(Some(env.live_ends.clone()))
+                    .remove(log.seq)
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// After a failed replay of `log`: when the local copy no longer verifies (bytes that
@@ -457,6 +478,8 @@ impl ResourceRt {
                 cfg.logger.rotate_size = 256 << 20;
                 cfg.logger.budget = Some(memory_share(&res, env));
                 cfg.direct = env.direct_io;
+                cfg.logger.log_spares = env.log_spares;
+                cfg.logger.live_ends = Some(env.live_ends.clone());
                 let _ = std::fs::create_dir_all(self.csum_path.parent().unwrap_or(Path::new(".")));
                 cfg.checksums = Some(self.csum_path.clone());
                 cfg.verify_reads = self.verify_reads;
@@ -623,7 +646,7 @@ impl ResourceRt {
             }
             Action::DeleteLocalLog { log } => {
                 let path = self.log_dir.join(log.to_string());
-                match std::fs::remove_file(&path) {
+                match self.delete_log(log, env) {
                     Ok(()) => tracing::info!(%res, "deleted {}", path.display()),
                     Err(e) => tracing::warn!(%res, "cannot delete {}: {e}", path.display()),
                 }

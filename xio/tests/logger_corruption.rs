@@ -32,6 +32,7 @@ fn build(seed: u64, compress: bool) -> File {
         resource: "r".into(),
         node: "n".into(),
         align: 0,
+        prev_end: 0,
     };
     let mut w = LogWriter::create(&*disk, "f", header, compress).unwrap();
     let mut last_batch_start = 0;

@@ -1,5 +1,6 @@
 //! Golden byte fixtures of log formats v1 and v2 (`tests/data/`) and the scanner's verdicts on
-//! whole files: clean end, unknown version, wrong resource, interrupted creation.
+//! whole files: clean end, end-of-file record, unknown version, wrong resource, interrupted
+//! creation.
 //!
 //! Regenerate the fixtures (only when FORMAT.md changes, with a version bump):
 //! `MARS_UPDATE_FIXTURES=1 cargo test -p xio --test logger_format`.
@@ -31,6 +32,7 @@ fn header(align: u32) -> FileHeader {
         resource: "golden".into(),
         node: "node-a".into(),
         align,
+        prev_end: 0,
     }
 }
 
@@ -278,5 +280,75 @@ fn stale_records_of_an_earlier_file_past_the_end_are_never_read() {
         assert_eq!(got.len(), 4, "align {align}: only the new file's records");
         assert!(got.iter().all(|r| r.header.nonce == header(align).nonce));
         assert_eq!(end.end(), new.len() as u64, "align {align}: {end:?}");
+    }
+}
+
+/// A file the writer rotated away from ends with its end-of-file record (fixtures
+/// `log-v{1,2}-ended.bin`, whose headers also carry `prev_end`): the scan ends cleanly there
+/// whatever follows, stale records of an earlier life or garbage. Without that record the
+/// same bytes are a torn tail (never corruption); a zeroed header block in front of stale
+/// bytes is a recycled file not started yet, any other damaged header there is corruption.
+#[test]
+fn an_end_record_closes_the_file_and_what_follows_is_never_read() {
+    for (name, align) in [("log-v1-ended.bin", 0), ("log-v2-ended.bin", 4096)] {
+        let disk = MemDisk::new("ended", 1 << 20, MemDiskMode::Inline);
+        let h = FileHeader {
+            prev_end: 123_456,
+            ..header(align)
+        };
+        let (mut w, body_end) = build_on(&*disk, h);
+        let end = w.finish(&*disk).unwrap();
+        assert!(end > body_end);
+        let bytes = brick_core::read_all(&*disk, 0, end as usize).unwrap();
+        check_golden(name, &bytes);
+        assert_eq!(FileHeader::decode(&bytes).unwrap().end_of(2), Some(123_456));
+        let stale = {
+            let mut old = header(align);
+            old.nonce ^= 0xdead_beef;
+            let mut b = build(align);
+            b[..512].copy_from_slice(&old.encode().unwrap());
+            b
+        };
+        let mut garbage = vec![0xffu8; 3000];
+        garbage[100..104].copy_from_slice(b"MREC");
+        for tail in [&stale[..], &garbage[..]] {
+            let mut file = bytes.clone();
+            file.extend_from_slice(tail);
+            let mut s = Scanner::open(disk_with(&file), "f", file.len() as u64, &Expect::default())
+                .unwrap();
+            let mut n = 0;
+            while s.next().unwrap().is_some() {
+                n += 1;
+            }
+            assert_eq!(
+                (n, s.end().unwrap()),
+                (4, &ScanEnd::Clean { end }),
+                "{name}"
+            );
+            assert!(s.closed());
+            // The same file without its end-of-file record: a torn tail at the valid end.
+            let mut open = bytes[..body_end as usize].to_vec();
+            open.extend_from_slice(tail);
+            let (recs, e) = scan(&open, &Expect::default()).unwrap();
+            assert_eq!(recs.len(), 4);
+            assert!(
+                matches!(e, ScanEnd::TornTail { end, .. } if end == body_end),
+                "{e:?}"
+            );
+        }
+        // A recycled file before its header is written: zero header block, stale bytes.
+        let mut recycled = stale.clone();
+        recycled[..512].fill(0);
+        let (recs, e) = scan(&recycled, &Expect::default()).unwrap();
+        assert!(
+            recs.is_empty() && matches!(e, ScanEnd::TornTail { end: 0, .. }),
+            "{e:?}"
+        );
+        recycled[7] = 1;
+        let err = scan(&recycled, &Expect::default()).unwrap_err();
+        assert!(
+            matches!(err, LogError::Corruption { offset: 0, .. }),
+            "{err}"
+        );
     }
 }

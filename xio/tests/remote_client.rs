@@ -98,7 +98,7 @@ fn logs_in_a_subdirectory_are_served_and_other_names_refused() {
     assert_eq!(c.stat().unwrap(), (5, false));
     assert_eq!(c.read_at(0, 100, 0).unwrap().0, b"first");
     // A successor of another creator in the same subdirectory finishes it.
-    std::fs::write(sub.join("log-000000002-bob"), [0u8; 512]).unwrap();
+    std::fs::write(sub.join("log-000000002-bob"), started_header(2)).unwrap();
     assert_eq!(c.stat().unwrap(), (5, true));
     for bad in [
         "../x",
@@ -152,7 +152,7 @@ fn log_reads_follow_growth_and_report_finished() {
     assert_eq!(d, b"second");
     assert_eq!(size, 11);
     // The next log appears: this one is finished, and a read at its end returns at once.
-    std::fs::write(dir.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
+    std::fs::write(dir.path().join("log-000000002-alice"), started_header(2)).unwrap();
     assert_eq!(c.read_at(11, 100, 1500).unwrap(), (vec![], 11, true));
 }
 

@@ -73,3 +73,12 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// The header of log `seq`, as the logger writes it when it switches to that file: what
+/// finishes the log before it for the log server (`prev_end` 0: the predecessor's length is
+/// its end).
+pub fn started_header(seq: u64) -> [u8; 512] {
+    xio::log::FileHeader::new(seq, "r", "alice", 0)
+        .encode()
+        .unwrap()
+}

@@ -33,7 +33,7 @@ fn grow(
             off += n;
             std::thread::sleep(pause);
         }
-        std::fs::write(dir.join("log-000000002-alice"), [0u8; 512]).unwrap();
+        std::fs::write(dir.join("log-000000002-alice"), started_header(2)).unwrap();
         data
     })
 }
@@ -138,7 +138,7 @@ fn resumes_from_the_local_size_after_cuts_and_restarts() {
 fn verifier_runs_incrementally_and_stops_on_damage() {
     let (src, dst, node) = setup();
     std::fs::write(src.path().join("log-000000001-alice"), pattern(2, 3 << 20)).unwrap();
-    std::fs::write(src.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
+    std::fs::write(src.path().join("log-000000002-alice"), started_header(2)).unwrap();
     let client = RemoteClient::start(
         "log",
         client_cfg(node.local_addr(), Target::Log("log-000000001-alice".into())),

@@ -32,6 +32,7 @@ fn write_log(dir: &Path, batches: usize, pause: Duration, align: u32) {
         resource: "r".into(),
         node: "n".into(),
         align,
+        prev_end: 0,
     };
     let mut w = LogWriter::create(&*out, NAME, header, false).unwrap();
     for b in 0..batches {
@@ -73,7 +74,7 @@ fn growing_log_verifies(align: u32) {
     let dir = src.path().to_path_buf();
     let writer = std::thread::spawn(move || {
         write_log(&dir, 200, Duration::from_millis(2), align);
-        std::fs::write(dir.join("log-000000002-alice"), [0u8; 512]).unwrap();
+        std::fs::write(dir.join("log-000000002-alice"), started_header(2)).unwrap();
     });
     let client = RemoteClient::start(
         "log",
@@ -98,7 +99,7 @@ fn a_corrupt_record_stops_the_fetch_with_its_offset() {
     let src = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     write_log(src.path(), 20, Duration::ZERO, 0);
-    std::fs::write(src.path().join("log-000000002-alice"), [0u8; 512]).unwrap();
+    std::fs::write(src.path().join("log-000000002-alice"), started_header(2)).unwrap();
     let mut bytes = std::fs::read(src.path().join(NAME)).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;

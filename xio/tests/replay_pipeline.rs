@@ -88,7 +88,7 @@ fn apply(model: &mut [u8], r: &Rec) {
     match r.op {
         RecordOp::Write => model[range].copy_from_slice(&r.data),
         RecordOp::Discard | RecordOp::WriteZeroes => model[range].fill(0),
-        RecordOp::Commit => {}
+        RecordOp::Commit | RecordOp::End => {}
     }
 }
 
@@ -101,6 +101,7 @@ fn header(seq: u64, nonce: u64) -> FileHeader {
         resource: "replay".into(),
         node: "n".into(),
         align: 0,
+        prev_end: 0,
     }
 }
 

@@ -46,6 +46,10 @@ struct Args {
     /// (the file system under --mars-dir and the data files must support it) or off.
     #[arg(long, default_value = "auto")]
     direct_io: xio::file::DirectIo,
+    /// Deleted log files each primary keeps to reuse as later log files (0: delete them).
+    /// Writing over a recycled file's blocks makes a commit a data-only fdatasync.
+    #[arg(long, default_value_t = xio::logger::DEFAULT_SPARES)]
+    log_spares: usize,
 }
 
 /// `4096`, `64K`, `8M`, `1G` (powers of 1024).
@@ -96,6 +100,7 @@ fn run(a: Args) -> Result<()> {
         mem_budget: a.mem_budget,
         mem_floor: a.mem_floor,
         direct_io: a.direct_io,
+        log_spares: a.log_spares,
     })?;
     if let Some(m) = &a.metrics_listen {
         let at = d.serve_metrics(m)?;

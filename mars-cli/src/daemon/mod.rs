@@ -61,6 +61,8 @@ pub struct Options {
     pub mem_floor: u64,
     /// `O_DIRECT` on primaries' data devices and log files (`auto`: for block devices).
     pub direct_io: xio::file::DirectIo,
+    /// Deleted log files a primary keeps to reuse (`xio::logger::LoggerConfig::log_spares`).
+    pub log_spares: usize,
 }
 
 /// The default of [`Options::mem_budget`]: 1 GiB.
@@ -79,6 +81,7 @@ pub struct Daemon {
     _lock: File,
     runner: Runner,
     exports: Exports,
+    live_ends: xio::log::LiveEnds,
     tcp_nbd: Option<Arc<NbdServer>>,
     rts: BTreeMap<String, ResourceRt>,
     control: Receiver<ControlMsg>,
@@ -129,7 +132,10 @@ impl Daemon {
     pub fn open(opts: Options) -> Result<Daemon> {
         let lock = lock_dir(&opts.dir)?;
         check_node(&opts.node).map_err(|e| anyhow::anyhow!("--node: {e}"))?;
-        let exports = Exports::new(Some(opts.dir.clone()));
+        // The loggers publish their durable ends here: the log server never serves a
+        // fetcher bytes that are not synced yet, nor a recycled file's stale bytes.
+        let live_ends = xio::log::LiveEnds::new();
+        let exports = Exports::new(Some(opts.dir.clone())).with_live_ends(live_ends.clone());
         let mut runner = Runner::open_with(
             &opts.dir,
             &opts.node,
@@ -171,6 +177,7 @@ impl Daemon {
             _lock: lock,
             runner,
             exports,
+            live_ends,
             tcp_nbd,
             rts: BTreeMap::new(),
             control,
@@ -347,6 +354,8 @@ impl Daemon {
                 budget: &self.budget,
                 mem_floor: self.opts.mem_floor,
                 direct_io: self.opts.direct_io,
+                log_spares: self.opts.log_spares,
+                live_ends: &self.live_ends,
                 now,
             };
             let mut links = Vec::new();

@@ -54,7 +54,7 @@ fn apply_log(path: &Path, until: u64, img: &mut [u8]) -> Result<(), String> {
         match r.header.op {
             RecordOp::Write => img[range].copy_from_slice(&r.data),
             RecordOp::Discard | RecordOp::WriteZeroes => img[range].fill(0),
-            RecordOp::Commit => {}
+            RecordOp::Commit | RecordOp::End => {}
         }
     }
     Ok(())

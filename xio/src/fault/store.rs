@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 struct Medium {
     files: Mutex<BTreeMap<u64, Arc<MemDisk>>>,
+    /// Removed files kept for reuse, with their stale bytes (as `FsLogStore`'s spares).
+    spares: Mutex<Vec<Arc<MemDisk>>>,
+    reused: AtomicU64,
     state: Mutex<Option<Vec<u8>>>,
     capacity: usize,
     write_limit: AtomicU64,
@@ -28,6 +31,8 @@ pub struct MemLogStore {
     creator: String,
     /// Writes to the files must be multiples of this (1: any; see [`MemLogStore::direct`]).
     write_align: u64,
+    /// Removed files kept for reuse, at most ([`MemLogStore::with_spares`]).
+    max_spares: usize,
 }
 
 impl MemLogStore {
@@ -39,6 +44,8 @@ impl MemLogStore {
         MemLogStore {
             medium: Arc::new(Medium {
                 files: Mutex::new(BTreeMap::new()),
+                spares: Mutex::new(Vec::new()),
+                reused: AtomicU64::new(0),
                 state: Mutex::new(None),
                 capacity,
                 write_limit: AtomicU64::new(u64::MAX),
@@ -47,7 +54,21 @@ impl MemLogStore {
             disks: Arc::new(Mutex::new(BTreeMap::new())),
             creator: MemLogStore::DEFAULT_CREATOR.into(),
             write_align: 1,
+            max_spares: 0,
         }
+    }
+
+    /// Recycle log files as `FsLogStore` does: keep up to `n` removed files and make them
+    /// later files again, stale bytes and all, with their first 4 KiB zeroed (durably, before
+    /// the file appears under its new number).
+    pub fn with_spares(mut self, n: usize) -> MemLogStore {
+        self.max_spares = n;
+        self
+    }
+
+    /// Files created from a spare so far (on this medium, across reboots).
+    pub fn reused(&self) -> u64 {
+        self.medium.reused.load(SeqCst)
     }
 
     /// Model log files opened with `O_DIRECT`: writes that are not multiples of `align` (in
@@ -92,6 +113,7 @@ impl MemLogStore {
             disks: Arc::new(Mutex::new(BTreeMap::new())),
             creator: self.creator.clone(),
             write_align: self.write_align,
+            max_spares: self.max_spares,
         }
     }
 
@@ -151,14 +173,19 @@ impl LogStore for MemLogStore {
                     context: "creating a log file that exists",
                 });
             }
-            files.insert(
-                seq,
-                MemDisk::new(
+            let file = match self.medium.spares.lock().pop() {
+                Some(spare) => {
+                    brick_core::write_all(&*spare, 0, &[0u8; 4096])?;
+                    self.medium.reused.fetch_add(1, SeqCst);
+                    spare
+                }
+                None => MemDisk::new(
                     self.describe(seq),
                     self.medium.capacity,
                     MemDiskMode::Inline,
                 ),
-            );
+            };
+            files.insert(seq, file);
         }
         Ok(self.disk(seq)?)
     }
@@ -185,8 +212,12 @@ impl LogStore for MemLogStore {
 
     fn remove(&self, seq: u64) -> Result<()> {
         self.check()?;
-        self.medium.files.lock().remove(&seq);
+        let gone = self.medium.files.lock().remove(&seq);
         self.disks.lock().remove(&seq);
+        let mut spares = self.medium.spares.lock();
+        if let Some(file) = gone.filter(|_| spares.len() < self.max_spares) {
+            spares.push(file);
+        }
         Ok(())
     }
 

@@ -113,6 +113,7 @@ mod tests {
             resource: "r".into(),
             node: "n".into(),
             align,
+            prev_end: 0,
         }
     }
 

@@ -17,6 +17,8 @@ pub const ALIGN_RANGE: std::ops::RangeInclusive<u32> = 512..=65536;
 /// block size of nearly every device).
 pub const DEFAULT_ALIGN: u32 = 4096;
 const NAME_MAX: usize = 200;
+/// Offset of `prev_end` (in bytes that were reserved and zero before log recycling).
+const PREV_END_AT: usize = 448;
 
 /// Decoded file header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,10 @@ pub struct FileHeader {
     /// Format v2: the alignment of every write (a power of two in [`ALIGN_RANGE`]; records
     /// start at offset `align`). 0: format v1.
     pub align: u32,
+    /// The valid end of the previous log file (`seq - 1`) when this one was started: where
+    /// readers stop in that file (a recycled file holds stale bytes after it). 0: unknown
+    /// (files from before recycling, or a predecessor this writer did not see end).
+    pub prev_end: u64,
 }
 
 /// Why a header did not decode.
@@ -46,6 +52,21 @@ pub enum HeaderProblem {
 }
 
 impl FileHeader {
+    /// The header of a new log file `seq` of `resource` made by `node`: a fresh nonce,
+    /// creation stamp 0 and `prev_end` 0 (set them where they are known); `align` 0 for
+    /// format v1.
+    pub fn new(seq: u64, resource: &str, node: &str, align: u32) -> FileHeader {
+        FileHeader {
+            seq,
+            nonce: new_nonce(),
+            created: 0,
+            resource: resource.to_string(),
+            node: node.to_string(),
+            align,
+            prev_end: 0,
+        }
+    }
+
     /// The format version: [`FORMAT_V1`] or [`FORMAT_V2`].
     pub fn version(&self) -> u32 {
         if self.align == 0 {
@@ -73,6 +94,12 @@ impl FileHeader {
         }
     }
 
+    /// The valid end of log file `seq` as this file's header records it: only for the file
+    /// right before this one, and only when known (`prev_end` > 0).
+    pub fn end_of(&self, seq: u64) -> Option<u64> {
+        (seq + 1 == self.seq && self.prev_end > 0).then_some(self.prev_end)
+    }
+
     /// Encode into exactly [`HEADER_LEN`] bytes.
     pub fn encode(&self) -> Result<[u8; HEADER_LEN]> {
         check_name("resource", &self.resource)?;
@@ -95,6 +122,7 @@ impl FileHeader {
         b[44..48].copy_from_slice(&self.align.to_le_bytes());
         b[48..48 + self.resource.len()].copy_from_slice(self.resource.as_bytes());
         b[248..248 + self.node.len()].copy_from_slice(self.node.as_bytes());
+        b[PREV_END_AT..PREV_END_AT + 8].copy_from_slice(&self.prev_end.to_le_bytes());
         let crc = crc32c::crc32c(&b[..508]);
         b[508..512].copy_from_slice(&crc.to_le_bytes());
         Ok(b)
@@ -141,6 +169,7 @@ impl FileHeader {
             resource: resource.to_string(),
             node: node.to_string(),
             align,
+            prev_end: u64_at(b, PREV_END_AT),
         })
     }
 }
@@ -190,9 +219,11 @@ mod tests {
             resource: "r0".into(),
             node: "n1".into(),
             align: 0,
+            prev_end: 0,
         };
         let v2 = FileHeader {
             align: 4096,
+            prev_end: 123_456,
             ..h.clone()
         };
         let b2 = v2.encode().unwrap();

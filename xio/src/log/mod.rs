@@ -11,13 +11,16 @@
 //! - [`scan`]: [`Scanner`], which walks a file and tells a clean end from a torn tail, and both
 //!   from corruption, unknown versions and foreign files;
 //! - [`LogPos`], positions across a sequence of files;
-//! - [`name`]: [`LogName`], the file name `log-<seq %09d>-<creator>`.
+//! - [`name`]: [`LogName`], the file name `log-<seq %09d>-<creator>`;
+//! - [`ends`]: where a file's valid bytes end without scanning it ([`valid_end`], the
+//!   loggers' [`LiveEnds`]): a recycled file is longer than its records.
 //!
 //! Log files are reached through [`brick_core::Output`]s, so the same code runs on real files
 //! and on the in-memory, fault-injecting disks of the tests.
 
 pub mod chain;
 mod crc;
+pub mod ends;
 pub mod error;
 pub mod header;
 pub mod name;
@@ -28,6 +31,7 @@ mod scanned;
 pub mod writer;
 
 pub use chain::Chain;
+pub use ends::{valid_end, LiveEnds};
 pub use error::{LogError, Result};
 pub use header::{FileHeader, HEADER_LEN};
 pub use name::{LogName, LogNameError};

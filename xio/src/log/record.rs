@@ -41,6 +41,10 @@ pub enum RecordOp {
     /// Commit marker: closes a batch that had no record left to carry `BATCH_END`; no device
     /// effect.
     Commit = 4,
+    /// End of file: the writer rotated away; nothing after this record belongs to the file
+    /// (a recycled file holds stale bytes there). No device effect, no payload, always
+    /// `BATCH_END` (a batch of its own).
+    End = 5,
 }
 
 impl RecordOp {
@@ -50,6 +54,7 @@ impl RecordOp {
             2 => Some(RecordOp::Discard),
             3 => Some(RecordOp::WriteZeroes),
             4 => Some(RecordOp::Commit),
+            5 => Some(RecordOp::End),
             _ => None,
         }
     }
@@ -135,7 +140,9 @@ impl RecordHeader {
         let ok = match op {
             RecordOp::Write if lz4 => h.stored_len < h.data_len,
             RecordOp::Write => h.stored_len == h.data_len,
-            RecordOp::Commit => h.stored_len == 0 && h.data_len == 0 && flags & FLAG_BATCH_END != 0,
+            RecordOp::Commit | RecordOp::End => {
+                h.stored_len == 0 && h.data_len == 0 && flags & FLAG_BATCH_END != 0
+            }
             _ => h.stored_len == 0 && !lz4,
         };
         if !ok || h.pos.checked_add(h.data_len as u64).is_none() {

@@ -5,6 +5,16 @@
 //! **Invariant:** [`Scanner::next`] (and [`Scanner::next_raw`]) never yields a record that
 //! failed a check, and never yields anything after the first damaged record.
 //!
+//! **Invariant (recycled files):** the valid end of a file is explicit where stale bytes may
+//! follow it. A file the writer rotated away from ends with an end-of-file record
+//! ([`RecordOp::End`], not yielded): the scan ends there, [`ScanEnd::Clean`], and the bytes
+//! after it are never read. Without one (the file being written, files from before
+//! recycling) the torn-tail rule applies: stale bytes of an earlier life carry that life's
+//! nonce, so they fail the chain check like a torn write and can never pass for a later batch
+//! (hence never for corruption); a file whose header block is all zero is a recycled file
+//! not started yet (an interrupted creation). Only the last file may end without an
+//! end-of-file record and with bytes after its valid end (the replay checks that).
+//!
 //! Reading: the file is read through one reusable window of [`WINDOW`] bytes (one large read
 //! per window, no per-record reads); a record that straddles the window's end makes the window
 //! move to that record's start. [`Scanner::next_raw`] lends the verified payload out of the
@@ -14,7 +24,7 @@ use super::chain::Chain;
 use super::error::{LogError, Result};
 use super::header::{FileHeader, HeaderProblem, HEADER_LEN};
 use super::record::{
-    check_trailer, decode_payload, RecordHeader, REC_HEADER_LEN, REC_MAGIC, REC_OVERHEAD,
+    check_trailer, decode_payload, RecordHeader, RecordOp, REC_HEADER_LEN, REC_MAGIC, REC_OVERHEAD,
     TRAILER_LEN,
 };
 pub use super::scanned::{Expect, RawRecord, Record, ScanEnd};
@@ -50,6 +60,8 @@ pub struct Scanner {
     window: usize,
     /// Bytes of the next window read: `window`, or [`SMALL_WINDOW`] right after a direct read.
     win_size: usize,
+    /// The scan met the file's end-of-file record.
+    closed: bool,
 }
 
 impl Scanner {
@@ -78,6 +90,7 @@ impl Scanner {
             spare: Vec::new(),
             window: WINDOW,
             win_size: WINDOW,
+            closed: false,
         };
         let hlen = (len as usize).min(HEADER_LEN);
         let hb = s.bytes(0, hlen)?.to_vec();
@@ -108,7 +121,10 @@ impl Scanner {
                 })
             }
             Err(HeaderProblem::Damaged(reason)) => {
-                if len > HEADER_LEN as u64 && !s.zero_from(HEADER_LEN as u64)? {
+                // A recycled file waits for its header with a zeroed header block in front of
+                // stale bytes (`FsLogStore::create`): not started, whatever follows.
+                let zero_header = hb.iter().all(|&b| b == 0);
+                if !zero_header && len > HEADER_LEN as u64 && !s.zero_from(HEADER_LEN as u64)? {
                     return Err(s.corrupt(0, reason.to_string()));
                 }
                 s.end = Some(ScanEnd::TornTail {
@@ -171,6 +187,12 @@ impl Scanner {
     /// How the file ended, once [`Scanner::next`] returned `None`.
     pub fn end(&self) -> Option<&ScanEnd> {
         self.end.as_ref()
+    }
+
+    /// Whether the scan ended at the file's end-of-file record (the writer rotated away; the
+    /// end is [`ScanEnd::Clean`] whatever bytes follow).
+    pub fn closed(&self) -> bool {
+        self.closed
     }
 
     /// Offset of the next record to read.
@@ -282,6 +304,13 @@ impl Scanner {
         }
         let chain = self.chain.as_mut().expect("checked above");
         self.pos = chain.accept(&h, pos).min(self.len);
+        if h.op == RecordOp::End {
+            // The writer closed the file here: what follows is not part of it (stale bytes
+            // of a recycled file's earlier life), never records and never damage.
+            self.closed = true;
+            self.end = Some(ScanEnd::Clean { end: self.pos });
+            return Ok(None);
+        }
         Ok(Some((h, pos, self.pos)))
     }
 

@@ -115,6 +115,16 @@ impl LogWriter {
         self.put(out, recs, true)
     }
 
+    /// Close the file for good: an end-of-file record as a batch of its own, flushed. Returns
+    /// the file's valid end (the next file's header records it as `prev_end`); readers stop
+    /// there whatever follows (a recycled file holds stale bytes after it). Call between
+    /// batches only: an open batch would be left without `BATCH_END`.
+    pub fn finish(&mut self, out: &dyn Output) -> Result<u64> {
+        debug_assert!(!self.open, "finish with an open batch");
+        let end = marker(RecordOp::End);
+        Ok(self.put(out, std::slice::from_ref(&end), true)?.end)
+    }
+
     fn put(&mut self, out: &dyn Output, recs: &[RecordIn<'_>], commit: bool) -> Result<BatchSpans> {
         if self.poisoned {
             return Err(LogError::Io {
@@ -132,15 +142,7 @@ impl LogWriter {
                 batch,
             });
         }
-        let marker = RecordIn {
-            op: RecordOp::Commit,
-            pos: 0,
-            len: 0,
-            data: &[],
-            stamp: 0,
-            flags: 0,
-            data_crc: None,
-        };
+        let marker = marker(RecordOp::Commit);
         let all: &[RecordIn<'_>] = if recs.is_empty() {
             std::slice::from_ref(&marker)
         } else {
@@ -228,6 +230,19 @@ impl LogWriter {
                 })
             }
         }
+    }
+}
+
+/// A record without payload or device effect (commit marker, end of file).
+fn marker(op: RecordOp) -> RecordIn<'static> {
+    RecordIn {
+        op,
+        pos: 0,
+        len: 0,
+        data: &[],
+        stamp: 0,
+        flags: 0,
+        data_crc: None,
     }
 }
 

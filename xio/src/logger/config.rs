@@ -76,6 +76,13 @@ pub struct LoggerConfig {
     /// Keep log files that are fully written back (default false: delete them; a replicating
     /// caller that ships logs to secondaries sets this and deletes them itself).
     pub keep_logs: bool,
+    /// Deleted log files kept as spares to become later log files (default 4; 0: delete
+    /// them): a commit into a recycled file is a data-only `fdatasync` (`spares.rs`).
+    pub log_spares: usize,
+    /// Publish the durable end of the log file being written here (default none), for a log
+    /// server in this process that must not serve unsynced or stale bytes
+    /// ([`crate::remote::Exports::with_live_ends`]).
+    pub live_ends: Option<crate::log::LiveEnds>,
     /// Longest write accepted in one request; `prepare` shortens longer ones (default 1 MiB).
     pub max_write: usize,
     /// Lamport clock for record stamps (default: a private clock).
@@ -109,6 +116,8 @@ impl Default for LoggerConfig {
             log_align: 0,
             log_direct: false,
             keep_logs: false,
+            log_spares: super::spares::DEFAULT_SPARES,
+            live_ends: None,
             max_write: 1 << 20,
             clock: None,
             on_min_pos: None,
@@ -141,6 +150,7 @@ impl std::fmt::Debug for LoggerConfig {
             .field("log_align", &self.log_align)
             .field("log_direct", &self.log_direct)
             .field("keep_logs", &self.keep_logs)
+            .field("log_spares", &self.log_spares)
             .field("max_write", &self.max_write)
             .finish_non_exhaustive()
     }

@@ -226,12 +226,13 @@ impl Core {
     /// The header of this logger's log file `seq` (rotation, resume).
     pub fn new_header(&self, seq: u64) -> crate::log::FileHeader {
         crate::log::FileHeader {
-            seq,
-            nonce: crate::log::header::new_nonce(),
             created: self.clock.now().0,
-            resource: self.cfg.resource.clone(),
-            node: self.cfg.node.clone(),
-            align: self.cfg.log_align,
+            ..crate::log::FileHeader::new(
+                seq,
+                &self.cfg.resource,
+                &self.cfg.node,
+                self.cfg.log_align,
+            )
         }
     }
 

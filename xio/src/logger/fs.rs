@@ -12,7 +12,7 @@ use super::error::LoggerError;
 use super::slots;
 use super::store::LogStore;
 use crate::file::{self, Backend, FileOptions};
-use crate::log::LogName;
+use crate::log::{LiveEnds, LogName};
 use brick_core::{Error, Output, Result};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -51,6 +51,10 @@ pub struct FsLogStore {
     creator: String,
     /// Open the files written with `O_DIRECT`.
     direct: bool,
+    /// Deleted log files kept for reuse, at most (`spares.rs`).
+    spares: usize,
+    /// Where the durable end of the file being written is published for readers.
+    live: Option<LiveEnds>,
     /// The open slotted state file and the newest generation in it (after the first store
     /// or load).
     state: Arc<parking_lot::Mutex<Option<(File, u64)>>>,
@@ -70,8 +74,23 @@ impl FsLogStore {
             dir: dir.to_path_buf(),
             creator: creator.to_string(),
             direct: false,
+            spares: super::spares::DEFAULT_SPARES,
+            live: None,
             state: Arc::default(),
         })
+    }
+
+    /// Keep up to `n` deleted log files as spares for later log files (default
+    /// [`super::spares::DEFAULT_SPARES`]; 0: delete them).
+    pub fn with_spares(mut self, n: usize) -> FsLogStore {
+        self.spares = n;
+        self
+    }
+
+    /// Publish the durable end of the file being written in `live` (for the log server).
+    pub fn with_live_ends(mut self, live: Option<LiveEnds>) -> FsLogStore {
+        self.live = live;
+        self
     }
 
     /// Write new log files with `O_DIRECT` (the logger must write format v2 to them).
@@ -192,8 +211,7 @@ impl FsLogStore {
     }
 
     fn sync_dir(&self) -> Result<()> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
+        super::spares::sync_dir(&self.dir)
             .map_err(|e| Error::from_io(&e, "syncing the log directory"))
     }
 }
@@ -216,12 +234,16 @@ impl LogStore for FsLogStore {
             });
         }
         let path = self.dir.join(name.to_string());
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::from_io(&e, "creating a log file"))?;
+        let reused = super::spares::reuse(&self.dir, &path)
+            .map_err(|e| Error::from_io(&e, "reusing a spare log file"))?;
+        if !reused {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| Error::from_io(&e, "creating a log file"))?;
+        }
         self.sync_dir()?;
         log_file(&path, self.direct)
     }
@@ -244,8 +266,23 @@ impl LogStore for FsLogStore {
     }
 
     fn remove(&self, seq: u64) -> Result<()> {
-        std::fs::remove_file(self.existing(seq, "deleting a log file")?)
-            .map_err(|e| Error::from_io(&e, "deleting a log file"))
+        let path = self.existing(seq, "deleting a log file")?;
+        if let Some(live) = &self.live {
+            live.remove(&path);
+        }
+        let kept = super::spares::keep(&self.dir, &path, seq, self.spares)
+            .map_err(|e| Error::from_io(&e, "keeping a log file as a spare"))?;
+        if kept {
+            return Ok(());
+        }
+        std::fs::remove_file(path).map_err(|e| Error::from_io(&e, "deleting a log file"))
+    }
+
+    fn durable(&self, seq: u64, end: u64) {
+        if let Some(live) = &self.live {
+            let name = LogName::new(seq, self.creator.as_str());
+            live.set(self.dir.join(name.to_string()), end);
+        }
     }
 
     fn load_state(&self) -> Result<Option<Vec<u8>>> {

@@ -6,7 +6,7 @@
 
 use super::core::{Core, Pending, Shared, Via};
 use super::log_policy::{self, CommitRule, LogDecision, LogFacts, LogLimits};
-use super::mode::ModeEvent;
+use super::mode::{LoggerMode, ModeEvent};
 use crate::log::{LogError, LogName, LogPos, LogWriter, RecordIn};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
@@ -96,6 +96,13 @@ pub(crate) fn run(core: Arc<Core>, mut writer: LogWriter) {
             LogDecision::Append(rule) => append(&core, &mut g, &mut writer, &mut open, rule),
         }
     }
+    if !g.kill && g.mode.mode() == LoggerMode::Logging && !writer.batch_open() {
+        // Closed cleanly: end the file, so that a restart finds its end without taking the
+        // bytes after it (a recycled file's stale ones) for a torn tail to cut off.
+        if let Err(e) = MutexGuard::unlocked(&mut g, || writer.finish(&Via(&core.log))) {
+            tracing::warn!(brick = %core.name, error = %e, "cannot end the log file at close");
+        }
+    }
     g.log_threads_done = true;
     drop(g);
     core.wb_cv.notify_all();
@@ -162,6 +169,9 @@ fn committed(
             let durable = g.durable_seq;
             g.index.set_durable(durable);
             g.durable_end = LogPos::new(spans.seq, spans.end);
+            if let Some(store) = &core.store {
+                store.durable(spans.seq, spans.end);
+            }
             g.batches += 1;
             *open = Open {
                 since: None,
@@ -276,13 +286,19 @@ fn rotate(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
         return;
     };
     let out = drain.output();
-    let header = core.new_header(seq);
+    let mut header = core.new_header(seq);
     let name = core.store.as_ref().map_or_else(
         || LogName::new(seq, core.cfg.node.as_str()).to_string(),
         |s| s.describe(seq),
     );
     let compress = core.cfg.compress;
-    match MutexGuard::unlocked(g, || LogWriter::create(&*out, name, header, compress)) {
+    // The old file gets its end-of-file record first, the new one records that end: readers
+    // stop there in the old file whatever follows (FORMAT.md, "Recycled log files").
+    let made = MutexGuard::unlocked(g, || {
+        header.prev_end = writer.finish(&Via(&core.log))?;
+        LogWriter::create(&*out, name, header, compress)
+    });
+    match made {
         Ok(w) => {
             if let Some(old) = core.log.rewire(out) {
                 // Nothing is in flight: the log thread is the only submitter.
@@ -291,6 +307,9 @@ fn rotate(core: &Core, g: &mut MutexGuard<'_, Shared>, writer: &mut LogWriter) {
             *core.next_log_seq.lock() = None;
             *writer = w;
             g.durable_end = writer.pos();
+            if let Some(store) = &core.store {
+                store.durable(seq, g.durable_end.offset);
+            }
             g.rotations += 1;
             core.wb_cv.notify_one();
             tracing::info!(brick = %core.name, log = seq, "rotated to a new log file");

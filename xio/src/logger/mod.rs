@@ -60,6 +60,7 @@ mod replay;
 mod replay_scan;
 mod resume;
 mod slots;
+mod spares;
 mod state;
 mod store;
 mod wb_policy;
@@ -70,6 +71,7 @@ pub use self::error::{LoggerError, Result};
 pub use self::fs::FsLogStore;
 pub use self::mode::{IllegalTransition, LoggerMode};
 pub use self::replay::{replay_store, ReplayOptions, ReplayReport};
+pub use self::spares::DEFAULT_SPARES;
 pub use self::state::LogState;
 pub use self::store::LogStore;
 

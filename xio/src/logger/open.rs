@@ -28,7 +28,12 @@ impl TransLogger {
             // O_DIRECT writes must be aligned: format v2.
             cfg.log_align = crate::log::header::DEFAULT_ALIGN;
         }
-        let store = Arc::new(FsLogStore::new(log_dir, &cfg.node)?.with_direct(cfg.log_direct));
+        let store = Arc::new(
+            FsLogStore::new(log_dir, &cfg.node)?
+                .with_direct(cfg.log_direct)
+                .with_spares(cfg.log_spares)
+                .with_live_ends(cfg.live_ends.clone()),
+        );
         // A split brain as its own error before anything else reads the directory.
         store.logs()?;
         TransLogger::open_store(data, store, cfg)
@@ -84,6 +89,8 @@ impl TransLogger {
             }
         }
         let new_seq = (last + 1).max(from.seq).max(1);
+        // The new file records where its predecessor's valid bytes end, when replay saw it.
+        let prev_end = prev_end(&*store, &report, new_seq, &cfg.resource);
         let min_pos = LogPos::new(new_seq, HEADER_LEN as u64);
         let hole = state.and_then(|s| s.hole);
         // The watermark moves to the new file first, then the old files go, and only then is
@@ -102,12 +109,13 @@ impl TransLogger {
             .create(new_seq)
             .map_err(LoggerError::from)
             .and_then(|out| {
-                let writer = LogWriter::create(
-                    &*out,
-                    store.describe(new_seq),
-                    header_for(&cfg, new_seq),
-                    cfg.compress,
-                )?;
+                let header = crate::log::FileHeader {
+                    prev_end,
+                    ..header_for(&cfg, new_seq)
+                };
+                let writer =
+                    LogWriter::create(&*out, store.describe(new_seq), header, cfg.compress)?;
+                store.durable(new_seq, writer.pos().offset);
                 Ok((out, writer))
             });
         let (out, writer) = match made {
@@ -147,15 +155,29 @@ impl TransLogger {
     }
 }
 
-fn header_for(cfg: &LoggerConfig, seq: u64) -> crate::log::FileHeader {
-    let mut h = crate::log::FileHeader {
-        seq,
-        nonce: crate::log::header::new_nonce(),
-        created: 0,
-        resource: cfg.resource.clone(),
-        node: cfg.node.clone(),
-        align: cfg.log_align,
+/// The valid end of log file `seq - 1` (sealed or ended by now) for `seq`'s header: as the
+/// replay saw it, else scanned now (the replay started after it); 0 when there is none.
+fn prev_end(store: &dyn LogStore, report: &ReplayReport, seq: u64, resource: &str) -> u64 {
+    let Some(prev) = seq.checked_sub(1).filter(|&p| p > 0) else {
+        return 0;
     };
+    if let Some(&(_, end)) = report.file_ends.iter().find(|(s, _)| *s == prev) {
+        return if end >= HEADER_LEN as u64 { end } else { 0 };
+    }
+    let scanned = store.open(prev).ok().and_then(|(out, len)| {
+        let expect = crate::log::Expect {
+            resource: Some(resource.to_string()),
+            seq: Some(prev),
+        };
+        let mut s = crate::log::Scanner::open(out, store.describe(prev), len, &expect).ok()?;
+        while s.next_raw().ok()?.is_some() {}
+        s.end().map(crate::log::ScanEnd::end)
+    });
+    scanned.filter(|&e| e >= HEADER_LEN as u64).unwrap_or(0)
+}
+
+fn header_for(cfg: &LoggerConfig, seq: u64) -> crate::log::FileHeader {
+    let mut h = crate::log::FileHeader::new(seq, &cfg.resource, &cfg.node, cfg.log_align);
     h.created = cfg
         .clock
         .as_ref()

@@ -36,6 +36,9 @@ pub struct ReplayReport {
     pub last_seq: Option<u64>,
     /// The first file that ended in a torn tail (only empty files may follow it).
     pub torn: Option<(u64, ScanEnd)>,
+    /// Where the valid bytes of each file read end, by sequence number (the next file's
+    /// header records it: `prev_end`).
+    pub file_ends: Vec<(u64, u64)>,
 }
 
 /// One request for the data device: one record, or several merged ones.
@@ -246,6 +249,7 @@ fn scan_files(
         end: None,
         last_seq: None,
         torn: None,
+        file_ends: Vec::new(),
     };
     if let (Some(&first), true) = (seqs.first(), from.offset > 0) {
         if first != from.seq {
@@ -353,6 +357,7 @@ fn scan_files(
             }
             .into());
         }
+        report.file_ends.push((seq, end.end()));
         if matches!(end, ScanEnd::TornTail { .. }) && report.torn.is_none() {
             report.torn = Some((seq, end.clone()));
         }

@@ -75,6 +75,12 @@ fn resume(
         .max(g.durable_end.seq + 1)
         .max(hole.seq + 1)
         .max(next_connected.map_or(0, |s| s + 1));
+    // The old file's valid end is the hole (its last write failed): readers stop there.
+    let prev_end = if g.durable_end.seq + 1 == seq {
+        g.durable_end.offset
+    } else {
+        0
+    };
     MutexGuard::unlocked(g, || {
         // A next file made before the emergency was deleted with the others.
         drop(core.next_log.disconnect());
@@ -84,12 +90,16 @@ fn resume(
         let made = LogWriter::create(
             &*out,
             store.describe(seq),
-            core.new_header(seq),
+            crate::log::FileHeader {
+                prev_end,
+                ..core.new_header(seq)
+            },
             core.cfg.compress,
         )
         .map_err(LoggerError::from)
         .and_then(|w| {
             let start = w.pos();
+            store.durable(seq, start.offset);
             let mut published = core.published.lock();
             store.store_state(
                 &LogState {

@@ -14,14 +14,20 @@ use std::sync::Arc;
 pub trait LogStore: Send + Sync {
     /// Sequence numbers of the existing log files, ascending.
     fn list(&self) -> Result<Vec<u64>>;
-    /// Create the empty log file `seq` (fails if it exists) and return it for writing.
+    /// Create the log file `seq` (fails if it exists) and return it for writing: empty, or a
+    /// recycled file whose header block is zero (stale bytes may follow; the writer writes the
+    /// header when it starts the file).
     fn create(&self, seq: u64) -> Result<Arc<dyn Output>>;
     /// Open the existing log file `seq` for reading; returns it and its length in bytes.
     fn open(&self, seq: u64) -> Result<(Arc<dyn Output>, u64)>;
     /// Cut log file `seq` to `len` bytes (sealing a torn tail).
     fn truncate(&self, seq: u64, len: u64) -> Result<()>;
-    /// Delete log file `seq`.
+    /// Delete log file `seq` (a store may keep it to reuse its blocks for a later `create`:
+    /// readers never see it again).
     fn remove(&self, seq: u64) -> Result<()>;
+    /// The logger's file `seq` is durable up to `end` (after every commit): a store may
+    /// publish it to readers that must not read further (the log server).
+    fn durable(&self, _seq: u64, _end: u64) {}
     /// The state file's content, if there is one.
     fn load_state(&self) -> Result<Option<Vec<u8>>>;
     /// Replace the state file's content atomically and durably.

@@ -10,7 +10,7 @@
 use super::proto::{
     chunk_sum, RemoteReply, RemoteReq, Target, MAX_READ, MAX_SUM_RANGE, MAX_WAIT_MS, MIN_SUM_CHUNK,
 };
-use crate::log::LogName;
+use crate::log::{LiveEnds, LogName};
 use brick_core::Output;
 use mars_net::{ChannelKind, Connection, Handlers, Message, NetConfig, Node};
 use parking_lot::RwLock;
@@ -27,29 +27,15 @@ use std::time::{Duration, Instant};
 /// file name.
 pub type FinishedFn = Arc<dyn Fn(&Path, &str) -> bool + Send + Sync>;
 
-/// The default rule: log `log-<seq>-<creator>` (in directory `dir`) is finished once a log with
-/// a higher sequence number (any creator) exists in the same directory **and has its header
-/// written** (the logger rotated away from it), as upstream MARS. The trans_logger creates the
-/// next file early, empty, half way to the rotation size and writes its header only when it
-/// switches to it, after the last batch of the old file completed; an empty successor
-/// therefore says nothing about its predecessor.
+/// The default rule: log `log-<seq>-<creator>` (in directory `dir`) is finished once log
+/// `seq + 1` (any creator) exists in the same directory **and has a valid header** (the logger
+/// rotated away from it), as upstream MARS. The trans_logger creates the next file early,
+/// empty or recycled with a zeroed header block, half way to the rotation size, and writes its
+/// header only when it switches to it, after the last batch of the old file (and its
+/// end-of-file record) completed; a successor without a header says nothing.
 pub fn finished_when_successor_exists() -> FinishedFn {
     Arc::new(|dir: &Path, name: &str| {
-        let Ok(LogName { seq, .. }) = LogName::parse(name) else {
-            return false;
-        };
-        std::fs::read_dir(dir)
-            .map(|rd| {
-                rd.flatten().any(|e| {
-                    e.file_name()
-                        .to_str()
-                        .and_then(|n| LogName::parse(n).ok())
-                        .is_some_and(|n| n.seq > seq)
-                        && e.metadata()
-                            .is_ok_and(|m| m.len() >= crate::log::HEADER_LEN as u64)
-                })
-            })
-            .unwrap_or(false)
+        LogName::parse(name).is_ok_and(|n| crate::log::ends::successor_header(dir, n.seq).is_some())
     })
 }
 
@@ -82,6 +68,8 @@ pub struct Exports {
     devices: Arc<RwLock<HashMap<String, Arc<dyn Output>>>>,
     log_dir: Option<PathBuf>,
     finished: FinishedFn,
+    /// The durable ends of the files the loggers of this process write.
+    live: Option<LiveEnds>,
     /// Reads parked at the end of a growing log now.
     waiting: Arc<AtomicU64>,
 }
@@ -94,6 +82,7 @@ impl Exports {
             devices: Arc::default(),
             log_dir,
             finished: finished_when_successor_exists(),
+            live: None,
             waiting: Arc::default(),
         }
     }
@@ -106,6 +95,14 @@ impl Exports {
     /// Replace the rule that says whether a log is finished.
     pub fn with_finished(mut self, f: FinishedFn) -> Exports {
         self.finished = f;
+        self
+    }
+
+    /// Serve the log files that loggers of this process write only up to their durable ends
+    /// (`LoggerConfig::live_ends`): never bytes that are not synced yet, nor the stale bytes
+    /// after them in a recycled file.
+    pub fn with_live_ends(mut self, live: LiveEnds) -> Exports {
+        self.live = Some(live);
         self
     }
 
@@ -260,9 +257,22 @@ impl Exports {
                     files.insert(name.clone(), f);
                 }
                 let finished = (self.finished)(&sub, &file);
+                let log = LogName::parse(&file).map_err(|e| err(e.to_string(), 22))?;
+                // A finished file ends where its successor's header says (recycled files are
+                // longer than their records); the one being written at its durable end.
+                let end = finished
+                    .then(|| crate::log::ends::successor_header(&sub, log.seq))
+                    .flatten()
+                    .and_then(|h| h.end_of(log.seq))
+                    .unwrap_or(u64::MAX);
+                let live = (!finished)
+                    .then(|| self.live.as_ref().map(|l| (l, sub.join(&file))))
+                    .flatten();
                 Ok(Source::Log {
                     file: &files[name],
                     finished,
+                    end,
+                    live,
                 })
             }
         }
@@ -271,7 +281,14 @@ impl Exports {
 
 enum Source<'a> {
     Dev(Arc<dyn Output>),
-    Log { file: &'a File, finished: bool },
+    Log {
+        file: &'a File,
+        finished: bool,
+        /// Where a finished file's valid bytes end (`u64::MAX`: at its length).
+        end: u64,
+        /// Where the durable end of a file being written is published.
+        live: Option<(&'a LiveEnds, PathBuf)>,
+    },
 }
 
 impl Source<'_> {
@@ -281,10 +298,19 @@ impl Source<'_> {
                 .info()
                 .map(|i| (i.size, true))
                 .map_err(|e| err(e.to_string(), e.errno())),
-            Source::Log { file, finished } => file
-                .metadata()
-                .map(|m| (m.len(), *finished))
-                .map_err(|e| io_err(&e, "reading the metadata of a log file")),
+            Source::Log {
+                file,
+                finished,
+                end,
+                live,
+            } => {
+                let len = file
+                    .metadata()
+                    .map_err(|e| io_err(&e, "reading the metadata of a log file"))?
+                    .len();
+                let live_end = live.as_ref().and_then(|(l, path)| l.get(path));
+                Ok((len.min(*end).min(live_end.unwrap_or(u64::MAX)), *finished))
+            }
         }
     }
 
@@ -376,6 +402,16 @@ mod tests {
     const L1: &str = "log-000000001-alice";
     const L2: &str = "log-000000002-bob";
 
+    /// A valid header of log 2 (what the logger writes when it switches to the file).
+    fn header2() -> [u8; 512] {
+        crate::log::FileHeader {
+            prev_end: 1,
+            ..crate::log::FileHeader::new(2, "r0", "bob", 0)
+        }
+        .encode()
+        .unwrap()
+    }
+
     #[test]
     fn a_log_is_finished_once_a_successor_exists() {
         let d = tempfile::tempdir().unwrap();
@@ -389,8 +425,11 @@ mod tests {
         // The logger pre-creates its next file empty: that says nothing yet.
         std::fs::write(d.path().join(L2), b"").unwrap();
         assert!(!f(d.path(), L1));
+        // Nor does a recycled one with its header block zeroed.
+        std::fs::write(d.path().join(L2), [0u8; 4096]).unwrap();
+        assert!(!f(d.path(), L1));
         // A successor of any creator with its header written.
-        std::fs::write(d.path().join(L2), [0u8; 512]).unwrap();
+        std::fs::write(d.path().join(L2), header2()).unwrap();
         assert!(f(d.path(), L1));
         assert!(!f(d.path(), L2));
         assert!(!f(d.path(), "state"));
@@ -403,14 +442,14 @@ mod tests {
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(sub.join(L1), b"x").unwrap();
         // A successor in the root or in another resource's directory does not count.
-        std::fs::write(d.path().join(L2), [0u8; 512]).unwrap();
+        std::fs::write(d.path().join(L2), header2()).unwrap();
         std::fs::create_dir(d.path().join("resource-r1")).unwrap();
-        std::fs::write(d.path().join("resource-r1").join(L2), [0u8; 512]).unwrap();
+        std::fs::write(d.path().join("resource-r1").join(L2), header2()).unwrap();
         let (dir, file) = log_path(d.path(), &format!("resource-r0/{L1}")).unwrap();
         assert_eq!((dir.as_path(), file.as_str()), (sub.as_path(), L1));
         let f = finished_when_successor_exists();
         assert!(!f(&dir, &file));
-        std::fs::write(sub.join(L2), [0u8; 512]).unwrap();
+        std::fs::write(sub.join(L2), header2()).unwrap();
         assert!(f(&dir, &file));
     }
 

@@ -5,7 +5,7 @@
 
 use super::fetch::VerifyFn;
 use crate::log::header::{FileHeader, HeaderProblem, HEADER_LEN};
-use crate::log::record::{RecordHeader, REC_HEADER_LEN, TRAILER_LEN};
+use crate::log::record::{RecordHeader, RecordOp, REC_HEADER_LEN, TRAILER_LEN};
 use crate::log::Chain;
 use parking_lot::Mutex;
 use std::fs::File;
@@ -19,6 +19,8 @@ use std::sync::Arc;
 struct State {
     chain: Option<Chain>,
     resume: u64,
+    /// The file's end-of-file record was seen, ending there: the file verifies to `end`.
+    closed_at: Option<u64>,
 }
 
 /// A verifier for log files of format v1 and v2 (`expect_seq`: the sequence number the file
@@ -59,6 +61,10 @@ fn check(
             .map_err(|e| format!("reading the local copy at {pos}: {e}"))?;
         Ok(b)
     };
+    if let Some(end) = st.closed_at {
+        // Nothing after the end-of-file record (and its padding) belongs to the file.
+        return Ok(end.min(local));
+    }
     let mut p = from;
     if p == 0 {
         if local < HEADER_LEN as u64 {
@@ -106,6 +112,10 @@ fn check(
             .check_record(&hb, &payload, &trailer)
             .map_err(|why| at(why.to_string()))?;
         let next = chain.accept(&h, p);
+        if h.op == RecordOp::End {
+            st.closed_at = Some(next);
+            return Ok(next.min(local));
+        }
         if next > local {
             st.resume = next;
             return Ok(end);

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Log files in a log directory with their lengths.
+/// Log files in a log directory with their lengths; a finished file (its successor has a
+/// header) with its valid length as that header records it (a recycled file is longer).
 pub fn local_log_state(dir: &Path) -> BTreeMap<LogName, u64> {
     let mut out = BTreeMap::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
@@ -25,6 +26,17 @@ pub fn local_log_state(dir: &Path) -> BTreeMap<LogName, u64> {
         };
         if let Ok(m) = e.metadata() {
             out.insert(name, m.len());
+        }
+    }
+    // A finished file ends where its successor's header says: a recycled file is longer
+    // than its records (the version link of a log publishes this end).
+    let names: Vec<LogName> = out.keys().cloned().collect();
+    for pair in names.windows(2) {
+        let next = dir.join(pair[1].to_string());
+        if let Some(end) = crate::log::ends::read_header(&next).and_then(|h| h.end_of(pair[0].seq))
+        {
+            out.entry(pair[0].clone())
+                .and_modify(|len| *len = end.min(*len));
         }
     }
     out
