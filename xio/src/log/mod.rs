@@ -7,6 +7,7 @@
 //! - [`chain`]: [`Chain`], record and batch validation shared by every reader;
 //! - [`record`]: record encoding/decoding (optional lz4 per record);
 //! - [`writer`]: [`LogWriter`], group commit of one file (one write + one flush per batch);
+//!   `gather`: a write's pieces (headers and trailers, payloads uncopied);
 //! - [`scan`]: [`Scanner`], which walks a file and tells a clean end from a torn tail, and both
 //!   from corruption, unknown versions and foreign files;
 //! - [`LogPos`], positions across a sequence of files;
@@ -17,6 +18,7 @@
 
 pub mod chain;
 pub mod error;
+mod gather;
 pub mod header;
 pub mod name;
 mod pos;
