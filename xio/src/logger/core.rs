@@ -132,6 +132,9 @@ impl Output for Via<'_> {
     fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
         self.0.submit(req)
     }
+    fn write_gather(&self, pos: u64, bufs: &[std::io::IoSlice<'_>]) -> Option<Result<()>> {
+        self.0.write_gather(pos, bufs)
+    }
 }
 
 /// Longest discard / write-zeroes in one record.
