@@ -5,7 +5,8 @@
 //! for `O_DIRECT`). This module owns:
 //! - [`header`]: the 512-byte file header;
 //! - [`chain`]: [`Chain`], record and batch validation shared by every reader;
-//! - [`record`]: record encoding/decoding (optional lz4 per record);
+//! - [`record`]: record encoding/decoding (optional lz4 per record); `crc`: a fast CRC32C
+//!   combine (a record's CRC from its header's and its payload's);
 //! - [`writer`]: [`LogWriter`], group commit of one file (one write + one flush per batch);
 //!   `gather`: a write's pieces (headers and trailers, payloads uncopied);
 //! - [`scan`]: [`Scanner`], which walks a file and tells a clean end from a torn tail, and both
@@ -17,6 +18,7 @@
 //! and on the in-memory, fault-injecting disks of the tests.
 
 pub mod chain;
+mod crc;
 pub mod error;
 mod gather;
 pub mod header;

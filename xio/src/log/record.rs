@@ -237,7 +237,7 @@ pub fn encode_parts<'a>(
     let header = h.encode();
     let crc = match rec.data_crc {
         Some(data_crc) if plain && !payload.is_empty() => {
-            crc32c::crc32c_combine(crc32c::crc32c(&header), data_crc, payload.len())
+            super::crc::combine(crc32c::crc32c(&header), data_crc, payload.len())
         }
         _ => crc32c::crc32c_append(crc32c::crc32c(&header), &payload),
     };
