@@ -81,7 +81,7 @@ fn the_log_thread_writes_payloads_from_the_clients_buffers() {
         "a record's payload is a piece of its own (got at most {} pieces)",
         log.most_pieces.load(SeqCst)
     );
-    let mut scan = Scanner::open(log.inner.clone(), "log", end.offset, &Expect::default()).unwrap();
+    let scan = Scanner::open(log.inner.clone(), "log", end.offset, &Expect::default()).unwrap();
     let (recs, _) = scan.read_all().unwrap();
     assert_eq!(recs.len(), WRITES, "every write is in the log");
     for (i, r) in recs.iter().enumerate() {
