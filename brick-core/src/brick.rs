@@ -5,6 +5,7 @@ use crate::error::{Rejected, Result};
 use crate::power::PowerState;
 use crate::request::Aio;
 use crate::timing::StatsSnapshot;
+use std::io::IoSlice;
 
 /// What a device looks like from above.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,18 @@ pub trait Output: Send + Sync {
 
     /// Start the IO. See the trait contract.
     fn submit(&self, req: Box<Aio>) -> Result<(), Rejected>;
+
+    /// Write the concatenation of `bufs` at `pos` on the calling thread, returning when it is
+    /// done (a write of that many bytes in every other respect): a caller that holds its bytes
+    /// in pieces (the log writer: each record's header, the client's payload buffer, its
+    /// trailer) need not copy them into one buffer first. `None`: this brick has no gather
+    /// write (the default); [`crate::write_gather`] then writes a copy through `submit`.
+    ///
+    /// It blocks: never call it from an IO completion thread (see "Blocking").
+    fn write_gather(&self, pos: u64, bufs: &[IoSlice<'_>]) -> Option<Result<()>> {
+        let _ = (pos, bufs);
+        None
+    }
 }
 
 /// The control plane of a brick.

@@ -104,6 +104,27 @@ pub fn read_all(out: &dyn Output, pos: u64, len: usize) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Write the concatenation of `bufs` at `pos` and wait: with the output's own gather write
+/// ([`Output::write_gather`], no copy) or, where it has none, as one copy through `submit`
+/// (several, when `prepare` shortens it).
+pub fn write_gather(out: &dyn Output, pos: u64, bufs: &[std::io::IoSlice<'_>]) -> Result<()> {
+    if let Some(result) = out.write_gather(pos, bufs) {
+        return result;
+    }
+    let total = bufs.iter().map(|b| b.len()).sum();
+    let mut req = Aio::new(crate::Op::Write, pos, total);
+    out.prepare(&mut req)?;
+    let mut data = Vec::with_capacity(total);
+    for b in bufs {
+        data.extend_from_slice(b);
+    }
+    if req.len < total {
+        return write_all(out, pos, &data);
+    }
+    req.data = data;
+    run(out, req).map(drop)
+}
+
 /// Write `data` at `pos`, looping over `prepare` shortening.
 pub fn write_all(out: &dyn Output, pos: u64, data: &[u8]) -> Result<()> {
     let mut done = 0usize;

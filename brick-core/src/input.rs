@@ -120,11 +120,42 @@ impl Input {
 
     /// Forward a request to the connected output; see [`Output::submit`] for the contract.
     pub fn submit(&self, mut req: Box<Aio>) -> Result<(), Rejected> {
+        let guard = match self.enter() {
+            Ok(guard) => guard,
+            Err(e) => return Err(Rejected::new(req, e)),
+        };
+        let conn = guard.as_ref().expect("enter returns a connection");
+        req.push_hook(conn.clone());
+        match conn.output.submit(req) {
+            Ok(()) => Ok(()),
+            Err(mut rej) => {
+                rej.req.pop_hook();
+                conn.leave();
+                Err(rej)
+            }
+        }
+    }
+
+    /// Forward a gather write ([`Output::write_gather`]) to the connected output; it counts
+    /// as in flight on this connection while it runs (a [`Drain`] waits for it).
+    pub fn write_gather(&self, pos: u64, bufs: &[std::io::IoSlice<'_>]) -> Option<Result<()>> {
+        let guard = match self.enter() {
+            Ok(guard) => guard,
+            Err(e) => return Some(Err(e)),
+        };
+        let conn = guard.as_ref().expect("enter returns a connection");
+        let result = conn.output.write_gather(pos, bufs);
+        conn.leave();
+        result
+    }
+
+    /// The present connection with one more request counted in flight on it.
+    fn enter(&self) -> Result<arc_swap::Guard<Option<Arc<Conn>>>> {
         loop {
-            // A guard, not a clone: the only reference count taken is the hook's below.
+            // A guard, not a clone: the only reference count a submit takes is its hook's.
             let guard = self.conn.load();
             let Some(conn) = guard.as_ref() else {
-                return Err(Rejected::new(req, self.not_connected()));
+                return Err(self.not_connected());
             };
             conn.inflight.fetch_add(1, SeqCst);
             // Dekker-style handshake with `close`: either we see `closed` and retry on the new
@@ -134,16 +165,7 @@ impl Input {
                 std::hint::spin_loop();
                 continue;
             }
-            req.push_hook(conn.clone());
-            let output = &conn.output;
-            return match output.submit(req) {
-                Ok(()) => Ok(()),
-                Err(mut rej) => {
-                    rej.req.pop_hook();
-                    conn.leave();
-                    Err(rej)
-                }
-            };
+            return Ok(guard);
         }
     }
 

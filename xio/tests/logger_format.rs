@@ -13,7 +13,7 @@ use xio::log::record::{FLAG_FUA, FLAG_NO_HOLE};
 use xio::log::{
     Expect, FileHeader, LogError, LogPos, LogWriter, RecordIn, RecordOp, ScanEnd, Scanner,
 };
-use xio::logger::LogState;
+use xio::logger::{FsLogStore, LogState, LogStore};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -178,6 +178,33 @@ fn fixture_reads_back(name: &str, align: u32) {
             "the padding belongs to the record before"
         );
         assert!(recs[1].header.padded() && !recs[0].header.padded());
+    }
+}
+
+/// The log writer on a real log file writes each batch as one gather write (headers and
+/// trailers from its own buffer, payloads from the callers': `pwritev`, or the `O_DIRECT`
+/// bounce buffer): the file is the fixture byte for byte, as the one-buffer write to a
+/// `MemDisk` above is.
+#[test]
+fn gather_writes_to_real_log_files_reproduce_the_fixtures() {
+    for (name, align) in FORMATS {
+        for direct in [false, align != 0] {
+            // Not the system temp dir: tmpfs has no O_DIRECT.
+            let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+            let store = FsLogStore::new(dir.path(), "node-a")
+                .unwrap()
+                .with_direct(direct);
+            let out = store.create(3).unwrap();
+            let (_, end) = build_on(&*out, header(align));
+            let path = dir.path().join(store.name(3).unwrap().to_string());
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(bytes.len() as u64, end, "{name} direct {direct}");
+            let want = std::fs::read(fixture(name)).unwrap();
+            assert!(
+                bytes == want,
+                "{name} direct {direct}: the gather write differs from the fixture"
+            );
+        }
     }
 }
 

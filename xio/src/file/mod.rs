@@ -31,6 +31,9 @@
 //!   device size) and kept current by this brick's own resizes; [`FileBrick::refresh_size`]
 //!   re-reads it after outside changes.
 //! - [`brick_core::Output::prepare`] shortens reads and writes to [`FileOptions::max_len`].
+//! - [`brick_core::Output::write_gather`] (the `Sync` backend; `IoUring` has none): a write of
+//!   the pieces' concatenation on the calling thread, with `pwritev` (no copy; `O_DIRECT`:
+//!   through the bounce buffer).
 //!
 //! # Errors
 //! - A request past the end ([`Error::OutOfRange`]), a malformed one ([`Error::Invalid`]) or a
@@ -238,6 +241,9 @@ impl Output for FileBrick {
     }
     fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
         both!(self, f => f.submit(req))
+    }
+    fn write_gather(&self, pos: u64, bufs: &[std::io::IoSlice<'_>]) -> Option<Result<()>> {
+        both!(self, f => f.write_gather(pos, bufs))
     }
 }
 

@@ -1,10 +1,10 @@
 //! The few system calls std does not wrap (`fallocate`, `lseek` with `SEEK_DATA`/`SEEK_HOLE`,
-//! the block-device sector-size ioctl).
+//! the block-device sector-size ioctl, positioned gather writes).
 //! The only `unsafe` of the `file` module lives here, one call per function.
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
 
 /// `fallocate(2)` mode: deallocate the range, keep the file size.
@@ -79,6 +79,30 @@ pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<
     };
     if rc == 0 {
         Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `pwritev(fd, bufs, offset)` (at most `IOV_MAX` of `bufs`): the bytes written, which may be
+/// fewer than asked for.
+pub(crate) fn pwritev(file: &File, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<usize> {
+    let Ok(offset) = i64::try_from(offset) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    let count = bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+    // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix (std guarantees it);
+    // the kernel reads `count` of them and the bytes they point to, all borrowed for the call.
+    let rc = unsafe {
+        libc::pwritev64(
+            file.as_raw_fd(),
+            bufs.as_ptr().cast::<libc::iovec>(),
+            count,
+            offset,
+        )
+    };
+    if rc >= 0 {
+        Ok(rc as usize)
     } else {
         Err(io::Error::last_os_error())
     }

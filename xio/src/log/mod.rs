@@ -5,9 +5,10 @@
 //! for `O_DIRECT`). This module owns:
 //! - [`header`]: the 512-byte file header;
 //! - [`chain`]: [`Chain`], record and batch validation shared by every reader;
-//! - `crc`: the CRC32C of a record from its header's and its payload's (fast combine);
-//! - [`record`]: record encoding/decoding (optional lz4 per record);
+//! - [`record`]: record encoding/decoding (optional lz4 per record); `crc`: a fast CRC32C
+//!   combine (a record's CRC from its header's and its payload's);
 //! - [`writer`]: [`LogWriter`], group commit of one file (one write + one flush per batch);
+//!   `gather`: a write's pieces (headers and trailers, payloads uncopied);
 //! - [`scan`]: [`Scanner`], which walks a file and tells a clean end from a torn tail, and both
 //!   from corruption, unknown versions and foreign files;
 //! - [`LogPos`], positions across a sequence of files;
@@ -22,6 +23,7 @@ pub mod chain;
 mod crc;
 pub mod ends;
 pub mod error;
+mod gather;
 pub mod header;
 pub mod name;
 mod pos;

@@ -2,6 +2,7 @@
 //! payload (optionally lz4), an 8-byte trailer with a CRC over header and payload.
 
 use super::header::{u32_at, u64_at};
+use std::borrow::Cow;
 
 /// Record header length.
 pub const REC_HEADER_LEN: usize = 64;
@@ -188,17 +189,28 @@ pub struct RecordIn<'a> {
     pub data_crc: Option<u32>,
 }
 
-/// Append the encoding of `rec` to `out`. With `compress`, a write's payload is lz4-compressed
-/// when that makes it smaller.
-pub fn encode_record(
-    out: &mut Vec<u8>,
-    rec: &RecordIn<'_>,
+/// One record's encoding in its three pieces, so that a writer can write the payload from
+/// where it already is (a gather write) instead of copying it next to its header first.
+#[derive(Debug)]
+pub struct EncodedRecord<'a> {
+    /// The 64 header bytes.
+    pub header: [u8; REC_HEADER_LEN],
+    /// The stored payload: the caller's bytes, or their lz4 block.
+    pub payload: Cow<'a, [u8]>,
+    /// CRC and end magic.
+    pub trailer: [u8; TRAILER_LEN],
+}
+
+/// Encode `rec` in pieces. With `compress`, a write's payload is lz4-compressed when that
+/// makes it smaller.
+pub fn encode_parts<'a>(
+    rec: &RecordIn<'a>,
     nonce: u64,
     rec_seq: u64,
     batch: u64,
     batch_end: bool,
     compress: bool,
-) {
+) -> EncodedRecord<'a> {
     let mut flags = rec.flags & (FLAG_FUA | FLAG_NO_HOLE | FLAG_PAD);
     if batch_end {
         flags |= FLAG_BATCH_END;
@@ -209,13 +221,14 @@ pub fn encode_record(
     } else {
         None
     };
-    let payload: &[u8] = match (&compressed, rec.op) {
+    let plain = compressed.is_none();
+    let payload: Cow<'a, [u8]> = match (compressed, rec.op) {
         (Some(c), _) => {
             flags |= FLAG_LZ4;
-            c
+            Cow::Owned(c)
         }
-        (None, RecordOp::Write) => rec.data,
-        (None, _) => &[],
+        (None, RecordOp::Write) => Cow::Borrowed(rec.data),
+        (None, _) => Cow::Borrowed(&[]),
     };
     let h = RecordHeader {
         op: rec.op,
@@ -228,17 +241,37 @@ pub fn encode_record(
         stamp: rec.stamp,
         pos: rec.pos,
     };
-    let hb = h.encode();
+    let header = h.encode();
     let crc = match rec.data_crc {
-        Some(data_crc) if compressed.is_none() && !payload.is_empty() => {
-            super::crc::combine(crc32c::crc32c(&hb), data_crc, payload.len())
+        Some(data_crc) if plain && !payload.is_empty() => {
+            super::crc::combine(crc32c::crc32c(&header), data_crc, payload.len())
         }
-        _ => crc32c::crc32c_append(crc32c::crc32c(&hb), payload),
+        _ => crc32c::crc32c_append(crc32c::crc32c(&header), &payload),
     };
-    out.extend_from_slice(&hb);
-    out.extend_from_slice(payload);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&END_MAGIC);
+    let mut trailer = [0u8; TRAILER_LEN];
+    trailer[..4].copy_from_slice(&crc.to_le_bytes());
+    trailer[4..].copy_from_slice(&END_MAGIC);
+    EncodedRecord {
+        header,
+        payload,
+        trailer,
+    }
+}
+
+/// Append the encoding of `rec` to `out` (see [`encode_parts`]).
+pub fn encode_record(
+    out: &mut Vec<u8>,
+    rec: &RecordIn<'_>,
+    nonce: u64,
+    rec_seq: u64,
+    batch: u64,
+    batch_end: bool,
+    compress: bool,
+) {
+    let e = encode_parts(rec, nonce, rec_seq, batch, batch_end, compress);
+    out.extend_from_slice(&e.header);
+    out.extend_from_slice(&e.payload);
+    out.extend_from_slice(&e.trailer);
 }
 
 /// Check the trailer of a record whose header bytes, payload and trailer are given.

@@ -5,15 +5,21 @@
 //! **Invariant:** nothing of batch *b+1* is written before the flush of batch *b* completed;
 //! a failed write poisons the writer (the caller switches to emergency mode).
 //!
+//! A write is one gather write (`brick_core::write_gather`): the records' headers and trailers
+//! come from one small buffer, their payloads from the callers' buffers, uncopied where the
+//! output can (a buffered file: `pwritev`).
+//!
 //! Format v2 (a header with `align`): the header is written as one block of `align` bytes, and
 //! every write is padded with zeroes to a multiple of `align` (its last record carries
 //! `FLAG_PAD`), so that each write starts and ends aligned as `O_DIRECT` requires.
 
 use super::error::{LogError, Result};
+use super::gather::Gather;
 use super::header::FileHeader;
 use super::pos::LogPos;
-use super::record::{encode_record, RecordIn, RecordOp, FLAG_PAD};
+use super::record::{encode_parts, RecordIn, RecordOp, FLAG_PAD};
 use brick_core::{Aio, Op, Output};
+use std::io::IoSlice;
 
 /// Writer of one log file.
 #[derive(Debug)]
@@ -26,6 +32,8 @@ pub struct LogWriter {
     compress: bool,
     poisoned: bool,
     open: bool,
+    /// The record headers, trailers and padding of a write (the payloads are written from
+    /// the callers' buffers); kept for its capacity.
     buf: Vec<u8>,
 }
 
@@ -62,7 +70,7 @@ impl LogWriter {
         }
         let mut bytes = header.encode()?.to_vec();
         bytes.resize(header.data_start() as usize, 0);
-        write_at(out, 0, bytes).map_err(io)?;
+        brick_core::write_gather(out, 0, &[IoSlice::new(&bytes)]).map_err(io)?;
         brick_core::run(out, Aio::new(Op::Flush, 0, 0)).map_err(io)?;
         Ok(LogWriter {
             pos: header.data_start(),
@@ -148,21 +156,19 @@ impl LogWriter {
         } else {
             recs
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        let mut g = Gather::new(std::mem::take(&mut self.buf));
         let mut last_start = 0;
         let v2 = self.header.align != 0;
         for (i, r) in all.iter().enumerate() {
-            last_start = buf.len();
-            starts.push(self.pos + buf.len() as u64);
+            last_start = g.len();
+            starts.push(self.pos + g.len() as u64);
             let is_last = i + 1 == all.len();
             let seq = self.next_rec + i as u64;
             let mut r = *r;
             if v2 && is_last {
                 r.flags |= FLAG_PAD;
             }
-            encode_record(
-                &mut buf,
+            let e = encode_parts(
                 &r,
                 self.header.nonce,
                 seq,
@@ -170,18 +176,21 @@ impl LogWriter {
                 commit && is_last,
                 self.compress,
             );
+            g.put_meta(&e.header);
+            g.put_payload(e.payload);
+            g.put_meta(&e.trailer);
         }
-        let padded = self.header.align_up(self.pos + buf.len() as u64) - self.pos;
-        buf.resize(padded as usize, 0);
+        let padded = self.header.align_up(self.pos + g.len() as u64) - self.pos;
+        g.put_zeroes(padded as usize - g.len());
         if recs.is_empty() {
             starts.clear();
         }
-        let len = buf.len() as u64;
+        let len = g.len() as u64;
         let mut result = if crate::fail_point!(crate::failpoint::LOG_MID_RECORD) {
             // The write stops in the middle of the batch's last record: half of it reaches the
             // file; then the write fails, or the process dies (a crash mid-record).
-            let cut = last_start + (buf.len() - last_start) / 2;
-            let partial = write_at(out, self.pos, buf[..cut].to_vec());
+            let cut = last_start + (g.len() - last_start) / 2;
+            let partial = brick_core::write_gather(out, self.pos, &g.slices(cut));
             #[cfg(feature = "failpoints")]
             if partial.is_ok() {
                 crate::failpoint::crash_if_armed(crate::failpoint::LOG_MID_RECORD);
@@ -191,22 +200,24 @@ impl LogWriter {
                 context: "writing a log record (fail point log-mid-record)",
             }))
         } else {
-            write_at(out, self.pos, buf)
+            brick_core::write_gather(out, self.pos, &g.slices(usize::MAX))
         };
+        // The payloads are borrowed from the caller's records: the small bytes' buffer is
+        // what stays for the next write.
+        self.buf = g.into_meta();
         if commit {
-            result = result.and_then(|b| {
+            result = result.and_then(|()| {
                 if crate::fail_point!(crate::failpoint::LOG_FSYNC) {
                     return Err(brick_core::Error::Os {
                         errno: libc::EIO,
                         context: "syncing the log (fail point log-fsync)",
                     });
                 }
-                brick_core::run(out, Aio::new(Op::Flush, 0, 0)).map(|_| b)
+                brick_core::run(out, Aio::new(Op::Flush, 0, 0)).map(drop)
             });
         }
         match result {
-            Ok(b) => {
-                self.buf = b;
+            Ok(()) => {
                 self.pos += len;
                 self.next_rec += all.len() as u64;
                 if commit {
@@ -244,20 +255,4 @@ fn marker(op: RecordOp) -> RecordIn<'static> {
         flags: 0,
         data_crc: None,
     }
-}
-
-/// Write `data` at `pos`, looping when the output shortens requests; returns the buffer.
-fn write_at(out: &dyn Output, pos: u64, data: Vec<u8>) -> brick_core::Result<Vec<u8>> {
-    let total = data.len();
-    let mut probe = Aio::new(Op::Write, pos, total);
-    out.prepare(&mut probe)?;
-    if probe.len == total {
-        let mut req = probe;
-        req.data = data;
-        let done = brick_core::run(out, req)?;
-        return Ok(done.data);
-    }
-    // The output shortens requests (small `max_len`): write the pieces from copies.
-    brick_core::write_all(out, pos, &data)?;
-    Ok(data)
 }

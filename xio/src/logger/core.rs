@@ -132,6 +132,9 @@ impl Output for Via<'_> {
     fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
         self.0.submit(req)
     }
+    fn write_gather(&self, pos: u64, bufs: &[std::io::IoSlice<'_>]) -> Option<Result<()>> {
+        self.0.write_gather(pos, bufs)
+    }
 }
 
 /// Longest discard / write-zeroes in one record.
@@ -330,7 +333,9 @@ impl Core {
         let write = req.op == Op::Write;
         let mem = self.budget.acquire(if write { req.len as u64 } else { 64 });
         let bytes = if write {
-            std::mem::replace(&mut req.data, self.bufs.get())
+            // The client's next write is likely of this size: hand back a buffer of its class.
+            let len = req.len;
+            std::mem::replace(&mut req.data, self.bufs.get_for(len))
         } else {
             Vec::new()
         };
@@ -361,6 +366,8 @@ impl Core {
         }
         let seq = g.next_seq;
         g.next_seq += 1;
+        // One clock read for both (a vDSO call each was ~3% of the client thread's samples).
+        let now = Instant::now();
         let version = Version {
             op,
             pos: req.pos,
@@ -368,7 +375,7 @@ impl Core {
             data: data.clone(),
             flags,
             log: None,
-            born: Instant::now(),
+            born: now,
             refs: 0,
             superseded_by: 0,
         };
@@ -394,7 +401,7 @@ impl Core {
             data,
             stamp,
             flags,
-            since: Instant::now(),
+            since: now,
         });
         let ack = if fua {
             g.waiters.push((seq, req));

@@ -124,6 +124,9 @@ impl Output for SyncFile {
         self.core.prepare(req);
         Ok(())
     }
+    fn write_gather(&self, pos: u64, bufs: &[std::io::IoSlice<'_>]) -> Option<Result<()>> {
+        Some(self.core.write_gather(pos, bufs))
+    }
     fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
         let core = &self.core;
         let on_worker = WORKER_OF.with(|w| w.get()) == Arc::as_ptr(core) as usize;
