@@ -18,10 +18,12 @@
 //! completion loop itself at about 0.2 % of samples: there is nothing for them to save.
 
 mod brick;
+mod local;
 mod ring;
 mod state;
 
 pub use brick::UringFile;
+pub use local::drive;
 
 /// Set up (and drop) a small ring the way the backend does: can this process use io_uring?
 pub(crate) fn probe() -> std::io::Result<()> {

@@ -79,6 +79,8 @@ pub use direct::DirectIo;
 pub use error::{from_errno, from_io};
 pub use uring_probe::{io_uring_unavailable, IO_URING_ENV};
 
+pub use crate::aio::drive;
+
 use crate::aio::UringFile;
 use crate::sio::SyncFile;
 use brick_core::{Aio, Brick, Info, Output, PowerState, Rejected, Result, StatsSnapshot};
