@@ -56,9 +56,7 @@ pub use brick::{
     completion_thread, debug_assert_may_block, mark_completion_thread, Brick, Info, Output,
 };
 pub use budget::{admits, MemBudget, NodeBudget, PoolCounts, Reservation, ShareCounts};
-pub use completion::{
-    read_all, run, submit_wait, with_driver, write_all, CompletionQueue, Driver,
-};
+pub use completion::{read_all, run, submit_wait, with_driver, write_all, CompletionQueue, Driver};
 pub use error::{Error, Rejected, Result};
 pub use graph::Graph;
 pub use idle_worker::IdleWorker;

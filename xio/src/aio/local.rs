@@ -154,7 +154,11 @@ pub(super) unsafe fn push(
         // leaves the entry queued for the next one (every wait enters).
         match r.uring.submit() {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
+                ) => {}
             Err(e) => tracing::warn!("io_uring submit (driven ring) failed: {e}; will retry"),
         }
         Ok(())
@@ -169,7 +173,9 @@ fn reap(wait: Option<Duration>) -> bool {
         let r = l.as_mut().filter(|r| r.inflight > 0)?;
         let entered = match wait {
             Some(t) => {
-                let ts = types::Timespec::new().sec(t.as_secs()).nsec(t.subsec_nanos());
+                let ts = types::Timespec::new()
+                    .sec(t.as_secs())
+                    .nsec(t.subsec_nanos());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 r.uring.submitter().submit_with_args(1, &args).map(drop)
             }

@@ -203,3 +203,75 @@ fn shutdown_finishes_in_flight_requests() {
         assert_eq!(disk[i * 512], i as u8 + 1);
     }
 }
+
+/// Wait (bounded) until the server has no connection left.
+fn wait_closed(server: &NbdServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().active > 0 {
+        assert!(Instant::now() < deadline, "the connection never ended");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// One request at a time: the thread that completes it (here the test's, releasing the gate)
+/// writes the reply itself, so the reply thread never handles a reply.
+#[test]
+fn a_completion_replies_itself_when_the_writer_is_idle() {
+    let r = gated_rig(4);
+    brick_core::write_all(&*r.disk, 0, &[9u8; 8 * 4096]).unwrap();
+    let mut c = Client::unix(&r.sock, "gated", true).unwrap();
+    for i in 0..8u64 {
+        let cookie = c.send(cmd::READ, 0, i * 4096, Payload::Len(4096)).unwrap();
+        r.gate.wait_held(1);
+        r.gate.release(&[0]);
+        let rep = c.recv().unwrap();
+        assert_eq!((rep.cookie, rep.error), (cookie, 0));
+        assert_eq!(rep.data, vec![9u8; 4096]);
+    }
+    c.disconnect().unwrap();
+    wait_closed(&r.server);
+    assert_eq!(r.server.stats().replied_inline, 8);
+}
+
+/// A client that does not read its replies never blocks the thread that completes requests:
+/// what the socket does not take is left to the reply thread, and every byte still arrives,
+/// in order, once the client reads.
+#[test]
+fn a_client_that_does_not_read_never_blocks_the_completing_thread() {
+    let r = gated_rig(64);
+    let chunk = 256 << 10;
+    for k in 0..4u8 {
+        brick_core::write_all(&*r.disk, u64::from(k) * chunk as u64, &vec![k + 1; chunk]).unwrap();
+    }
+    let mut c = Client::unix(&r.sock, "gated", false).unwrap();
+    let cookies: Vec<u64> = (0..64u64)
+        .map(|i| {
+            c.send(
+                cmd::READ,
+                0,
+                (i % 4) * chunk as u64,
+                Payload::Len(chunk as u32),
+            )
+            .unwrap()
+        })
+        .collect();
+    r.gate.wait_held(64);
+    // 16 MiB of replies, far beyond the socket buffer, while the client reads nothing.
+    let gate = r.gate.clone();
+    let releaser = std::thread::spawn(move || gate.release(&(0..64).collect::<Vec<_>>()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !releaser.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "completing a request blocked on a client that does not read"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    releaser.join().unwrap();
+    for (i, &cookie) in cookies.iter().enumerate() {
+        let rep = c.recv().unwrap();
+        assert_eq!((rep.cookie, rep.error), (cookie, 0), "reply {i}");
+        assert_eq!(rep.data, vec![(i % 4) as u8 + 1; chunk], "reply {i}");
+    }
+    c.disconnect().unwrap();
+}
