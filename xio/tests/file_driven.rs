@@ -74,6 +74,8 @@ impl Completer for Errors {
     fn complete(&self, req: Box<Aio>) {
         let mut v = self.0.lock().unwrap();
         v.push((req.error.clone(), std::thread::current().id()));
+        drop(v);
+        req.complete();
     }
 }
 
@@ -135,20 +137,22 @@ fn driven_partial_io_is_continued_and_errors_are_reported() {
         .set_len(10_000)
         .unwrap();
     let me = std::thread::current().id();
-    let (done, on) = xio::file::drive(|| {
+    let seen = Arc::new(Errors::default());
+    let done = xio::file::drive(|| {
         let cq = CompletionQueue::new();
-        cq.submit(&*f, Aio::read(8000, 8192)).unwrap();
-        (cq.recv(), std::thread::current().id())
+        let mut r = Aio::read(8000, 8192);
+        r.push_hook(cq.hook());
+        r.push_hook(seen.clone());
+        f.submit(r).unwrap();
+        cq.recv()
     });
-    assert_eq!(on, me);
-    assert_eq!(
-        done.error,
-        Some(Error::ShortRead {
-            pos: 8000,
-            got: 2000,
-            want: 8192
-        })
-    );
+    let short = Error::ShortRead {
+        pos: 8000,
+        got: 2000,
+        want: 8192,
+    };
+    assert_eq!(*seen.0.lock().unwrap(), vec![(Some(short.clone()), me)]);
+    assert_eq!(done.error, Some(short));
     assert_eq!(done.data.len(), 2000);
 
     if !std::path::Path::new("/dev/full").exists() {
@@ -179,7 +183,7 @@ fn driven_partial_io_is_continued_and_errors_are_reported() {
 fn driven_requests_in_flight_at_scope_end_or_drop_complete() {
     for opts in modes() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(f) = open(&dir, opts.clone()) else {
+        let Some(f) = open(&dir, opts) else {
             return;
         };
         let seen = Arc::new(Seen::default());
@@ -206,7 +210,6 @@ fn driven_requests_in_flight_at_scope_end_or_drop_complete() {
             assert!(started.elapsed() < Duration::from_secs(20), "drop hung");
             seen.assert_once_on(64, me);
         });
-        let _ = opts;
     }
 }
 

@@ -59,6 +59,10 @@
 //!
 //! IO is buffered unless [`FileOptions::direct`]: requests carry ordinary `Vec<u8>` buffers.
 //!
+//! # Driven submission
+//! Inside [`drive`], io_uring requests of the calling thread are reaped by that thread while it
+//! waits for completions (see [`crate::aio::drive`]); `Sync` bricks are unaffected.
+//!
 //! [`Error::ShortRead`]: brick_core::Error::ShortRead
 //! [`Error::OutOfRange`]: brick_core::Error::OutOfRange
 //! [`Error::Invalid`]: brick_core::Error::Invalid

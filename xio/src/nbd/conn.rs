@@ -90,15 +90,13 @@ pub(crate) fn serve(
         tx: tx.clone(),
         writer: writer.clone(),
     });
-    let thread = std::thread::Builder::new()
+    let reply_thread = std::thread::Builder::new()
         .name("nbd-reply".into())
         .spawn({
             let writer = writer.clone();
             move || reply::run(writer, rx)
         })
         .map_err(NbdError::io("spawning the reply thread"))?;
-    let replies = writer;
-    let writer = thread;
     let mut t = Transmit {
         rd: &mut rd,
         output: neg.export.output.clone(),
@@ -113,10 +111,10 @@ pub(crate) fn serve(
     let result = t.run();
     let _ = tx.send(ToWriter::ReaderDone);
     // The writer finishes every request still in flight before it exits.
-    let _ = writer.join();
+    let _ = reply_thread.join();
     counters
         .replied_inline
-        .fetch_add(replies.lock().replied_inline(), Relaxed);
+        .fetch_add(writer.lock().replied_inline(), Relaxed);
     match result {
         Err(NbdError::Closed) => Ok(()),
         r => r,
