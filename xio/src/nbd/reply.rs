@@ -2,8 +2,9 @@
 //! writes the reply (simple or structured) when the last piece is in, recycles the requests and
 //! frees the request's in-flight slot.
 //!
-//! A completion hook replies at once when the writer is idle (nothing queued for the reply
-//! thread, its lock free, the socket buffer empty): it sends without blocking and leaves what
+//! A completion hook replies at once when the writer is idle (the only request in flight,
+//! nothing queued for the reply thread, its lock free, no bytes left unsent): it sends without
+//! blocking and leaves what
 //! the socket does not take to the reply thread. Otherwise it only sends the piece into the
 //! reply thread's channel. Either way a hook never blocks, so a slow client never stalls the
 //! brick's completion thread, and the common case costs no thread hand-off. Replies are
@@ -76,7 +77,10 @@ impl Hook {
         let Some(mut w) = self.writer.try_lock() else {
             return Some(msg);
         };
-        if w.reader_done || w.broken || w.out.pending() > 0 {
+        // With other requests in flight their replies are due soon: the reply thread writes
+        // them together (one `send`, one wake-up of the client, none on this thread, which
+        // may be the logger's commit thread acknowledging a whole batch).
+        if w.reader_done || w.broken || w.out.pending() > 0 || w.inflight() > 1 {
             return Some(msg);
         }
         w.inline = true;
@@ -142,6 +146,11 @@ impl Writer {
             inline: false,
             replied_inline: 0,
         }
+    }
+
+    /// Requests of this connection in flight (slots taken).
+    fn inflight(&self) -> usize {
+        self.slots.len() - self.free.len()
     }
 
     /// Replies written without the reply thread so far.

@@ -234,44 +234,62 @@ fn a_completion_replies_itself_when_the_writer_is_idle() {
 }
 
 /// A client that does not read its replies never blocks the thread that completes requests:
-/// what the socket does not take is left to the reply thread, and every byte still arrives,
-/// in order, once the client reads.
+/// what the socket does not take is left to the reply thread, and every byte still arrives
+/// once the client reads.
 #[test]
 fn a_client_that_does_not_read_never_blocks_the_completing_thread() {
-    let r = gated_rig(64);
-    let chunk = 256 << 10;
-    for k in 0..4u8 {
-        brick_core::write_all(&*r.disk, u64::from(k) * chunk as u64, &vec![k + 1; chunk]).unwrap();
+    let r = gated_rig(4);
+    let size = 1 << 20;
+    for structured in [false, true] {
+        let mut c = Client::unix(&r.sock, "gated", structured).unwrap();
+        for k in 0..3u8 {
+            brick_core::write_all(&*r.disk, 0, &vec![k + 1; size]).unwrap();
+            let cookie = c.send(cmd::READ, 0, 0, Payload::Len(size as u32)).unwrap();
+            r.gate.wait_held(1);
+            // 1 MiB of reply, beyond the socket buffer, while the client reads nothing.
+            let gate = r.gate.clone();
+            let releaser = std::thread::spawn(move || gate.release(&[0]));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !releaser.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "completing a request blocked on a client that does not read"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            releaser.join().unwrap();
+            let rep = c.recv().unwrap();
+            assert_eq!((rep.cookie, rep.error), (cookie, 0));
+            assert_eq!(rep.data, vec![k + 1; size], "read {k}");
+        }
+        c.disconnect().unwrap();
     }
-    let mut c = Client::unix(&r.sock, "gated", false).unwrap();
-    let cookies: Vec<u64> = (0..64u64)
-        .map(|i| {
-            c.send(
-                cmd::READ,
-                0,
-                (i % 4) * chunk as u64,
-                Payload::Len(chunk as u32),
-            )
-            .unwrap()
-        })
+    wait_closed(&r.server);
+    // The first read of each connection finds the reply thread idle (later ones may find it
+    // still finishing the previous reply's tail).
+    let inline = r.server.stats().replied_inline;
+    assert!(inline >= 2, "replied by the completing thread: {inline}");
+}
+
+/// With other requests in flight, replies go to the reply thread (written together): only the
+/// last of eight pipelined reads may be answered by the completing thread.
+#[test]
+fn replies_of_pipelined_requests_are_left_to_the_reply_thread() {
+    let r = gated_rig(16);
+    let mut c = Client::unix(&r.sock, "gated", true).unwrap();
+    let cookies: Vec<u64> = (0..8u64)
+        .map(|i| c.send(cmd::READ, 0, i * 4096, Payload::Len(4096)).unwrap())
         .collect();
-    r.gate.wait_held(64);
-    // 16 MiB of replies, far beyond the socket buffer, while the client reads nothing.
-    let gate = r.gate.clone();
-    let releaser = std::thread::spawn(move || gate.release(&(0..64).collect::<Vec<_>>()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !releaser.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "completing a request blocked on a client that does not read"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    releaser.join().unwrap();
-    for (i, &cookie) in cookies.iter().enumerate() {
-        let rep = c.recv().unwrap();
-        assert_eq!((rep.cookie, rep.error), (cookie, 0), "reply {i}");
-        assert_eq!(rep.data, vec![(i % 4) as u8 + 1; chunk], "reply {i}");
-    }
+    r.gate.wait_held(8);
+    r.gate.release(&(0..8).collect::<Vec<_>>());
+    let mut got: Vec<u64> = (0..8).map(|_| c.recv().unwrap().cookie).collect();
+    got.sort_unstable();
+    assert_eq!(got, cookies);
     c.disconnect().unwrap();
+    wait_closed(&r.server);
+    assert!(
+        r.server.stats().replied_inline <= 1,
+        "{:?}",
+        r.server.stats()
+    );
 }
