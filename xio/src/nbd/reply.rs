@@ -2,7 +2,7 @@
 //! writes the reply (simple or structured) when the last piece is in, recycles the requests and
 //! frees the request's in-flight slot.
 //!
-//! A completion hook replies at once when the writer is idle (the only request in flight,
+//! A completion hook replies at once when the writer is idle (at most two requests in flight,
 //! nothing queued for the reply thread, its lock free, no bytes left unsent): it sends without
 //! blocking and leaves what
 //! the socket does not take to the reply thread. Otherwise it only sends the piece into the
@@ -45,6 +45,11 @@ pub(crate) enum ToWriter {
     Flush,
 }
 
+/// A hook replies itself only while at most this many requests of the connection are in
+/// flight: a write and the flush behind it (`fsync=1`), or one read. Beyond, replies are due
+/// together and the reply thread batches them.
+const INLINE_MAX_INFLIGHT: usize = 2;
+
 /// The completion hook of one connection: replies at once when the writer is idle, else
 /// forwards the finished piece to the reply thread.
 pub(crate) struct Hook {
@@ -80,7 +85,7 @@ impl Hook {
         // With other requests in flight their replies are due soon: the reply thread writes
         // them together (one `send`, one wake-up of the client, none on this thread, which
         // may be the logger's commit thread acknowledging a whole batch).
-        if w.reader_done || w.broken || w.out.pending() > 0 || w.inflight() > 1 {
+        if w.reader_done || w.broken || w.out.pending() > 0 || w.inflight() > INLINE_MAX_INFLIGHT {
             return Some(msg);
         }
         w.inline = true;

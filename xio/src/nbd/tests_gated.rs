@@ -272,7 +272,7 @@ fn a_client_that_does_not_read_never_blocks_the_completing_thread() {
 }
 
 /// With other requests in flight, replies go to the reply thread (written together): only the
-/// last of eight pipelined reads may be answered by the completing thread.
+/// last two of eight pipelined reads may be answered by the completing thread.
 #[test]
 fn replies_of_pipelined_requests_are_left_to_the_reply_thread() {
     let r = gated_rig(16);
@@ -288,7 +288,7 @@ fn replies_of_pipelined_requests_are_left_to_the_reply_thread() {
     c.disconnect().unwrap();
     wait_closed(&r.server);
     assert!(
-        r.server.stats().replied_inline <= 1,
+        r.server.stats().replied_inline <= 2,
         "{:?}",
         r.server.stats()
     );
