@@ -65,7 +65,9 @@ impl Info {
 /// when the wait needs one of them (the logger's budget waits for writeback, writeback for the
 /// data device's completions). Completion threads mark themselves with
 /// [`mark_completion_thread`]; blocking bricks check [`debug_assert_may_block`] (debug builds).
-/// A hook that must start blocking work hands it to a thread of its own.
+/// A hook that must start blocking work hands it to a thread of its own. (A thread that
+/// reaps its own completions, e.g. inside `xio::file::drive`, runs hooks too, but it is an
+/// ordinary thread that may block.)
 pub trait Output: Send + Sync {
     /// Current geometry.
     fn info(&self) -> Result<Info>;

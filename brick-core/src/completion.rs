@@ -6,8 +6,40 @@ use crate::brick::Output;
 use crate::error::Result;
 use crate::request::{Aio, Completer};
 use crossbeam_channel::{Receiver, Sender};
+use std::cell::Cell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Reaps completions that only the calling thread can reap (e.g. of an io_uring that this
+/// thread submits to and waits in itself). `wait`: how long it may sleep for one (`None`: not
+/// at all). Returns `false` when this thread has nothing of its own in flight.
+pub type Driver = fn(wait: Option<Duration>) -> bool;
+
+/// How long one wait in a [`Driver`] lasts before the channel is looked at again (a completion
+/// may also come from another thread: then it is seen this much later).
+const DRIVE_SLICE: Duration = Duration::from_millis(10);
+
+thread_local! {
+    static DRIVER: Cell<Option<Driver>> = const { Cell::new(None) };
+}
+
+/// Run `f` with `driver` installed on this thread: while it runs, a [`CompletionQueue`] waiting
+/// on this thread drives it instead of sleeping on its channel. Nested installs: the innermost
+/// wins until it returns.
+pub fn with_driver<R>(driver: Driver, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Driver>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DRIVER.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DRIVER.with(|d| d.replace(Some(driver))));
+    f()
+}
+
+fn driver() -> Option<Driver> {
+    DRIVER.with(|d| d.get())
+}
 
 struct QueueHook(Sender<Box<Aio>>);
 
@@ -57,18 +89,36 @@ impl CompletionQueue {
 
     /// Block for the next completion.
     pub fn recv(&self) -> Box<Aio> {
-        self.rx
-            .recv()
-            .expect("the queue holds its own sender, so it never disconnects")
+        loop {
+            if let Some(req) = self.recv_timeout(Duration::from_secs(3600)) {
+                return req;
+            }
+        }
     }
 
-    /// Wait at most `timeout` for the next completion.
+    /// Wait at most `timeout` for the next completion (driving this thread's own IO, see
+    /// [`with_driver`], while it has some in flight).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Box<Aio>> {
-        self.rx.recv_timeout(timeout).ok()
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(req) = self.rx.try_recv() {
+                return Some(req);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match driver() {
+                Some(drive) if !left.is_zero() && drive(Some(left.min(DRIVE_SLICE))) => {}
+                _ => return self.rx.recv_timeout(left).ok(),
+            }
+        }
     }
 
-    /// A completion if one is ready.
+    /// A completion if one is ready (after reaping this thread's own, see [`with_driver`]).
     pub fn try_recv(&self) -> Option<Box<Aio>> {
+        if let Ok(req) = self.rx.try_recv() {
+            return Some(req);
+        }
+        // Only when nothing is queued: reaping costs a system call.
+        driver()?(None);
         self.rx.try_recv().ok()
     }
 }

@@ -56,7 +56,9 @@ pub use brick::{
     completion_thread, debug_assert_may_block, mark_completion_thread, Brick, Info, Output,
 };
 pub use budget::{admits, MemBudget, NodeBudget, PoolCounts, Reservation, ShareCounts};
-pub use completion::{read_all, run, submit_wait, write_all, write_gather, CompletionQueue};
+pub use completion::{
+    read_all, run, submit_wait, with_driver, write_all, write_gather, CompletionQueue, Driver,
+};
 pub use error::{Error, Rejected, Result};
 pub use graph::Graph;
 pub use idle_worker::IdleWorker;

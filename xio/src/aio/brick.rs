@@ -1,6 +1,7 @@
 //! [`UringFile`]: the io_uring brick, its submit path and its completion thread.
 #![allow(unsafe_code)]
 
+use super::local;
 use super::ring::{Ring, WAKE};
 use super::state::{self, Stage, Step, UringAspect};
 use crate::file::core::{Admit, FileCore};
@@ -134,9 +135,28 @@ impl UringFile {
     }
 }
 
+/// Where a request's next submission goes.
+#[derive(Clone, Copy)]
+enum Route {
+    /// The brick's ring; `deferred`: the completion thread (or a batch's end) enters it,
+    /// otherwise wake the completion thread.
+    Ring { deferred: bool },
+    /// The submitting thread's own ring (driven mode, [`local`]).
+    Local,
+}
+
+impl local::Owner for Shared {
+    fn on_local_completion(self: Arc<Self>, req: Box<Aio>, res: i32) {
+        self.on_completion(req, res, true);
+    }
+    fn name(&self) -> &str {
+        &self.core.name
+    }
+}
+
 impl Shared {
     /// Start (or continue) `req` in `stage`: build its submission and queue it.
-    fn start(&self, mut req: Box<Aio>, stage: Stage, done: usize, deferred: bool) {
+    fn start(self: &Arc<Self>, mut req: Box<Aio>, stage: Stage, done: usize, route: Route) {
         {
             let a = req.aspect(&self.slot);
             a.stage = stage;
@@ -148,6 +168,17 @@ impl Shared {
             unsafe { a.bounce.as_mut_ptr().add(a.bounce_at) }
         });
         let entry = state::entry(self.fd, &mut req, stage, done, direct);
+        let deferred = match route {
+            Route::Local => {
+                // SAFETY: the entry points into the request's own buffers (see below) or the
+                // static ZEROES; `push` keeps the request until the entry's completion.
+                if let Err((req, e)) = unsafe { local::push(self.clone(), req, entry) } {
+                    self.finish(req, Err(from_io(&e, "queueing an io_uring submission")));
+                }
+                return;
+            }
+            Route::Ring { deferred } => deferred,
+        };
         let ptr = Box::into_raw(req);
         let entry = entry.user_data(ptr as u64);
         // SAFETY: the entry points into the request's `data` heap buffer, its aspect's bounce
@@ -193,14 +224,21 @@ impl Shared {
         self.core.complete(req, started, result);
     }
 
-    /// Handle one completion (on the completion thread).
-    fn on_completion(&self, mut req: Box<Aio>, res: i32) {
+    /// Handle one completion (on the completion thread, or `local`ly on a driven thread).
+    fn on_completion(self: &Arc<Self>, mut req: Box<Aio>, res: i32, local: bool) {
         let (stage, done) = {
             let a = req.aspect(&self.slot);
             (a.stage, a.done)
         };
         match state::step(&self.core, &req, stage, done, res) {
-            Step::Next(stage, done) => self.start(req, stage, done, true),
+            Step::Next(stage, done) => {
+                let route = if local {
+                    Route::Local
+                } else {
+                    Route::Ring { deferred: true }
+                };
+                self.start(req, stage, done, route)
+            }
             Step::Finish(result) => self.finish(req, result),
         }
     }
@@ -241,7 +279,7 @@ fn completion_loop(shared: Arc<Shared>) {
                 // A panicking completion hook must not take the completion thread (and with it
                 // every later request of this brick) down; the brick's own accounting is done
                 // before hooks run.
-                let run = std::panic::AssertUnwindSafe(|| shared.on_completion(req, res));
+                let run = std::panic::AssertUnwindSafe(|| shared.on_completion(req, res, false));
                 if std::panic::catch_unwind(run).is_err() {
                     tracing::error!(brick = %shared.core.name, "a completion hook panicked");
                 }
@@ -268,13 +306,26 @@ impl Output for UringFile {
         let s = &self.shared;
         let me = self.me();
         let on_completion_thread = COMPLETION_OF.with(|c| c.get()) == me;
+        // Driven: this thread's own ring (never the completion thread's: it has its own).
+        let driven = !on_completion_thread && local::active();
         let deferred = DEFER.with(|d| d.get()) == me;
         if deferred && !on_completion_thread && s.core.admission.used() >= s.core.admission.limit()
         {
             // About to wait for a slot: first let the kernel see what this batch queued.
             s.ring.wake();
         }
-        match s.core.admit(req, !on_completion_thread)? {
+        let admitted = if driven {
+            let wait = if local::reaping() {
+                Duration::ZERO
+            } else {
+                s.core.opts.busy_wait
+            };
+            s.core
+                .admit_with(req, |queue| local::take_slot(queue, wait))
+        } else {
+            s.core.admit(req, !on_completion_thread)
+        };
+        match admitted? {
             Admit::Done(req, result) => s.core.complete_now(req, result),
             // A buffered write is a copy into the page cache that io_uring cannot do without
             // blocking (ext4: it punts every one to an io-wq worker, one at a time per file).
@@ -304,7 +355,12 @@ impl Output for UringFile {
                     state::prepare_bounce(&mut req, &mut a);
                     *req.aspect(&s.slot) = a;
                 }
-                s.start(req, stage, 0, deferred);
+                let route = if driven {
+                    Route::Local
+                } else {
+                    Route::Ring { deferred }
+                };
+                s.start(req, stage, 0, route);
             }
         }
         Ok(())
@@ -339,6 +395,11 @@ impl Drop for UringFile {
         // SAFETY: a NOP points to no memory.
         if unsafe { s.ring.push(&nop) }.is_ok() {
             s.ring.wake();
+        }
+        // The completion thread exits once nothing is in flight: what this thread has in its
+        // own ring must be reaped first, by this thread.
+        if local::inflight() > 0 {
+            local::drain();
         }
         // A hook on our own completion thread may drop the last handle: that thread cannot
         // join itself; it exits by itself once nothing is in flight.

@@ -8,6 +8,8 @@
 //! - **One completion thread** per brick (`xio-aio-<n>`) reaps completions, advances each
 //!   request's state machine (partial reads/writes are continued, FUA adds an `fdatasync`,
 //!   unsupported `fallocate` falls back to writing zeroes) and runs the completion hooks.
+//! - **Driven mode** ([`drive`]): a thread that waits for its own IO anyway submits to a ring of
+//!   its own and reaps there (no eventfd wake of the completion thread, no wake back).
 //! - **Bounded queue depth**: see [`crate::file`] (wait up to `busy_wait`, then `Busy`).
 //!
 //! Same interface and semantics as [`crate::sio`]; [`crate::file`] documents both.
@@ -18,10 +20,12 @@
 //! completion loop itself at about 0.2 % of samples: there is nothing for them to save.
 
 mod brick;
+mod local;
 mod ring;
 mod state;
 
 pub use brick::UringFile;
+pub use local::drive;
 
 /// Set up (and drop) a small ring the way the backend does: can this process use io_uring?
 pub(crate) fn probe() -> std::io::Result<()> {

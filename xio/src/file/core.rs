@@ -195,6 +195,21 @@ impl FileCore {
     /// Power gate, validity and range checks, queue depth. `may_wait` says whether the caller
     /// may block for a queue slot (never on a thread that completes this brick's IO).
     pub(crate) fn admit(&self, req: Box<Aio>, may_wait: bool) -> Result<Admit, Rejected> {
+        let wait = if may_wait {
+            self.opts.busy_wait
+        } else {
+            Duration::ZERO
+        };
+        self.admit_with(req, |queue| queue.take(1, wait))
+    }
+
+    /// [`FileCore::admit`] with the caller's way of taking a queue slot (`take_slot(queue)`:
+    /// whether it got one).
+    pub(crate) fn admit_with(
+        &self,
+        req: Box<Aio>,
+        take_slot: impl FnOnce(&MemBudget) -> bool,
+    ) -> Result<Admit, Rejected> {
         if let Err(e) = self.power.enter(&self.name) {
             return Err(Rejected::new(req, e));
         }
@@ -205,12 +220,7 @@ impl FileCore {
         if req.len == 0 && req.op != Op::Flush {
             return Ok(Admit::Done(req, Ok(())));
         }
-        let wait = if may_wait {
-            self.opts.busy_wait
-        } else {
-            Duration::ZERO
-        };
-        if !self.admission.take(1, wait) {
+        if !take_slot(&self.admission) {
             self.power.leave();
             return Err(Rejected::new(
                 req,

@@ -62,6 +62,10 @@
 //!
 //! IO is buffered unless [`FileOptions::direct`]: requests carry ordinary `Vec<u8>` buffers.
 //!
+//! # Driven submission
+//! Inside [`drive`], io_uring requests of the calling thread are reaped by that thread while it
+//! waits for completions (see [`crate::aio::drive`]); `Sync` bricks are unaffected.
+//!
 //! [`Error::ShortRead`]: brick_core::Error::ShortRead
 //! [`Error::OutOfRange`]: brick_core::Error::OutOfRange
 //! [`Error::Invalid`]: brick_core::Error::Invalid
@@ -81,6 +85,8 @@ pub use self::core::FileKind;
 pub use direct::DirectIo;
 pub use error::{from_errno, from_io};
 pub use uring_probe::{io_uring_unavailable, IO_URING_ENV};
+
+pub use crate::aio::drive;
 
 use crate::aio::UringFile;
 use crate::sio::SyncFile;

@@ -98,7 +98,11 @@ pub(crate) fn run(core: Arc<Core>) {
             }
             WbDecision::Write => {
                 g.wb_busy = true;
-                let result = MutexGuard::unlocked(&mut g, || write_items(&core, &items));
+                // Driven: an io_uring data device's completions are reaped on this thread,
+                // which waits for them anyway (no completion-thread hand-off per batch).
+                let result = MutexGuard::unlocked(&mut g, || {
+                    crate::file::drive(|| write_items(&core, &items))
+                });
                 g.wb_busy = false;
                 if let Err(e) = result {
                     let no_space = matches!(e, Error::NoSpace { .. });

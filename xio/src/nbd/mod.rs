@@ -24,6 +24,7 @@ mod conn;
 mod error;
 mod export;
 pub mod handshake;
+mod out;
 pub mod proto;
 mod reply;
 mod server;

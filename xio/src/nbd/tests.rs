@@ -292,7 +292,13 @@ fn unix_listeners_of_many_servers_share_one_accept_thread_and_stop_accepting_at_
         let mut c = Client::unix(&r.sock, "disk", false).unwrap();
         assert_eq!(c.write(0, &[7; 512]).unwrap(), 0);
     }
-    // Other tests of this binary may run servers too: still one thread for all of them.
+    // Other tests of this binary may run servers too: still one thread for all of them. (A
+    // connection thread the acceptor just spawned carries its name until it names itself:
+    // wait, bounded, for that to pass.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while threads_named("nbd-accept") != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(threads_named("nbd-accept"), 1);
     let r = &rigs[0];
     // A second name of the listener's socket: after shutdown nothing accepts on it any more.

@@ -203,3 +203,93 @@ fn shutdown_finishes_in_flight_requests() {
         assert_eq!(disk[i * 512], i as u8 + 1);
     }
 }
+
+/// Wait (bounded) until the server has no connection left.
+fn wait_closed(server: &NbdServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.stats().active > 0 {
+        assert!(Instant::now() < deadline, "the connection never ended");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// One request at a time: the thread that completes it (here the test's, releasing the gate)
+/// writes the reply itself, so the reply thread never handles a reply.
+#[test]
+fn a_completion_replies_itself_when_the_writer_is_idle() {
+    let r = gated_rig(4);
+    brick_core::write_all(&*r.disk, 0, &[9u8; 8 * 4096]).unwrap();
+    let mut c = Client::unix(&r.sock, "gated", true).unwrap();
+    for i in 0..8u64 {
+        let cookie = c.send(cmd::READ, 0, i * 4096, Payload::Len(4096)).unwrap();
+        r.gate.wait_held(1);
+        r.gate.release(&[0]);
+        let rep = c.recv().unwrap();
+        assert_eq!((rep.cookie, rep.error), (cookie, 0));
+        assert_eq!(rep.data, vec![9u8; 4096]);
+    }
+    c.disconnect().unwrap();
+    wait_closed(&r.server);
+    assert_eq!(r.server.stats().replied_inline, 8);
+}
+
+/// A client that does not read its replies never blocks the thread that completes requests:
+/// what the socket does not take is left to the reply thread, and every byte still arrives
+/// once the client reads.
+#[test]
+fn a_client_that_does_not_read_never_blocks_the_completing_thread() {
+    let r = gated_rig(4);
+    let size = 1 << 20;
+    for structured in [false, true] {
+        let mut c = Client::unix(&r.sock, "gated", structured).unwrap();
+        for k in 0..3u8 {
+            brick_core::write_all(&*r.disk, 0, &vec![k + 1; size]).unwrap();
+            let cookie = c.send(cmd::READ, 0, 0, Payload::Len(size as u32)).unwrap();
+            r.gate.wait_held(1);
+            // 1 MiB of reply, beyond the socket buffer, while the client reads nothing.
+            let gate = r.gate.clone();
+            let releaser = std::thread::spawn(move || gate.release(&[0]));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !releaser.is_finished() {
+                assert!(
+                    Instant::now() < deadline,
+                    "completing a request blocked on a client that does not read"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            releaser.join().unwrap();
+            let rep = c.recv().unwrap();
+            assert_eq!((rep.cookie, rep.error), (cookie, 0));
+            assert_eq!(rep.data, vec![k + 1; size], "read {k}");
+        }
+        c.disconnect().unwrap();
+    }
+    wait_closed(&r.server);
+    // The first read of each connection finds the reply thread idle (later ones may find it
+    // still finishing the previous reply's tail).
+    let inline = r.server.stats().replied_inline;
+    assert!(inline >= 2, "replied by the completing thread: {inline}");
+}
+
+/// With other requests in flight, replies go to the reply thread (written together): only the
+/// last two of eight pipelined reads may be answered by the completing thread.
+#[test]
+fn replies_of_pipelined_requests_are_left_to_the_reply_thread() {
+    let r = gated_rig(16);
+    let mut c = Client::unix(&r.sock, "gated", true).unwrap();
+    let cookies: Vec<u64> = (0..8u64)
+        .map(|i| c.send(cmd::READ, 0, i * 4096, Payload::Len(4096)).unwrap())
+        .collect();
+    r.gate.wait_held(8);
+    r.gate.release(&(0..8).collect::<Vec<_>>());
+    let mut got: Vec<u64> = (0..8).map(|_| c.recv().unwrap().cookie).collect();
+    got.sort_unstable();
+    assert_eq!(got, cookies);
+    c.disconnect().unwrap();
+    wait_closed(&r.server);
+    assert!(
+        r.server.stats().replied_inline <= 2,
+        "{:?}",
+        r.server.stats()
+    );
+}
