@@ -186,7 +186,10 @@ fn writers_keep_going_while_the_logger_resumes() {
                 // Each writer owns its blocks; it returns its part of the final contents.
                 let mut mine = vec![0u8; BLOCKS * BLOCK];
                 let mut n = 0u32;
-                while !stop.load(SeqCst) && n < 100_000 {
+                // `stop` ends the loop; the count only bounds it. It must stay far above what
+                // a writer can do before the resume (100,000 was reached there 1 run in 12:
+                // that writer then never went on after it, and the wait below timed out).
+                while !stop.load(SeqCst) && n < 50_000_000 {
                     let b = t * PER + n as usize % PER;
                     write(
                         &*logger,
