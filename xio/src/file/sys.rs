@@ -1,6 +1,5 @@
 //! The few system calls std does not wrap (`fallocate`, `lseek` with `SEEK_DATA`/`SEEK_HOLE`,
-//! the block-device sector-size ioctl, positioned gather writes, a non-blocking `send` on a
-//! blocking socket).
+//! the block-device sector-size ioctl, positioned gather writes).
 //! The only `unsafe` of the `file` module lives here, one call per function.
 #![allow(unsafe_code)]
 
@@ -100,27 +99,6 @@ pub(crate) fn pwritev(file: &File, bufs: &[IoSlice<'_>], offset: u64) -> io::Res
             bufs.as_ptr().cast::<libc::iovec>(),
             count,
             offset,
-        )
-    };
-    if rc >= 0 {
-        Ok(rc as usize)
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `send(fd, buf, MSG_DONTWAIT | MSG_NOSIGNAL)`: write what fits into a socket's buffer without
-/// blocking (`WouldBlock` when nothing does). For threads that must never wait on a peer (the
-/// NBD reply path on a completion thread); the socket itself stays blocking for everyone else.
-pub(crate) fn send_nowait(fd: std::os::fd::BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a live slice of `buf.len()` readable bytes; the descriptor is borrowed
-    // for the duration of the call.
-    let rc = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
     if rc >= 0 {

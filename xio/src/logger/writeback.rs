@@ -226,7 +226,9 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
         if let Some(r) = run.take() {
             write_run(&mut applier, r)?;
         }
-        let mut buf = core.bufs.get();
+        // Of the item's size class: a large write's run gets a recycled large buffer instead
+        // of growing a small one (fresh pages, zeroed by the kernel, on every run).
+        let mut buf = core.bufs.get_for(len);
         buf.extend_from_slice(bytes);
         run = Some((it.start, buf));
     }

@@ -10,11 +10,11 @@ use super::error::{NbdError, Result};
 use super::export::{Export, Geometry};
 use super::handshake::{self, negotiate, read_at_boundary, skip};
 use super::proto::{self, Request};
-use super::reply::{self, Hook, ToWriter, Writer};
+use super::reply::{Hook, ToWriter, Writer};
 use super::socket::Stream;
 use super::stats::Counters;
 use brick_core::{Aio, AioPool, Completer, Error, Flags, Op, Output};
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use std::io::{BufReader, Read, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -79,23 +79,10 @@ pub(crate) fn serve(
     }
     let (tx, rx) = crossbeam_channel::unbounded();
     let pool = Arc::new(AioPool::new(slots * 2));
-    let writer = Arc::new(parking_lot::Mutex::new(Writer::new(
-        write_half,
-        slots,
-        free_tx,
-        pool.clone(),
-        neg.structured,
-    )));
-    let hook = Arc::new(Hook {
-        tx: tx.clone(),
-        writer: writer.clone(),
-    });
-    let reply_thread = std::thread::Builder::new()
+    let writer = Writer::new(write_half, slots, free_tx, pool.clone(), neg.structured);
+    let writer = std::thread::Builder::new()
         .name("nbd-reply".into())
-        .spawn({
-            let writer = writer.clone();
-            move || reply::run(writer, rx)
-        })
+        .spawn(move || writer.run(rx))
         .map_err(NbdError::io("spawning the reply thread"))?;
     let mut t = Transmit {
         rd: &mut rd,
@@ -103,18 +90,15 @@ pub(crate) fn serve(
         geometry: neg.geometry,
         structured: neg.structured,
         pool,
-        replies: hook.clone(),
-        hook,
+        hook: Arc::new(Hook(tx.clone())),
+        tx: tx.clone(),
         free: free_rx,
         counters,
     };
     let result = t.run();
     let _ = tx.send(ToWriter::ReaderDone);
     // The writer finishes every request still in flight before it exits.
-    let _ = reply_thread.join();
-    counters
-        .replied_inline
-        .fetch_add(writer.lock().replied_inline(), Relaxed);
+    let _ = writer.join();
     match result {
         Err(NbdError::Closed) => Ok(()),
         r => r,
@@ -128,8 +112,7 @@ struct Transmit<'a> {
     structured: bool,
     pool: Arc<AioPool>,
     hook: Arc<dyn Completer>,
-    /// Seals and refusals go the hooks' way: answered at once when the writer is idle.
-    replies: Arc<Hook>,
+    tx: Sender<ToWriter>,
     free: Receiver<u32>,
     counters: &'a Counters,
 }
@@ -158,7 +141,7 @@ impl Transmit<'_> {
                     let slot = self.slot()?;
                     self.counters.refused.fetch_add(1, Relaxed);
                     tracing::debug!(?req, errno, reason, "nbd: request refused");
-                    self.replies.send(ToWriter::Refuse {
+                    let _ = self.tx.send(ToWriter::Refuse {
                         slot,
                         cookie: req.cookie,
                         errno,
@@ -183,7 +166,7 @@ impl Transmit<'_> {
     }
 
     fn seal(&self, slot: u32, req: &Request, pieces: u32, reply: bool) {
-        self.replies.send(ToWriter::Seal {
+        let _ = self.tx.send(ToWriter::Seal {
             slot,
             cookie: req.cookie,
             kind: req.kind,

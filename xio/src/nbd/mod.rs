@@ -24,7 +24,6 @@ mod conn;
 mod error;
 mod export;
 pub mod handshake;
-mod out;
 pub mod proto;
 mod reply;
 mod server;

@@ -1,22 +1,17 @@
-//! The reply side of one connection: the [`Writer`] collects completed pieces of each request,
-//! writes the reply (simple or structured) when the last piece is in, recycles the requests and
-//! frees the request's in-flight slot.
+//! The reply side of one connection: a writer thread that collects completed pieces of each
+//! request, writes the reply (simple or structured) when the last piece is in, recycles the
+//! requests and frees the request's in-flight slot.
 //!
-//! A completion hook replies at once when the writer is idle (at most two requests in flight,
-//! nothing queued for the reply thread, its lock free, no bytes left unsent): it sends without
-//! blocking and leaves what
-//! the socket does not take to the reply thread. Otherwise it only sends the piece into the
-//! reply thread's channel. Either way a hook never blocks, so a slow client never stalls the
-//! brick's completion thread, and the common case costs no thread hand-off. Replies are
-//! written in completion order (out of order with respect to requests) and batched: the
-//! reply thread writes the socket when its channel is momentarily empty.
+//! Completion hooks only send into this thread's channel (hooks must not block), so a slow
+//! client never stalls the brick's completion thread. Replies are written in completion order
+//! (out of order with respect to requests) and batched: the socket is written when the channel
+//! is momentarily empty.
 
-use super::out::Out;
 use super::proto::{self, chunk, cmd, errno};
 use super::socket::Stream;
 use brick_core::{Aio, AioPool, Completer};
 use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use std::io::{BufWriter, Write};
 use std::sync::Arc;
 
 /// Messages to the writer thread.
@@ -41,65 +36,16 @@ pub(crate) enum ToWriter {
     },
     /// The reader stopped; exit once every slot is free.
     ReaderDone,
-    /// A hook left reply bytes that the socket did not take: send them.
-    Flush,
 }
 
-/// A hook replies itself only while at most this many requests of the connection are in
-/// flight: a write and the flush behind it (`fsync=1`), or one read. Beyond, replies are due
-/// together and the reply thread batches them.
-const INLINE_MAX_INFLIGHT: usize = 2;
-
-/// The completion hook of one connection: replies at once when the writer is idle, else
-/// forwards the finished piece to the reply thread.
-pub(crate) struct Hook {
-    pub(crate) tx: Sender<ToWriter>,
-    pub(crate) writer: Arc<Mutex<Writer>>,
-}
+/// The completion hook of one connection: forwards the finished piece to the writer.
+pub(crate) struct Hook(pub(crate) Sender<ToWriter>);
 
 impl Completer for Hook {
     fn complete(&self, req: Box<Aio>) {
-        self.send(ToWriter::Piece(req));
-    }
-}
-
-impl Hook {
-    /// Handle `msg` (a piece, a seal or a refusal) on this thread if the writer is idle, else
-    /// pass it to the reply thread. Never blocks.
-    pub(crate) fn send(&self, msg: ToWriter) {
-        if let Some(msg) = self.try_inline(msg) {
-            // The writer outlives every in-flight request (it waits for all slots), so this
-            // only fails after a bug elsewhere; a request is then dropped, not leaked.
-            let _ = self.tx.send(msg);
-        }
-    }
-
-    /// Handle `msg` without blocking if the writer is idle; else hand it back.
-    fn try_inline(&self, msg: ToWriter) -> Option<ToWriter> {
-        if !self.tx.is_empty() {
-            return Some(msg);
-        }
-        let Some(mut w) = self.writer.try_lock() else {
-            return Some(msg);
-        };
-        // With other requests in flight their replies are due soon: the reply thread writes
-        // them together (one `send`, one wake-up of the client, none on this thread, which
-        // may be the logger's commit thread acknowledging a whole batch).
-        if w.reader_done || w.broken || w.out.pending() > 0 || w.inflight() > INLINE_MAX_INFLIGHT {
-            return Some(msg);
-        }
-        w.inline = true;
-        w.handle(msg);
-        w.inline = false;
-        match w.out.flush_nowait() {
-            Ok(true) => {}
-            Ok(false) => {
-                drop(w);
-                let _ = self.tx.send(ToWriter::Flush);
-            }
-            Err(e) => w.fail(&e),
-        }
-        None
+        // The writer outlives every in-flight request (it waits for all slots), so this only
+        // fails after a bug elsewhere; the request is then dropped, not leaked.
+        let _ = self.0.send(ToWriter::Piece(req));
     }
 }
 
@@ -117,18 +63,13 @@ struct Slot {
 
 /// The writer thread's state.
 pub(crate) struct Writer {
-    out: Out,
+    out: BufWriter<Stream>,
     slots: Vec<Slot>,
     free: Sender<u32>,
     pool: Arc<AioPool>,
     structured: bool,
     broken: bool,
     busy: usize,
-    reader_done: bool,
-    /// A hook holds the writer: queue bytes, never block.
-    inline: bool,
-    /// Replies written while `inline`.
-    replied_inline: u64,
 }
 
 impl Writer {
@@ -140,43 +81,51 @@ impl Writer {
         structured: bool,
     ) -> Writer {
         Writer {
-            out: Out::new(stream),
+            out: BufWriter::with_capacity(256 << 10, stream),
             slots: (0..slots).map(|_| Slot::default()).collect(),
             free,
             pool,
             structured,
             broken: false,
             busy: 0,
-            reader_done: false,
-            inline: false,
-            replied_inline: 0,
         }
     }
 
-    /// Requests of this connection in flight (slots taken).
-    fn inflight(&self) -> usize {
-        self.slots.len() - self.free.len()
-    }
-
-    /// Replies written without the reply thread so far.
-    pub(crate) fn replied_inline(&self) -> u64 {
-        self.replied_inline
+    /// Run until the reader is done and every slot is free. Returns whether the socket broke.
+    pub(crate) fn run(mut self, rx: Receiver<ToWriter>) -> bool {
+        let mut reader_done = false;
+        while !(reader_done && self.busy == 0) {
+            let Ok(msg) = rx.recv() else { break };
+            reader_done |= self.handle(msg);
+            while let Ok(msg) = rx.try_recv() {
+                reader_done |= self.handle(msg);
+            }
+            if !self.broken {
+                if let Err(e) = self.out.flush() {
+                    self.fail(&e);
+                }
+            }
+        }
+        if !self.broken {
+            let _ = self.out.flush();
+        }
+        self.broken
     }
 
     fn fail(&mut self, e: &std::io::Error) {
         tracing::debug!(error = %e, "nbd: writing a reply failed; dropping further replies");
         self.broken = true;
         // Wake the reader so that the connection ends.
-        self.out.stream().shutdown(std::net::Shutdown::Both);
+        self.out.get_ref().shutdown(std::net::Shutdown::Both);
     }
 
-    fn handle(&mut self, msg: ToWriter) {
+    fn handle(&mut self, msg: ToWriter) -> bool {
         match msg {
             ToWriter::Piece(mut req) => {
                 let i = req.tag as usize;
                 let Some(slot) = self.slots.get_mut(i) else {
                     tracing::error!(tag = req.tag, "nbd: completion with an unknown slot");
-                    return;
+                    return false;
                 };
                 if !slot.busy {
                     slot.busy = true;
@@ -229,9 +178,9 @@ impl Writer {
                 self.write_error(cookie, errno, reason);
                 let _ = self.free.send(slot);
             }
-            ToWriter::ReaderDone => self.reader_done = true,
-            ToWriter::Flush => {}
+            ToWriter::ReaderDone => return true,
         }
+        false
     }
 
     fn maybe_finish(&mut self, i: usize) {
@@ -246,7 +195,6 @@ impl Writer {
             self.fail(&std::io::Error::other("fail point nbd-before-ack"));
         }
         if s.reply {
-            self.replied_inline += u64::from(self.inline);
             match &s.error {
                 Some((e, msg)) => self.write_error(s.cookie, *e, msg),
                 None if s.kind == cmd::READ => self.write_read(s.cookie, &mut s.pieces),
@@ -312,36 +260,8 @@ impl Writer {
         if self.broken {
             return;
         }
-        if self.inline {
-            self.out.queue(b);
-        } else if let Err(e) = self.out.write_blocking(b) {
+        if let Err(e) = self.out.write_all(b) {
             self.fail(&e);
         }
     }
-}
-
-/// The reply thread: run until the reader is done and every slot is free. Returns whether the
-/// socket broke.
-pub(crate) fn run(writer: Arc<Mutex<Writer>>, rx: Receiver<ToWriter>) -> bool {
-    loop {
-        let Ok(msg) = rx.recv() else { break };
-        let mut w = writer.lock();
-        w.handle(msg);
-        while let Ok(msg) = rx.try_recv() {
-            w.handle(msg);
-        }
-        if !w.broken {
-            if let Err(e) = w.out.flush() {
-                w.fail(&e);
-            }
-        }
-        if w.reader_done && w.busy == 0 {
-            break;
-        }
-    }
-    let mut w = writer.lock();
-    if !w.broken {
-        let _ = w.out.flush();
-    }
-    w.broken
 }

@@ -11,7 +11,6 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) violations: AtomicU64,
-    pub(crate) replied_inline: AtomicU64,
 }
 
 /// A snapshot of the server's counters.
@@ -27,9 +26,6 @@ pub struct ServerStats {
     pub refused: u64,
     /// Connections closed because the client broke the protocol.
     pub violations: u64,
-    /// Replies written by the thread that completed (or sealed) the request, without a
-    /// hand-off to the connection's reply thread (counted when the connection ends).
-    pub replied_inline: u64,
 }
 
 impl Counters {
@@ -41,7 +37,6 @@ impl Counters {
             requests: self.requests.load(Relaxed),
             refused: self.refused.load(Relaxed),
             violations: self.violations.load(Relaxed),
-            replied_inline: self.replied_inline.load(Relaxed),
         }
     }
 }
