@@ -234,6 +234,10 @@ impl LogStore for FsLogStore {
             });
         }
         let path = self.dir.join(name.to_string());
+        // Nothing of the new file is durable yet: a spare renamed into place is as long as
+        // its earlier life, and the log server must not serve those stale bytes before the
+        // first commit publishes the real end (it serves unpublished files to their length).
+        self.durable(seq, 0);
         let reused = super::spares::reuse(&self.dir, &path)
             .map_err(|e| Error::from_io(&e, "reusing a spare log file"))?;
         if !reused {
@@ -400,6 +404,29 @@ mod state_tests {
 #[cfg(test)]
 mod name_tests {
     use super::*;
+
+    #[test]
+    fn a_recycled_file_is_published_empty_until_its_first_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = LiveEnds::new();
+        let store = FsLogStore::new(dir.path(), "a")
+            .unwrap()
+            .with_spares(1)
+            .with_live_ends(Some(live.clone()));
+        store.create(1).unwrap();
+        std::fs::write(dir.path().join("log-000000001-a"), vec![7u8; 8192]).unwrap();
+        store.remove(1).unwrap();
+        store.create(2).unwrap();
+        let path = dir.path().join("log-000000002-a");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            8192,
+            "a spare was reused"
+        );
+        assert_eq!(live.get(&path), Some(0), "stale bytes must not be served");
+        store.durable(2, 4096);
+        assert_eq!(live.get(&path), Some(4096));
+    }
 
     #[test]
     fn files_are_named_after_the_creator_and_found_whatever_their_creator() {
