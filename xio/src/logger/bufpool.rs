@@ -46,11 +46,6 @@ impl BufPool {
         }
     }
 
-    /// An empty small buffer, with capacity when one was recycled.
-    pub fn get(&self) -> Vec<u8> {
-        self.get_for(0)
-    }
-
     /// An empty buffer for a write like one of `len` bytes, with capacity when one of its
     /// size class was recycled.
     pub fn get_for(&self, len: usize) -> Vec<u8> {
@@ -138,9 +133,9 @@ mod tests {
         let pool = BufPool::new(0);
         pool.put(vec![1u8; 4096]);
         pool.put(Vec::new());
-        let b = pool.get();
+        let b = pool.get_for(0);
         assert!(b.is_empty() && b.capacity() >= 4096);
-        assert_eq!(pool.get().capacity(), 0, "nothing else was kept");
+        assert_eq!(pool.get_for(0).capacity(), 0, "nothing else was kept");
         for _ in 0..MIN_KEPT + 10 {
             pool.put(vec![0u8; 512]);
         }
