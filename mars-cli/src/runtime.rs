@@ -305,6 +305,24 @@ impl ResourceRt {
         } else {
             Running::Nothing
         };
+        // The logger's status first, the log files after it: the strategy writes the version
+        // link of every log this status says the logger has left, with the length read here,
+        // and a length read before the status could be that of a log still being written (or
+        // of the next log, created ahead and still empty: a lagging secondary then took it
+        // for complete at 0 bytes and skipped it).
+        let primary = self.primary.as_ref().map(|p| {
+            let st = p.logger().status();
+            PrimaryFact {
+                log: LogName::new(st.durable_end.seq, s.me.clone()),
+                end: st.durable_end.offset,
+                clients: p.clients(),
+                min_seq: st.min_pos.seq,
+                bypass: st.mode.is_emergency(),
+                hole: st.hole.map(|h| (h.seq, h.offset)),
+                writeback_error: st.writeback_error,
+                failed: st.error,
+            }
+        });
         let mut local_logs = BTreeMap::new();
         for (log, len) in local_log_state(&self.log_dir) {
             let verified = match &self.fetch {
@@ -333,19 +351,6 @@ impl ResourceRt {
             }
             None => self.fetch_ended.clone(),
         };
-        let primary = self.primary.as_ref().map(|p| {
-            let st = p.logger().status();
-            PrimaryFact {
-                log: LogName::new(st.durable_end.seq, s.me.clone()),
-                end: st.durable_end.offset,
-                clients: p.clients(),
-                min_seq: st.min_pos.seq,
-                bypass: st.mode.is_emergency(),
-                hole: st.hole.map(|h| (h.seq, h.offset)),
-                writeback_error: st.writeback_error,
-                failed: st.error,
-            }
-        });
         if let Some(p) = &primary {
             self.last_log = Some((p.log.clone(), p.end));
         }
