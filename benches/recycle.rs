@@ -12,23 +12,18 @@
 //!
 //! `cargo bench -p mars-rs --bench recycle`.
 
+#[path = "support/env.rs"]
+mod env;
+#[path = "support/fio.rs"]
+#[allow(dead_code)]
+mod fio;
+
+use env::{env_or, load};
+use fio::{fmt3, med, mmm};
 use std::path::Path;
 use std::time::Instant;
 use xio::log::{FileHeader, LogWriter, RecordIn, RecordOp};
 use xio::logger::{FsLogStore, LogStore};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 /// Create log `seq` in `store`, commit `n` records of 4 KiB, one each; commits per second.
 fn commits(store: &FsLogStore, seq: u64, direct: bool, n: u64) -> f64 {
@@ -52,24 +47,14 @@ fn commits(store: &FsLogStore, seq: u64, direct: bool, n: u64) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-fn mmm(mut v: Vec<f64>) -> String {
-    v.sort_by(f64::total_cmp);
-    format!(
-        "{:.0} / {:.0} / {:.0}",
-        v[0],
-        v[v.len() / 2],
-        v[v.len() - 1]
-    )
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let base = std::env::var("MARS_BENCH_DIR").unwrap_or_else(|_| "/work".into());
     let dir = tempfile::tempdir_in(&base).expect("creating the bench directory");
-    let n = env_u64("RECYCLE_BENCH_COMMITS", 2000);
-    let runs = env_u64("RECYCLE_BENCH_RUNS", 5).max(1);
+    let n = env_or("RECYCLE_BENCH_COMMITS", 2000);
+    let runs = env_or("RECYCLE_BENCH_RUNS", 5).max(1);
     println!("\n## commits into a new vs a recycled log file ({n} commits of 4 KiB, {runs} runs, load {})\n", load());
     println!(
         "| mode | new file commits/s | recycled commits/s | recycled / new |\n|---|---|---|---|"
@@ -98,11 +83,6 @@ fn main() {
                 }
             }
         }
-        let med = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         println!(
             "| {} | {} | {} | {:.2}× |",
             if direct {
@@ -110,9 +90,9 @@ fn main() {
             } else {
                 "buffered (v1)"
             },
-            mmm(a.clone()),
-            mmm(b.clone()),
-            med(&b) / med(&a)
+            fmt3(mmm(a.clone()), 0),
+            fmt3(mmm(b.clone()), 0),
+            med(b.iter().copied()) / med(a.iter().copied())
         );
     }
     println!("\nload after: {}", load());
