@@ -132,9 +132,7 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
     let Some(p) = &f.primary else {
         return;
     };
-    if !s.logs.contains(&p.log) {
-        out.push(Action::link(p.log.to_string(), "1"));
-    }
+    announce_logs(s, f, &p.log, out);
     if s.forced_primary.as_deref() == Some(s.me.as_str()) {
         forced_history(s, f, p.log.seq, out);
     }
@@ -186,6 +184,33 @@ fn primary(s: &Snapshot, me: &Member, f: &Facts, out: &mut Vec<Action>) {
         let v = VersionLink::next(&prev, log.clone(), local.len).to_string();
         out.push(Action::link(version_key(log.seq, &s.me), v.clone()));
         carry = Some(v);
+    }
+}
+
+/// The `log-<seq>-<me>` key of the log I write, and of every log of mine before it that has
+/// none: the logger can rotate more than once between two rounds (fast sequential writes, a
+/// busy node), and a log nobody announced is never fetched (the secondaries' replay then stops
+/// at a gap). Logs below `logdelete-below` were announced and deleted; logs from before another
+/// node's newest log belong to an earlier term of mine: neither is announced again.
+fn announce_logs(s: &Snapshot, f: &Facts, current: &LogName, out: &mut Vec<Action>) {
+    let others_newest = s
+        .logs
+        .iter()
+        .filter(|l| l.creator != s.me)
+        .map(|l| l.seq)
+        .max();
+    let from = s
+        .log_delete_below
+        .unwrap_or(0)
+        .max(others_newest.map_or(0, |q| q + 1));
+    let passed = f
+        .local_logs
+        .keys()
+        .filter(|l| l.creator == s.me && l.seq >= from && l.seq < current.seq);
+    for log in passed.chain(std::iter::once(current)) {
+        if !s.logs.contains(log) {
+            out.push(Action::link(log.to_string(), "1"));
+        }
     }
 }
 
