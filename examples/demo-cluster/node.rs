@@ -50,6 +50,7 @@ impl Node {
             mem_floor: mars_cli::daemon::DEFAULT_MEM_FLOOR,
             direct_io: xio::file::DirectIo::Auto,
             log_spares: xio::logger::DEFAULT_SPARES,
+            log_rotate_size: mars_cli::daemon::DEFAULT_LOG_ROTATE_SIZE,
         })
         .with_context(|| format!("starting marsd {}", self.name))?;
         self.addr = d.local_addr().to_string();

@@ -53,6 +53,8 @@ pub struct Env<'a> {
     pub direct_io: xio::file::DirectIo,
     /// Deleted log files a primary keeps to reuse (`--log-spares`).
     pub log_spares: usize,
+    /// A primary's log file is rotated at this size (`--log-rotate-size`).
+    pub log_rotate_size: u64,
     /// Where primaries' loggers publish their durable ends (for the log server).
     pub live_ends: &'a xio::log::LiveEnds,
     /// The node clock (ns).
@@ -480,7 +482,7 @@ impl ResourceRt {
                     &self.log_dir,
                     &env.dir.join("nbd").join(format!("{res}.sock")),
                 );
-                cfg.logger.rotate_size = 256 << 20;
+                cfg.logger.rotate_size = env.log_rotate_size;
                 cfg.logger.budget = Some(memory_share(&res, env));
                 cfg.direct = env.direct_io;
                 cfg.logger.log_spares = env.log_spares;

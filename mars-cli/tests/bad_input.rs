@@ -151,6 +151,30 @@ fn a_second_marsd_on_the_same_directory_refuses_to_start() {
 }
 
 #[test]
+fn marsd_refuses_a_log_rotate_size_below_one_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_marsd"))
+        .args(["--mars-dir", dir.path().join("m").to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--node", "alice", "--log-rotate-size", "64K"])
+        .args(["--secret-file", secret.to_str().unwrap()])
+        .output()
+        .expect("running marsd");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--log-rotate-size 65536 is too small"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("m").exists(),
+        "it refused before creating anything"
+    );
+}
+
+#[test]
 fn a_corrupt_log_record_is_reported_and_nothing_after_it_is_applied() {
     let c = Cluster::new(&["alice", "bob"]);
     let (a, b) = (&c.nodes[0], &c.nodes[1]);

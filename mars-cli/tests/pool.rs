@@ -327,3 +327,43 @@ fn a_primary_recycles_deleted_logs_and_the_secondary_fetches_only_their_valid_by
         },
     );
 }
+
+/// A primary whose logger rotates several times between two strategy rounds (1 MiB log files,
+/// 1 MiB sequential writes: a rotation every write) announces every log it passed through;
+/// the secondary fetches and replays all of them and ends equal. Before, only the log being
+/// written at each round got its `log-` key: the logs in between were never fetched, and the
+/// secondary's replay stopped at the first of them ("the log has a gap").
+#[test]
+fn a_secondary_gets_every_log_when_the_primary_rotates_several_times_per_round() {
+    let c = Cluster::new_with(&["alice", "bob"], |i, mut n| {
+        if i == 0 {
+            n.extra = vec!["--log-rotate-size".into(), "1M".into()];
+        }
+        n
+    });
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
+    b.wait_uptodate("r0");
+    let mut model = vec![0u8; SIZE as usize];
+    let mut nbd = a.nbd("r0");
+    let chunk = 1usize << 20;
+    for pass in 0..3u8 {
+        for (i, block) in model.chunks_mut(chunk).enumerate() {
+            block.fill(pass.wrapping_mul(31).wrapping_add(i as u8) | 1);
+            assert_eq!(nbd.write((i * chunk) as u64, block).unwrap(), 0);
+        }
+    }
+    assert_eq!(nbd.flush().unwrap(), 0);
+    let logs = logs_of(a, "r0");
+    assert!(
+        logs.len() >= 20,
+        "alice should have rotated every 1 or 2 MiB: {logs:?}"
+    );
+    b.wait_uptodate("r0");
+    nbd.disconnect().unwrap();
+    wait_equal(
+        &c.path("b.img"),
+        &model,
+        "bob's device after many small logs",
+    );
+}

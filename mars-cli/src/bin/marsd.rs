@@ -50,7 +50,15 @@ struct Args {
     /// Writing over a recycled file's blocks makes a commit a data-only fdatasync.
     #[arg(long, default_value_t = xio::logger::DEFAULT_SPARES)]
     log_spares: usize,
+    /// A primary's log moves on to a new file once the current one holds this much. Smaller
+    /// files are deleted sooner once replayed everywhere; each file is a version link in the
+    /// metadata. Suffixes K, M, G.
+    #[arg(long, value_parser = parse_bytes, default_value = "256M")]
+    log_rotate_size: u64,
 }
+
+/// The smallest `--log-rotate-size`.
+const MIN_LOG_ROTATE_SIZE: u64 = 1 << 20;
 
 /// `4096`, `64K`, `8M`, `1G` (powers of 1024).
 fn parse_bytes(s: &str) -> Result<u64, String> {
@@ -87,6 +95,12 @@ fn run(a: Args) -> Result<()> {
     while secret.last().is_some_and(|b| b.is_ascii_whitespace()) {
         secret.pop();
     }
+    if a.log_rotate_size < MIN_LOG_ROTATE_SIZE {
+        anyhow::bail!(
+            "--log-rotate-size {} is too small: give at least 1M (every log file costs metadata keys and a file switch)",
+            a.log_rotate_size
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, stop.clone())?;
@@ -101,6 +115,7 @@ fn run(a: Args) -> Result<()> {
         mem_floor: a.mem_floor,
         direct_io: a.direct_io,
         log_spares: a.log_spares,
+        log_rotate_size: a.log_rotate_size,
     })?;
     if let Some(m) = &a.metrics_listen {
         let at = d.serve_metrics(m)?;

@@ -63,7 +63,12 @@ pub struct Options {
     pub direct_io: xio::file::DirectIo,
     /// Deleted log files a primary keeps to reuse (`xio::logger::LoggerConfig::log_spares`).
     pub log_spares: usize,
+    /// A primary's log file is rotated at this size ([`DEFAULT_LOG_ROTATE_SIZE`]).
+    pub log_rotate_size: u64,
 }
+
+/// The default of [`Options::log_rotate_size`]: 256 MiB.
+pub const DEFAULT_LOG_ROTATE_SIZE: u64 = 256 << 20;
 
 /// The default of [`Options::mem_budget`]: 1 GiB.
 pub const DEFAULT_MEM_BUDGET: u64 = 1 << 30;
@@ -355,6 +360,7 @@ impl Daemon {
                 mem_floor: self.opts.mem_floor,
                 direct_io: self.opts.direct_io,
                 log_spares: self.opts.log_spares,
+                log_rotate_size: self.opts.log_rotate_size,
                 live_ends: &self.live_ends,
                 now,
             };
