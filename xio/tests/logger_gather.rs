@@ -1,6 +1,8 @@
 //! The log thread writes its batches with gather writes: the records' payloads go to the log
 //! output from the clients' buffers (`Output::write_gather`, `pwritev` on a real log file),
-//! never as one copied batch buffer through `submit`; the log reads back complete.
+//! never as one copied batch buffer through `submit`; the log reads back complete. Writeback
+//! does the same on a data device with a gather write: a run of adjacent writes goes out from
+//! the payloads, not copied into a merge buffer.
 
 use brick_core::bricks::{MemDisk, MemDiskMode};
 use brick_core::{Aio, Flags, Info, Op, Output, Rejected, Result};
@@ -13,7 +15,7 @@ use xio::logger::{LoggerConfig, TransLogger};
 const BLOCK: usize = 4096;
 const WRITES: usize = 64;
 
-/// A log output that counts how it is written to, over a `MemDisk`.
+/// An output that counts how it is written to, over a `MemDisk`.
 struct Counting {
     inner: Arc<MemDisk>,
     gathers: AtomicUsize,
@@ -41,14 +43,18 @@ impl Output for Counting {
     }
 }
 
-#[test]
-fn the_log_thread_writes_payloads_from_the_clients_buffers() {
-    let log = Arc::new(Counting {
-        inner: MemDisk::new("log", 4 << 20, MemDiskMode::Inline),
+fn counting(name: &str, size: usize) -> Arc<Counting> {
+    Arc::new(Counting {
+        inner: MemDisk::new(name, size, MemDiskMode::Inline),
         gathers: AtomicUsize::new(0),
         most_pieces: AtomicUsize::new(0),
         plain_writes: AtomicUsize::new(0),
-    });
+    })
+}
+
+#[test]
+fn the_log_thread_writes_payloads_from_the_clients_buffers() {
+    let log = counting("log", 4 << 20);
     let data = MemDisk::new("data", WRITES * BLOCK, MemDiskMode::Inline);
     let cfg = LoggerConfig {
         resource: "gather".into(),
@@ -87,4 +93,36 @@ fn the_log_thread_writes_payloads_from_the_clients_buffers() {
     for (i, r) in recs.iter().enumerate() {
         assert_eq!(r.data, vec![i as u8 + 1; BLOCK], "record {i}");
     }
+}
+
+#[test]
+fn writeback_writes_runs_of_adjacent_writes_from_the_payloads() {
+    let log = MemDisk::new("log", 4 << 20, MemDiskMode::Inline);
+    let data = counting("data", (WRITES + 2) * BLOCK);
+    let cfg = LoggerConfig {
+        resource: "gather".into(),
+        node: "n0".into(),
+        ..LoggerConfig::default()
+    };
+    let logger = TransLogger::new(data.clone(), log, 1, cfg).unwrap();
+    // Blocks 0..WRITES back to back, and one apart (a run of its own).
+    let apart = (WRITES + 1) * BLOCK;
+    let mut want = vec![0u8; (WRITES + 2) * BLOCK];
+    for (i, pos) in (0..WRITES).map(|i| i * BLOCK).chain([apart]).enumerate() {
+        let fill = i as u8 + 1;
+        brick_core::write_all(&*logger, pos as u64, &vec![fill; BLOCK]).unwrap();
+        want[pos..pos + BLOCK].fill(fill);
+    }
+    logger.close().unwrap();
+    assert_eq!(
+        data.plain_writes.load(SeqCst),
+        0,
+        "no write went through submit"
+    );
+    assert_eq!(
+        data.most_pieces.load(SeqCst),
+        WRITES,
+        "the adjacent writes are one run, a piece per payload"
+    );
+    assert!(brick_core::read_all(&*data.inner, 0, want.len()).unwrap() == want);
 }

@@ -302,6 +302,13 @@ impl Output for UringFile {
         self.shared.core.prepare(req);
         Ok(())
     }
+    /// Buffered files only: `pwritev` on the calling thread from the pieces, no copy. An
+    /// `O_DIRECT` file has none: the pieces would be copied into a bounce buffer anyway, and
+    /// its submit path keeps several requests in flight on the device.
+    fn write_gather(&self, pos: u64, bufs: &[std::io::IoSlice<'_>]) -> Option<Result<()>> {
+        let core = &self.shared.core;
+        (!core.opts.direct).then(|| core.write_gather(pos, bufs))
+    }
     fn submit(&self, req: Box<Aio>) -> Result<(), Rejected> {
         let s = &self.shared;
         let me = self.me();

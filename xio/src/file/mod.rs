@@ -31,9 +31,9 @@
 //!   device size) and kept current by this brick's own resizes; [`FileBrick::refresh_size`]
 //!   re-reads it after outside changes.
 //! - [`brick_core::Output::prepare`] shortens reads and writes to [`FileOptions::max_len`].
-//! - [`brick_core::Output::write_gather`] (the `Sync` backend; `IoUring` has none): a write of
-//!   the pieces' concatenation on the calling thread, with `pwritev` (no copy; `O_DIRECT`:
-//!   through the bounce buffer).
+//! - [`brick_core::Output::write_gather`] (the `Sync` backend, and `IoUring` on buffered
+//!   files): a write of the pieces' concatenation on the calling thread, with `pwritev` (no
+//!   copy; `O_DIRECT`, `Sync` only: through the bounce buffer).
 //!
 //! # Errors
 //! - A request past the end ([`Error::OutOfRange`]), a malformed one ([`Error::Invalid`]) or a

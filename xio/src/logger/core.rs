@@ -116,7 +116,7 @@ pub(crate) struct Core {
     /// The device size now (`info.size` at start; grows with [`super::TransLogger::grow`]).
     pub size: std::sync::atomic::AtomicU64,
     slot: Slot<ReqAspect>,
-    pub bufs: super::bufpool::BufPool,
+    pub bufs: Arc<super::bufpool::BufPool>,
 }
 
 /// Adapts an [`Input`] to the [`Output`] helpers of brick-core.
@@ -216,11 +216,12 @@ impl Core {
             size: std::sync::atomic::AtomicU64::new(info.size),
             info,
             slot: Slot::new(),
-            // Two rounds' worth: a round takes a buffer per item for its writes and
-            // returns them, and then releases the versions' buffers, in bursts.
-            bufs: super::bufpool::BufPool::new(
+            // Two rounds' worth: a round releases its versions' buffers in a burst (and,
+            // on a data device without a gather write, takes a buffer per run and returns
+            // it). Buffers come back when their payload's last holder lets go.
+            bufs: Arc::new(super::bufpool::BufPool::new(
                 (2 * cfg.writeback_round).min((budget.limit() / 4) as usize),
-            ),
+            )),
             budget,
             cfg,
         })
@@ -246,14 +247,10 @@ impl Core {
         self.budget.pressure()
     }
 
-    /// Let go of retired payloads: buffers that nobody else holds go back to the pool, and
-    /// the budget they held is released.
+    /// Let go of retired payloads: a buffer nobody else holds goes back to the pool and the
+    /// budget it held is released (else when its last holder lets go).
     pub fn retire(&self, payloads: impl Iterator<Item = Arc<Payload>>) {
-        for p in payloads {
-            if let Some(buf) = Payload::try_into_bytes(p) {
-                self.bufs.put(buf);
-            }
-        }
+        payloads.for_each(drop);
     }
 
     /// Complete a request this brick admitted.
@@ -339,7 +336,7 @@ impl Core {
         } else {
             Vec::new()
         };
-        let data = Payload::new(bytes, mem);
+        let data = Payload::new(bytes, mem, Some(self.bufs.clone()));
         let op = match req.op {
             Op::Write => RecordOp::Write,
             Op::Discard => RecordOp::Discard,

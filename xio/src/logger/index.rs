@@ -397,7 +397,7 @@ mod tests {
             op: RecordOp::Write,
             pos,
             len,
-            data: Payload::new(vec![fill; len as usize], budget.acquire(1)),
+            data: Payload::new(vec![fill; len as usize], budget.acquire(1), None),
             flags: 0,
             log: None,
             born: Instant::now(),

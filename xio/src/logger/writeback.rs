@@ -196,46 +196,80 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
     applier.keep_buffers();
     let mut sorted: Vec<&WbItem> = items.iter().collect();
     sorted.sort_unstable_by_key(|it| it.start);
-    let mut spent = Vec::new();
-    let mut run: Option<(u64, Vec<u8>)> = None;
-    let mut write_run = |applier: &mut Applier<'_>, (start, buf): (u64, Vec<u8>)| {
-        applier.apply(RecordOp::Write, start, buf.len(), buf, 0)?;
-        applier.take_spent(&mut spent);
-        for buf in spent.drain(..) {
-            core.bufs.put(buf);
-        }
-        Ok::<(), Error>(())
-    };
+    let mut run = Run::default();
     for it in sorted {
         let len = (it.end - it.start) as usize;
         // Only writes carry data (`src`); discards and write-zeroes go on their own.
         let Some((d, off)) = &it.src else {
-            if let Some(r) = run.take() {
-                write_run(&mut applier, r)?;
-            }
+            run.write(core, &data, &mut applier)?;
             applier.apply(it.op, it.start, len, Vec::new(), it.flags)?;
             continue;
         };
         let bytes = &d[*off..*off + len];
-        if let Some((start, buf)) = run.as_mut() {
-            if *start + buf.len() as u64 == it.start && buf.len() + len <= MERGE_MAX {
-                buf.extend_from_slice(bytes);
-                continue;
-            }
+        if !run.extends(it.start, len) {
+            run.write(core, &data, &mut applier)?;
+            run.start = it.start;
         }
-        if let Some(r) = run.take() {
-            write_run(&mut applier, r)?;
-        }
-        // Of the item's size class: a large write's run gets a recycled large buffer instead
-        // of growing a small one (fresh pages, zeroed by the kernel, on every run).
-        let mut buf = core.bufs.get_for(len);
-        buf.extend_from_slice(bytes);
-        run = Some((it.start, buf));
+        run.len += len;
+        run.pieces.push(bytes);
     }
-    if let Some(r) = run.take() {
-        write_run(&mut applier, r)?;
-    }
+    run.write(core, &data, &mut applier)?;
     applier.finish(false)
+}
+
+/// Adjacent writes of a round, written as one.
+#[derive(Default)]
+struct Run<'a> {
+    start: u64,
+    len: usize,
+    pieces: Vec<&'a [u8]>,
+}
+
+impl Run<'_> {
+    /// Whether `len` bytes at `start` continue this run (within [`MERGE_MAX`]).
+    fn extends(&self, start: u64, len: usize) -> bool {
+        !self.pieces.is_empty()
+            && self.start + self.len as u64 == start
+            && self.len + len <= MERGE_MAX
+    }
+
+    /// Write the run (if any) and empty it: a gather write straight from the payloads where
+    /// the data device has one (a buffered file: the kernel's copy into the page cache is the
+    /// only one), else one copy into a buffer of the run's size class, submitted.
+    fn write(
+        &mut self,
+        core: &Core,
+        data: &dyn brick_core::Output,
+        applier: &mut Applier<'_>,
+    ) -> Result<(), Error> {
+        if self.pieces.is_empty() {
+            return Ok(());
+        }
+        let slices: Vec<std::io::IoSlice<'_>> = self
+            .pieces
+            .iter()
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let result = match data.write_gather(self.start, &slices) {
+            Some(r) => r,
+            None => {
+                // Of the run's size class: a large write's run gets a recycled large buffer
+                // instead of growing a small one (fresh pages, zeroed by the kernel).
+                let mut buf = core.bufs.get_for(self.len);
+                for p in &self.pieces {
+                    buf.extend_from_slice(p);
+                }
+                let r = applier.apply(RecordOp::Write, self.start, self.len, buf, 0);
+                let mut spent = Vec::new();
+                applier.take_spent(&mut spent);
+                spent.into_iter().for_each(|b| core.bufs.put(b));
+                r
+            }
+        };
+        self.pieces.clear();
+        self.len = 0;
+        result
+    }
 }
 
 /// Recompute the watermark; persist, report and delete old logs when it advanced.
