@@ -46,7 +46,14 @@ struct LocalRing {
     inflight: usize,
     /// Reused buffer of reaped completions.
     done: Vec<(InFlight, i32)>,
+    /// A readiness poll of [`wait_readable`] is in the ring.
+    poll_armed: bool,
+    /// It completed since it was armed.
+    poll_fired: bool,
 }
+
+/// User data of the readiness poll of [`wait_readable`] (never a slab index).
+const POLL: u64 = u64::MAX;
 
 thread_local! {
     static LOCAL: RefCell<Option<LocalRing>> = const { RefCell::new(None) };
@@ -126,6 +133,8 @@ pub(super) unsafe fn push(
                         free: Vec::new(),
                         inflight: 0,
                         done: Vec::new(),
+                        poll_armed: false,
+                        poll_fired: false,
                     })
                 }
                 Err(e) => return Err((req, e)),
@@ -205,6 +214,11 @@ fn reap(wait: Option<Duration>) -> bool {
         }
         let mut done = std::mem::take(&mut r.done);
         for cqe in r.uring.completion() {
+            if cqe.user_data() == POLL {
+                r.poll_armed = false;
+                r.poll_fired = true;
+                continue;
+            }
             let idx = cqe.user_data() as usize;
             if let Some(req) = r.slab.get_mut(idx).and_then(Option::take) {
                 r.free.push(idx);
@@ -234,6 +248,77 @@ fn reap(wait: Option<Duration>) -> bool {
         }
     });
     true
+}
+
+/// Reap this thread's completions (waiting up to `wait` for one), continue and finish them.
+/// `false` when nothing of this thread's is in flight (then there is nothing to wait for).
+pub fn reap_own(wait: Duration) -> bool {
+    reap(Some(wait))
+}
+
+/// Wait until `fd` is readable, reaping and finishing this thread's completions meanwhile: a
+/// driven thread that reads requests from a socket must not block in `read` while its own IO
+/// waits to be reaped (nobody else would; the client may be waiting for those replies before
+/// it sends more). Returns at once when nothing of this thread's is in flight: the caller
+/// then blocks in its read, and nothing is left unreaped.
+pub fn wait_readable(fd: std::os::fd::RawFd) {
+    loop {
+        if !arm_poll(fd) {
+            return;
+        }
+        // Each wait ends at a completion: the poll's, or one of ours (finished here).
+        let mut fired = false;
+        while !fired && reap(Some(SLICE)) {
+            fired = LOCAL.with(|l| {
+                l.borrow()
+                    .as_ref()
+                    .is_some_and(|r| r.poll_fired || !r.poll_armed)
+            });
+        }
+        // The poll may have been armed by an earlier call, and what it saw already read:
+        // ask the socket itself before the caller blocks on it.
+        if !fired || readable_now(fd) {
+            return;
+        }
+    }
+}
+
+/// Queue a readiness poll of `fd` in this thread's ring, unless one is there. `false` when
+/// nothing of this thread's is in flight (nothing to reap while waiting).
+fn arm_poll(fd: std::os::fd::RawFd) -> bool {
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        let Some(r) = l.as_mut().filter(|r| r.inflight > 0) else {
+            return false;
+        };
+        r.poll_fired = false;
+        if !r.poll_armed {
+            let entry = io_uring::opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+                .build()
+                .user_data(POLL);
+            // SAFETY: a poll entry points to no memory (twice: once more after entering what
+            // filled the queue). Not queued at all: the wait below still ends at our next
+            // completion, and the poll is tried again then.
+            let pushed = unsafe { r.uring.submission().push(&entry) }.is_ok() || {
+                let _ = r.uring.submit();
+                unsafe { r.uring.submission().push(&entry) }.is_ok()
+            };
+            r.poll_armed = pushed;
+        }
+        true
+    })
+}
+
+/// Whether `fd` has something to read (or is at its end) right now.
+fn readable_now(fd: std::os::fd::RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    let ready = unsafe { libc::poll(&mut p, 1, 0) };
+    ready != 0
 }
 
 /// Wait until nothing of this thread's is in flight in its ring.

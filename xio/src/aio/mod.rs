@@ -25,7 +25,7 @@ mod ring;
 mod state;
 
 pub use brick::UringFile;
-pub use local::drive;
+pub use local::{drive, reap_own, wait_readable};
 
 /// Set up (and drop) a small ring the way the backend does: can this process use io_uring?
 pub(crate) fn probe() -> std::io::Result<()> {

@@ -20,6 +20,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Longest single wait for this thread's own IO while waiting for a slot (then look again).
+const SLOT_WAIT: Duration = Duration::from_millis(1);
+
 /// How long a request is retried while the output answers `Busy` before it fails.
 const BUSY_RETRY: Duration = Duration::from_secs(30);
 
@@ -84,7 +87,9 @@ pub(crate) fn serve(
         .name("nbd-reply".into())
         .spawn(move || writer.run(rx))
         .map_err(NbdError::io("spawning the reply thread"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(rd.get_ref());
     let mut t = Transmit {
+        fd,
         rd: &mut rd,
         output: neg.export.output.clone(),
         geometry: neg.geometry,
@@ -95,7 +100,10 @@ pub(crate) fn serve(
         free: free_rx,
         counters,
     };
-    let result = t.run();
+    // Driven: the data device's io_uring reads of this connection go to this thread's own
+    // ring and are reaped here while it waits for the socket or for a slot (no completion
+    // thread hop); see `wait_readable` and `slot`.
+    let result = crate::aio::drive(|| t.run());
     let _ = tx.send(ToWriter::ReaderDone);
     // The writer finishes every request still in flight before it exits.
     let _ = writer.join();
@@ -106,6 +114,8 @@ pub(crate) fn serve(
 }
 
 struct Transmit<'a> {
+    /// The socket `rd` reads.
+    fd: std::os::fd::RawFd,
     rd: &'a mut BufReader<Stream>,
     output: Arc<dyn Output>,
     geometry: Geometry,
@@ -121,6 +131,10 @@ impl Transmit<'_> {
     fn run(&mut self) -> Result<()> {
         loop {
             let mut hdr = [0u8; proto::REQUEST_LEN];
+            if self.rd.buffer().is_empty() {
+                // Before blocking on the socket: our own IO in flight is reaped meanwhile.
+                crate::aio::wait_readable(self.fd);
+            }
             read_at_boundary(self.rd, &mut hdr, "reading a request header")?;
             let req = Request::decode(&hdr).ok_or_else(|| {
                 NbdError::protocol(format!(
@@ -160,9 +174,21 @@ impl Transmit<'_> {
         }
     }
 
-    /// Take a free in-flight slot, waiting while all are taken (back-pressure).
+    /// Take a free in-flight slot, waiting while all are taken (back-pressure). Slots come
+    /// back as replies are sent; while this thread's own IO is in flight it reaps it (nobody
+    /// else would, and those replies free the slots).
     fn slot(&self) -> Result<u32> {
-        self.free.recv().map_err(|_| NbdError::Closed)
+        loop {
+            match self.free.try_recv() {
+                Ok(slot) => return Ok(slot),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(NbdError::Closed),
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
+            }
+            if !crate::aio::reap_own(SLOT_WAIT) {
+                // Nothing of ours in flight: the slot comes from the reply thread.
+                return self.free.recv().map_err(|_| NbdError::Closed);
+            }
+        }
     }
 
     fn seal(&self, slot: u32, req: &Request, pieces: u32, reply: bool) {

@@ -13,7 +13,10 @@
 //!
 //! Threads: one reader and one reply thread per connection (plain threads, no async runtime);
 //! one accept thread per TCP listener, and one for all Unix listeners of the process
-//! (`acceptor`, epoll through mio).
+//! (`acceptor`, epoll through mio). The reader is *driven* (`crate::aio::drive`): io_uring
+//! reads it submits to the data device (index misses of the logger, an `aio` export) complete
+//! in its own ring, reaped while it waits for the socket or for a slot; their replies go to
+//! the reply thread, never through the backend's completion thread.
 //! **Invariant:** a misbehaving client closes only its own connection; nothing it sends can
 //! panic the server or make it allocate more than the maximum payload (32 MiB) per request.
 
