@@ -72,7 +72,20 @@ fn create_join_write_then_planned_handover_and_back() {
         "alice's device after the handover",
     );
 
-    // And back.
+    // And back, once alice knows that bob's client is gone (she decides from the metadata).
+    wait_until(
+        std::time::Duration::from_secs(20),
+        "alice to see that bob has no client",
+        || match a.status().resources[0]
+            .replicas
+            .iter()
+            .find(|m| m.host == "bob")
+            .map(|m| m.clients)
+        {
+            Some(0) => Ok(()),
+            n => Err(format!("{n:?}")),
+        },
+    );
     a.ok(&["primary", "r0"]);
     let mut nbd = a.nbd("r0");
     assert_eq!(read_export(&mut nbd, SIZE), model);
