@@ -308,6 +308,14 @@ impl Source<'_> {
                     .metadata()
                     .map_err(|e| io_err(&e, "reading the metadata of a log file"))?
                     .len();
+                // A spare renamed into place waits for its header with a zeroed header block
+                // in front of stale bytes: nothing to serve yet, whoever writes it (a logger
+                // of this process publishes 0 for it, but another process's does not).
+                if crate::log::ends::header_zeroed(file, len)
+                    .map_err(|e| io_err(&e, "reading the header of a log file"))?
+                {
+                    return Ok((0, false));
+                }
                 let live_end = live.as_ref().and_then(|(l, path)| l.get(path));
                 Ok((len.min(*end).min(live_end.unwrap_or(u64::MAX)), *finished))
             }
