@@ -163,6 +163,13 @@ impl ResourceRt {
         vec![(format!("actual-{me}/msg"), Some("OK".into()))]
     }
 
+    /// The local log files and their valid bytes (the kept headers make it cheap to ask often:
+    /// the metrics do every second).
+    pub fn log_totals(&mut self) -> (usize, u64) {
+        let logs = self.log_sizes.scan(&self.log_dir);
+        (logs.len(), logs.values().sum())
+    }
+
     /// Whether anything runs.
     pub fn is_idle(&self) -> bool {
         self.primary.is_none()
