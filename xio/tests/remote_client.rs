@@ -189,6 +189,40 @@ fn a_log_whose_header_block_is_zero_is_served_as_empty_and_unfinished() {
     assert_eq!(std::fs::metadata(dst.path().join(name)).unwrap().len(), 0);
 }
 
+/// A connection that saw a log finished keeps its end (its successor's `prev_end`) without
+/// asking the directory again: the end is history, and listing a directory of hundreds of
+/// logs twice per request slowed fetches down.
+#[test]
+fn a_connection_keeps_a_finished_logs_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "log-000000001-alice";
+    std::fs::write(dir.path().join(name), started_header(1)).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(name))
+        .unwrap();
+    f.write_all(&pattern(4, 9_488)).unwrap();
+    let next = xio::log::FileHeader {
+        prev_end: 6_000,
+        ..xio::log::FileHeader::new(2, "r", "alice", 0)
+    }
+    .encode()
+    .unwrap();
+    let node = Exports::new(Some(dir.path().into()))
+        .listen("127.0.0.1:0", net("server"))
+        .unwrap();
+    let mut cfg = client_cfg(node.local_addr(), Target::Log(name.into()));
+    cfg.connections = 1;
+    let c = RemoteClient::start("log", cfg);
+    assert_eq!(c.stat().unwrap(), (10_000, false));
+    std::fs::write(dir.path().join("log-000000002-alice"), next).unwrap();
+    assert_eq!(c.stat().unwrap(), (6_000, true));
+    // The successor goes (log-delete): the end stays.
+    std::fs::remove_file(dir.path().join("log-000000002-alice")).unwrap();
+    assert_eq!(c.stat().unwrap(), (6_000, true));
+    assert_eq!(c.read_at(5_990, 100, 0).unwrap().0.len(), 10);
+}
+
 #[test]
 fn bundled_connections_resubmit_after_cuts() {
     let (disk, node) = device_node(8 << 20);
