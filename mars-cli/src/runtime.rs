@@ -17,8 +17,7 @@ use xio::logger::{FsLogStore, LogStore};
 use xio::nbd::NbdServer;
 use xio::remote::{ClientConfig, Exports, Target};
 use xio::replica::{
-    local_log_state, verified_prefix, FetchWorker, PrimaryConfig, PrimaryGraph, ReplayWorker,
-    SyncWorker,
+    verified_prefix, FetchWorker, LogSizes, PrimaryConfig, PrimaryGraph, ReplayWorker, SyncWorker,
 };
 
 mod checksums;
@@ -105,6 +104,8 @@ pub struct ResourceRt {
     sync: Option<SyncWorker>,
     sync_fact: Option<SyncFact>,
     verified: BTreeMap<LogName, (u64, u64)>,
+    /// The log files' valid lengths, read every round (finished logs' headers kept).
+    log_sizes: LogSizes,
     last_report: Option<String>,
     last_log: Option<(LogName, u64)>,
 }
@@ -132,6 +133,7 @@ impl ResourceRt {
             sync: None,
             sync_fact: None,
             verified: BTreeMap::new(),
+            log_sizes: LogSizes::new(),
             last_report: None,
             last_log: None,
         }
@@ -159,6 +161,13 @@ impl ResourceRt {
             return Vec::new();
         }
         vec![(format!("actual-{me}/msg"), Some("OK".into()))]
+    }
+
+    /// The local log files and their valid bytes (the kept headers make it cheap to ask often:
+    /// the metrics do every second).
+    pub fn log_totals(&mut self) -> (usize, u64) {
+        let logs = self.log_sizes.scan(&self.log_dir);
+        (logs.len(), logs.values().sum())
     }
 
     /// Whether anything runs.
@@ -326,7 +335,7 @@ impl ResourceRt {
             }
         });
         let mut local_logs = BTreeMap::new();
-        for (log, len) in local_log_state(&self.log_dir) {
+        for (log, len) in self.log_sizes.scan(&self.log_dir) {
             let verified = match &self.fetch {
                 Some((l, _, w)) if *l == log => w.state().verified,
                 _ if log.creator == s.me && self.primary.is_some() => len,

@@ -1,5 +1,5 @@
-//! Client/server bricks: reads of devices and logs, checksum-reads, growth following, bundled
-//! connections, resubmission after cuts, timeouts.
+//! Client/server bricks: reads of devices and logs, checksum-reads, growth following, a
+//! recycled log not started yet, bundled connections, resubmission after cuts, timeouts.
 
 mod remote_common;
 use brick_core::bricks::{MemDisk, MemDiskMode};
@@ -154,6 +154,73 @@ fn log_reads_follow_growth_and_report_finished() {
     // The next log appears: this one is finished, and a read at its end returns at once.
     std::fs::write(dir.path().join("log-000000002-alice"), started_header(2)).unwrap();
     assert_eq!(c.read_at(11, 100, 1500).unwrap(), (vec![], 11, true));
+}
+
+/// A spare renamed into place has a zeroed header block in front of stale bytes until its
+/// logger starts it. A server with no durable end for it (no logger in this process, or a
+/// restart before the logger ran) serves none of it; a fetch gets nothing and reports no
+/// corruption.
+#[test]
+fn a_log_whose_header_block_is_zero_is_served_as_empty_and_unfinished() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "log-000000001-alice";
+    let mut stale = vec![0u8; 4096];
+    stale.extend(pattern(3, 1 << 20));
+    std::fs::write(dir.path().join(name), &stale).unwrap();
+    let node = Exports::new(Some(dir.path().into()))
+        .listen("127.0.0.1:0", net("server"))
+        .unwrap();
+    let c = RemoteClient::start(
+        "log",
+        client_cfg(node.local_addr(), Target::Log(name.into())),
+    );
+    assert_eq!(c.stat().unwrap(), (0, false));
+    assert_eq!(c.read_at(0, 4096, 0).unwrap(), (vec![], 0, false));
+    let dst = tempfile::tempdir().unwrap();
+    let mut cfg = FetchConfig::new(dst.path().join(name), name);
+    cfg.verify = Some(log_verifier(Some(1)));
+    cfg.follow_wait_ms = 50;
+    let f = LogFetch::new(c, cfg);
+    let p = run_bounded(&f, Duration::from_millis(500)).unwrap();
+    assert_eq!(
+        (p.local, p.remote, p.finished, p.verified),
+        (0, 0, false, 0)
+    );
+    assert_eq!(std::fs::metadata(dst.path().join(name)).unwrap().len(), 0);
+}
+
+/// A connection that saw a log finished keeps its end (its successor's `prev_end`) without
+/// asking the directory again: the end is history, and listing a directory of hundreds of
+/// logs twice per request slowed fetches down.
+#[test]
+fn a_connection_keeps_a_finished_logs_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "log-000000001-alice";
+    std::fs::write(dir.path().join(name), started_header(1)).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join(name))
+        .unwrap();
+    f.write_all(&pattern(4, 9_488)).unwrap();
+    let next = xio::log::FileHeader {
+        prev_end: 6_000,
+        ..xio::log::FileHeader::new(2, "r", "alice", 0)
+    }
+    .encode()
+    .unwrap();
+    let node = Exports::new(Some(dir.path().into()))
+        .listen("127.0.0.1:0", net("server"))
+        .unwrap();
+    let mut cfg = client_cfg(node.local_addr(), Target::Log(name.into()));
+    cfg.connections = 1;
+    let c = RemoteClient::start("log", cfg);
+    assert_eq!(c.stat().unwrap(), (10_000, false));
+    std::fs::write(dir.path().join("log-000000002-alice"), next).unwrap();
+    assert_eq!(c.stat().unwrap(), (6_000, true));
+    // The successor goes (log-delete): the end stays.
+    std::fs::remove_file(dir.path().join("log-000000002-alice")).unwrap();
+    assert_eq!(c.stat().unwrap(), (6_000, true));
+    assert_eq!(c.read_at(5_990, 100, 0).unwrap().0.len(), 10);
 }
 
 #[test]

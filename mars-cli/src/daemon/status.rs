@@ -82,7 +82,13 @@ impl Daemon {
                 logs: st
                     .resources
                     .iter()
-                    .map(|r| (r.name.clone(), super::local_logs(&self.opts.dir, &r.name)))
+                    .map(|r| {
+                        let totals = match self.rts.get_mut(&r.name) {
+                            Some(rt) => rt.log_totals(),
+                            None => super::local_logs(&self.opts.dir, &r.name),
+                        };
+                        (r.name.clone(), totals)
+                    })
                     .collect(),
                 space: super::migrate::space_of(&self.opts.dir),
                 bytes: self.tracker.totals(),

@@ -7,7 +7,9 @@
 //!   `prev_end` says (0 there: a file from before recycling, which its length ends).
 //! - The file a logger is writing ends at the logger's durable end, published in
 //!   [`LiveEnds`] after every commit: a reader never sees bytes that are not synced yet.
-//! - Otherwise (no logger in this process writes it, e.g. a fetched copy): its length.
+//! - Otherwise (no logger in this process writes it, e.g. a fetched copy): its length, except
+//!   that a file whose header block is all zero (a recycled file not started yet) has no
+//!   valid bytes ([`header_zeroed`]; the log server applies it).
 
 use super::header::{FileHeader, HEADER_LEN};
 use super::name::LogName;
@@ -67,6 +69,27 @@ pub fn read_header(path: &Path) -> Option<FileHeader> {
     let mut b = [0u8; HEADER_LEN];
     f.read_exact_at(&mut b, 0).ok()?;
     FileHeader::decode(&b).ok()
+}
+
+/// Whether the log file `f` (of `len` bytes) starts with a header block that is all zero
+/// (as much of it as the file holds): a spare renamed into place whose header the logger has
+/// not written yet, or an interrupted creation (`logger/spares.rs`). None of its bytes are
+/// valid, whatever follows (a spare's stale bytes of an earlier life), and it is not
+/// finished: a reader that has no durable end from the file's logger (another process, or
+/// a restart before the logger ran) must not take its length for its end.
+pub fn header_zeroed(f: &std::fs::File, len: u64) -> std::io::Result<bool> {
+    let mut b = [0u8; HEADER_LEN];
+    let want = len.min(HEADER_LEN as u64) as usize;
+    let mut got = 0;
+    while got < want {
+        match f.read_at(&mut b[got..want], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got > 0 && b[..got].iter().all(|&x| x == 0))
 }
 
 /// Where the valid bytes of log file `name` in `dir` (of `len` bytes) end, and whether it is

@@ -28,6 +28,7 @@ pub mod error;
 pub mod fetch;
 pub mod proto;
 pub mod server;
+mod source;
 pub mod verify;
 mod watchdog;
 

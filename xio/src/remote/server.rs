@@ -10,6 +10,7 @@
 use super::proto::{
     chunk_sum, RemoteReply, RemoteReq, Target, MAX_READ, MAX_SUM_RANGE, MAX_WAIT_MS, MIN_SUM_CHUNK,
 };
+use super::source::{err, OpenLog, Source};
 use crate::log::{LiveEnds, LogName};
 use brick_core::Output;
 use mars_net::{ChannelKind, Connection, Handlers, Message, NetConfig, Node};
@@ -17,7 +18,6 @@ use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::ToSocketAddrs;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -92,7 +92,8 @@ impl Exports {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Replace the rule that says whether a log is finished.
+    /// Replace the rule that says whether a log is finished (a connection asks it for a log
+    /// until it says so once, then keeps the log finished).
     pub fn with_finished(mut self, f: FinishedFn) -> Exports {
         self.finished = f;
         self
@@ -133,7 +134,7 @@ impl Exports {
     /// Serve one connection until it ends.
     pub fn serve(&self, mut conn: Connection) {
         let peer = format!("{}@{}", conn.peer().node, conn.peer().addr);
-        let mut files: HashMap<String, File> = HashMap::new();
+        let mut files: HashMap<String, OpenLog> = HashMap::new();
         loop {
             let f = match conn.recv() {
                 Ok(f) => f,
@@ -164,7 +165,11 @@ impl Exports {
         }
     }
 
-    fn handle(&self, req: &RemoteReq, files: &mut HashMap<String, File>) -> (RemoteReply, Vec<u8>) {
+    fn handle(
+        &self,
+        req: &RemoteReq,
+        files: &mut HashMap<String, OpenLog>,
+    ) -> (RemoteReply, Vec<u8>) {
         let src = match self.source(req.target(), files) {
             Ok(s) => s,
             Err(r) => return (r, Vec::new()),
@@ -229,7 +234,7 @@ impl Exports {
     fn source<'a>(
         &'a self,
         t: &Target,
-        files: &'a mut HashMap<String, File>,
+        files: &'a mut HashMap<String, OpenLog>,
     ) -> Result<Source<'a>, RemoteReply> {
         match t {
             Target::Device(name) => self
@@ -254,86 +259,36 @@ impl Exports {
                             e.raw_os_error().unwrap_or(5),
                         )
                     })?;
-                    files.insert(name.clone(), f);
+                    files.insert(
+                        name.clone(),
+                        OpenLog {
+                            file: f,
+                            finished_end: None,
+                        },
+                    );
                 }
-                let finished = (self.finished)(&sub, &file);
-                let log = LogName::parse(&file).map_err(|e| err(e.to_string(), 22))?;
-                // A finished file ends where its successor's header says (recycled files are
-                // longer than their records); the one being written at its durable end.
-                let end = finished
-                    .then(|| crate::log::ends::successor_header(&sub, log.seq))
-                    .flatten()
-                    .and_then(|h| h.end_of(log.seq))
-                    .unwrap_or(u64::MAX);
-                let live = (!finished)
+                let open = files.get_mut(name).expect("opened above");
+                if open.finished_end.is_none() && (self.finished)(&sub, &file) {
+                    let log = LogName::parse(&file).map_err(|e| err(e.to_string(), 22))?;
+                    // A finished file ends where its successor's header says (recycled files
+                    // are longer than their records).
+                    let end = crate::log::ends::successor_header(&sub, log.seq)
+                        .and_then(|h| h.end_of(log.seq));
+                    open.finished_end = Some(end.unwrap_or(u64::MAX));
+                }
+                let open = &files[name];
+                // The one being written ends at its durable end.
+                let live = open
+                    .finished_end
+                    .is_none()
                     .then(|| self.live.as_ref().map(|l| (l, sub.join(&file))))
                     .flatten();
                 Ok(Source::Log {
-                    file: &files[name],
-                    finished,
-                    end,
+                    file: &open.file,
+                    finished: open.finished_end.is_some(),
+                    end: open.finished_end.unwrap_or(u64::MAX),
                     live,
                 })
-            }
-        }
-    }
-}
-
-enum Source<'a> {
-    Dev(Arc<dyn Output>),
-    Log {
-        file: &'a File,
-        finished: bool,
-        /// Where a finished file's valid bytes end (`u64::MAX`: at its length).
-        end: u64,
-        /// Where the durable end of a file being written is published.
-        live: Option<(&'a LiveEnds, PathBuf)>,
-    },
-}
-
-impl Source<'_> {
-    fn stat(&self) -> Result<(u64, bool), RemoteReply> {
-        match self {
-            Source::Dev(d) => d
-                .info()
-                .map(|i| (i.size, true))
-                .map_err(|e| err(e.to_string(), e.errno())),
-            Source::Log {
-                file,
-                finished,
-                end,
-                live,
-            } => {
-                let len = file
-                    .metadata()
-                    .map_err(|e| io_err(&e, "reading the metadata of a log file"))?
-                    .len();
-                let live_end = live.as_ref().and_then(|(l, path)| l.get(path));
-                Ok((len.min(*end).min(live_end.unwrap_or(u64::MAX)), *finished))
-            }
-        }
-    }
-
-    /// Read what exists of `[pos, pos+len)` below `size`.
-    fn read(&self, pos: u64, len: usize, size: u64) -> Result<Vec<u8>, RemoteReply> {
-        let len = (size.saturating_sub(pos)).min(len as u64) as usize;
-        match self {
-            Source::Dev(d) => {
-                brick_core::read_all(&**d, pos, len).map_err(|e| err(e.to_string(), e.errno()))
-            }
-            Source::Log { file, .. } => {
-                let mut buf = vec![0u8; len];
-                let mut got = 0;
-                while got < len {
-                    match file.read_at(&mut buf[got..], pos + got as u64) {
-                        Ok(0) => break,
-                        Ok(n) => got += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(io_err(&e, "reading a log file")),
-                    }
-                }
-                buf.truncate(got);
-                Ok(buf)
             }
         }
     }
@@ -383,16 +338,6 @@ impl Drop for Parked {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-fn err(message: String, errno: i32) -> RemoteReply {
-    RemoteReply::Error { message, errno }
-}
-
-/// A failed system call, through the one errno mapping (`brick_core::Error::from_io`).
-fn io_err(e: &std::io::Error, context: &'static str) -> RemoteReply {
-    let e = brick_core::Error::from_io(e, context);
-    err(e.to_string(), e.errno())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Which device bytes the log records from a position on touch (`marsadm verify` leaves
 //! those blocks out: replicas at different positions may legitimately differ there).
 
-use super::workers::local_log_state;
+use super::log_sizes::local_log_state;
 use super::ReplicaError;
 use crate::file::{self, Backend, FileOptions};
 use crate::log::{Expect, LogPos, RecordOp, Scanner};

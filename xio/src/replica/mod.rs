@@ -7,6 +7,8 @@
 //!   they arrive), [`ReplayWorker`] (replay of one verified range, device flush, then the
 //!   local logger state moves to the new position) and [`SyncWorker`] (full sync of the
 //!   device from a peer, fast: checksums first, persisted restart point).
+//! - [`LogSizes`]: the local log files with their valid lengths, read every round by the
+//!   owner, keeping the headers of finished logs between rounds.
 //!
 //! An embedder can build a primary and a secondary without the daemon:
 //! ```no_run
@@ -19,14 +21,15 @@
 //! ```
 
 mod extents;
+mod log_sizes;
 mod primary;
 mod workers;
 
 pub use extents::log_extents;
+pub use log_sizes::{local_log_state, LogSizes};
 pub use primary::{PrimaryConfig, PrimaryGraph, StoppedPrimary};
 pub use workers::{
-    local_log_state, verified_prefix, FetchState, FetchWorker, ReplayState, ReplayWorker,
-    SyncState, SyncWorker,
+    verified_prefix, FetchState, FetchWorker, ReplayState, ReplayWorker, SyncState, SyncWorker,
 };
 
 /// Why a pipeline could not start or stopped.

@@ -8,39 +8,9 @@ use crate::logger::{replay_store, FsLogStore, LogState, LogStore, ReplayOptions}
 use crate::remote::{log_verifier, ClientConfig, FetchConfig, LogFetch, RemoteClient};
 use brick_core::Output;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-/// Log files in a log directory with their lengths; a finished file (its successor has a
-/// header) with its valid length as that header records it (a recycled file is longer).
-pub fn local_log_state(dir: &Path) -> BTreeMap<LogName, u64> {
-    let mut out = BTreeMap::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let Some(name) = e.file_name().to_str().and_then(|n| LogName::parse(n).ok()) else {
-            continue;
-        };
-        if let Ok(m) = e.metadata() {
-            out.insert(name, m.len());
-        }
-    }
-    // A finished file ends where its successor's header says: a recycled file is longer
-    // than its records (the version link of a log publishes this end).
-    let names: Vec<LogName> = out.keys().cloned().collect();
-    for pair in names.windows(2) {
-        let next = dir.join(pair[1].to_string());
-        if let Some(end) = crate::log::ends::read_header(&next).and_then(|h| h.end_of(pair[0].seq))
-        {
-            out.entry(pair[0].clone())
-                .and_modify(|len| *len = end.min(*len));
-        }
-    }
-    out
-}
 
 /// How far a local log file verifies (record checks from the start; a record-aligned prefix).
 /// A damaged record leaves the prefix before it (so that only the rest is fetched again).

@@ -1,0 +1,101 @@
+//! What the log server reads for a request: an exported device, or a log file up to its valid
+//! end (a finished log's successor's `prev_end`, the durable end of the file a logger of this
+//! process writes, nothing of a file whose header block is all zero), and the error replies.
+
+use super::proto::RemoteReply;
+use crate::log::LiveEnds;
+use brick_core::Output;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A log file a connection has open. Once finished, its end is kept for the connection's
+/// life: a finished log's valid end is a fact of its history, recorded in its successor's
+/// header, which is written once (`log::ends`); asking the rule and reading that header again
+/// on every request listed the whole directory twice per request (a secondary lagging by
+/// hundreds of logs fetches from a directory of hundreds of files).
+pub(super) struct OpenLog {
+    pub(super) file: File,
+    /// Where it ends (`u64::MAX`: at its length), once finished.
+    pub(super) finished_end: Option<u64>,
+}
+
+/// What a request reads: an exported device or a log file.
+pub(super) enum Source<'a> {
+    Dev(Arc<dyn Output>),
+    Log {
+        file: &'a File,
+        finished: bool,
+        /// Where a finished file's valid bytes end (`u64::MAX`: at its length).
+        end: u64,
+        /// Where the durable end of a file being written is published.
+        live: Option<(&'a LiveEnds, PathBuf)>,
+    },
+}
+
+impl Source<'_> {
+    pub(super) fn stat(&self) -> Result<(u64, bool), RemoteReply> {
+        match self {
+            Source::Dev(d) => d
+                .info()
+                .map(|i| (i.size, true))
+                .map_err(|e| err(e.to_string(), e.errno())),
+            Source::Log {
+                file,
+                finished,
+                end,
+                live,
+            } => {
+                let len = file
+                    .metadata()
+                    .map_err(|e| io_err(&e, "reading the metadata of a log file"))?
+                    .len();
+                // A spare renamed into place waits for its header with a zeroed header block
+                // in front of stale bytes: nothing to serve yet, whoever writes it (a logger
+                // of this process publishes 0 for it, but another process's does not).
+                if crate::log::ends::header_zeroed(file, len)
+                    .map_err(|e| io_err(&e, "reading the header of a log file"))?
+                {
+                    return Ok((0, false));
+                }
+                let live_end = live.as_ref().and_then(|(l, path)| l.get(path));
+                Ok((len.min(*end).min(live_end.unwrap_or(u64::MAX)), *finished))
+            }
+        }
+    }
+
+    /// Read what exists of `[pos, pos+len)` below `size`.
+    pub(super) fn read(&self, pos: u64, len: usize, size: u64) -> Result<Vec<u8>, RemoteReply> {
+        let len = (size.saturating_sub(pos)).min(len as u64) as usize;
+        match self {
+            Source::Dev(d) => {
+                brick_core::read_all(&**d, pos, len).map_err(|e| err(e.to_string(), e.errno()))
+            }
+            Source::Log { file, .. } => {
+                let mut buf = vec![0u8; len];
+                let mut got = 0;
+                while got < len {
+                    match file.read_at(&mut buf[got..], pos + got as u64) {
+                        Ok(0) => break,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(io_err(&e, "reading a log file")),
+                    }
+                }
+                buf.truncate(got);
+                Ok(buf)
+            }
+        }
+    }
+}
+
+pub(super) fn err(message: String, errno: i32) -> RemoteReply {
+    RemoteReply::Error { message, errno }
+}
+
+/// A failed system call, through the one errno mapping (`brick_core::Error::from_io`).
+pub(super) fn io_err(e: &std::io::Error, context: &'static str) -> RemoteReply {
+    let e = brick_core::Error::from_io(e, context);
+    err(e.to_string(), e.errno())
+}
