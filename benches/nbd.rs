@@ -11,7 +11,9 @@
 //! (1.5 GiB, wrapping around the region; the same amount for every side), so that the
 //! writeback has to keep up, ended by a FLUSH that is timed (`--end_fsync=1`): without it
 //! the buffered peer only fills the page cache of this 24 GiB machine and never writes a
-//! byte to the disk during the job, while ours writes every byte to its log. Each (workload, side) is
+//! byte to the disk during the job, while ours writes every byte to its log. Before each side's
+//! sequential job our logger's writeback is drained and `sync` writes every dirty page out, so
+//! that no job runs over the previous one's flushing. Each (workload, side) is
 //! measured `NBD_BENCH_RUNS` times (default 3), the order of the sides reversed every other run.
 //! Printed: min / median / max of the rate, the ratio of the medians against the goal, each
 //! side as a fraction of the ceiling, and the medians of fio's completion latency
@@ -146,6 +148,20 @@ struct Ours {
 }
 
 impl Ours {
+    /// Before a sequential job: our logger has written everything back and the kernel has
+    /// written every dirty page out, so that no side's job starts with the previous job's
+    /// GiBs still being flushed under it (seen: nbdkit at 477-2053 MiB/s from one run to the
+    /// next with the same file, ours at 408-1425, depending on what ran before).
+    fn settle(&self) {
+        if let Some(l) = &self.logger {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while l.status().versions > 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        let _ = std::process::Command::new("sync").status();
+    }
+
     fn start(kind: &str, mode: Mode, img: &Path, dir: &Path, size: u64) -> Ours {
         let opts = FileOptions {
             direct: mode.direct(),
@@ -271,6 +287,9 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
                         let data = Path::new(&d).join(format!("{}-{}.data", mode.name(), w.id));
                         Recording::start(me, &data)
                     });
+                if w.mibs {
+                    ours.settle();
+                }
                 let cs = context_switches(me);
                 let r = fio::run(&target, region, len, w.args, w.read, w.mibs);
                 if side == 0 {

@@ -249,6 +249,11 @@ impl Copy {
                 };
                 if !stopped(&sched) {
                     self.cv.wait_for(&mut sched, self.cfg.persist_every);
+                } else if sched.active > 0 {
+                    // Stopped, but a worker still holds a chunk (a read retrying against an
+                    // unreachable source ends at its next attempt): wait for its `abandon`
+                    // instead of spinning on the lock.
+                    self.cv.wait_for(&mut sched, Duration::from_millis(50));
                 }
                 // Workers of a stopped copy finish or abandon the chunk they hold; wait for them.
                 let finished = stopped(&sched) && sched.active == 0;
