@@ -680,5 +680,16 @@ fn replay(s: &Snapshot, me: &Member, f: &Facts, split: Option<&SplitBrain>, out:
             len: 0,
         };
         out.push(Action::link(format!("replay-{}", s.me), link.to_string()));
+    } else if let Some(later) = s.logs.iter().find(|l| l.seq > seq + 1) {
+        // Normal for a round at most (the keys of one batch arrive one by one); for longer,
+        // the next log was never announced and nothing here can fetch it.
+        out.push(Action::Report {
+            msg: format!(
+                "replay waits at the end of {}: log {} is not announced in the metadata although {later} is; the node that wrote it must announce it (a marsd from before this was fixed could skip a log when it rotated twice within one round: restart that node with a fixed marsd); if it never comes, `marsadm invalidate {}` here makes a full sync",
+                r.log,
+                seq + 1,
+                s.res
+            ),
+        });
     }
 }
