@@ -567,7 +567,11 @@ impl ResourceRt {
                 self.fetch_ended = None;
                 let remote = format!("resource-{res}/{log}");
                 match self.client(env, peer, ChannelKind::Fetch, Target::Log(remote.clone())) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        // A log fetch is one sequential stream: one connection (a thread on
+                        // each side) per fetching replica, also while it only follows an
+                        // idle log.
+                        c.connections = 1;
                         let _ = std::fs::create_dir_all(&self.log_dir);
                         let w =
                             FetchWorker::start(log, &remote, self.log_dir.join(log.to_string()), c);

@@ -367,3 +367,52 @@ fn a_secondary_gets_every_log_when_the_primary_rotates_several_times_per_round()
         "bob's device after many small logs",
     );
 }
+
+/// Issue 13's idle-resource goal: a replicated primary that is idle costs its logger's three
+/// threads and one connection thread per fetching secondary, nothing more. Its data device's
+/// io_uring completion thread never starts (writeback, NBD reads, the full sync's reads served
+/// to the secondary and recovery are all driven; the flusher flushes inline), and a log fetch
+/// uses one connection.
+#[test]
+fn an_idle_replicated_primary_has_one_fetch_connection_and_no_completion_thread_per_resource() {
+    let c = Cluster::new(&["alice", "bob"]);
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    // Bob's metadata connection to alice has its thread there too.
+    wait_until(
+        Duration::from_secs(20),
+        "bob's metadata connection",
+        || match a.threads_named("mars-net-conn-") {
+            0 => Err("none yet".into()),
+            _ => Ok(()),
+        },
+    );
+    let base = a.threads_named("mars-net-conn-");
+    let res = ["r0", "r1", "r2"];
+    for r in res {
+        c.replicate(r, &[&format!("a-{r}.img"), &format!("b-{r}.img")], SIZE);
+    }
+    let mut model = vec![0u8; SIZE as usize];
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 50, 200, 50);
+    assert!(read_export(&mut nbd, SIZE) == model);
+    nbd.disconnect().unwrap();
+    for r in res {
+        b.wait_uptodate(r);
+    }
+    wait_until(
+        Duration::from_secs(20),
+        "one fetch connection per resource on alice",
+        || match a.threads_named("mars-net-conn-").saturating_sub(base) {
+            3 => Ok(()),
+            n => Err(format!(
+                "{n} connection threads besides {base} for metadata"
+            )),
+        },
+    );
+    assert_eq!(a.threads_named("logger-"), 9, "three per primary");
+    assert_eq!(
+        a.threads_named("xio-aio-"),
+        0,
+        "no io_uring completion thread on an idle primary"
+    );
+}

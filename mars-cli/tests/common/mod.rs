@@ -140,6 +140,19 @@ impl Node {
         });
     }
 
+    /// The threads of this node's marsd whose names start with `prefix`.
+    pub fn threads_named(&self, prefix: &str) -> usize {
+        let pid = self.child.as_ref().expect("marsd runs").id();
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .filter(|c| c.trim().starts_with(prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -9,6 +9,7 @@ use crate::file::{from_io, FileKind, FileOptions};
 use brick_core::{
     Aio, Brick, Error, Flags, Info, Op, Output, PowerState, Rejected, Result, Slot, StatsSnapshot,
 };
+use parking_lot::Mutex;
 use std::cell::Cell;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -42,11 +43,14 @@ struct Shared {
 
 /// A file or block device served by io_uring.
 ///
-/// The completion thread is named `xio-aio-<n>` (`n` unique per instance); dropping the brick
-/// waits for in-flight requests and joins it.
+/// The completion thread is named `xio-aio-<n>` (`n` unique per instance). It starts with the
+/// first request that goes through the brick's ring: a device whose IO is all driven (the
+/// logger's writeback, NBD readers) or done inline (`MAY_BLOCK` flushes) never has one, so an
+/// idle primary costs no thread for it. Dropping the brick waits for in-flight requests and
+/// joins it.
 pub struct UringFile {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl UringFile {
@@ -68,19 +72,29 @@ impl UringFile {
             slot: Slot::new(),
             stopping: AtomicBool::new(false),
         });
-        let id = INSTANCE.fetch_add(1, Relaxed);
-        let s = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("xio-aio-{id}"))
-            .spawn(move || completion_loop(s))
-            .map_err(|e| Error::Brick {
-                brick: shared.core.name.clone(),
-                message: format!("cannot start the completion thread: {e}"),
-            })?;
         Ok(UringFile {
             shared,
-            thread: Some(thread),
+            thread: Mutex::new(None),
         })
+    }
+
+    /// Start the completion thread unless it runs: before anything is queued in the ring
+    /// (only that thread enters it).
+    fn completion_thread(&self) -> Result<()> {
+        let mut t = self.thread.lock();
+        if t.is_none() {
+            let id = INSTANCE.fetch_add(1, Relaxed);
+            let s = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("xio-aio-{id}"))
+                .spawn(move || completion_loop(s))
+                .map_err(|e| Error::Brick {
+                    brick: self.shared.core.name.clone(),
+                    message: format!("cannot start the completion thread: {e}; the machine is out of threads or memory"),
+                })?;
+            *t = Some(spawned);
+        }
+        Ok(())
     }
 
     fn me(&self) -> usize {
@@ -365,6 +379,10 @@ impl Output for UringFile {
                 let route = if driven {
                     Route::Local
                 } else {
+                    if let Err(e) = self.completion_thread() {
+                        s.finish(req, Err(e));
+                        return Ok(());
+                    }
                     Route::Ring { deferred }
                 };
                 s.start(req, stage, 0, route);
@@ -398,22 +416,22 @@ impl Drop for UringFile {
     fn drop(&mut self) {
         let s = &self.shared;
         s.stopping.store(true, SeqCst);
+        // What this thread has in its own ring must be reaped first, by this thread.
+        if local::inflight() > 0 {
+            local::drain();
+        }
+        let Some(thread) = self.thread.get_mut().take() else {
+            return; // never started: nothing ever went through the ring
+        };
         let nop = io_uring::opcode::Nop::new().build().user_data(SHUTDOWN);
         // SAFETY: a NOP points to no memory.
         if unsafe { s.ring.push(&nop) }.is_ok() {
             s.ring.wake();
         }
-        // The completion thread exits once nothing is in flight: what this thread has in its
-        // own ring must be reaped first, by this thread.
-        if local::inflight() > 0 {
-            local::drain();
-        }
-        // A hook on our own completion thread may drop the last handle: that thread cannot
-        // join itself; it exits by itself once nothing is in flight.
+        // The completion thread exits once nothing is in flight. A hook on it may drop the
+        // last handle: that thread cannot join itself; it exits by itself.
         if COMPLETION_OF.with(|c| c.get()) != self.me() {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+            let _ = thread.join();
         }
     }
 }

@@ -205,11 +205,14 @@ impl Copy {
             chunk,
             chunks,
         };
+        // Driven: each thread waits for its own writes and flushes, so an io_uring target's
+        // completions are reaped where they are waited for (no completion-thread hop, and no
+        // completion thread started for the copy).
         std::thread::scope(|s| {
             for _ in 0..self.cfg.window.max(1).min(chunks.max(1) as usize) {
-                s.spawn(|| self.worker(&geo));
+                s.spawn(|| crate::aio::drive(|| self.worker(&geo)));
             }
-            self.persister(&geo);
+            crate::aio::drive(|| self.persister(&geo));
         });
         let mut sched = self.sched.lock();
         if let Some(e) = sched.error.take() {

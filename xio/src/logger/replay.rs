@@ -98,6 +98,17 @@ pub fn replay_store(
     from: LogPos,
     opts: ReplayOptions<'_>,
 ) -> Result<ReplayReport> {
+    // Driven: this thread waits for the replay's IO anyway; an io_uring data device's
+    // completions are reaped here (and its completion thread is not started for it).
+    crate::aio::drive(|| replay_driven(data, store, from, opts))
+}
+
+fn replay_driven(
+    data: &dyn Output,
+    store: &dyn LogStore,
+    from: LogPos,
+    opts: ReplayOptions<'_>,
+) -> Result<ReplayReport> {
     let ReplayOptions {
         resource,
         until,

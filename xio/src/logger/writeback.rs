@@ -164,7 +164,11 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
         }
         if let Some(covered) = g.flush {
             let result = MutexGuard::unlocked(&mut g, || {
-                brick_core::run(&super::core::Via(&core.data), Aio::new(Op::Flush, 0, 0))
+                // MAY_BLOCK: this thread exists to wait for it, so a backend that can flush
+                // right here does (io_uring: no hand-off to its completion thread and io-wq).
+                let mut flush = Aio::new(Op::Flush, 0, 0);
+                flush.flags = brick_core::Flags::MAY_BLOCK;
+                brick_core::run(&super::core::Via(&core.data), flush)
             });
             g.flush = None;
             if g.kill {

@@ -131,8 +131,13 @@ impl Exports {
         Node::listen(addr, cfg, self.handlers())
     }
 
-    /// Serve one connection until it ends.
-    pub fn serve(&self, mut conn: Connection) {
+    /// Serve one connection until it ends. Driven: reads of an io_uring device it serves
+    /// (a full sync's source) complete on this thread, which waits for them anyway.
+    pub fn serve(&self, conn: Connection) {
+        crate::aio::drive(|| self.serve_driven(conn));
+    }
+
+    fn serve_driven(&self, mut conn: Connection) {
         let peer = format!("{}@{}", conn.peer().node, conn.peer().addr);
         let mut files: HashMap<String, OpenLog> = HashMap::new();
         loop {
