@@ -5,7 +5,8 @@
 //!   (on the completion thread) or inside [`UringFile::batch`] are collected and entered
 //!   together; a plain `submit` from another thread enters at once (the completion thread may
 //!   be asleep in the kernel).
-//! - **One completion thread** per brick (`xio-aio-<n>`) reaps completions, advances each
+//! - **One completion thread** per brick (`xio-aio-<n>`, started with the first request that goes
+//!   through the brick's ring: driven and inline IO never start it) reaps completions, advances each
 //!   request's state machine (partial reads/writes are continued, FUA adds an `fdatasync`,
 //!   unsupported `fallocate` falls back to writing zeroes) and runs the completion hooks.
 //! - **Driven mode** ([`drive`]): a thread that waits for its own IO anyway submits to a ring of
