@@ -34,18 +34,9 @@ fn create_join_write_then_planned_handover_and_back() {
     wait_until(
         std::time::Duration::from_secs(20),
         "bob to see alice's client",
-        || {
-            let s = b.status();
-            let n = s.resources[0]
-                .replicas
-                .iter()
-                .find(|m| m.host == "alice")
-                .map(|m| m.clients);
-            if n == Some(1) {
-                Ok(())
-            } else {
-                Err(format!("{n:?}"))
-            }
+        || match b.clients_of("r0", "alice") {
+            Some(1) => Ok(()),
+            n => Err(format!("{n:?}")),
         },
     );
     let err = b.refused(&["primary", "r0"], "NBD client");
@@ -76,12 +67,7 @@ fn create_join_write_then_planned_handover_and_back() {
     wait_until(
         std::time::Duration::from_secs(20),
         "alice to see that bob has no client",
-        || match a.status().resources[0]
-            .replicas
-            .iter()
-            .find(|m| m.host == "bob")
-            .map(|m| m.clients)
-        {
+        || match a.clients_of("r0", "bob") {
             Some(0) => Ok(()),
             n => Err(format!("{n:?}")),
         },
