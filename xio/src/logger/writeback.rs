@@ -215,7 +215,7 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
             run.start = it.start;
         }
         run.len += len;
-        run.pieces.push(bytes);
+        run.pieces.push(std::io::IoSlice::new(bytes));
     }
     run.write(core, &data, &mut applier)?;
     applier.finish(false)
@@ -226,7 +226,9 @@ fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
 struct Run<'a> {
     start: u64,
     len: usize,
-    pieces: Vec<&'a [u8]>,
+    pieces: Vec<std::io::IoSlice<'a>>,
+    /// Buffers of completed submitted runs, on their way back to the pool (reused).
+    spent: Vec<Vec<u8>>,
 }
 
 impl Run<'_> {
@@ -249,12 +251,7 @@ impl Run<'_> {
         if self.pieces.is_empty() {
             return Ok(());
         }
-        let slices: Vec<std::io::IoSlice<'_>> = self
-            .pieces
-            .iter()
-            .map(|p| std::io::IoSlice::new(p))
-            .collect();
-        let result = match data.write_gather(self.start, &slices) {
+        let result = match data.write_gather(self.start, &self.pieces) {
             Some(r) => r,
             None => {
                 // Of the run's size class: a large write's run gets a recycled large buffer
@@ -264,9 +261,8 @@ impl Run<'_> {
                     buf.extend_from_slice(p);
                 }
                 let r = applier.apply(RecordOp::Write, self.start, self.len, buf, 0);
-                let mut spent = Vec::new();
-                applier.take_spent(&mut spent);
-                spent.into_iter().for_each(|b| core.bufs.put(b));
+                applier.take_spent(&mut self.spent);
+                self.spent.drain(..).for_each(|b| core.bufs.put(b));
                 r
             }
         };
