@@ -309,7 +309,8 @@ fn arm_poll(fd: std::os::fd::RawFd) -> bool {
     })
 }
 
-/// Whether `fd` has something to read (or is at its end) right now.
+/// Whether `fd` has something to read (or is at its end) right now. A failed `poll` (EINTR)
+/// says no: the caller then waits in its ring again rather than block in `read` unreaped.
 fn readable_now(fd: std::os::fd::RawFd) -> bool {
     let mut p = libc::pollfd {
         fd,
@@ -318,7 +319,7 @@ fn readable_now(fd: std::os::fd::RawFd) -> bool {
     };
     // SAFETY: one valid pollfd, no timeout.
     let ready = unsafe { libc::poll(&mut p, 1, 0) };
-    ready != 0
+    ready > 0
 }
 
 /// Wait until nothing of this thread's is in flight in its ring.
