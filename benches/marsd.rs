@@ -29,6 +29,8 @@
 //! `MARS_BENCH_DIR` (where the temp dir goes; default the system temp dir),
 //! `MARS_BENCH_DIRECT_IO` (`marsd --direct-io`: `on` puts the primaries' data devices and
 //! logs behind `O_DIRECT`; default `auto`, i.e. buffered on these files),
+//! `MARS_BENCH_LOG_DIRECT_IO` (`marsd --log-direct-io`: `on` puts only the logs behind
+//! `O_DIRECT`; default `auto`: as the data devices),
 //! `MARS_BENCH_NBDKIT` (runs of the nbdkit peer per row, default 1: context only, and it keeps
 //! the default run under 4 minutes; 0 skips it), `MARS_BENCH_PAUSED=1` (one more side: the
 //! two-node primary with the secondary's fetch paused, to tell waiting from sharing the CPUs),

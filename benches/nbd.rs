@@ -4,7 +4,9 @@
 //!
 //! - **buffered**: ours with the page cache vs `nbdkit file`; ceiling fio `--direct=0`;
 //! - **direct**: ours with `O_DIRECT` on the data file and the log vs
-//!   `qemu-nbd --cache=none --aio=io_uring`; ceiling fio `--direct=1`.
+//!   `qemu-nbd --cache=none --aio=io_uring`; ceiling fio `--direct=1`;
+//! - **hybrid** (not run by default): ours with the data file in the page cache and the log
+//!   with `O_DIRECT` vs `nbdkit file`, as buffered.
 //!
 //! Workloads (issue 13): 4k randwrite QD32; the same with fsync=1 (an NBD FLUSH after every
 //! write); 4k randread QD32; 1M sequential write QD8 of 6× the logger's memory budget
@@ -20,7 +22,7 @@
 //! p50 / p99 / p99.9.
 //!
 //! `cargo bench -p mars-rs --bench nbd` (needs fio, nbdkit, qemu-nbd, dd). Knobs:
-//! `NBD_BENCH_MODE` (`buffered`, `direct` or both, the default: `buffered,direct`),
+//! `NBD_BENCH_MODE` (`buffered`, `direct`, `hybrid`, comma-separated; default `buffered,direct`),
 //! `NBD_BENCH_ONLY` (workload numbers, e.g. `1,2`), `NBD_BENCH_RUNTIME` (seconds per job,
 //! default 5, plus 1 s ramp), `NBD_BENCH_RUNS`, `NBD_BENCH_DIR` (where the files go; default
 //! `/work` if it exists, else the temp dir: not tmpfs), `NBD_BENCH_SIZE_GIB` (file size,
@@ -110,6 +112,9 @@ const WORKLOADS: &[Workload] = &[
 enum Mode {
     Buffered,
     Direct,
+    /// The data file in the page cache (as `buffered`), the log with `O_DIRECT` (as `direct`):
+    /// compared with the buffered peer.
+    Hybrid,
 }
 
 impl Mode {
@@ -117,16 +122,25 @@ impl Mode {
         match self {
             Mode::Buffered => "buffered",
             Mode::Direct => "direct",
+            Mode::Hybrid => "hybrid",
         }
     }
     fn peer(self) -> &'static str {
         match self {
-            Mode::Buffered => "nbdkit file",
+            Mode::Buffered | Mode::Hybrid => "nbdkit file",
             Mode::Direct => "qemu-nbd cache=none aio=io_uring",
         }
     }
+    /// Whether the data file (and so the peer and the ceiling) use `O_DIRECT`.
     fn direct(self) -> bool {
         self == Mode::Direct
+    }
+    fn log_direct(self) -> bool {
+        self != Mode::Buffered
+    }
+    /// Which of a workload's goals applies: the buffered or the direct one.
+    fn goal(self) -> usize {
+        usize::from(self.direct())
     }
 }
 
@@ -181,7 +195,7 @@ impl Ours {
                 let cfg = LoggerConfig {
                     resource: "bench".into(),
                     // Direct: the log files too (format v2, 4 KiB aligned writes).
-                    log_direct: mode.direct(),
+                    log_direct: mode.log_direct(),
                     rotate_size: env_or("NBD_BENCH_ROTATE_MIB", d.rotate_size >> 20) << 20,
                     log_spares: env_or("NBD_BENCH_LOG_SPARES", d.log_spares as u64) as usize,
                     ..d
@@ -247,7 +261,7 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
     let ours = Ours::start(kind, mode, &ours_img, dir, size);
     let peer_sock = dir.join(format!("peer-{}.sock", mode.name()));
     let peer = match mode {
-        Mode::Buffered => Peer::nbdkit(&peer_img, &peer_sock, "bench"),
+        Mode::Buffered | Mode::Hybrid => Peer::nbdkit(&peer_img, &peer_sock, "bench"),
         Mode::Direct => Peer::qemu_nbd_direct(&peer_img, &peer_sock, "bench"),
     };
     let only: Vec<usize> = std::env::var("NBD_BENCH_ONLY")
@@ -326,7 +340,7 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
 }
 
 fn print(mode: Mode, kind: &str, rows: &[Row]) {
-    let m = mode as usize;
+    let m = mode.goal();
     println!();
     println!(
         "### {}: ours ({kind}) vs {} (ceiling: fio io_uring direct={} on the file)",
@@ -404,11 +418,12 @@ fn main() {
         .map(|m| match m.trim() {
             "buffered" => Mode::Buffered,
             "direct" => Mode::Direct,
-            other => panic!("NBD_BENCH_MODE: unknown mode {other:?} (buffered, direct)"),
+            "hybrid" => Mode::Hybrid,
+            other => panic!("NBD_BENCH_MODE: unknown mode {other:?} (buffered, direct, hybrid)"),
         })
         .collect();
     let mut tools = vec!["fio", "dd"];
-    if modes.contains(&Mode::Buffered) {
+    if modes.contains(&Mode::Buffered) || modes.contains(&Mode::Hybrid) {
         tools.push("nbdkit");
     }
     if modes.contains(&Mode::Direct) {

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example nbd-export -- --data disk.img --log-dir logs/ \
 //!     --unix /tmp/disk.sock [--tcp 127.0.0.1:10809] [--name disk] \
-//!     [--direct] [--backend sio --threads 64]
+//!     [--direct | --log-direct] [--backend sio --threads 64]
 //! qemu-io -f raw -c 'write -P 0xab 0 1M' 'nbd+unix:///disk?socket=/tmp/disk.sock'
 //! ```
 //!
@@ -67,6 +67,10 @@ struct Args {
     /// and the disk); the export then announces the file's block size as its minimum.
     #[arg(long)]
     direct: bool,
+    /// Open only the log files with O_DIRECT (format v2), the data file through the page cache
+    /// (implied by --direct).
+    #[arg(long)]
+    log_direct: bool,
     /// Alignment of the writes to new log files (> 0: log format v2); 0 (default): v1 for
     /// buffered logs, v2 with 4 KiB with --direct. Both formats are read.
     #[arg(long, default_value_t = 0)]
@@ -126,7 +130,7 @@ fn run(args: Args) -> Result<()> {
             resource: args.name.clone(),
             mem_budget: args.mem_budget,
             log_align: args.log_align,
-            log_direct: args.direct,
+            log_direct: args.direct || args.log_direct,
             ..LoggerConfig::default()
         },
     )

@@ -118,10 +118,15 @@ impl Node {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--node", name])
             .args(["--secret-file", secret.to_str().unwrap()])
-            // `MARS_BENCH_DIRECT_IO=on` measures primaries with O_DIRECT data devices and logs.
+            // `MARS_BENCH_DIRECT_IO=on` measures primaries with O_DIRECT data devices and logs,
+            // `MARS_BENCH_LOG_DIRECT_IO=on` with O_DIRECT logs.
             .args([
                 "--direct-io",
                 &std::env::var("MARS_BENCH_DIRECT_IO").unwrap_or_else(|_| "auto".into()),
+            ])
+            .args([
+                "--log-direct-io",
+                &std::env::var("MARS_BENCH_LOG_DIRECT_IO").unwrap_or_else(|_| "auto".into()),
             ])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -49,6 +49,7 @@ impl Node {
             mem_budget: mars_cli::daemon::DEFAULT_MEM_BUDGET,
             mem_floor: mars_cli::daemon::DEFAULT_MEM_FLOOR,
             direct_io: xio::file::DirectIo::Auto,
+            log_direct_io: xio::file::DirectIo::Auto,
             log_spares: xio::logger::DEFAULT_SPARES,
             log_rotate_size: mars_cli::daemon::DEFAULT_LOG_ROTATE_SIZE,
         })

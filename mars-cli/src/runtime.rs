@@ -50,6 +50,8 @@ pub struct Env<'a> {
     pub mem_floor: u64,
     /// `O_DIRECT` on a primary's data device and logs (`--direct-io`).
     pub direct_io: xio::file::DirectIo,
+    /// `O_DIRECT` on a primary's log files (`--log-direct-io`; auto: as the data device).
+    pub log_direct_io: xio::file::DirectIo,
     /// Deleted log files a primary keeps to reuse (`--log-spares`).
     pub log_spares: usize,
     /// A primary's log file is rotated at this size (`--log-rotate-size`).
@@ -494,6 +496,7 @@ impl ResourceRt {
                 cfg.logger.rotate_size = env.log_rotate_size;
                 cfg.logger.budget = Some(memory_share(&res, env));
                 cfg.direct = env.direct_io;
+                cfg.log_direct = env.log_direct_io;
                 cfg.logger.log_spares = env.log_spares;
                 cfg.logger.live_ends = Some(env.live_ends.clone());
                 let _ = std::fs::create_dir_all(self.csum_path.parent().unwrap_or(Path::new(".")));

@@ -77,3 +77,72 @@ fn direct_io_primaries_write_v2_logs_that_replicate_both_ways() {
         "alice's device to equal the model",
     );
 }
+
+/// The open files of process `pid` whose path contains `part`, with whether each is open with
+/// `O_DIRECT` (the `flags` line of `/proc/<pid>/fdinfo/<fd>`, octal).
+fn open_with_o_direct(pid: u32, part: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        let target = target.display().to_string();
+        if !target.contains(part) {
+            continue;
+        }
+        let fd = e.file_name().into_string().unwrap();
+        let Ok(info) = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
+            continue;
+        };
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| i32::from_str_radix(f.trim(), 8).ok())
+            .expect("fdinfo has flags");
+        out.push((target, flags & libc::O_DIRECT != 0));
+    }
+    out
+}
+
+#[test]
+fn a_log_direct_primary_keeps_its_data_device_in_the_page_cache_and_replicates() {
+    if !o_direct_supported() {
+        eprintln!("skipped: the temporary directory's file system does not support O_DIRECT");
+        return;
+    }
+    let c = Cluster::new_with(&["alice", "bob"], |_, mut n| {
+        n.extra = ["--direct-io", "off", "--log-direct-io", "on"]
+            .map(String::from)
+            .to_vec();
+        n
+    });
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
+    c.replicate("r0", &["a.img", "b.img"], SIZE);
+    let mut model = vec![0u8; SIZE as usize];
+    let mut nbd = a.nbd("r0");
+    write_blocks(&mut nbd, &mut model, 3, 500, 40);
+    b.wait_uptodate("r0");
+    wait_equal(&c.path("b.img"), &model, "bob's device to equal the model");
+    let on_alice = log_versions(&a.dir.join("resource-r0"));
+    assert!(
+        !on_alice.is_empty() && on_alice.iter().all(|(_, v)| *v == 2),
+        "alice's logs are format v2: {on_alice:?}"
+    );
+    let data = open_with_o_direct(a.pid(), "a.img");
+    assert!(
+        !data.is_empty() && data.iter().all(|(_, d)| !d),
+        "alice's data device is open without O_DIRECT: {data:?}"
+    );
+    let logs = open_with_o_direct(a.pid(), "/log-");
+    assert!(
+        logs.iter().any(|(_, d)| *d),
+        "alice writes her current log with O_DIRECT: {logs:?}"
+    );
+    assert!(
+        read_export(&mut nbd, SIZE) == model,
+        "alice serves the data"
+    );
+}

@@ -42,10 +42,16 @@ struct Args {
     /// others are (so an idle or slow resource is never starved). Suffixes K, M, G.
     #[arg(long, value_parser = parse_bytes, default_value = "8M")]
     mem_floor: u64,
-    /// O_DIRECT on primary data devices and their log files: auto (block devices only), on
-    /// (the file system under --mars-dir and the data files must support it) or off.
+    /// O_DIRECT on primary data devices (and their log files, unless --log-direct-io says
+    /// otherwise): auto (block devices only), on (the file system under --mars-dir and the
+    /// data files must support it) or off.
     #[arg(long, default_value = "auto")]
     direct_io: xio::file::DirectIo,
+    /// O_DIRECT on primary log files only: auto (as --direct-io decides for the data device),
+    /// on or off. `--direct-io off --log-direct-io on` keeps the page cache for the data
+    /// device's reads while the log, which is only written, bypasses it.
+    #[arg(long, default_value = "auto")]
+    log_direct_io: xio::file::DirectIo,
     /// Deleted log files each primary keeps to reuse as later log files (0: delete them).
     /// Writing over a recycled file's blocks makes a commit a data-only fdatasync.
     #[arg(long, default_value_t = xio::logger::DEFAULT_SPARES)]
@@ -114,6 +120,7 @@ fn run(a: Args) -> Result<()> {
         mem_budget: a.mem_budget,
         mem_floor: a.mem_floor,
         direct_io: a.direct_io,
+        log_direct_io: a.log_direct_io,
         log_spares: a.log_spares,
         log_rotate_size: a.log_rotate_size,
     })?;

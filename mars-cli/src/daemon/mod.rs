@@ -61,6 +61,8 @@ pub struct Options {
     pub mem_floor: u64,
     /// `O_DIRECT` on primaries' data devices and log files (`auto`: for block devices).
     pub direct_io: xio::file::DirectIo,
+    /// `O_DIRECT` on primary log files (`--log-direct-io`; auto: as the data device).
+    pub log_direct_io: xio::file::DirectIo,
     /// Deleted log files a primary keeps to reuse (`xio::logger::LoggerConfig::log_spares`).
     pub log_spares: usize,
     /// A primary's log file is rotated at this size ([`DEFAULT_LOG_ROTATE_SIZE`]).
@@ -359,6 +361,7 @@ impl Daemon {
                 budget: &self.budget,
                 mem_floor: self.opts.mem_floor,
                 direct_io: self.opts.direct_io,
+                log_direct_io: self.opts.log_direct_io,
                 log_spares: self.opts.log_spares,
                 log_rotate_size: self.opts.log_rotate_size,
                 live_ends: &self.live_ends,

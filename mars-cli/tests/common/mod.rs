@@ -140,9 +140,14 @@ impl Node {
         });
     }
 
+    /// The process id of this node's marsd.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("marsd runs").id()
+    }
+
     /// The threads of this node's marsd whose names start with `prefix`.
     pub fn threads_named(&self, prefix: &str) -> usize {
-        let pid = self.child.as_ref().expect("marsd runs").id();
+        let pid = self.pid();
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|rd| {
                 rd.flatten()

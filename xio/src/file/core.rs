@@ -77,6 +77,25 @@ pub(crate) struct FileCore {
     pub(crate) admission: Arc<MemBudget>,
 }
 
+/// What an operator reads when opening (or sizing) `path` failed with `e`. `EINVAL` from an
+/// `O_DIRECT` open is the file system refusing direct IO, which "check the path" would not
+/// explain.
+fn open_failure(what: &str, path: &Path, direct: bool, e: &std::io::Error) -> String {
+    if direct && e.raw_os_error() == Some(libc::EINVAL) {
+        format!(
+            "cannot {what} {} with O_DIRECT: {e}; its file system does not support direct IO \
+             (some FUSE and network file systems, old tmpfs): turn direct IO off for it \
+             (marsd --direct-io off / --log-direct-io off) or move it",
+            path.display()
+        )
+    } else {
+        format!(
+            "cannot {what} {}: {e}; check that the path exists and is accessible",
+            path.display()
+        )
+    }
+}
+
 impl FileCore {
     pub(crate) fn open(path: &Path, opts: &FileOptions) -> Result<FileCore> {
         let name = opts
@@ -85,10 +104,7 @@ impl FileCore {
             .unwrap_or_else(|| path.display().to_string());
         let fail = |what: &str, e: std::io::Error| Error::Brick {
             brick: name.clone(),
-            message: format!(
-                "cannot {what} {}: {e}; check that the path exists and is accessible",
-                path.display()
-            ),
+            message: open_failure(what, path, opts.direct, &e),
         };
         let mut oo = OpenOptions::new();
         oo.read(true).write(!opts.read_only);
@@ -512,6 +528,31 @@ fn retry(mut f: impl FnMut() -> std::io::Result<()>) -> std::io::Result<()> {
         match f() {
             Err(e) if e.raw_os_error().is_some_and(is_transient) => continue,
             r => return r,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_system_that_refuses_o_direct_is_named_as_the_cause() {
+        let einval = std::io::Error::from_raw_os_error(libc::EINVAL);
+        let p = Path::new("/mnt/fuse/log-000000001-a");
+        let m = open_failure("open", p, true, &einval);
+        assert!(
+            m.contains("does not support direct IO") && m.contains("--log-direct-io off"),
+            "{m}"
+        );
+        // Without O_DIRECT, or another error: the path is the suspect.
+        for (direct, e) in [
+            (false, einval),
+            (true, std::io::Error::from_raw_os_error(libc::ENOENT)),
+        ] {
+            let m = open_failure("open", p, direct, &e);
+            assert!(m.contains("check that the path exists"), "{m}");
+            assert!(!m.contains("direct IO"), "{m}");
         }
     }
 }

@@ -18,6 +18,19 @@ pub enum DirectIo {
 }
 
 impl DirectIo {
+    /// Whether to open the log files with `O_DIRECT` when the data device is opened so
+    /// (`data_direct`): `Auto` follows the data device, `On` and `Off` decide alone. The log
+    /// is only written on the hot path, so it gains from bypassing the page cache even when
+    /// the data device keeps it (for the reads): the kernel's copy and its dirty-page
+    /// flushing of every logged byte go away.
+    pub fn resolve_log(self, data_direct: bool) -> bool {
+        match self {
+            DirectIo::On => true,
+            DirectIo::Off => false,
+            DirectIo::Auto => data_direct,
+        }
+    }
+
     /// Whether to open `data` with `O_DIRECT`: `Auto` asks whether it is a block device (a
     /// path that cannot be inspected counts as a file).
     pub fn resolve(self, data: &Path) -> bool {
@@ -55,6 +68,10 @@ mod tests {
         std::fs::write(&f, b"x").unwrap();
         assert!(!DirectIo::Auto.resolve(&f));
         assert!(DirectIo::On.resolve(&f) && !DirectIo::Off.resolve(&f));
+        for data in [false, true] {
+            assert_eq!(DirectIo::Auto.resolve_log(data), data);
+            assert!(DirectIo::On.resolve_log(data) && !DirectIo::Off.resolve_log(data));
+        }
         let loop0 = Path::new("/dev/loop0");
         if loop0.exists() {
             assert!(DirectIo::Auto.resolve(loop0));

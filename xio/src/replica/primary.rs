@@ -28,8 +28,11 @@ pub struct PrimaryConfig {
     pub logger: LoggerConfig,
     /// The IO backend of the data device.
     pub backend: Backend,
-    /// `O_DIRECT` on the data device and the log files (default `auto`: for block devices).
+    /// `O_DIRECT` on the data device (and the log files, unless `log_direct` says otherwise;
+    /// default `auto`: for block devices).
     pub direct: DirectIo,
+    /// `O_DIRECT` on the log files (default `auto`: as the data device).
+    pub log_direct: DirectIo,
     /// Keep per-block checksums of the data device in this file (`None`: no checksums).
     pub checksums: Option<PathBuf>,
     /// Verify reads against the checksums.
@@ -58,6 +61,7 @@ impl PrimaryConfig {
             },
             backend: Backend::IoUring,
             direct: DirectIo::Auto,
+            log_direct: DirectIo::Auto,
             checksums: None,
             verify_reads: true,
         }
@@ -114,7 +118,7 @@ impl PrimaryGraph {
         let mut lcfg = cfg.logger.clone();
         lcfg.keep_logs = true;
         // O_DIRECT log files are written in the aligned format v2.
-        lcfg.log_direct = direct;
+        lcfg.log_direct = cfg.log_direct.resolve_log(direct);
         let logger = TransLogger::open(data, &cfg.log_dir, lcfg)?;
         let export = Export::new(cfg.logger.resource.clone(), logger.clone())
             .map_err(|source| ReplicaError::Nbd {
