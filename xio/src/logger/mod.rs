@@ -107,6 +107,9 @@ pub struct LoggerStatus {
     pub mem_used: u64,
     /// Highest budget use seen.
     pub mem_peak: u64,
+    /// Empty write buffers kept for reuse (bytes of capacity; outside the budget): up to
+    /// the budget while writes flow, a few hundred KiB once the logger is idle.
+    pub pool_kept: u64,
     /// Batches written (group commits).
     pub batches: u64,
     /// Records written to the log.
@@ -140,7 +143,7 @@ impl std::fmt::Display for LoggerStatus {
         write!(
             f,
             "mode={} min_pos={} durable_end={} hole={} mem_used_mib={:.1} mem_peak_mib={:.1} \
-             pending={} versions={} batches={} records={} commit_mean_us={} writeback_rounds={} \
+             pool_mib={:.1} pending={} versions={} batches={} records={} commit_mean_us={} writeback_rounds={} \
              rotations={}",
             self.mode,
             self.min_pos,
@@ -149,6 +152,7 @@ impl std::fmt::Display for LoggerStatus {
                 .map_or_else(|| "none".to_string(), |h| h.to_string()),
             mib(self.mem_used),
             mib(self.mem_peak),
+            mib(self.pool_kept),
             self.pending,
             self.versions,
             self.batches,
@@ -228,6 +232,7 @@ impl TransLogger {
             versions: g.index.versions.len(),
             mem_used: self.core.budget.used(),
             mem_peak: self.core.budget.peak(),
+            pool_kept: self.core.bufs.kept_bytes() as u64,
             batches: g.batches,
             records_logged: g.records_logged,
             log_io_time: g.log_io_time,

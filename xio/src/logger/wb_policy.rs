@@ -22,6 +22,9 @@
 //!   at the next open), and any other write error fails the logger.
 //! - **The watermark is persisted whenever writeback rests** (and after every round and flush,
 //!   by the executor); a close ends only after everything is written back and flushed.
+//! - **An idle logger lets go of spare buffers**: once the index has been empty for
+//!   [`POOL_TRIM_IDLE`], writeback trims the buffer pool (`bufpool.rs`), which keeps up to
+//!   the budget while writes flow.
 
 use std::time::Duration;
 
@@ -159,6 +162,15 @@ pub(crate) fn decide(f: &WbFacts, l: &WbLimits, selected: bool) -> WbDecision {
         clear_force,
         wait: Some(wait),
     }
+}
+
+/// An index empty this long is an idle logger: its buffer pool is trimmed.
+pub(crate) const POOL_TRIM_IDLE: Duration = Duration::from_secs(1);
+
+/// Whether writeback trims the buffer pool (`kept` bytes, `idle_kept` once idle) now that
+/// the index has been empty for `empty_for` (`None`: it holds versions). Pure.
+pub(crate) fn trim_pool(empty_for: Option<Duration>, kept: usize, idle_kept: usize) -> bool {
+    empty_for.is_some_and(|d| d >= POOL_TRIM_IDLE) && kept > idle_kept
 }
 
 /// How long writeback waits before it retries a round the data device refused for lack of
@@ -325,6 +337,26 @@ mod tests {
             "everything after do-not-replay"
         );
         assert_eq!(select_upto(false, true, 7), 7);
+    }
+
+    #[test]
+    fn the_pool_is_trimmed_once_the_index_has_been_empty_for_a_second() {
+        let s = Duration::from_millis;
+        #[rustfmt::skip]
+        let table = [
+            // empty for   kept  idle_kept  trim
+            (None,          100,  10,       false),
+            (Some(s(999)),  100,  10,       false),
+            (Some(s(1000)), 100,  10,       true),
+            (Some(s(5000)), 10,   10,       false),
+        ];
+        for (empty_for, kept, idle_kept, want) in table {
+            assert_eq!(
+                trim_pool(empty_for, kept, idle_kept),
+                want,
+                "{empty_for:?} {kept} {idle_kept}"
+            );
+        }
     }
 
     #[test]

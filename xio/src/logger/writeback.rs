@@ -12,6 +12,7 @@
 //! persisted and reported; log files entirely below it are deleted unless `keep_logs`.
 
 use super::apply::Applier;
+use super::bufpool::IDLE_KEPT_BYTES;
 use super::core::{Core, Shared};
 use super::index::WbItem;
 use super::mode::{LoggerMode, ModeEvent};
@@ -35,6 +36,7 @@ pub(crate) fn run(core: Arc<Core>) {
     let mut last_flush = Instant::now();
     let mut unflushed_bytes = 0u64;
     let mut retired = Vec::new();
+    let mut empty_since: Option<Instant> = None;
     let mut g = core.shared.lock();
     loop {
         let mode = g.mode.mode();
@@ -59,6 +61,11 @@ pub(crate) fn run(core: Arc<Core>) {
             since_flush: last_flush.elapsed(),
             unflushed_bytes,
         };
+        if !facts.index_empty {
+            empty_since = None;
+        } else if empty_since.is_none() {
+            empty_since = Some(Instant::now());
+        }
         let items = if wb_policy::due(&facts, &limits) {
             g.index.select(upto, core.cfg.writeback_round as u64)
         } else {
@@ -89,6 +96,10 @@ pub(crate) fn run(core: Arc<Core>) {
                     g.wb_force = false;
                 }
                 update_min_pos(&core, &mut g);
+                let kept = core.bufs.kept_bytes();
+                if wb_policy::trim_pool(empty_since.map(|t| t.elapsed()), kept, IDLE_KEPT_BYTES) {
+                    MutexGuard::unlocked(&mut g, || core.bufs.trim(IDLE_KEPT_BYTES));
+                }
                 match wait {
                     None => break,
                     Some(wait) => {
