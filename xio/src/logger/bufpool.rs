@@ -14,7 +14,7 @@
 //! writeback thread [`trim`](BufPool::trim)s it to [`IDLE_KEPT_BYTES`]: an idle resource
 //! does not keep a burst's memory.
 
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::SegQueue;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Buffers up to this capacity are *small* (4 KiB writes); larger ones, up to
@@ -23,18 +23,16 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 const SMALL_CAPACITY: usize = 64 << 10;
 /// Buffers larger than this are not kept (a few of them would hold much memory).
 const MAX_KEPT_CAPACITY: usize = 4 << 20;
-/// At most this many large buffers are kept (their queue's slots are allocated up front:
-/// 1 GiB of 1 MiB buffers).
-const MAX_LARGE_KEPT: usize = 1024;
 /// At least this many small buffers are kept.
 const MIN_KEPT: usize = 256;
 /// What an idle logger's pool keeps ([`BufPool::trim`]): a few hundred 4 KiB buffers.
 pub(crate) const IDLE_KEPT_BYTES: usize = MIN_KEPT * 4096;
 
-/// A bounded, lock-free pool of empty byte buffers, in two size classes.
+/// A bounded, lock-free pool of empty byte buffers, in two size classes. The queues grow
+/// and shrink with what they hold (an idle pool costs nothing), the bound is in bytes.
 pub(crate) struct BufPool {
-    small: ArrayQueue<Vec<u8>>,
-    large: ArrayQueue<Vec<u8>>,
+    small: SegQueue<Vec<u8>>,
+    large: SegQueue<Vec<u8>>,
     /// Capacity of the buffers kept, and its bound (`kept` may overshoot `max_bytes` by one
     /// buffer per racing `put`).
     kept: AtomicUsize,
@@ -49,16 +47,12 @@ impl BufPool {
     /// logger's CPU under 4 KiB random writes). Large buffers are kept too: a fresh 1 MiB
     /// buffer per sequential write cost page faults and zeroing (`clear_page_erms`, 4.6 % of
     /// the process's samples under 1 MiB writes QD8).
-    ///
-    /// `small_bytes` bounds the small buffers (each takes a slot of the queue, allocated
-    /// up front: a few rounds' worth), `bytes` all of them.
-    pub fn new(small_bytes: usize, bytes: usize) -> BufPool {
-        let max_bytes = bytes.max(IDLE_KEPT_BYTES);
+    pub fn new(bytes: usize) -> BufPool {
         BufPool {
-            small: ArrayQueue::new(small_bytes.clamp(IDLE_KEPT_BYTES, max_bytes) / 4096),
-            large: ArrayQueue::new((max_bytes / (SMALL_CAPACITY * 2)).clamp(1, MAX_LARGE_KEPT)),
+            small: SegQueue::new(),
+            large: SegQueue::new(),
             kept: AtomicUsize::new(0),
-            max_bytes,
+            max_bytes: bytes.max(IDLE_KEPT_BYTES),
         }
     }
 
@@ -106,9 +100,8 @@ impl BufPool {
         } else {
             &self.small
         };
-        if class.push(buf).is_ok() {
-            self.kept.fetch_add(cap, Relaxed);
-        }
+        self.kept.fetch_add(cap, Relaxed);
+        class.push(buf);
     }
 }
 
@@ -125,7 +118,7 @@ mod tests {
 
     #[test]
     fn keeps_a_rounds_worth_of_4k_buffers() {
-        let pool = BufPool::new(8 << 20, 8 << 20);
+        let pool = BufPool::new(8 << 20);
         for _ in 0..4096 {
             pool.put(vec![0u8; 4096]);
         }
@@ -139,7 +132,7 @@ mod tests {
 
     #[test]
     fn large_buffers_are_kept_for_large_writes_only() {
-        let pool = BufPool::new(8 << 20, 8 << 20);
+        let pool = BufPool::new(8 << 20);
         pool.put(vec![0u8; 4096]);
         for _ in 0..10 {
             pool.put(vec![0u8; 1 << 20]);
@@ -161,21 +154,21 @@ mod tests {
 
     #[test]
     fn keeps_small_buffers_up_to_its_bound_and_hands_them_out_empty() {
-        let pool = BufPool::new(0, 0);
+        let pool = BufPool::new(0);
         pool.put(vec![1u8; 4096]);
         pool.put(Vec::new());
         let b = pool.get_for(0);
         assert!(b.is_empty() && b.capacity() >= 4096);
         assert_eq!(pool.get_for(0).capacity(), 0, "nothing else was kept");
         for _ in 0..MIN_KEPT + 10 {
-            pool.put(vec![0u8; 512]);
+            pool.put(vec![0u8; 4096]);
         }
         assert_eq!(drain(&pool, 512).len(), MIN_KEPT);
     }
 
     #[test]
     fn keeps_up_to_its_bound_while_busy_and_trims_large_buffers_first() {
-        let pool = BufPool::new(4 << 20, 256 << 20);
+        let pool = BufPool::new(256 << 20);
         for _ in 0..300 {
             pool.put(vec![0u8; 1 << 20]);
         }
@@ -183,18 +176,14 @@ mod tests {
             pool.put(vec![0u8; 4096]);
         }
         assert_eq!(pool.kept_bytes(), 256 << 20, "bounded in bytes");
-        let pool = BufPool::new(4 << 20, 256 << 20);
+        let pool = BufPool::new(256 << 20);
         for _ in 0..200 {
             pool.put(vec![0u8; 1 << 20]);
         }
         for _ in 0..2000 {
             pool.put(vec![0u8; 4096]);
         }
-        assert_eq!(
-            pool.kept_bytes(),
-            (200 << 20) + (1024 * 4096),
-            "small buffers up to their own bound"
-        );
+        assert_eq!(pool.kept_bytes(), (200 << 20) + (2000 * 4096));
         pool.trim(IDLE_KEPT_BYTES);
         assert!(pool.kept_bytes() <= IDLE_KEPT_BYTES);
         assert!(
@@ -202,5 +191,6 @@ mod tests {
             "the large ones went first"
         );
         assert_eq!(drain(&pool, 4096).len(), MIN_KEPT);
+        assert_eq!(pool.kept_bytes(), 0);
     }
 }

@@ -216,14 +216,9 @@ impl Core {
             size: std::sync::atomic::AtomicU64::new(info.size),
             info,
             slot: Slot::new(),
-            // Small buffers: two rounds' worth (a round releases its versions' buffers in a
-            // burst, and on a data device without a gather write takes a buffer per run and
-            // returns it); all: the budget (`bufpool.rs`). Buffers come back when their
-            // payload's last holder lets go.
-            bufs: Arc::new(super::bufpool::BufPool::new(
-                (2 * cfg.writeback_round).min((budget.limit() / 4) as usize),
-                budget.limit() as usize,
-            )),
+            // Up to the budget (`bufpool.rs`). Buffers come back when their payload's last
+            // holder lets go.
+            bufs: Arc::new(super::bufpool::BufPool::new(budget.limit() as usize)),
             budget,
             cfg,
         })

@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn the_budget_and_the_buffer_are_held_until_the_last_holder_lets_go() {
         let budget = MemBudget::new(1 << 20);
-        let pool = Arc::new(BufPool::new(1 << 20, 1 << 20));
+        let pool = Arc::new(BufPool::new(1 << 20));
         let p = Payload::new(vec![7u8; 4096], budget.acquire(4096), Some(pool.clone()));
         let other = p.clone();
         drop(p);

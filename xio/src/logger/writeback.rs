@@ -37,6 +37,8 @@ pub(crate) fn run(core: Arc<Core>) {
     let mut unflushed_bytes = 0u64;
     let mut retired = Vec::new();
     let mut empty_since: Option<Instant> = None;
+    // The round's items, one vector for all rounds (`Index::select_into`).
+    let mut items = Vec::new();
     let mut g = core.shared.lock();
     loop {
         let mode = g.mode.mode();
@@ -66,11 +68,11 @@ pub(crate) fn run(core: Arc<Core>) {
         } else if empty_since.is_none() {
             empty_since = Some(Instant::now());
         }
-        let items = if wb_policy::due(&facts, &limits) {
-            g.index.select(upto, core.cfg.writeback_round as u64)
-        } else {
-            Vec::new()
-        };
+        items.clear();
+        if wb_policy::due(&facts, &limits) {
+            g.index
+                .select_into(upto, core.cfg.writeback_round as u64, &mut items);
+        }
         match wb_policy::decide(&facts, &limits, !items.is_empty()) {
             WbDecision::Exit => break,
             WbDecision::StartFlush => {
@@ -109,6 +111,7 @@ pub(crate) fn run(core: Arc<Core>) {
             }
             WbDecision::Write => {
                 g.wb_busy = true;
+                items.sort_unstable_by_key(|it| it.start);
                 // Driven: an io_uring data device's completions are reaped on this thread,
                 // which waits for them anyway (no completion-thread hand-off per batch).
                 let result = MutexGuard::unlocked(&mut g, || {
@@ -137,14 +140,13 @@ pub(crate) fn run(core: Arc<Core>) {
                 }
                 unflushed_bytes += items.iter().map(|i| i.end - i.start).sum::<u64>();
                 // Let go of the data first, so that retired versions can recycle their buffers.
-                let mut items = items;
                 for it in &mut items {
                     it.src = None;
                 }
                 g.index.complete(&items);
                 retired.extend(g.index.drain_retired());
                 g.wb_rounds += 1;
-                drop(items);
+                items.clear();
                 // Outside the lock: releasing the budget wakes writers, who then need it.
                 MutexGuard::unlocked(&mut g, || core.retire(retired.drain(..)));
                 if !(draining && g.skip_persisted) {
@@ -202,17 +204,16 @@ pub(crate) fn run_flusher(core: Arc<Core>) {
 /// Adjacent written-back extents are merged into writes of up to this many bytes.
 const MERGE_MAX: usize = 1 << 20;
 
-/// Write one round back: in ascending offset order, adjacent writes merged into one request
+/// Write one round back (`items` sorted by offset), adjacent writes merged into one request
 /// (the items of a round are disjoint, so merging cannot reorder overlapping data).
 fn write_items(core: &Core, items: &[WbItem]) -> Result<(), Error> {
     let data = super::core::Via(&core.data);
     let mut applier = Applier::new(&data, core.cfg.writeback_depth)?;
     applier.request_flags(brick_core::Flags::MAY_BLOCK);
     applier.keep_buffers();
-    let mut sorted: Vec<&WbItem> = items.iter().collect();
-    sorted.sort_unstable_by_key(|it| it.start);
+    debug_assert!(items.windows(2).all(|w| w[0].start < w[1].start));
     let mut run = Run::default();
-    for it in sorted {
+    for it in items {
         let len = (it.end - it.start) as usize;
         // Only writes carry data (`src`); discards and write-zeroes go on their own.
         let Some((d, off)) = &it.src else {
