@@ -9,9 +9,10 @@
 //! durable write is present, and no block holds invented or mixed data). Reads between crashes
 //! must return exactly the model (read-your-writes).
 //!
-//! Every case runs in each of three modes: log format v1; v2; v2 with the log files and the
-//! data device modelling `O_DIRECT` (unaligned writes fail: 4 KiB on the log, 512 bytes on the
-//! data device). The log store recycles deleted log files (two spares), as `FsLogStore` does.
+//! Every case runs in each of four modes: log format v1; v2; v2 with the log files modelling
+//! `O_DIRECT` (unaligned writes fail: 4 KiB), the data device buffered (`--log-direct-io on`);
+//! v2 with the log files and the data device modelling `O_DIRECT` (512 bytes on the data
+//! device). The log store recycles deleted log files (two spares), as `FsLogStore` does.
 //!
 //! Default run: 24 cases. `MARS_LONG_TESTS=1`: 400 cases and at least 1000 crash points.
 
@@ -61,8 +62,37 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// The modes: (log alignment (0: format v1), O_DIRECT modelled on log and data).
-const MODES: [(u32, bool); 3] = [(0, false), (4096, false), (4096, true)];
+/// The IO modes: the log's alignment (0: format v1), `O_DIRECT` modelled on the log files and
+/// on the data device (`marsd --direct-io`; the log alone: `--log-direct-io on`).
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    align: u32,
+    log_direct: bool,
+    data_direct: bool,
+}
+
+const MODES: [Mode; 4] = [
+    Mode {
+        align: 0,
+        log_direct: false,
+        data_direct: false,
+    },
+    Mode {
+        align: 4096,
+        log_direct: false,
+        data_direct: false,
+    },
+    Mode {
+        align: 4096,
+        log_direct: true,
+        data_direct: false,
+    },
+    Mode {
+        align: 4096,
+        log_direct: true,
+        data_direct: true,
+    },
+];
 
 fn cfg(delay_ms: u64, log_align: u32) -> LoggerConfig {
     LoggerConfig {
@@ -94,14 +124,14 @@ struct World {
 }
 
 impl World {
-    fn new(cfg: LoggerConfig, direct: bool) -> World {
+    fn new(cfg: LoggerConfig, mode: Mode) -> World {
         // Recycled log files, as in production: stale records of earlier lives follow the
         // valid end, and crashes hit the reuse and the first batches written over them.
         let store = MemLogStore::new(64 << 10)
-            .direct(if direct { 4096 } else { 1 })
+            .direct(if mode.log_direct { 4096 } else { 1 })
             .with_spares(2);
         let data = FaultDisk::new("data", MemDisk::new("data", SIZE, MemDiskMode::Inline));
-        if direct {
+        if mode.data_direct {
             data.require_aligned_writes(SECT as u64);
         }
         let logger =
@@ -188,20 +218,15 @@ impl World {
 }
 
 fn run_case(steps: Vec<Step>, delay_ms: u64) -> Result<(), TestCaseError> {
-    for (align, direct) in MODES {
-        run_mode(steps.clone(), delay_ms, align, direct)
-            .map_err(|e| TestCaseError::fail(format!("log_align {align}, direct {direct}: {e}")))?;
+    for mode in MODES {
+        run_mode(steps.clone(), delay_ms, mode)
+            .map_err(|e| TestCaseError::fail(format!("{mode:?}: {e}")))?;
     }
     Ok(())
 }
 
-fn run_mode(
-    steps: Vec<Step>,
-    delay_ms: u64,
-    align: u32,
-    direct: bool,
-) -> Result<(), TestCaseError> {
-    let mut w = World::new(cfg(delay_ms, align), direct);
+fn run_mode(steps: Vec<Step>, delay_ms: u64, mode: Mode) -> Result<(), TestCaseError> {
+    let mut w = World::new(cfg(delay_ms, mode.align), mode);
     for (i, s) in steps.into_iter().enumerate() {
         let tag = i as u16 + 1;
         match s {
