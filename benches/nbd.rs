@@ -35,7 +35,9 @@
 //! every commit extends a file). Recycling helps once spares exist: with the default rotation
 //! size a short job never rotates; use e.g. 64 so that the log directory reaches steady state
 //! (files rotated, written back, deleted into spares, reused) within the first run.
-//! The context switches of this process (ours runs in it) per IO are printed for every run.
+//! The context switches of this process (ours runs in it) per IO are printed for every run,
+//! and the CPU time per IO of ours and of the peer's process (medians): a figure the load of
+//! the machine changes less than the rates (fio's own CPU is in neither).
 
 // The binaries' allocator: see ARCHITECTURE.md, "Allocator".
 #[global_allocator]
@@ -55,7 +57,7 @@ mod profile;
 use brick_core::Output;
 use env::{env_or, have, load};
 use fio::{fmt3, lat_medians, med, mmm, FioResult, Length, Peer, Target};
-use profile::{context_switches, Recording};
+use profile::{context_switches, cpu_seconds, Recording};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -234,6 +236,8 @@ struct Row {
     w: &'static Workload,
     res: [Vec<FioResult>; 3],
     switches: Vec<f64>,
+    /// CPU time per IO in µs, per run: ours, the peer.
+    cpu: [Vec<f64>; 2],
     profile: Option<String>,
 }
 
@@ -274,6 +278,7 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
     {
         let mut res: [Vec<FioResult>; 3] = Default::default();
         let (mut switches, mut profile) = (Vec::new(), None);
+        let mut cpu: [Vec<f64>; 2] = Default::default();
         let me = std::process::id();
         for run in 0..runs {
             let mut order = [0, 1, 2];
@@ -305,10 +310,16 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
                     ours.settle();
                 }
                 let cs = context_switches(me);
+                let pid = [me, peer.pid()].get(side).copied();
+                let cpu0 = pid.map(cpu_seconds);
                 let r = fio::run(&target, region, len, w.args, w.read, w.mibs);
+                let n_ios = ios(w, r.rate, secs).max(1.0);
+                if let (Some(pid), Some(cpu0)) = (pid, cpu0) {
+                    cpu[side].push((cpu_seconds(pid) - cpu0) * 1e6 / n_ios);
+                }
                 if side == 0 {
                     let n = (context_switches(me) - cs) as f64;
-                    switches.push(n / ios(w, r.rate, secs).max(1.0));
+                    switches.push(n / n_ios);
                 }
                 if let Some(p) = perf {
                     let top = p.finish();
@@ -331,6 +342,7 @@ fn measure(mode: Mode, kind: &str, dir: &Path, size: u64, runs: usize, secs: u64
             w,
             res,
             switches,
+            cpu,
             profile,
         });
     }
@@ -349,15 +361,15 @@ fn print(mode: Mode, kind: &str, rows: &[Row]) {
         u8::from(mode.direct())
     );
     println!();
-    println!("| # | workload | unit | ours min / med / max | peer min / med / max | ceiling med | ours / peer | goal | met | ours / ceiling | peer / ceiling | ours: switches / IO |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| # | workload | unit | ours min / med / max | peer min / med / max | ceiling med | ours / peer | goal | met | ours / ceiling | peer / ceiling | ours: switches / IO | CPU µs / IO: ours, peer |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let rate = |i: usize| mmm(r.res[i].iter().map(|s| s.rate).collect());
         let (o, p, c) = (rate(0), rate(1), rate(2));
         let ratio = o[1] / p[1];
         let goal = r.w.goal[m];
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} | {:.2}× | ≥ {:.1}× | {} | {:.2} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.2}× | ≥ {:.1}× | {} | {:.2} | {:.2} | {:.2} | {:.1}, {:.1} |",
             r.w.id,
             r.w.name,
             if r.w.mibs { "MiB/s" } else { "IOPS" },
@@ -370,6 +382,8 @@ fn print(mode: Mode, kind: &str, rows: &[Row]) {
             o[1] / c[1],
             p[1] / c[1],
             med(r.switches.iter().copied()),
+            med(r.cpu[0].iter().copied()),
+            med(r.cpu[1].iter().copied()),
         );
     }
     println!();

@@ -131,6 +131,11 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The peer's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `nbdkit file` on `img`: the buffered peer.
     pub fn nbdkit(img: &Path, sock: &Path, name: &str) -> Peer {
         let mut cmd = Command::new("nbdkit");

@@ -5,6 +5,27 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The CPU time (user + system) that every thread of `pid` used so far, in seconds (the
+/// kernel counts it in clock ticks of 10 ms: measure over seconds).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces, in parentheses): state is
+    // field 3, utime 14 and stime 15.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| rest.get(i)?.parse::<u64>().ok())
+        .sum();
+    // /proc counts in USER_HZ, which is 100 on every architecture Linux runs on here.
+    ticks as f64 / 100.0
+}
+
 /// The voluntary + involuntary context switches of every thread of `pid` so far.
 pub fn context_switches(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
