@@ -508,7 +508,7 @@ impl ResourceRt {
                             p.serve_tcp(t.clone());
                         }
                         env.exports.add_device(&res, p.logger().clone());
-                        tracing::info!(%res, log = %p.current_log(), "primary: logger and NBD export started");
+                        tracing::info!(%res, log = %p.current_log(), io = %p.io_mode(), "primary: logger and NBD export started");
                         self.primary = Some(p);
                         self.last_report = None;
                         links.push((format!("actual-{}/msg", env.me), Some("OK".into())));

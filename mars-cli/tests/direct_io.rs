@@ -145,4 +145,9 @@ fn a_log_direct_primary_keeps_its_data_device_in_the_page_cache_and_replicates()
         read_export(&mut nbd, SIZE) == model,
         "alice serves the data"
     );
+    let log = a.log_text();
+    assert!(
+        log.contains("data page cache, log O_DIRECT"),
+        "marsd says how the primary writes: {log}"
+    );
 }

@@ -80,6 +80,8 @@ pub struct PrimaryGraph {
     clients: Arc<AtomicU64>,
     export: Export,
     nbd_socket: PathBuf,
+    /// `O_DIRECT` on the data device, on the log files (as resolved at start).
+    direct: (bool, bool),
 }
 
 /// What a stopped primary leaves behind.
@@ -118,7 +120,8 @@ impl PrimaryGraph {
         let mut lcfg = cfg.logger.clone();
         lcfg.keep_logs = true;
         // O_DIRECT log files are written in the aligned format v2.
-        lcfg.log_direct = cfg.log_direct.resolve_log(direct);
+        let log_direct = cfg.log_direct.resolve_log(direct);
+        lcfg.log_direct = log_direct;
         let logger = TransLogger::open(data, &cfg.log_dir, lcfg)?;
         let export = Export::new(cfg.logger.resource.clone(), logger.clone())
             .map_err(|source| ReplicaError::Nbd {
@@ -157,6 +160,7 @@ impl PrimaryGraph {
             clients,
             export,
             nbd_socket: cfg.nbd_socket.clone(),
+            direct: (direct, log_direct),
         })
     }
 
@@ -168,6 +172,13 @@ impl PrimaryGraph {
             return;
         }
         self.tcp = Some(tcp);
+    }
+
+    /// How the data device and the log files are written, for operators: e.g.
+    /// `data page cache, log O_DIRECT`.
+    pub fn io_mode(&self) -> String {
+        let mode = |direct: bool| if direct { "O_DIRECT" } else { "page cache" };
+        format!("data {}, log {}", mode(self.direct.0), mode(self.direct.1))
     }
 
     /// The logger (the device the NBD export serves; also what syncing peers read).
