@@ -1,14 +1,24 @@
 //! The log files of a log directory with their valid lengths, as `marsd` reads them on every
-//! round of every resource (its facts, the lengths its version links publish). A finished
-//! file (its successor has a valid header) ends where that header's `prev_end` says: a
-//! recycled file is longer than its records (`log/FORMAT.md`, "Recycled log files").
+//! round of every resource (its facts, the lengths its version links publish, its status and
+//! metrics). The valid length is the one rule of `log::ends::file_end`, the log server's: a
+//! finished file (its successor has a valid header) ends where that header's `prev_end` says,
+//! as a recycled file is longer than its records (`log/FORMAT.md`, "Recycled log files"); a
+//! file whose header block is all zero (a spare renamed into place ahead of the rotation) has
+//! none, as a secondary fetching it gets none.
+//!
+//! No live end: the file the logger writes counts with its length. Version links publish
+//! only logs the logger has left (finished, so ended by `prev_end`); the file being written
+//! counts in the status and metrics and in the emergency limit's sum with the stale tail of
+//! its recycled life, at most one preallocated file. The logger's durable end is in the
+//! logger's status, which the strategy takes for that file.
 //!
 //! Reading a header is an open, a read and a close; a secondary lagging behind by hundreds of
 //! logs would do hundreds per round. [`LogSizes`] keeps the valid headers it read, so that a
 //! round reads only the headers that are not written yet (the file created ahead of the
 //! rotation), plus those of files that are new or replaced since the last round.
 
-use crate::log::{ends::read_header, FileHeader, LogName, HEADER_LEN};
+use crate::log::ends::{file_end, read_head, EndFacts, Head};
+use crate::log::{FileHeader, LogName, HEADER_LEN};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -58,39 +68,56 @@ impl LogSizes {
         LogSizes::default()
     }
 
-    /// The log files in `dir` (none if it cannot be listed) with their lengths; a finished
-    /// file with its valid length as its successor's header records it. Its successor is the
-    /// next name in log order (any creator).
+    /// The log files in `dir` (none if it cannot be listed) with their valid lengths
+    /// (`log::ends::file_end`, no live end). A file's successor is the listed file with the
+    /// lowest higher sequence number (any creator).
     pub fn scan(&mut self, dir: &Path) -> BTreeMap<LogName, u64> {
         let listed = list(dir);
         self.headers
             .retain(|name, (id, _)| listed.get(name).is_some_and(|l| l.id == *id));
-        let mut out: BTreeMap<LogName, u64> =
-            listed.iter().map(|(n, l)| (n.clone(), l.len)).collect();
+        let zeroed: Vec<bool> = listed
+            .iter()
+            .map(|(name, l)| self.read(dir, name, l))
+            .collect();
         let names: Vec<&LogName> = listed.keys().collect();
-        for pair in names.windows(2) {
-            let end = self
-                .header(dir, pair[1], &listed[pair[1]])
-                .and_then(|h| h.end_of(pair[0].seq));
-            if let (Some(end), Some(len)) = (end, out.get_mut(pair[0])) {
-                *len = end.min(*len);
-            }
+        let mut out = BTreeMap::new();
+        for (i, name) in names.iter().enumerate() {
+            let successor = names[i + 1..]
+                .iter()
+                .find(|n| n.seq > name.seq)
+                .and_then(|n| self.headers.get(*n))
+                .map(|(_, h)| h);
+            let end = file_end(&EndFacts {
+                seq: name.seq,
+                len: listed[*name].len,
+                header_zeroed: zeroed[i],
+                successor,
+                live: None,
+            });
+            out.insert((*name).clone(), end.end);
         }
         out
     }
 
-    /// The valid header of the listed file `name`, kept or read now.
-    fn header(&mut self, dir: &Path, name: &LogName, l: &Listed) -> Option<&FileHeader> {
+    /// Read the header block of the listed file `name` unless its valid header is kept; keep
+    /// a valid one. Whether it is all zero.
+    fn read(&mut self, dir: &Path, name: &LogName, l: &Listed) -> bool {
         if l.len < HEADER_LEN as u64 {
             self.headers.remove(name);
-            return None;
         }
-        if !self.headers.contains_key(name) {
-            self.header_reads += 1;
-            let h = read_header(&dir.join(name.to_string()))?;
-            self.headers.insert(name.clone(), (l.id, h));
+        if l.len == 0 || self.headers.contains_key(name) {
+            return false;
         }
-        self.headers.get(name).map(|(_, h)| h)
+        self.header_reads += 1;
+        let head = std::fs::File::open(dir.join(name.to_string())).and_then(|f| read_head(&f));
+        match head {
+            Ok(Head::Valid(h)) => {
+                self.headers.insert(name.clone(), (l.id, h));
+                false
+            }
+            Ok(Head::Zeroed) => true,
+            Ok(Head::Other) | Err(_) => false,
+        }
     }
 }
 
@@ -148,7 +175,8 @@ mod tests {
     }
 
     #[test]
-    fn finished_logs_end_at_their_successors_prev_end_else_at_their_length() {
+    fn finished_logs_end_at_their_successors_prev_end_unstarted_ones_at_zero_else_at_their_length()
+    {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
         log(p, "log-000000001-a", &header(1, 0), 10_000);
@@ -159,7 +187,8 @@ mod tests {
         log(p, "log-000000004-a", &header(4, 50_000), 8_000);
         // A gap: log 6's header says nothing of log 4.
         log(p, "log-000000006-a", &header(6, 1_000), 9_000);
-        // Created ahead: empty, and a recycled one with a zeroed header block.
+        // Created ahead: empty, and a recycled one with a zeroed header block (a spare renamed
+        // into place: its stale bytes are not log, as the log server serves none of them).
         std::fs::write(p.join("log-000000007-a"), b"").unwrap();
         log(p, "log-000000008-a", &[0u8; 4096], 20_000);
         std::fs::write(p.join("spare-3"), [1u8; 100]).unwrap();
@@ -171,7 +200,7 @@ mod tests {
             ("log-000000004-a", 8_000),
             ("log-000000006-a", 9_000),
             ("log-000000007-a", 0),
-            ("log-000000008-a", 20_000),
+            ("log-000000008-a", 0),
         ]
         .map(|(n, l)| (n.to_string(), l));
         let mut s = LogSizes::new();
@@ -191,19 +220,20 @@ mod tests {
         log(p, "log-000000021-a", &[0u8; 4096], 10_000);
         let mut s = LogSizes::new();
         let first = s.scan(p);
-        assert_eq!(s.header_reads, 20, "logs 2..=21 once each");
+        assert_eq!(s.header_reads, 21, "logs 1..=21 once each");
         assert_eq!(first[&LogName::new(1, "a")], 5_000);
+        assert_eq!(first[&LogName::new(21, "a")], 0, "not started");
         let second = s.scan(p);
         assert_eq!(second, first);
         assert_eq!(
-            s.header_reads, 21,
+            s.header_reads, 22,
             "only log 21's, which has no valid header yet"
         );
         // Its header written (the rotation): read once more, then kept.
         log(p, "log-000000021-a", &header(21, 7_000), 10_000);
         assert_eq!(s.scan(p)[&LogName::new(20, "a")], 7_000);
         s.scan(p);
-        assert_eq!(s.header_reads, 22);
+        assert_eq!(s.header_reads, 23);
     }
 
     #[test]
