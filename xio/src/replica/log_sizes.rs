@@ -6,11 +6,12 @@
 //! file whose header block is all zero (a spare renamed into place ahead of the rotation) has
 //! none, as a secondary fetching it gets none.
 //!
-//! No live end: the file the logger writes counts with its length. Version links publish
-//! only logs the logger has left (finished, so ended by `prev_end`); the file being written
-//! counts in the status and metrics and in the emergency limit's sum with the stale tail of
-//! its recycled life, at most one preallocated file. The logger's durable end is in the
-//! logger's status, which the strategy takes for that file.
+//! The file a logger writes ends at its durable end when the logger runs in this process
+//! ([`LogSizes::with_live_ends`], `marsd` passes its loggers'); without it (another process,
+//! or a restart before the logger ran) it counts with its length, the stale tail of a
+//! recycled life included. Version links publish only logs the logger has left (finished, so
+//! ended by `prev_end`) either way; the live end keeps the status, the metrics and the
+//! emergency limit's sum free of stale bytes.
 //!
 //! Reading a header is an open, a read and a close; a secondary lagging behind by hundreds of
 //! logs would do hundreds per round. [`LogSizes`] keeps the valid headers it read, so that a
@@ -18,7 +19,7 @@
 //! rotation), plus those of files that are new or replaced since the last round.
 
 use crate::log::ends::{file_end, read_head, EndFacts, Head};
-use crate::log::{FileHeader, LogName, HEADER_LEN};
+use crate::log::{FileHeader, LiveEnds, LogName, HEADER_LEN};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -60,6 +61,8 @@ pub struct LogSizes {
     headers: HashMap<LogName, (FileId, FileHeader)>,
     /// Header reads done (file opens), for tests.
     header_reads: u64,
+    /// The durable ends the loggers of this process publish.
+    live: Option<LiveEnds>,
 }
 
 impl LogSizes {
@@ -68,8 +71,15 @@ impl LogSizes {
         LogSizes::default()
     }
 
+    /// End the files that loggers of this process write at their durable ends (the log
+    /// directory must be spelled as the loggers spell theirs, see [`LiveEnds`]).
+    pub fn with_live_ends(mut self, live: LiveEnds) -> LogSizes {
+        self.live = Some(live);
+        self
+    }
+
     /// The log files in `dir` (none if it cannot be listed) with their valid lengths
-    /// (`log::ends::file_end`, no live end). A file's successor is the listed file with the
+    /// (`log::ends::file_end`). A file's successor is the listed file with the
     /// lowest higher sequence number (any creator).
     pub fn scan(&mut self, dir: &Path) -> BTreeMap<LogName, u64> {
         let listed = list(dir);
@@ -87,12 +97,16 @@ impl LogSizes {
                 .find(|n| n.seq > name.seq)
                 .and_then(|n| self.headers.get(*n))
                 .map(|(_, h)| h);
+            let live = match (successor, &self.live) {
+                (None, Some(l)) => l.get(&dir.join(name.to_string())),
+                _ => None,
+            };
             let end = file_end(&EndFacts {
                 seq: name.seq,
                 len: listed[*name].len,
                 header_zeroed: zeroed[i],
                 successor,
-                live: None,
+                live,
             });
             out.insert((*name).clone(), end.end);
         }
@@ -207,6 +221,15 @@ mod tests {
         assert_eq!(sizes(&s.scan(p)), want);
         assert_eq!(sizes(&local_log_state(p)), want);
         assert!(LogSizes::new().scan(&p.join("missing")).is_empty());
+        // A logger of this process writes log 6: its durable end, not its length. A live end
+        // of a finished log is not asked (log 3's successor says where it ends).
+        let live = LiveEnds::new();
+        live.set(p.join("log-000000006-a"), 3_000);
+        live.set(p.join("log-000000003-a"), 1_000);
+        let mut s = LogSizes::new().with_live_ends(live);
+        let got = s.scan(p);
+        assert_eq!(got[&LogName::new(6, "a")], 3_000);
+        assert_eq!(got[&LogName::new(3, "a")], 10_000);
     }
 
     #[test]
