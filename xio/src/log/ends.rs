@@ -174,94 +174,49 @@ mod tests {
         }
     }
 
+    /// A row: what is known of log 1 (10_000 bytes long), and where it ends.
+    struct Row<'a> {
+        case: &'a str,
+        header_zeroed: bool,
+        successor: Option<&'a FileHeader>,
+        live: Option<u64>,
+        end: u64,
+        finished: bool,
+    }
+
     #[test]
-    fn a_file_ends_at_zero_if_unstarted_else_where_its_successor_says_else_at_the_live_end_else_at_its_length(
-    ) {
-        let (h6k, h0, h50k, h_gap) = (
-            header(2, 6_000),
-            header(2, 0),
-            header(2, 50_000),
-            header(3, 6_000),
-        );
-        let none = None;
-        // (header zeroed, successor's header, live end) for log 1 of 10_000 bytes.
-        let table: [(&str, bool, Option<&FileHeader>, Option<u64>, u64, bool); 10] = [
-            (
-                "nothing known: the length",
-                false,
-                none,
-                None,
-                10_000,
-                false,
-            ),
-            ("the live end", false, none, Some(4_000), 4_000, false),
-            (
-                "a live end beyond the length",
-                false,
-                none,
-                Some(12_000),
-                10_000,
-                false,
-            ),
+    fn where_a_log_file_ends_in_every_case_of_its_facts() {
+        let (h6k, h0) = (header(2, 6_000), header(2, 0));
+        let (h50k, gap) = (header(2, 50_000), header(3, 6_000));
+        #[rustfmt::skip]
+        let table = [
+            ("nothing known: the length", false, None, None, 10_000, false),
+            ("the live end", false, None, Some(4_000), 4_000, false),
+            ("a live end beyond the length", false, None, Some(12_000), 10_000, false),
             ("finished at prev_end", false, Some(&h6k), None, 6_000, true),
-            (
-                "finished: prev_end wins over a live end",
-                false,
-                Some(&h6k),
-                Some(4_000),
-                6_000,
-                true,
-            ),
-            (
-                "finished, prev_end 0 (before recycling): the length",
-                false,
-                Some(&h0),
-                Some(4_000),
-                10_000,
-                true,
-            ),
-            (
-                "finished, prev_end beyond the length",
-                false,
-                Some(&h50k),
-                None,
-                10_000,
-                true,
-            ),
-            (
-                "finished across a gap: the length",
-                false,
-                Some(&h_gap),
-                None,
-                10_000,
-                true,
-            ),
-            (
-                "header block zero: nothing, not finished",
-                true,
-                none,
-                Some(4_000),
-                0,
-                false,
-            ),
-            (
-                "header block zero beats a successor",
-                true,
-                Some(&h6k),
-                None,
-                0,
-                false,
-            ),
-        ];
-        for (case, header_zeroed, successor, live, end, finished) in table {
+            ("finished: prev_end beats a live end", false, Some(&h6k), Some(4_000), 6_000, true),
+            ("finished, prev_end 0 (before recycling): the length", false, Some(&h0), Some(4_000), 10_000, true),
+            ("finished, prev_end beyond the length", false, Some(&h50k), None, 10_000, true),
+            ("finished across a gap: the length", false, Some(&gap), None, 10_000, true),
+            ("header block zero: nothing, not finished", true, None, Some(4_000), 0, false),
+            ("header block zero beats a successor", true, Some(&h6k), None, 0, false),
+        ]
+        .map(|(case, header_zeroed, successor, live, end, finished)| Row {
+            case, header_zeroed, successor, live, end, finished,
+        });
+        for r in table {
             let got = file_end(&EndFacts {
                 seq: 1,
                 len: 10_000,
-                header_zeroed,
-                successor,
-                live,
+                header_zeroed: r.header_zeroed,
+                successor: r.successor,
+                live: r.live,
             });
-            assert_eq!(got, FileEnd { end, finished }, "{case}");
+            let want = FileEnd {
+                end: r.end,
+                finished: r.finished,
+            };
+            assert_eq!(got, want, "{}", r.case);
         }
     }
 
