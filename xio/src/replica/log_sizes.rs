@@ -51,10 +51,13 @@ struct Listed {
 /// its header is read again (a file shorter than a header has none). So a kept header is used
 /// only while the same file (device, inode, birth time) is listed under the same name with
 /// at least a header's bytes; anything else reads it again, and the entries of files no
-/// longer listed are dropped. What is kept is the successor's header, not a result: the end
-/// of its predecessor is recomputed every scan from the predecessor's name and current length
-/// (`min(prev_end, length)`), so a log deleted and another listed before the same successor,
-/// or a copy that grows, get exactly what a fresh read gives.
+/// longer listed are dropped. A file whose header is kept is not zeroed; one without is read
+/// every scan (the file ahead of the rotation: one read per round, as before its header is
+/// written it is also its predecessor's successor). What is kept is a header, not a result:
+/// a file's end is recomputed every scan from its current length, its kept or read header
+/// block and its successor's header (`log::ends::file_end`), so a log deleted and another
+/// listed before the same successor, or a copy that grows, get exactly what a fresh read
+/// gives.
 #[derive(Debug, Default)]
 pub struct LogSizes {
     /// The valid headers read, by file name, with the file they were read from.
