@@ -106,15 +106,19 @@ pub struct ResourceRt {
     sync: Option<SyncWorker>,
     sync_fact: Option<SyncFact>,
     verified: BTreeMap<LogName, (u64, u64)>,
-    /// The log files' valid lengths, read every round (finished logs' headers kept).
+    /// The log files' valid lengths, read every round (finished logs' headers kept; the file
+    /// this node's logger writes up to its durable end).
     log_sizes: LogSizes,
+    /// The number of log files and their valid bytes as the last round's facts read them.
+    log_totals: Option<(usize, u64)>,
     last_report: Option<String>,
     last_log: Option<(LogName, u64)>,
 }
 
 impl ResourceRt {
-    /// The executors of `res`, keeping its logs in `DIR/resource-<res>/`.
-    pub fn new(dir: &Path, res: &str) -> ResourceRt {
+    /// The executors of `res`, keeping its logs in `DIR/resource-<res>/`; `live`: the durable
+    /// ends the loggers of this process publish (its log sizes end the file written there).
+    pub fn new(dir: &Path, res: &str, live: &xio::log::LiveEnds) -> ResourceRt {
         ResourceRt {
             res: res.to_string(),
             log_dir: dir.join(format!("resource-{res}")),
@@ -135,7 +139,8 @@ impl ResourceRt {
             sync: None,
             sync_fact: None,
             verified: BTreeMap::new(),
-            log_sizes: LogSizes::new(),
+            log_sizes: LogSizes::new().with_live_ends(live.clone()),
+            log_totals: None,
             last_report: None,
             last_log: None,
         }
@@ -165,11 +170,15 @@ impl ResourceRt {
         vec![(format!("actual-{me}/msg"), Some("OK".into()))]
     }
 
-    /// The local log files and their valid bytes (the kept headers make it cheap to ask often:
-    /// the metrics do every second).
+    /// The local log files and their valid bytes (the metrics ask every second), as the last
+    /// round's facts read them: the metrics are rendered right after a round, so they are at
+    /// most one round old (a log the round's actions deleted still counts until the next
+    /// round). Before this resource's first round, read now.
     pub fn log_totals(&mut self) -> (usize, u64) {
-        let logs = self.log_sizes.scan(&self.log_dir);
-        (logs.len(), logs.values().sum())
+        match self.log_totals {
+            Some(t) => t,
+            None => totals(self.log_sizes.scan(&self.log_dir).values().copied()),
+        }
     }
 
     /// Whether anything runs.
@@ -352,6 +361,7 @@ impl ResourceRt {
             };
             local_logs.insert(log, LocalLog { len, verified });
         }
+        self.log_totals = Some(totals(local_logs.values().map(|l| l.len)));
         let fetch = match &self.fetch {
             Some((log, peer, w)) => {
                 let st = w.state();
@@ -683,6 +693,11 @@ impl ResourceRt {
 /// The share of the node's memory budget for the primary of `res`. A floor smaller than asked
 /// for (the other resources' floors fill the budget) is logged: that resource may then wait
 /// for memory behind busier ones.
+/// How many log files and their bytes.
+fn totals(lens: impl ExactSizeIterator<Item = u64>) -> (usize, u64) {
+    (lens.len(), lens.sum())
+}
+
 fn memory_share(res: &str, env: &Env<'_>) -> Arc<brick_core::MemBudget> {
     let share = env.budget.share(env.mem_floor, env.budget.limit());
     if share.floor() < env.mem_floor {

@@ -271,7 +271,13 @@ fn files_of(n: &Node, res: &str, prefix: &str) -> Vec<(String, u64, u64)> {
 /// fetches only the valid bytes of each, replays them and ends equal.
 #[test]
 fn a_primary_recycles_deleted_logs_and_the_secondary_fetches_only_their_valid_bytes() {
-    let c = Cluster::new(&["alice", "bob"]);
+    let port = free_port();
+    let c = Cluster::new_with(&["alice", "bob"], |i, mut n| {
+        if i == 0 {
+            n.extra = vec!["--metrics-listen".into(), format!("127.0.0.1:{port}")];
+        }
+        n
+    });
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
     c.replicate("r0", &["a.img", "b.img"], SIZE);
     b.wait_uptodate("r0");
@@ -323,6 +329,30 @@ fn a_primary_recycles_deleted_logs_and_the_secondary_fetches_only_their_valid_by
                 other => Err(format!(
                     "alice's {name} is {len} bytes, bob's copy {other:?}"
                 )),
+            }
+        },
+    );
+    // Alice's metrics count the valid bytes of her logs, as a scan finds them: the log being
+    // written (recycled, longer than its records) up to the logger's durable end.
+    let (current, _, current_len) = logs.last().expect("alice has logs");
+    let dir = a.dir.join("resource-r0");
+    let valid = |name: &str| {
+        let log = xio::log::LogName::parse(name).unwrap();
+        xio::replica::verified_prefix(&dir.join(name), &log)
+    };
+    assert!(
+        valid(current) < *current_len,
+        "alice's current log {current} ({current_len} bytes) is not a recycled one: {logs:?}"
+    );
+    let addr = format!("127.0.0.1:{port}");
+    wait_until(
+        Duration::from_secs(20),
+        "alice's metrics to count her logs' valid bytes",
+        || {
+            let want: u64 = files_of(a, "r0", "log-").iter().map(|l| valid(&l.0)).sum();
+            match value(&scrape(&addr), "mars_log_bytes", &[("resource", "r0")]) {
+                Some(got) if got == want as f64 => Ok(()),
+                got => Err(format!("mars_log_bytes {got:?}, valid bytes {want}")),
             }
         },
     );

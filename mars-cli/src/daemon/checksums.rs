@@ -30,7 +30,7 @@ impl Daemon {
         let rt = self
             .rts
             .entry(res.to_string())
-            .or_insert_with(|| ResourceRt::new(&self.opts.dir, res));
+            .or_insert_with(|| ResourceRt::new(&self.opts.dir, res, &self.live_ends));
         rt.start_scrub(&s, rate, repair, restart)
             .map_err(Response::refused)?;
         let limit = if rate == 0 {

@@ -337,7 +337,7 @@ impl Daemon {
             let mut rt = self
                 .rts
                 .remove(&res)
-                .unwrap_or_else(|| ResourceRt::new(&self.opts.dir, &res));
+                .unwrap_or_else(|| ResourceRt::new(&self.opts.dir, &res, &self.live_ends));
             let links = rt.poll(&me, now);
             self.apply(&res, links);
             let mut snap = Snapshot::from_store(self.runner.node().store(), &res, &me);

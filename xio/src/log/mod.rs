@@ -13,8 +13,9 @@
 //!   from corruption, unknown versions and foreign files;
 //! - [`LogPos`], positions across a sequence of files;
 //! - [`name`]: [`LogName`], the file name `log-<seq %09d>-<creator>`;
-//! - [`ends`]: where a file's valid bytes end without scanning it ([`valid_end`], the
-//!   loggers' [`LiveEnds`]): a recycled file is longer than its records.
+//! - [`ends`]: where a file's valid bytes end without scanning it (the one rule,
+//!   [`ends::file_end`], over facts its readers gather; the loggers' [`LiveEnds`]): a recycled
+//!   file is longer than its records.
 //!
 //! Log files are reached through [`brick_core::Output`]s, so the same code runs on real files
 //! and on the in-memory, fault-injecting disks of the tests.
@@ -33,7 +34,7 @@ mod scanned;
 pub mod writer;
 
 pub use chain::Chain;
-pub use ends::{valid_end, LiveEnds};
+pub use ends::LiveEnds;
 pub use error::{LogError, Result};
 pub use header::{FileHeader, HEADER_LEN};
 pub use name::{LogName, LogNameError};

@@ -36,5 +36,5 @@ pub use client::{ClientConfig, Done, RemoteClient};
 pub use error::{RemoteError, Result};
 pub use fetch::{FetchConfig, FetchProgress, LogFetch, VerifyFn};
 pub use proto::{chunk_sum, ChunkSum, RemoteReply, RemoteReq, Target};
-pub use server::{finished_when_successor_exists, Exports, FinishedFn};
+pub use server::Exports;
 pub use verify::log_verifier;

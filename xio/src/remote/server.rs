@@ -23,22 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Decides whether a log file is finished (will not grow any more), given its directory and its
-/// file name.
-pub type FinishedFn = Arc<dyn Fn(&Path, &str) -> bool + Send + Sync>;
-
-/// The default rule: log `log-<seq>-<creator>` (in directory `dir`) is finished once log
-/// `seq + 1` (any creator) exists in the same directory **and has a valid header** (the logger
-/// rotated away from it), as upstream MARS. The trans_logger creates the next file early,
-/// empty or recycled with a zeroed header block, half way to the rotation size, and writes its
-/// header only when it switches to it, after the last batch of the old file (and its
-/// end-of-file record) completed; a successor without a header says nothing.
-pub fn finished_when_successor_exists() -> FinishedFn {
-    Arc::new(|dir: &Path, name: &str| {
-        LogName::parse(name).is_ok_and(|n| crate::log::ends::successor_header(dir, n.seq).is_some())
-    })
-}
-
 /// Split a log target `<file>` or `<subdir>/<file>` into the directory below `root` and the
 /// file name, or say why it is not one.
 fn log_path(root: &Path, target: &str) -> Result<(PathBuf, String), String> {
@@ -67,7 +51,6 @@ fn log_path(root: &Path, target: &str) -> Result<(PathBuf, String), String> {
 pub struct Exports {
     devices: Arc<RwLock<HashMap<String, Arc<dyn Output>>>>,
     log_dir: Option<PathBuf>,
-    finished: FinishedFn,
     /// The durable ends of the files the loggers of this process write.
     live: Option<LiveEnds>,
     /// Reads parked at the end of a growing log now.
@@ -81,7 +64,6 @@ impl Exports {
         Exports {
             devices: Arc::default(),
             log_dir,
-            finished: finished_when_successor_exists(),
             live: None,
             waiting: Arc::default(),
         }
@@ -90,13 +72,6 @@ impl Exports {
     /// Reads waiting now at the end of a log for it to grow (fetchers that have caught up).
     pub fn waiting_reads(&self) -> u64 {
         self.waiting.load(Ordering::Relaxed)
-    }
-
-    /// Replace the rule that says whether a log is finished (a connection asks it for a log
-    /// until it says so once, then keeps the log finished).
-    pub fn with_finished(mut self, f: FinishedFn) -> Exports {
-        self.finished = f;
-        self
     }
 
     /// Serve the log files that loggers of this process write only up to their durable ends
@@ -258,6 +233,9 @@ impl Exports {
                 };
                 let (sub, file) = log_path(dir, name).map_err(|m| err(m, 22))?;
                 if !files.contains_key(name) {
+                    let seq = LogName::parse(&file)
+                        .map_err(|e| err(e.to_string(), 22))?
+                        .seq;
                     let f = File::open(sub.join(&file)).map_err(|e| {
                         err(
                             format!("opening log {name}: {e}"),
@@ -268,32 +246,26 @@ impl Exports {
                         name.clone(),
                         OpenLog {
                             file: f,
-                            finished_end: None,
+                            seq,
+                            successor: None,
                         },
                     );
                 }
                 let open = files.get_mut(name).expect("opened above");
-                if open.finished_end.is_none() && (self.finished)(&sub, &file) {
-                    let log = LogName::parse(&file).map_err(|e| err(e.to_string(), 22))?;
-                    // A finished file ends where its successor's header says (recycled files
-                    // are longer than their records).
-                    let end = crate::log::ends::successor_header(&sub, log.seq)
-                        .and_then(|h| h.end_of(log.seq));
-                    open.finished_end = Some(end.unwrap_or(u64::MAX));
+                // A log is finished once its successor has a valid header (upstream's rule that
+                // a successor exists, made exact for files created ahead or recycled), and ends
+                // where that header says: one read for both, kept (`OpenLog`).
+                if open.successor.is_none() {
+                    open.successor = crate::log::ends::successor_header(&sub, open.seq);
                 }
                 let open = &files[name];
                 // The one being written ends at its durable end.
                 let live = open
-                    .finished_end
+                    .successor
                     .is_none()
                     .then(|| self.live.as_ref().map(|l| (l, sub.join(&file))))
                     .flatten();
-                Ok(Source::Log {
-                    file: &open.file,
-                    finished: open.finished_end.is_some(),
-                    end: open.finished_end.unwrap_or(u64::MAX),
-                    live,
-                })
+                Ok(Source::Log { log: open, live })
             }
         }
     }
@@ -363,30 +335,7 @@ mod tests {
     }
 
     #[test]
-    fn a_log_is_finished_once_a_successor_exists() {
-        let d = tempfile::tempdir().unwrap();
-        let f = finished_when_successor_exists();
-        std::fs::write(d.path().join(L1), b"x").unwrap();
-        assert!(!f(d.path(), L1));
-        // Not log names: say nothing.
-        std::fs::write(d.path().join("log-000000005"), [0u8; 512]).unwrap();
-        std::fs::write(d.path().join("state"), [0u8; 512]).unwrap();
-        assert!(!f(d.path(), L1));
-        // The logger pre-creates its next file empty: that says nothing yet.
-        std::fs::write(d.path().join(L2), b"").unwrap();
-        assert!(!f(d.path(), L1));
-        // Nor does a recycled one with its header block zeroed.
-        std::fs::write(d.path().join(L2), [0u8; 4096]).unwrap();
-        assert!(!f(d.path(), L1));
-        // A successor of any creator with its header written.
-        std::fs::write(d.path().join(L2), header2()).unwrap();
-        assert!(f(d.path(), L1));
-        assert!(!f(d.path(), L2));
-        assert!(!f(d.path(), "state"));
-    }
-
-    #[test]
-    fn the_finished_rule_works_inside_a_subdirectory() {
+    fn the_successor_of_a_log_is_looked_for_inside_its_subdirectory() {
         let d = tempfile::tempdir().unwrap();
         let sub = d.path().join("resource-r0");
         std::fs::create_dir(&sub).unwrap();
@@ -397,10 +346,10 @@ mod tests {
         std::fs::write(d.path().join("resource-r1").join(L2), header2()).unwrap();
         let (dir, file) = log_path(d.path(), &format!("resource-r0/{L1}")).unwrap();
         assert_eq!((dir.as_path(), file.as_str()), (sub.as_path(), L1));
-        let f = finished_when_successor_exists();
-        assert!(!f(&dir, &file));
+        let successor = || crate::log::ends::successor_header(&dir, 1);
+        assert_eq!(successor(), None);
         std::fs::write(sub.join(L2), header2()).unwrap();
-        assert!(f(&dir, &file));
+        assert_eq!(successor().map(|h| h.prev_end), Some(1));
     }
 
     #[test]

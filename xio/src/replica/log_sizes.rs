@@ -1,14 +1,25 @@
 //! The log files of a log directory with their valid lengths, as `marsd` reads them on every
-//! round of every resource (its facts, the lengths its version links publish). A finished
-//! file (its successor has a valid header) ends where that header's `prev_end` says: a
-//! recycled file is longer than its records (`log/FORMAT.md`, "Recycled log files").
+//! round of every resource (its facts, the lengths its version links publish, its status and
+//! metrics). The valid length is the one rule of `log::ends::file_end`, the log server's: a
+//! finished file (its successor has a valid header) ends where that header's `prev_end` says,
+//! as a recycled file is longer than its records (`log/FORMAT.md`, "Recycled log files"); a
+//! file whose header block is all zero (a spare renamed into place ahead of the rotation) has
+//! none, as a secondary fetching it gets none.
+//!
+//! The file a logger writes ends at its durable end when the logger runs in this process
+//! ([`LogSizes::with_live_ends`], `marsd` passes its loggers'); without it (another process,
+//! or a restart before the logger ran) it counts with its length, the stale tail of a
+//! recycled life included. Version links publish only logs the logger has left (finished, so
+//! ended by `prev_end`) either way; the live end keeps the status, the metrics and the
+//! emergency limit's sum free of stale bytes.
 //!
 //! Reading a header is an open, a read and a close; a secondary lagging behind by hundreds of
 //! logs would do hundreds per round. [`LogSizes`] keeps the valid headers it read, so that a
 //! round reads only the headers that are not written yet (the file created ahead of the
 //! rotation), plus those of files that are new or replaced since the last round.
 
-use crate::log::{ends::read_header, FileHeader, LogName, HEADER_LEN};
+use crate::log::ends::{file_end, read_head, EndFacts, Head};
+use crate::log::{FileHeader, LiveEnds, LogName, HEADER_LEN};
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -40,16 +51,21 @@ struct Listed {
 /// its header is read again (a file shorter than a header has none). So a kept header is used
 /// only while the same file (device, inode, birth time) is listed under the same name with
 /// at least a header's bytes; anything else reads it again, and the entries of files no
-/// longer listed are dropped. What is kept is the successor's header, not a result: the end
-/// of its predecessor is recomputed every scan from the predecessor's name and current length
-/// (`min(prev_end, length)`), so a log deleted and another listed before the same successor,
-/// or a copy that grows, get exactly what a fresh read gives.
+/// longer listed are dropped. A file whose header is kept is not zeroed; one without is read
+/// every scan (the file ahead of the rotation: one read per round, as before its header is
+/// written it is also its predecessor's successor). What is kept is a header, not a result:
+/// a file's end is recomputed every scan from its current length, its kept or read header
+/// block and its successor's header (`log::ends::file_end`), so a log deleted and another
+/// listed before the same successor, or a copy that grows, get exactly what a fresh read
+/// gives.
 #[derive(Debug, Default)]
 pub struct LogSizes {
     /// The valid headers read, by file name, with the file they were read from.
     headers: HashMap<LogName, (FileId, FileHeader)>,
     /// Header reads done (file opens), for tests.
     header_reads: u64,
+    /// The durable ends the loggers of this process publish.
+    live: Option<LiveEnds>,
 }
 
 impl LogSizes {
@@ -58,39 +74,67 @@ impl LogSizes {
         LogSizes::default()
     }
 
-    /// The log files in `dir` (none if it cannot be listed) with their lengths; a finished
-    /// file with its valid length as its successor's header records it. Its successor is the
-    /// next name in log order (any creator).
+    /// End the files that loggers of this process write at their durable ends (the log
+    /// directory must be spelled as the loggers spell theirs, see [`LiveEnds`]).
+    pub fn with_live_ends(mut self, live: LiveEnds) -> LogSizes {
+        self.live = Some(live);
+        self
+    }
+
+    /// The log files in `dir` (none if it cannot be listed) with their valid lengths
+    /// (`log::ends::file_end`). A file's successor is the listed file with the
+    /// lowest higher sequence number (any creator).
     pub fn scan(&mut self, dir: &Path) -> BTreeMap<LogName, u64> {
         let listed = list(dir);
         self.headers
             .retain(|name, (id, _)| listed.get(name).is_some_and(|l| l.id == *id));
-        let mut out: BTreeMap<LogName, u64> =
-            listed.iter().map(|(n, l)| (n.clone(), l.len)).collect();
+        let zeroed: Vec<bool> = listed
+            .iter()
+            .map(|(name, l)| self.read(dir, name, l))
+            .collect();
         let names: Vec<&LogName> = listed.keys().collect();
-        for pair in names.windows(2) {
-            let end = self
-                .header(dir, pair[1], &listed[pair[1]])
-                .and_then(|h| h.end_of(pair[0].seq));
-            if let (Some(end), Some(len)) = (end, out.get_mut(pair[0])) {
-                *len = end.min(*len);
-            }
+        let mut out = BTreeMap::new();
+        for (i, name) in names.iter().enumerate() {
+            let successor = names[i + 1..]
+                .iter()
+                .find(|n| n.seq > name.seq)
+                .and_then(|n| self.headers.get(*n))
+                .map(|(_, h)| h);
+            let live = match (successor, &self.live) {
+                (None, Some(l)) => l.get(&dir.join(name.to_string())),
+                _ => None,
+            };
+            let end = file_end(&EndFacts {
+                seq: name.seq,
+                len: listed[*name].len,
+                header_zeroed: zeroed[i],
+                successor,
+                live,
+            });
+            out.insert((*name).clone(), end.end);
         }
         out
     }
 
-    /// The valid header of the listed file `name`, kept or read now.
-    fn header(&mut self, dir: &Path, name: &LogName, l: &Listed) -> Option<&FileHeader> {
+    /// Read the header block of the listed file `name` unless its valid header is kept; keep
+    /// a valid one. Whether it is all zero.
+    fn read(&mut self, dir: &Path, name: &LogName, l: &Listed) -> bool {
         if l.len < HEADER_LEN as u64 {
             self.headers.remove(name);
-            return None;
         }
-        if !self.headers.contains_key(name) {
-            self.header_reads += 1;
-            let h = read_header(&dir.join(name.to_string()))?;
-            self.headers.insert(name.clone(), (l.id, h));
+        if l.len == 0 || self.headers.contains_key(name) {
+            return false;
         }
-        self.headers.get(name).map(|(_, h)| h)
+        self.header_reads += 1;
+        let head = std::fs::File::open(dir.join(name.to_string())).and_then(|f| read_head(&f));
+        match head {
+            Ok(Head::Valid(h)) => {
+                self.headers.insert(name.clone(), (l.id, h));
+                false
+            }
+            Ok(Head::Zeroed) => true,
+            Ok(Head::Other) | Err(_) => false,
+        }
     }
 }
 
@@ -148,7 +192,8 @@ mod tests {
     }
 
     #[test]
-    fn finished_logs_end_at_their_successors_prev_end_else_at_their_length() {
+    fn finished_logs_end_at_their_successors_prev_end_unstarted_ones_at_zero_else_at_their_length()
+    {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
         log(p, "log-000000001-a", &header(1, 0), 10_000);
@@ -159,7 +204,8 @@ mod tests {
         log(p, "log-000000004-a", &header(4, 50_000), 8_000);
         // A gap: log 6's header says nothing of log 4.
         log(p, "log-000000006-a", &header(6, 1_000), 9_000);
-        // Created ahead: empty, and a recycled one with a zeroed header block.
+        // Created ahead: empty, and a recycled one with a zeroed header block (a spare renamed
+        // into place: its stale bytes are not log, as the log server serves none of them).
         std::fs::write(p.join("log-000000007-a"), b"").unwrap();
         log(p, "log-000000008-a", &[0u8; 4096], 20_000);
         std::fs::write(p.join("spare-3"), [1u8; 100]).unwrap();
@@ -171,13 +217,22 @@ mod tests {
             ("log-000000004-a", 8_000),
             ("log-000000006-a", 9_000),
             ("log-000000007-a", 0),
-            ("log-000000008-a", 20_000),
+            ("log-000000008-a", 0),
         ]
         .map(|(n, l)| (n.to_string(), l));
         let mut s = LogSizes::new();
         assert_eq!(sizes(&s.scan(p)), want);
         assert_eq!(sizes(&local_log_state(p)), want);
         assert!(LogSizes::new().scan(&p.join("missing")).is_empty());
+        // A logger of this process writes log 6: its durable end, not its length. A live end
+        // of a finished log is not asked (log 3's successor says where it ends).
+        let live = LiveEnds::new();
+        live.set(p.join("log-000000006-a"), 3_000);
+        live.set(p.join("log-000000003-a"), 1_000);
+        let mut s = LogSizes::new().with_live_ends(live);
+        let got = s.scan(p);
+        assert_eq!(got[&LogName::new(6, "a")], 3_000);
+        assert_eq!(got[&LogName::new(3, "a")], 10_000);
     }
 
     #[test]
@@ -191,19 +246,20 @@ mod tests {
         log(p, "log-000000021-a", &[0u8; 4096], 10_000);
         let mut s = LogSizes::new();
         let first = s.scan(p);
-        assert_eq!(s.header_reads, 20, "logs 2..=21 once each");
+        assert_eq!(s.header_reads, 21, "logs 1..=21 once each");
         assert_eq!(first[&LogName::new(1, "a")], 5_000);
+        assert_eq!(first[&LogName::new(21, "a")], 0, "not started");
         let second = s.scan(p);
         assert_eq!(second, first);
         assert_eq!(
-            s.header_reads, 21,
+            s.header_reads, 22,
             "only log 21's, which has no valid header yet"
         );
         // Its header written (the rotation): read once more, then kept.
         log(p, "log-000000021-a", &header(21, 7_000), 10_000);
         assert_eq!(s.scan(p)[&LogName::new(20, "a")], 7_000);
         s.scan(p);
-        assert_eq!(s.header_reads, 22);
+        assert_eq!(s.header_reads, 23);
     }
 
     #[test]
