@@ -1,10 +1,12 @@
 //! `marsd --direct-io on`: a primary opens its data device and its log files with `O_DIRECT`
 //! and writes log format v2 (aligned); the secondary fetches, verifies and replays those logs,
 //! and after a handover the roles swap with the same data.
+//! `marsd --direct-io off --log-direct-io on`: only the log files are opened with `O_DIRECT`.
 
 mod common;
 use common::*;
 use std::path::Path;
+use xio::nbd::client::Client;
 
 const SIZE: u64 = 16 << 20;
 
@@ -34,28 +36,38 @@ fn o_direct_supported() -> bool {
     xio::file::open(dir.path().join("probe"), xio::file::Backend::Sync, &opts).is_ok()
 }
 
-#[test]
-fn direct_io_primaries_write_v2_logs_that_replicate_both_ways() {
+/// Alice and bob run marsd with `flags`; alice writes through NBD (pattern `tag`) until bob
+/// is UpToDate with equal bytes, and every log of alice's is format v2. `None` where the
+/// temporary directory's file system does not take `O_DIRECT`.
+fn replicated_v2(flags: &[&str], tag: u64) -> Option<(Cluster, Client, Vec<u8>)> {
     if !o_direct_supported() {
         eprintln!("skipped: the temporary directory's file system does not support O_DIRECT");
-        return;
+        return None;
     }
     let c = Cluster::new_with(&["alice", "bob"], |_, mut n| {
-        n.extra = vec!["--direct-io".into(), "on".into()];
+        n.extra = flags.iter().map(|f| f.to_string()).collect();
         n
     });
-    let (a, b) = (&c.nodes[0], &c.nodes[1]);
     c.replicate("r0", &["a.img", "b.img"], SIZE);
     let mut model = vec![0u8; SIZE as usize];
-    let mut nbd = a.nbd("r0");
-    write_blocks(&mut nbd, &mut model, 1, 500, 40);
-    b.wait_uptodate("r0");
+    let mut nbd = c.nodes[0].nbd("r0");
+    write_blocks(&mut nbd, &mut model, tag, 500, 40);
+    c.nodes[1].wait_uptodate("r0");
     wait_equal(&c.path("b.img"), &model, "bob's device to equal the model");
-    let on_alice = log_versions(&a.dir.join("resource-r0"));
+    let on_alice = log_versions(&c.nodes[0].dir.join("resource-r0"));
     assert!(
         !on_alice.is_empty() && on_alice.iter().all(|(_, v)| *v == 2),
         "alice's logs are format v2: {on_alice:?}"
     );
+    Some((c, nbd, model))
+}
+
+#[test]
+fn direct_io_primaries_write_v2_logs_that_replicate_both_ways() {
+    let Some((c, nbd, mut model)) = replicated_v2(&["--direct-io", "on"], 1) else {
+        return;
+    };
+    let (a, b) = (&c.nodes[0], &c.nodes[1]);
     let on_bob = log_versions(&b.dir.join("resource-r0"));
     assert!(
         on_bob.iter().any(|(_, v)| *v == 2),
@@ -109,28 +121,11 @@ fn open_with_o_direct(pid: u32, part: &str) -> Vec<(String, bool)> {
 
 #[test]
 fn a_log_direct_primary_keeps_its_data_device_in_the_page_cache_and_replicates() {
-    if !o_direct_supported() {
-        eprintln!("skipped: the temporary directory's file system does not support O_DIRECT");
+    let flags = ["--direct-io", "off", "--log-direct-io", "on"];
+    let Some((c, mut nbd, model)) = replicated_v2(&flags, 3) else {
         return;
-    }
-    let c = Cluster::new_with(&["alice", "bob"], |_, mut n| {
-        n.extra = ["--direct-io", "off", "--log-direct-io", "on"]
-            .map(String::from)
-            .to_vec();
-        n
-    });
-    let (a, b) = (&c.nodes[0], &c.nodes[1]);
-    c.replicate("r0", &["a.img", "b.img"], SIZE);
-    let mut model = vec![0u8; SIZE as usize];
-    let mut nbd = a.nbd("r0");
-    write_blocks(&mut nbd, &mut model, 3, 500, 40);
-    b.wait_uptodate("r0");
-    wait_equal(&c.path("b.img"), &model, "bob's device to equal the model");
-    let on_alice = log_versions(&a.dir.join("resource-r0"));
-    assert!(
-        !on_alice.is_empty() && on_alice.iter().all(|(_, v)| *v == 2),
-        "alice's logs are format v2: {on_alice:?}"
-    );
+    };
+    let a = &c.nodes[0];
     let data = open_with_o_direct(a.pid(), "a.img");
     assert!(
         !data.is_empty() && data.iter().all(|(_, d)| !d),
