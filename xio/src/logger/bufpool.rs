@@ -10,9 +10,10 @@
 //! in the pool was in use under the budget a moment ago, so the pool never holds more than
 //! the budget's worth, and a steady stream finds its buffers here instead of in fresh pages
 //! (the kernel zeroing fresh huge pages was 35 % of the process's samples under 1 MiB
-//! sequential writes with a pool of a quarter of the budget). Once the logger is idle, the
-//! writeback thread [`trim`](BufPool::trim)s it to [`IDLE_KEPT_BYTES`]: an idle resource
-//! does not keep a burst's memory.
+//! sequential writes with a pool of a quarter of the budget). Every second that it rests,
+//! the writeback thread [`trim`](BufPool::trim)s it to the peak budget use of that second
+//! (at least [`IDLE_KEPT_BYTES`], `wb_policy::pool_keep`): an idle resource, or one down to
+//! a trickle, does not keep a burst's memory while other resources of the node need theirs.
 
 use crossbeam_queue::SegQueue;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -108,7 +108,7 @@ pub struct LoggerStatus {
     /// Highest budget use seen.
     pub mem_peak: u64,
     /// Empty write buffers kept for reuse (bytes of capacity; outside the budget): up to
-    /// the budget while writes flow, a few hundred KiB once the logger is idle.
+    /// the last second's peak budget use, 1 MiB once the logger is idle.
     pub pool_kept: u64,
     /// Batches written (group commits).
     pub batches: u64,

@@ -22,9 +22,10 @@
 //!   at the next open), and any other write error fails the logger.
 //! - **The watermark is persisted whenever writeback rests** (and after every round and flush,
 //!   by the executor); a close ends only after everything is written back and flushed.
-//! - **An idle logger lets go of spare buffers**: once the index has been empty for
-//!   [`POOL_TRIM_IDLE`], writeback trims the buffer pool (`bufpool.rs`), which keeps up to
-//!   the budget while writes flow.
+//! - **The buffer pool keeps what the writes need, no more**: every [`POOL_PERIOD`] that
+//!   writeback rests, it trims the pool (`bufpool.rs`) to the peak budget use of the period
+//!   ([`pool_keep`]): an idle logger, or one down to a trickle after a burst, gives the
+//!   burst's buffers back within two periods, whatever the other loggers of the node do.
 
 use std::time::Duration;
 
@@ -164,13 +165,15 @@ pub(crate) fn decide(f: &WbFacts, l: &WbLimits, selected: bool) -> WbDecision {
     }
 }
 
-/// An index empty this long is an idle logger: its buffer pool is trimmed.
-pub(crate) const POOL_TRIM_IDLE: Duration = Duration::from_secs(1);
+/// Writeback sizes the buffer pool to what the writes of the last period this long needed.
+pub(crate) const POOL_PERIOD: Duration = Duration::from_secs(1);
 
-/// Whether writeback trims the buffer pool (`kept` bytes, `idle_kept` once idle) now that
-/// the index has been empty for `empty_for` (`None`: it holds versions). Pure.
-pub(crate) fn trim_pool(empty_for: Option<Duration>, kept: usize, idle_kept: usize) -> bool {
-    empty_for.is_some_and(|d| d >= POOL_TRIM_IDLE) && kept > idle_kept
+/// What the buffer pool may keep after a period in which the logger held at most
+/// `peak_used` bytes of its budget: that much (the next period's writes take their buffers
+/// from it), and at least `floor`. A logger that went idle, or down to a trickle, gives
+/// back the rest of an earlier burst's buffers; one under a steady load keeps them. Pure.
+pub(crate) fn pool_keep(peak_used: u64, floor: usize) -> usize {
+    usize::try_from(peak_used).unwrap_or(usize::MAX).max(floor)
 }
 
 /// How long writeback waits before it retries a round the data device refused for lack of
@@ -340,22 +343,16 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_is_trimmed_once_the_index_has_been_empty_for_a_second() {
-        let s = Duration::from_millis;
+    fn the_pool_keeps_what_the_last_period_needed() {
         #[rustfmt::skip]
         let table = [
-            // empty for   kept  idle_kept  trim
-            (None,          100,  10,       false),
-            (Some(s(999)),  100,  10,       false),
-            (Some(s(1000)), 100,  10,       true),
-            (Some(s(5000)), 10,   10,       false),
+            // peak used     floor  keep
+            (0,              10,    10),           // idle: the floor
+            (4,              10,    10),           // a trickle
+            (256 << 20,      10,    256 << 20),    // a steady load keeps its buffers
         ];
-        for (empty_for, kept, idle_kept, want) in table {
-            assert_eq!(
-                trim_pool(empty_for, kept, idle_kept),
-                want,
-                "{empty_for:?} {kept} {idle_kept}"
-            );
+        for (peak, floor, want) in table {
+            assert_eq!(pool_keep(peak, floor), want, "{peak} {floor}");
         }
     }
 

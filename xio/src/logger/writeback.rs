@@ -24,7 +24,7 @@ use crate::log::{LogPos, RecordOp};
 use brick_core::{Aio, Error, Op};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Body of the writeback thread: gather the facts, decide (`wb_policy`), execute.
 pub(crate) fn run(core: Arc<Core>) {
@@ -36,7 +36,8 @@ pub(crate) fn run(core: Arc<Core>) {
     let mut last_flush = Instant::now();
     let mut unflushed_bytes = 0u64;
     let mut retired = Vec::new();
-    let mut empty_since: Option<Instant> = None;
+    // The buffer pool's period (`wb_policy::pool_keep`): when it started, the peak budget use.
+    let (mut period_start, mut period_peak) = (Instant::now(), 0u64);
     // The round's items, one vector for all rounds (`Index::select_into`).
     let mut items = Vec::new();
     let mut g = core.shared.lock();
@@ -63,11 +64,7 @@ pub(crate) fn run(core: Arc<Core>) {
             since_flush: last_flush.elapsed(),
             unflushed_bytes,
         };
-        if !facts.index_empty {
-            empty_since = None;
-        } else if empty_since.is_none() {
-            empty_since = Some(Instant::now());
-        }
+        period_peak = period_peak.max(core.budget.used());
         items.clear();
         if wb_policy::due(&facts, &limits) {
             g.index
@@ -98,13 +95,23 @@ pub(crate) fn run(core: Arc<Core>) {
                     g.wb_force = false;
                 }
                 update_min_pos(&core, &mut g);
-                let kept = core.bufs.kept_bytes();
-                if wb_policy::trim_pool(empty_since.map(|t| t.elapsed()), kept, IDLE_KEPT_BYTES) {
-                    MutexGuard::unlocked(&mut g, || core.bufs.trim(IDLE_KEPT_BYTES));
+                if period_start.elapsed() >= wb_policy::POOL_PERIOD {
+                    let keep = wb_policy::pool_keep(period_peak, IDLE_KEPT_BYTES);
+                    if core.bufs.kept_bytes() > keep {
+                        MutexGuard::unlocked(&mut g, || core.bufs.trim(keep));
+                    }
+                    (period_start, period_peak) = (Instant::now(), core.budget.used());
                 }
                 match wait {
                     None => break,
-                    Some(wait) => {
+                    Some(mut wait) => {
+                        // Spare buffers: be back when the period ends, however long the
+                        // versions may stay (`writeback_delay`).
+                        if core.bufs.kept_bytes() > IDLE_KEPT_BYTES {
+                            let left =
+                                wb_policy::POOL_PERIOD.saturating_sub(period_start.elapsed());
+                            wait = wait.min(left.max(Duration::from_millis(1)));
+                        }
                         core.wb_cv.wait_for(&mut g, wait);
                     }
                 }
