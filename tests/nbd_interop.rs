@@ -376,33 +376,54 @@ fn decode(block: u64, b: &[u8]) -> Option<u64> {
     (record(block, generation) == b).then_some(generation)
 }
 
+/// A child process killed (and reaped) when dropped: a failing test leaves none behind.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 #[test]
 fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
     let dir = tempfile::tempdir().unwrap();
     let blocks = 8192u64; // our writer's region: the first 32 MiB of a 64 MiB export
     let size = 2 * blocks * BLOCK as u64;
     let p = ExportProc::start(dir.path(), size, "disk");
-    // fio with fsync=N hammers another region of the same export while we kill it.
-    let mut fio = Command::new("fio")
-        .current_dir(dir.path())
-        .args([
-            "--name=bg",
-            "--ioengine=nbd",
-            &format!("--uri={}", p.uri("disk")),
-            "--rw=randwrite",
-            "--bs=4k",
-            "--iodepth=8",
-            "--fsync=8",
-            "--offset=32M",
-            "--size=32M",
-            "--rate_iops=2000",
-            "--time_based",
-            "--runtime=30",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // fio with fsync=N hammers another region of the same export while we kill it. `--thread`:
+    // its job runs in the process we kill (a forked job process outlived the kill and spun
+    // on the dead socket at 100 % CPU long after its 30 s runtime).
+    let mut fio = KillOnDrop(
+        Command::new("fio")
+            .current_dir(dir.path())
+            .args([
+                "--thread",
+                "--name=bg",
+                "--ioengine=nbd",
+                &format!("--uri={}", p.uri("disk")),
+                "--rw=randwrite",
+                "--bs=4k",
+                "--iodepth=8",
+                "--fsync=8",
+                "--offset=32M",
+                "--size=32M",
+                "--rate_iops=2000",
+                "--time_based",
+                "--runtime=30",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // Our own writer: pipelined writes of self-describing blocks plus periodic flushes. At each
     // acknowledged flush, every write acknowledged before the flush was sent is durable.
     let mut c = Client::unix(&p.sock, "disk", true).unwrap();
@@ -468,8 +489,7 @@ fn kill_9_during_fio_with_flushes_then_restart_keeps_every_flushed_block() {
         "the writer made too little progress before the kill"
     );
     p.kill9();
-    let _ = fio.kill();
-    let _ = fio.wait();
+    fio.kill();
     drop(c);
 
     let p = ExportProc::start(dir.path(), size, "disk");

@@ -81,7 +81,10 @@ fn join_while_primary_holds_1gib_then_write() {
 fn fio(uri: &str, seed: u64, verify_only: bool) -> String {
     let uri = format!("--uri={uri}");
     let seed = format!("--randseed={seed}");
+    // `--thread`: the job runs in the process `tool_ok` kills on a timeout (a forked job
+    // process would outlive it).
     let mut args = vec![
+        "--thread",
         "--name=load",
         "--ioengine=nbd",
         uri.as_str(),

@@ -206,7 +206,9 @@ fn fio_verify(uri: &str, size: u64, io_size: u64, seed: u64, verify_only: bool) 
     let size = format!("--size={size}");
     let io = format!("--io_size={io_size}");
     let seed = format!("--randseed={seed}");
+    // `--thread`: the job runs in the process a timeout kills (a forked job would outlive it).
     let mut args = vec![
+        "--thread",
         "--name=fill",
         "--ioengine=nbd",
         uri.as_str(),
