@@ -690,14 +690,14 @@ impl ResourceRt {
     }
 }
 
-/// The share of the node's memory budget for the primary of `res`. A floor smaller than asked
-/// for (the other resources' floors fill the budget) is logged: that resource may then wait
-/// for memory behind busier ones.
 /// How many log files and their bytes.
 fn totals(lens: impl ExactSizeIterator<Item = u64>) -> (usize, u64) {
     (lens.len(), lens.sum())
 }
 
+/// The share of the node's memory budget for the primary of `res`. A floor smaller than asked
+/// for (the other resources' floors fill the budget) is logged: that resource may then wait
+/// for memory behind busier ones.
 fn memory_share(res: &str, env: &Env<'_>) -> Arc<brick_core::MemBudget> {
     let share = env.budget.share(env.mem_floor, env.budget.limit());
     if share.floor() < env.mem_floor {
