@@ -176,6 +176,18 @@ pub(crate) fn pool_keep(peak_used: u64, floor: usize) -> usize {
     usize::try_from(peak_used).unwrap_or(usize::MAX).max(floor)
 }
 
+/// How long writeback rests (`wait`, from [`decide`]) when the pool holds spare buffers
+/// (`spare`) and the pool's period started `period_age` ago: at most until the period ends,
+/// however long the versions may stay (`writeback_delay`), so that the trim comes on time.
+/// Pure.
+pub(crate) fn rest_wait(wait: Duration, spare: bool, period_age: Duration) -> Duration {
+    if spare {
+        wait.min(POOL_PERIOD.saturating_sub(period_age).max(WB_MIN_WAIT))
+    } else {
+        wait
+    }
+}
+
 /// How long writeback waits before it retries a round the data device refused for lack of
 /// space.
 pub(crate) const NOSPACE_RETRY: Duration = Duration::from_secs(1);
@@ -353,6 +365,26 @@ mod tests {
         ];
         for (peak, floor, want) in table {
             assert_eq!(pool_keep(peak, floor), want, "{peak} {floor}");
+        }
+    }
+
+    #[test]
+    fn writeback_rests_until_the_pools_period_ends_while_it_keeps_spare_buffers() {
+        let ms = Duration::from_millis;
+        #[rustfmt::skip]
+        let table = [
+            // wait        spare  period age  rest
+            (ms(60_000),   false, ms(200),    ms(60_000)),
+            (ms(60_000),   true,  ms(200),    ms(800)),
+            (ms(100),      true,  ms(200),    ms(100)),
+            (ms(60_000),   true,  ms(5_000),  WB_MIN_WAIT),
+        ];
+        for (wait, spare, age, want) in table {
+            assert_eq!(
+                rest_wait(wait, spare, age),
+                want,
+                "{wait:?} {spare} {age:?}"
+            );
         }
     }
 

@@ -24,7 +24,7 @@ use crate::log::{LogPos, RecordOp};
 use brick_core::{Aio, Error, Op};
 use parking_lot::MutexGuard;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Body of the writeback thread: gather the facts, decide (`wb_policy`), execute.
 pub(crate) fn run(core: Arc<Core>) {
@@ -104,14 +104,9 @@ pub(crate) fn run(core: Arc<Core>) {
                 }
                 match wait {
                     None => break,
-                    Some(mut wait) => {
-                        // Spare buffers: be back when the period ends, however long the
-                        // versions may stay (`writeback_delay`).
-                        if core.bufs.kept_bytes() > IDLE_KEPT_BYTES {
-                            let left =
-                                wb_policy::POOL_PERIOD.saturating_sub(period_start.elapsed());
-                            wait = wait.min(left.max(Duration::from_millis(1)));
-                        }
+                    Some(wait) => {
+                        let spare = core.bufs.kept_bytes() > IDLE_KEPT_BYTES;
+                        let wait = wb_policy::rest_wait(wait, spare, period_start.elapsed());
                         core.wb_cv.wait_for(&mut g, wait);
                     }
                 }
