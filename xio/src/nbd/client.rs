@@ -54,6 +54,12 @@ impl Client {
         Client::handshake(Stream::Tcp(s), name, structured)
     }
 
+    /// Bound every wait for a reply: a server that stops answering is a `WouldBlock` /
+    /// `TimedOut` error after `timeout` instead of a hang (tests use it).
+    pub fn set_reply_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        self.rd.get_ref().set_read_timeout(Some(timeout))
+    }
+
     /// List the export names of the server at `path` (`NBD_OPT_LIST`), then abort.
     pub fn list_unix(path: impl AsRef<Path>) -> io::Result<Vec<String>> {
         let s = Stream::Unix(UnixStream::connect(path)?);

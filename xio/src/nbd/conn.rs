@@ -9,8 +9,9 @@ use super::check::{check, Verdict};
 use super::error::{NbdError, Result};
 use super::export::{Export, Geometry};
 use super::handshake::{self, negotiate, read_at_boundary, skip};
+use super::payload::read_payload;
 use super::proto::{self, Request};
-use super::reply::{Hook, ToWriter, Writer};
+use super::reply::{self, Board, Hook, ToWriter, Writer};
 use super::socket::Stream;
 use super::stats::Counters;
 use brick_core::{Aio, AioPool, Completer, Error, Flags, Op, Output};
@@ -82,7 +83,14 @@ pub(crate) fn serve(
     }
     let (tx, rx) = crossbeam_channel::unbounded();
     let pool = Arc::new(AioPool::new(slots * 2));
-    let writer = Writer::new(write_half, slots, free_tx, pool.clone(), neg.structured);
+    let board = reply::board(slots);
+    let writer = Writer::new(
+        write_half,
+        board.clone(),
+        free_tx,
+        pool.clone(),
+        neg.structured,
+    );
     let writer = std::thread::Builder::new()
         .name("nbd-reply".into())
         .spawn(move || writer.run(rx))
@@ -95,6 +103,7 @@ pub(crate) fn serve(
         geometry: neg.geometry,
         structured: neg.structured,
         pool,
+        board,
         hook: Arc::new(Hook(tx.clone())),
         tx: tx.clone(),
         free: free_rx,
@@ -121,6 +130,7 @@ struct Transmit<'a> {
     geometry: Geometry,
     structured: bool,
     pool: Arc<AioPool>,
+    board: Board,
     hook: Arc<dyn Completer>,
     tx: Sender<ToWriter>,
     free: Receiver<u32>,
@@ -234,30 +244,30 @@ impl Transmit<'_> {
                     }
                 }
                 aio.len = left;
-                aio.finish(Err(e));
                 pieces += 1;
-                break;
+                reply::post(&self.board, slot, req.cookie, req.kind, pieces);
+                aio.finish(Err(e));
+                return Ok(());
             }
             let len = aio.len;
             if op == Op::Write {
-                aio.data.clear();
-                aio.data.resize(len, 0);
-                if let Err(e) = self.rd.read_exact(&mut aio.data) {
+                if let Err(e) = read_payload(self.rd, &mut aio.data, len) {
                     self.pool.put(aio);
                     self.seal(slot, req, pieces, false);
                     return Err(handshake::truncated("a write payload")(e));
                 }
             }
-            self.submit_one(aio);
             pieces += 1;
             pos += len as u64;
             left -= len;
             if left == 0 {
-                break;
+                // The last piece: the writer learns about the request when it comes back.
+                reply::post(&self.board, slot, req.cookie, req.kind, pieces);
+                self.submit_one(aio);
+                return Ok(());
             }
+            self.submit_one(aio);
         }
-        self.seal(slot, req, pieces, true);
-        Ok(())
     }
 
     /// Submit, retrying while the output pushes back; any other rejection completes the

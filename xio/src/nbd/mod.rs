@@ -27,6 +27,7 @@ mod conn;
 mod error;
 mod export;
 pub mod handshake;
+mod payload;
 pub mod proto;
 mod reply;
 mod server;

@@ -6,19 +6,28 @@
 //! client never stalls the brick's completion thread. Replies are written in completion order
 //! (out of order with respect to requests) and batched: the socket is written when the channel
 //! is momentarily empty.
+//!
+//! A request's pieces are the only messages it needs: the reader posts the cookie, the kind
+//! and the number of pieces on the slot's [`Posted`] before it submits the last piece, so the
+//! writer finds them when that piece comes back. (A separate "sealed" message per request
+//! cost a second channel send and, when the writer was asleep, a second wake-up per IO.)
+//! Only requests that end without pieces or without a reply send [`ToWriter::Seal`].
 
 use super::proto::{self, chunk, cmd, errno};
 use super::socket::Stream;
 use brick_core::{Aio, AioPool, Completer};
 use crossbeam_channel::{Receiver, Sender};
 use std::io::{BufWriter, Write};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 /// Messages to the writer thread.
 pub(crate) enum ToWriter {
     /// One piece of a request came back from the brick (`tag` is the slot).
     Piece(Box<Aio>),
-    /// All pieces of the request in `slot` have been submitted.
+    /// All pieces of the request in `slot` have been submitted, and it was not posted: it
+    /// has no pieces (an empty request) or gets no reply (abandoned: truncated payload).
     Seal {
         slot: u32,
         cookie: u64,
@@ -49,9 +58,37 @@ impl Completer for Hook {
     }
 }
 
+/// What the reader tells the writer about the request in one slot without a message.
+/// **Invariant:** `pieces` is stored (Release) after `cookie` and `kind` and before the
+/// request's last piece is submitted; the writer resets it to 0 before it frees the slot.
+#[derive(Default)]
+pub(crate) struct Posted {
+    cookie: AtomicU64,
+    kind: AtomicU32,
+    /// How many pieces the request was split into; 0 while it is not posted.
+    pieces: AtomicU32,
+}
+
+/// One [`Posted`] per in-flight slot of a connection, shared by its reader and writer.
+pub(crate) type Board = Arc<[Posted]>;
+
+/// A board for `slots` in-flight slots.
+pub(crate) fn board(slots: usize) -> Board {
+    (0..slots).map(|_| Posted::default()).collect()
+}
+
+/// The reader's side: the request in `slot` has `pieces` pieces and is answered. Call before
+/// submitting (or failing) its last piece; `pieces` ≥ 1.
+pub(crate) fn post(board: &Board, slot: u32, cookie: u64, kind: u16, pieces: u32) {
+    debug_assert!(pieces > 0);
+    let p = &board[slot as usize];
+    p.cookie.store(cookie, Relaxed);
+    p.kind.store(u32::from(kind), Relaxed);
+    p.pieces.store(pieces, Release);
+}
+
 #[derive(Default)]
 struct Slot {
-    busy: bool,
     cookie: u64,
     kind: u16,
     expected: Option<u32>,
@@ -65,36 +102,37 @@ struct Slot {
 pub(crate) struct Writer {
     out: BufWriter<Stream>,
     slots: Vec<Slot>,
+    board: Board,
     free: Sender<u32>,
     pool: Arc<AioPool>,
     structured: bool,
     broken: bool,
-    busy: usize,
 }
 
 impl Writer {
     pub(crate) fn new(
         stream: Stream,
-        slots: usize,
+        board: Board,
         free: Sender<u32>,
         pool: Arc<AioPool>,
         structured: bool,
     ) -> Writer {
         Writer {
             out: BufWriter::with_capacity(256 << 10, stream),
-            slots: (0..slots).map(|_| Slot::default()).collect(),
+            slots: (0..board.len()).map(|_| Slot::default()).collect(),
+            board,
             free,
             pool,
             structured,
             broken: false,
-            busy: 0,
         }
     }
 
-    /// Run until the reader is done and every slot is free. Returns whether the socket broke.
+    /// Run until the reader is done and every slot is free (back in the free channel: the
+    /// reader takes none once it is done). Returns whether the socket broke.
     pub(crate) fn run(mut self, rx: Receiver<ToWriter>) -> bool {
         let mut reader_done = false;
-        while !(reader_done && self.busy == 0) {
+        while !(reader_done && self.free.len() == self.slots.len()) {
             let Ok(msg) = rx.recv() else { break };
             reader_done |= self.handle(msg);
             while let Ok(msg) = rx.try_recv() {
@@ -127,11 +165,17 @@ impl Writer {
                     tracing::error!(tag = req.tag, "nbd: completion with an unknown slot");
                     return false;
                 };
-                if !slot.busy {
-                    slot.busy = true;
-                    self.busy += 1;
-                }
                 slot.received += 1;
+                if slot.expected.is_none() {
+                    let posted = &self.board[i];
+                    let pieces = posted.pieces.load(Acquire);
+                    if pieces > 0 {
+                        slot.cookie = posted.cookie.load(Relaxed);
+                        slot.kind = posted.kind.load(Relaxed) as u16;
+                        slot.expected = Some(pieces);
+                        slot.reply = true;
+                    }
+                }
                 let short = req.op == brick_core::Op::Read
                     && req.error.is_none()
                     && req.data.len() < req.len;
@@ -159,10 +203,6 @@ impl Writer {
             } => {
                 let i = slot as usize;
                 let s = &mut self.slots[i];
-                if !s.busy {
-                    s.busy = true;
-                    self.busy += 1;
-                }
                 s.cookie = cookie;
                 s.kind = kind;
                 s.expected = Some(pieces);
@@ -189,7 +229,8 @@ impl Writer {
             return;
         }
         let mut s = std::mem::take(s);
-        self.busy -= 1;
+        // Reset before the slot is freed (the channel orders it before the reader's reuse).
+        self.board[i].pieces.store(0, Relaxed);
         if s.reply && s.error.is_none() && crate::fail_point!(crate::failpoint::NBD_BEFORE_ACK) {
             // The connection is lost after the request was done, before its acknowledgement.
             self.fail(&std::io::Error::other("fail point nbd-before-ack"));

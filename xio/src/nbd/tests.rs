@@ -49,6 +49,17 @@ fn rig(max_inflight: usize) -> Rig {
     }
 }
 
+/// A client whose waits for replies are bounded: a lost reply fails the test, not hangs it.
+pub(super) fn client(
+    sock: &std::path::Path,
+    name: &str,
+    structured: bool,
+) -> std::io::Result<Client> {
+    let c = Client::unix(sock, name, structured)?;
+    c.set_reply_timeout(Duration::from_secs(30))?;
+    Ok(c)
+}
+
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (seed.wrapping_mul(31).wrapping_add(i as u64 * 7) >> 2) as u8)
@@ -59,7 +70,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 fn list_and_geometry() {
     let r = rig(16);
     assert_eq!(Client::list_unix(&r.sock).unwrap(), ["disk", "split", "ro"]);
-    let c = Client::unix(&r.sock, "disk", false).unwrap();
+    let c = client(&r.sock, "disk", false).unwrap();
     assert_eq!(c.size, 8 << 20);
     assert_eq!(c.block_size, Some((512, 4096, 32 << 20)));
     for f in [
@@ -73,19 +84,19 @@ fn list_and_geometry() {
         assert!(c.flags & f != 0, "flag {f:#x} missing");
     }
     assert_eq!(c.flags & tflag::READ_ONLY, 0);
-    let ro = Client::unix(&r.sock, "ro", false).unwrap();
+    let ro = client(&r.sock, "ro", false).unwrap();
     assert!(ro.flags & tflag::READ_ONLY != 0);
     assert_eq!(ro.flags & tflag::CAN_MULTI_CONN, 0);
     // The default export is the first one.
-    assert_eq!(Client::unix(&r.sock, "", false).unwrap().size, 8 << 20);
-    assert!(Client::unix(&r.sock, "nope", false).is_err());
+    assert_eq!(client(&r.sock, "", false).unwrap().size, 8 << 20);
+    assert!(client(&r.sock, "nope", false).is_err());
 }
 
 #[test]
 fn many_pipelined_requests_keep_their_data_with_both_reply_kinds() {
     let r = rig(64);
     for structured in [false, true] {
-        let mut c = Client::unix(&r.sock, "disk", structured).unwrap();
+        let mut c = client(&r.sock, "disk", structured).unwrap();
         assert_eq!(c.structured, structured);
         let n = 200u64;
         let mut cookies = Vec::new();
@@ -124,7 +135,7 @@ fn many_pipelined_requests_keep_their_data_with_both_reply_kinds() {
 fn requests_are_split_at_device_boundaries() {
     let r = rig(8);
     for structured in [false, true] {
-        let mut c = Client::unix(&r.sock, "split", structured).unwrap();
+        let mut c = client(&r.sock, "split", structured).unwrap();
         let d = pattern(9, 100 * 1024);
         assert_eq!(c.write(4096, &d).unwrap(), 0);
         assert_eq!(c.read(4096, d.len() as u32).unwrap().unwrap(), d);
@@ -142,7 +153,7 @@ fn requests_are_split_at_device_boundaries() {
 fn bad_requests_get_error_replies_and_the_connection_keeps_working() {
     let r = rig(8);
     for structured in [false, true] {
-        let mut c = Client::unix(&r.sock, "disk", structured).unwrap();
+        let mut c = client(&r.sock, "disk", structured).unwrap();
         let size = c.size;
         let e = |c: &mut Client, kind, flags, off, p| c.call(kind, flags, off, p).unwrap().error;
         assert_eq!(
@@ -201,7 +212,7 @@ fn bad_requests_get_error_replies_and_the_connection_keeps_working() {
         assert_eq!(c.write(0, &[3; 512]).unwrap(), 0);
         assert_eq!(c.read(0, 512).unwrap().unwrap(), vec![3; 512]);
     }
-    let mut ro = Client::unix(&r.sock, "ro", true).unwrap();
+    let mut ro = client(&r.sock, "ro", true).unwrap();
     assert_eq!(ro.write(0, &[9; 512]).unwrap(), errno::EPERM);
     assert_eq!(
         ro.call(cmd::TRIM, 0, 0, Payload::Len(512)).unwrap().error,
@@ -215,8 +226,8 @@ fn bad_requests_get_error_replies_and_the_connection_keeps_working() {
 fn violations_close_only_that_connection() {
     use std::io::{Read, Write};
     let r = rig(8);
-    let mut good = Client::unix(&r.sock, "disk", false).unwrap();
-    let mut bad = Client::unix(&r.sock, "disk", false).unwrap();
+    let mut good = client(&r.sock, "disk", false).unwrap();
+    let mut bad = client(&r.sock, "disk", false).unwrap();
     bad.raw().write_all(&[0xde; 28]).unwrap();
     let mut b = [0u8; 1];
     assert_eq!(
@@ -224,7 +235,7 @@ fn violations_close_only_that_connection() {
         0,
         "server must close the bad connection"
     );
-    let mut huge = Client::unix(&r.sock, "disk", false).unwrap();
+    let mut huge = client(&r.sock, "disk", false).unwrap();
     let hdr = super::proto::Request {
         flags: 0,
         kind: cmd::WRITE,
@@ -267,7 +278,7 @@ fn tcp_back_pressure_beyond_the_slot_count_then_shutdown_closes_listeners() {
 #[test]
 fn shutdown_does_not_hang_when_the_socket_file_was_removed() {
     let r = rig(4);
-    let mut c = Client::unix(&r.sock, "disk", false).unwrap();
+    let mut c = client(&r.sock, "disk", false).unwrap();
     assert_eq!(c.write(0, &[1; 512]).unwrap(), 0);
     std::fs::remove_file(&r.sock).unwrap();
     // The listener cannot be woken through the path any more; shutdown must still finish and
@@ -289,7 +300,7 @@ fn threads_named(name: &str) -> usize {
 fn unix_listeners_of_many_servers_share_one_accept_thread_and_stop_accepting_at_shutdown() {
     let rigs: Vec<Rig> = (0..8).map(|_| rig(4)).collect();
     for r in &rigs {
-        let mut c = Client::unix(&r.sock, "disk", false).unwrap();
+        let mut c = client(&r.sock, "disk", false).unwrap();
         assert_eq!(c.write(0, &[7; 512]).unwrap(), 0);
     }
     // Other tests of this binary may run servers too: still one thread for all of them. (A
@@ -307,6 +318,6 @@ fn unix_listeners_of_many_servers_share_one_accept_thread_and_stop_accepting_at_
     assert!(r.server.shutdown(Duration::from_secs(10)));
     assert!(!r.sock.exists());
     assert!(std::os::unix::net::UnixStream::connect(&link).is_err());
-    let mut other = Client::unix(&rigs[1].sock, "disk", false).unwrap();
+    let mut other = client(&rigs[1].sock, "disk", false).unwrap();
     assert_eq!(other.read(0, 512).unwrap().unwrap(), vec![7; 512]);
 }

@@ -2,8 +2,9 @@
 //! releases them in an order of its choosing, so reply order and shutdown with requests in flight
 //! are asserted on the wire, not hoped for.
 
-use super::client::{Client, Payload};
+use super::client::Payload;
 use super::proto::{cflag, cmd};
+use super::tests::client;
 use super::{Export, NbdServer, ServerConfig};
 use brick_core::bricks::{MemDisk, MemDiskMode};
 use brick_core::{Aio, Info, Output, Rejected};
@@ -102,7 +103,7 @@ fn pipelined_requests_complete_out_of_order_with_both_reply_kinds() {
     let r = gated_rig(16);
     let n = 8usize;
     for structured in [false, true] {
-        let mut c = Client::unix(&r.sock, "gated", structured).unwrap();
+        let mut c = client(&r.sock, "gated", structured).unwrap();
         assert_eq!(c.structured, structured);
         let seed = u8::from(structured) * 100;
         let cookies: Vec<u64> = (0..n)
@@ -153,7 +154,7 @@ fn pipelined_requests_complete_out_of_order_with_both_reply_kinds() {
 #[test]
 fn shutdown_finishes_in_flight_requests() {
     let r = gated_rig(4);
-    let mut c = Client::unix(&r.sock, "gated", true).unwrap();
+    let mut c = client(&r.sock, "gated", true).unwrap();
     let size = c.size;
     let cookies: Vec<u64> = (0..4u8)
         .map(|i| {
