@@ -255,6 +255,9 @@ impl ResourceRt {
             f.pos = st.pos;
             if st.done && f.done_at.is_none() {
                 f.done_at = Some(now);
+                if let Some((file, _)) = &self.data {
+                    drop_page_cache_after_sync(file.clone());
+                }
             }
             if st.done {
                 // Finished: its connections and threads go (they stayed for the life of the
@@ -687,6 +690,26 @@ impl ResourceRt {
             }
         }
         links
+    }
+}
+
+/// After a full sync the data device's page cache holds what the sync wrote, in large folios,
+/// and every 4 KiB replayed write into one walks buffer heads for the whole folio (44 % of a
+/// secondary's samples under random writes; its CPU halved once the cache was dropped). Write
+/// it out and drop it, beside the resource's round: the `fdatasync` may take a while.
+fn drop_page_cache_after_sync(file: Arc<file::FileBrick>) {
+    let spawned = std::thread::Builder::new()
+        .name("drop-cache".into())
+        .spawn(move || match file.drop_page_cache() {
+            Ok(()) => tracing::debug!(device = %brick_core::Brick::name(&*file), "page cache dropped after the sync"),
+            Err(e) => tracing::warn!(
+                device = %brick_core::Brick::name(&*file),
+                "cannot drop the page cache after the sync (replay stays correct, only slower \
+                 for small writes): {e}"
+            ),
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start a thread to drop the page cache after the sync: {e}");
     }
 }
 

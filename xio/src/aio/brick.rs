@@ -134,6 +134,10 @@ impl UringFile {
     pub fn refresh_size(&self) -> Result<u64> {
         self.shared.core.refresh_size()
     }
+    /// Write the dirty pages out and drop the page cache (`FileBrick::drop_page_cache`).
+    pub fn drop_page_cache(&self) -> Result<()> {
+        self.shared.core.drop_page_cache()
+    }
     /// Resize a regular file.
     pub fn set_size(&self, size: u64) -> Result<()> {
         self.shared.core.set_size(size)

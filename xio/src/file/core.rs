@@ -176,6 +176,22 @@ impl FileCore {
     }
 
     /// Change the size of a regular file (`ftruncate`).
+    /// Write the dirty pages out and drop every cached page of the file. A file written
+    /// sequentially (a full sync) or read ahead is cached in large folios; a 4 KiB write into
+    /// one then allocates and walks buffer heads for the whole folio (measured on a secondary
+    /// after its full sync: `ext4_block_write_begin` at 44 % of its samples under 4 KiB random
+    /// replay, and half its CPU gone once the cache was dropped). Nothing to do with `O_DIRECT`.
+    pub(crate) fn drop_page_cache(&self) -> Result<()> {
+        if self.opts.direct {
+            return Ok(());
+        }
+        self.file
+            .sync_data()
+            .map_err(|e| from_io(&e, "writing the file's dirty pages out"))?;
+        super::sys::drop_cached_pages(&self.file)
+            .map_err(|e| from_io(&e, "dropping the file's cached pages"))
+    }
+
     pub(crate) fn set_size(&self, size: u64) -> Result<()> {
         if self.kind != FileKind::Regular {
             return Err(Error::Unsupported {

@@ -84,6 +84,7 @@ mod uring_probe;
 pub use self::core::FileKind;
 pub use direct::DirectIo;
 pub use error::{from_errno, from_io};
+pub use sys::cached_pages;
 pub use uring_probe::{io_uring_unavailable, IO_URING_ENV};
 
 pub use crate::aio::drive;
@@ -214,6 +215,11 @@ impl FileBrick {
     /// Re-read the size from the file system after outside changes; returns it.
     pub fn refresh_size(&self) -> Result<u64> {
         both!(self, f => f.refresh_size())
+    }
+    /// Write the dirty pages out and drop the file's page cache (see `FileCore`): after a
+    /// full sync, so that small writes do not land in the large folios it left.
+    pub fn drop_page_cache(&self) -> Result<()> {
+        both!(self, f => f.drop_page_cache())
     }
     /// Resize a regular file (`ftruncate`).
     pub fn set_size(&self, size: u64) -> Result<()> {

@@ -84,6 +84,54 @@ pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<
     }
 }
 
+/// Drop the file's clean pages from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)` over
+/// the whole file). Dirty pages stay; sync first to drop them too.
+pub(crate) fn drop_cached_pages(file: &File) -> io::Result<()> {
+    // SAFETY: plain syscall on a file descriptor we own for the duration of the call; it reads
+    // no memory of ours.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}
+
+/// How many of `file`'s pages are in the page cache (`mincore(2)` over a read-only mapping;
+/// for tests and diagnostics). An empty file has none.
+pub fn cached_pages(file: &File) -> io::Result<usize> {
+    let len = usize::try_from(file.metadata()?.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    if len == 0 {
+        return Ok(0);
+    }
+    // SAFETY: a read-only shared mapping of a file the caller keeps open for the duration of
+    // the call; its memory is never read, only its address passed to mincore; unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let mut pages = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: `addr..addr+len` is the mapping above; `pages` has a byte per 4 KiB page of it.
+    let rc = unsafe { libc::mincore(addr, len, pages.as_mut_ptr()) };
+    let err = io::Error::last_os_error();
+    // SAFETY: the mapping above, unmapped once.
+    unsafe { libc::munmap(addr, len) };
+    if rc != 0 {
+        return Err(err);
+    }
+    Ok(pages.iter().filter(|&&b| b & 1 == 1).count())
+}
+
 /// `pwritev(fd, bufs, offset)` (at most `IOV_MAX` of `bufs`): the bytes written, which may be
 /// fewer than asked for.
 pub(crate) fn pwritev(file: &File, bufs: &[IoSlice<'_>], offset: u64) -> io::Result<usize> {
