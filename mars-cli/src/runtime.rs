@@ -700,13 +700,16 @@ impl ResourceRt {
 fn drop_page_cache_after_sync(file: Arc<file::FileBrick>) {
     let spawned = std::thread::Builder::new()
         .name("drop-cache".into())
-        .spawn(move || match file.drop_page_cache() {
-            Ok(()) => tracing::debug!(device = %brick_core::Brick::name(&*file), "page cache dropped after the sync"),
-            Err(e) => tracing::warn!(
-                device = %brick_core::Brick::name(&*file),
-                "cannot drop the page cache after the sync (replay stays correct, only slower \
-                 for small writes): {e}"
-            ),
+        .spawn(move || {
+            let device = brick_core::Brick::name(&*file);
+            match file.drop_page_cache() {
+                Ok(()) => tracing::debug!(%device, "page cache dropped after the sync"),
+                Err(e) => tracing::warn!(
+                    %device,
+                    "cannot drop the page cache after the sync (replay stays correct, only \
+                     slower for small writes): {e}"
+                ),
+            }
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot start a thread to drop the page cache after the sync: {e}");

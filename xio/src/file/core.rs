@@ -175,7 +175,6 @@ impl FileCore {
         Ok(size)
     }
 
-    /// Change the size of a regular file (`ftruncate`).
     /// Write the dirty pages out and drop every cached page of the file. A file written
     /// sequentially (a full sync) or read ahead is cached in large folios; a 4 KiB write into
     /// one then allocates and walks buffer heads for the whole folio (measured on a secondary
@@ -192,6 +191,7 @@ impl FileCore {
             .map_err(|e| from_io(&e, "dropping the file's cached pages"))
     }
 
+    /// Change the size of a regular file (`ftruncate`).
     pub(crate) fn set_size(&self, size: u64) -> Result<()> {
         if self.kind != FileKind::Regular {
             return Err(Error::Unsupported {
